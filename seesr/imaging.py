@@ -1,0 +1,74 @@
+"""Conversions between PIL images and tensors, and the official working-size rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from seesr.errors import ConfigError, InputError
+
+LATENT_FACTOR = 8
+"""The SD VAE downsamples by 8: working images are cropped to a multiple of 8 (official rule)."""
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (1, 3, H, W) float32 in [0, 1] (torchvision ``ToTensor`` semantics)."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def tensor_to_pil(image: torch.Tensor) -> Image.Image:
+    """(1, 3, H, W) or (3, H, W) in [0, 1] -> RGB PIL, clamped and rounded to the nearest level."""
+    if image.dim() == 4:
+        if image.shape[0] != 1:
+            raise ConfigError(f"expected one image, got a batch of {image.shape[0]}")
+        image = image[0]
+    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array, "RGB")
+
+
+@dataclass(frozen=True)
+class WorkingSize:
+    """How an LR image becomes the image the diffusion model works on.
+
+    ``pre_size``: enlarge tiny inputs first (official ``process_size`` rule), or None.
+    ``upscaled_size``: bicubic upscale by ``scale``. ``work_size``: floored to a multiple of 8.
+    ``output_size``: what the user asked for (input size x scale).
+    """
+
+    pre_size: tuple[int, int] | None
+    upscaled_size: tuple[int, int]
+    work_size: tuple[int, int]
+    output_size: tuple[int, int]
+
+
+def plan_working_size(width: int, height: int, scale: float, process_size: int) -> WorkingSize:
+    """Official SeeSR sizing: tiny inputs are first enlarged so the short side reaches
+    ``process_size / scale``, then upscaled by ``scale`` and floored to a multiple of 8."""
+    if scale <= 0:
+        raise ConfigError(f"scale must be positive, got {scale}")
+    min_side = int(process_size // scale) if process_size > 0 else 0
+    pre_size = None
+    if width < min_side or height < min_side:
+        factor = min_side / min(width, height)
+        pre_size = (int(factor * width), int(factor * height))
+    base_w, base_h = pre_size or (width, height)
+    upscaled = (_scaled(base_w, scale), _scaled(base_h, scale))
+    work = (upscaled[0] // LATENT_FACTOR * LATENT_FACTOR, upscaled[1] // LATENT_FACTOR * LATENT_FACTOR)
+    if work[0] < LATENT_FACTOR or work[1] < LATENT_FACTOR:
+        raise InputError(
+            f"a {width}x{height} image at scale {scale} is smaller than 8 px on a side; use a larger scale"
+        )
+    return WorkingSize(pre_size, upscaled, work, (_scaled(width, scale), _scaled(height, scale)))
+
+
+def _scaled(size: int, scale: float) -> int:
+    return size * int(scale) if float(scale).is_integer() else max(1, round(size * scale))
+
+
+def resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Bicubic resize (PIL), a no-op copy when the size already matches, as PIL does."""
+    return image.resize(size, Image.Resampling.BICUBIC)

@@ -1,0 +1,380 @@
+"""SeesrPipeline: SeeSR-Turbo super-resolution, read top to bottom in ``__call__``.
+
+tag (RAM + DAPE) -> prompt -> CLIP text encoding -> bicubic upscale -> VAE encode -> noise the
+LR latent to t=999 -> DDIM steps with ControlNet + UNet -> VAE decode -> colour fix -> resize.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+from diffusers import AutoencoderKL
+from PIL import Image
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from seesr.colorfix import COLOR_FIX_METHODS, apply_color_fix
+from seesr.errors import ConfigError, InputError
+from seesr.imaging import pil_to_tensor, plan_working_size, resize, tensor_to_pil
+from seesr.models.controlnet import SeesrControlNetModel
+from seesr.models.tagger import RamConfig, RamTagger
+from seesr.models.unet import SeesrUNet2DConditionModel
+from seesr.sampling import START_TIMESTEP, NoiseSchedule, add_noise, ddim_step, previous_timestep, trailing_timesteps
+from seesr.tiling import plan_tiles, tiled_apply
+from seesr.weights import WeightPaths, check_state_dict_keys
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_POSITIVE_PROMPT = "clean, high-resolution, 8k"
+"""Official ``--added_prompt`` default, appended after the tags and the user prompt."""
+DEFAULT_NEGATIVE_PROMPT = "dotted, noise, blur, lowres, smooth"
+"""Official ``--negative_prompt`` default (used only when guidance_scale > 1)."""
+DEFAULT_LATENT_TILE = 96
+DEFAULT_LATENT_OVERLAP = 32
+"""Official turbo-script defaults (``--latent_tiled_size 96 --latent_tiled_overlap 32``), in latent pixels."""
+DEFAULT_PROCESS_SIZE = 512
+"""Official ``--process_size``: inputs whose short side is below process_size/scale are enlarged first."""
+
+StepCallback = Callable[[int, int, torch.Tensor], None]
+
+
+@dataclass
+class SeesrPipelineOutput:
+    """What one call produced, with what it was conditioned on."""
+
+    images: list[Image.Image] | torch.Tensor
+    tags: str
+    prompt: str
+    timesteps: list[int]
+    latents: torch.Tensor = field(repr=False)
+
+
+def build_prompt(tags: str, user_prompt: str = "", positive_prompt: str = DEFAULT_POSITIVE_PROMPT) -> str:
+    """The official prompt: ``f"{tags}, {user_prompt},"`` followed by the positive prompt."""
+    return f"{tags}, {user_prompt}," + positive_prompt
+
+
+class SeesrPipeline:
+    """SeeSR-Turbo: semantics-aware diffusion super-resolution in 1-4 DDIM steps."""
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        unet: SeesrUNet2DConditionModel,
+        controlnet: SeesrControlNetModel,
+        tagger: RamTagger | None,
+        schedule: NoiseSchedule,
+    ) -> None:
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        self.unet = unet
+        self.controlnet = controlnet
+        self.tagger = tagger
+        self.schedule = schedule
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        weights: WeightPaths | str | Path | None = None,
+        *,
+        unet_rule: Literal["turbo", "plain"] = "turbo",
+        torch_dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+    ) -> "SeesrPipeline":
+        """Load every component from the official on-disk layout.
+
+        ``unet_rule="turbo"`` (default, the official turbo script): UNet config and weights from
+        sd-turbo, only the ``image_attentions`` weights from SeeSR. ``"plain"``: SeeSR's UNet whole.
+        """
+        paths = weights if isinstance(weights, WeightPaths) else WeightPaths.from_dir(weights)
+        paths.check()
+        device = torch.device(device) if device is not None else default_device()
+        dtype = torch_dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+
+        vae, info = AutoencoderKL.from_pretrained(paths.sd_turbo, subfolder="vae", output_loading_info=True)
+        check_state_dict_keys("sd-turbo VAE", info["missing_keys"], info["unexpected_keys"])
+        text_encoder, info = CLIPTextModel.from_pretrained(
+            paths.sd_turbo / "text_encoder", output_loading_info=True
+        )
+        check_state_dict_keys("sd-turbo text encoder", info["missing_keys"], info["unexpected_keys"])
+        tokenizer = CLIPTokenizer.from_pretrained(paths.sd_turbo / "tokenizer")
+        if unet_rule == "turbo":
+            unet = SeesrUNet2DConditionModel.from_turbo(paths.sd_turbo, paths.seesr)
+        elif unet_rule == "plain":
+            unet = SeesrUNet2DConditionModel.from_pretrained(paths.seesr, subfolder="unet")
+        else:
+            raise ConfigError(f"unet_rule must be 'turbo' or 'plain', got {unet_rule!r}")
+        controlnet = SeesrControlNetModel.from_pretrained(paths.seesr, subfolder="controlnet")
+        tagger = RamTagger.from_pretrained(
+            paths.ram_checkpoint,
+            paths.dape_checkpoint,
+            tag_list=paths.ram_tag_list,
+            tag_list_chinese=paths.ram_tag_list_chinese,
+            thresholds=paths.ram_thresholds,
+            config=RamConfig.from_official_configs(paths.ram_configs) if paths.ram_configs else None,
+        )
+        schedule = NoiseSchedule.from_pretrained(paths.sd_turbo / "scheduler")
+        return cls(vae, text_encoder, tokenizer, unet, controlnet, tagger, schedule).to(device, dtype)
+
+    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> "SeesrPipeline":
+        """Move the networks; the VAE stays float32 unless it runs on CUDA (see :meth:`decode`)."""
+        device = torch.device(device)
+        for model in (self.text_encoder, self.unet, self.controlnet, self.tagger):
+            if model is not None:
+                model.to(device=device, dtype=dtype)
+        self.vae.to(device=device, dtype=dtype if device.type == "cuda" else torch.float32)
+        for model in (self.vae, self.text_encoder, self.unet, self.controlnet, self.tagger):
+            if model is not None:
+                model.eval().requires_grad_(False)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    # ------------------------------------------------------------------ the flow
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: Image.Image,
+        *,
+        scale: float = 4,
+        num_inference_steps: int = 2,
+        prompt: str = "",
+        positive_prompt: str = DEFAULT_POSITIVE_PROMPT,
+        negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+        guidance_scale: float = 1.0,
+        conditioning_scale: float = 1.0,
+        color_fix: str = "wavelet",
+        process_size: int = DEFAULT_PROCESS_SIZE,
+        latent_tile: int = DEFAULT_LATENT_TILE,
+        latent_overlap: int = DEFAULT_LATENT_OVERLAP,
+        tile_batch_size: int = 1,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        tags: str | None = None,
+        ram_embeds: torch.Tensor | None = None,
+        lr_latent: Literal["sample", "mean"] = "sample",
+        output_type: Literal["pil", "pt"] = "pil",
+        callback: StepCallback | None = None,
+    ) -> SeesrPipelineOutput:
+        """Upscale one RGB image by ``scale``.
+
+        ``latents``: the initial noise (1, 4, h/8, w/8), else drawn from ``generator``/``seed`` on the
+        CPU (same numbers on every device). ``tags``/``ram_embeds`` skip the tagger. ``lr_latent="mean"``
+        encodes the LR image with the VAE mean instead of a sample. ``callback(i, t, latents)`` runs
+        after each step. Latents larger than ``latent_tile`` on a side are denoised in overlapping
+        tiles (``tile_batch_size`` at a time) whose noise predictions are blended. ``output_type="pt"`` returns the (1, 3, H, W) tensor in [0, 1] before the
+        final resize.
+        """
+        # 0. Check the call
+        self.check_inputs(
+            image, num_inference_steps, guidance_scale, color_fix, lr_latent, output_type, latent_tile, tile_batch_size
+        )
+        if generator is None:
+            generator = torch.Generator("cpu").manual_seed(seed if seed is not None else torch.seed())
+        sizes = plan_working_size(image.width, image.height, scale, process_size)
+        lr_image = image.convert("RGB")
+
+        # 1. Tag the LR image with RAM + DAPE: the prompt's tags and the image embeddings
+        if tags is None or ram_embeds is None:
+            tagged = self.tag(lr_image)
+            tags = tagged.tags[0] if tags is None else tags
+            ram_embeds = tagged.image_embeds if ram_embeds is None else ram_embeds
+        full_prompt = build_prompt(tags, prompt, positive_prompt)
+        do_cfg = guidance_scale > 1.0
+
+        # 2. Encode the prompt (and the negative prompt for classifier-free guidance)
+        prompt_embeds = self.encode_prompt(full_prompt)
+        ram_embeds = ram_embeds.to(self.device, self.dtype)
+        if do_cfg:
+            prompt_embeds = torch.cat([self.encode_prompt(negative_prompt), prompt_embeds])
+            ram_embeds = torch.cat([ram_embeds, ram_embeds])
+
+        # 3. Upscale the LR image (bicubic) to the working size
+        upscaled = lr_image if sizes.pre_size is None else resize(lr_image, sizes.pre_size)
+        upscaled = resize(resize(upscaled, sizes.upscaled_size), sizes.work_size)
+        condition = pil_to_tensor(upscaled).to(self.device)
+
+        # 4. Timesteps and initial noise
+        timesteps = trailing_timesteps(num_inference_steps, self.schedule.num_train_timesteps)
+        latent_shape = (1, self.unet.config.in_channels, sizes.work_size[1] // 8, sizes.work_size[0] // 8)
+        if latents is None:
+            latents = torch.randn(latent_shape, generator=generator, dtype=torch.float32)
+        elif tuple(latents.shape) != latent_shape:
+            raise ConfigError(f"latents must have shape {latent_shape}, got {tuple(latents.shape)}")
+        noise = latents.to(self.device, torch.float32)
+
+        # 5. Start point: the VAE-encoded LR image noised to t=999 (SeeSR's LR embedding strategy)
+        lr_latents = self.encode_image(condition, generator, lr_latent)
+        latents = add_noise(lr_latents, noise, self.schedule, START_TIMESTEP)
+
+        # 6. Denoise: ControlNet + UNet at each step (tiled on large latents), DDIM update in float32
+        tiles = plan_tiles(latents.shape[-2], latents.shape[-1], latent_tile, latent_overlap)
+        for i, t in enumerate(timesteps):
+
+            def predict(latent_crops: torch.Tensor, crop_tiles) -> torch.Tensor:
+                crops = torch.cat([condition[(..., *tile.scaled(8).slices())] for tile in crop_tiles])
+                return self.predict_noise(
+                    latent_crops, t, prompt_embeds, ram_embeds, crops, conditioning_scale, guidance_scale
+                )
+
+            if len(tiles) == 1:
+                noise_pred = predict(latents, tiles)
+            else:
+                noise_pred = tiled_apply(predict, latents, tiles, batch_size=tile_batch_size)
+            prev_t = previous_timestep(t, num_inference_steps, self.schedule.num_train_timesteps)
+            latents = ddim_step(latents, noise_pred.float(), self.schedule, t, prev_t)
+            if callback is not None:
+                callback(i, t, latents)
+
+        # 7. Decode, then take the colours from the upscaled input
+        decoded = (self.decode(latents) / 2 + 0.5).clamp(0, 1)
+        fixed = apply_color_fix(decoded.float(), condition.float(), color_fix).clamp(0, 1)
+
+        # 8. Resize to exactly the requested size
+        if output_type == "pt":
+            result: list[Image.Image] | torch.Tensor = fixed
+        else:
+            result = [resize(tensor_to_pil(fixed), sizes.output_size)]
+        return SeesrPipelineOutput(images=result, tags=tags, prompt=full_prompt, timesteps=timesteps, latents=latents)
+
+    # ------------------------------------------------------------------ the steps
+    def check_inputs(
+        self,
+        image: object,
+        steps: int,
+        guidance_scale: float,
+        color_fix: str,
+        lr_latent: str,
+        output_type: str,
+        latent_tile: int,
+        tile_batch_size: int,
+    ) -> None:
+        """Refuse bad arguments before any work is done, naming all of them at once."""
+        problems = []
+        if not isinstance(image, Image.Image):
+            raise InputError(f"image must be a PIL image, got {type(image).__name__}")
+        if not isinstance(steps, int) or steps < 1:
+            problems.append(f"num_inference_steps must be an integer >= 1 (1-4 supported), got {steps!r}")
+        if guidance_scale < 1.0:
+            problems.append(f"guidance_scale must be >= 1.0, got {guidance_scale}")
+        if color_fix not in COLOR_FIX_METHODS:
+            problems.append(f"color_fix must be one of {', '.join(COLOR_FIX_METHODS)}, got {color_fix!r}")
+        if lr_latent not in ("sample", "mean"):
+            problems.append(f"lr_latent must be 'sample' or 'mean', got {lr_latent!r}")
+        if output_type not in ("pil", "pt"):
+            problems.append(f"output_type must be 'pil' or 'pt', got {output_type!r}")
+        if latent_tile < 8:
+            problems.append(f"latent_tile must be >= 8 latent pixels, got {latent_tile}")
+        if tile_batch_size < 1:
+            problems.append(f"tile_batch_size must be >= 1, got {tile_batch_size}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def tag(self, image: Image.Image):
+        """RAM + DAPE on the LR image: tags (prompt) and (1, 145, 512) image embeddings."""
+        if self.tagger is None:
+            raise ConfigError("this pipeline has no tagger: pass tags= and ram_embeds=")
+        pixels = pil_to_tensor(image).to(self.device, self.tagger_dtype)
+        return self.tagger.tag(pixels)
+
+    @property
+    def tagger_dtype(self) -> torch.dtype:
+        return next(self.tagger.parameters()).dtype
+
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        """CLIP last hidden state of the prompt, padded/truncated to the tokenizer's 77 tokens."""
+        ids = self.prompt_token_ids(prompt).to(self.text_encoder.device)
+        return self.text_encoder(ids)[0].to(self.dtype)
+
+    def prompt_token_ids(self, prompt: str) -> torch.Tensor:
+        """Token ids as the official pipeline makes them (pad to max length, truncate)."""
+        return self.tokenizer(
+            prompt, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
+
+    def encode_image(self, image: torch.Tensor, generator: torch.Generator, mode: str) -> torch.Tensor:
+        """VAE latent of an image in [0, 1], scaled by the VAE's scaling factor."""
+        dist = self.vae.encode((image * 2 - 1).to(self.vae.dtype)).latent_dist
+        if mode == "mean":
+            latent = dist.mean
+        else:
+            eps = torch.randn(dist.mean.shape, generator=generator, dtype=torch.float32).to(dist.mean.device)
+            latent = dist.mean.float() + dist.std.float() * eps
+        return latent.float() * self.vae.config.scaling_factor
+
+    def predict_noise(
+        self,
+        latents: torch.Tensor,
+        timestep: int,
+        prompt_embeds: torch.Tensor,
+        ram_embeds: torch.Tensor,
+        condition: torch.Tensor,
+        conditioning_scale: float,
+        guidance_scale: float,
+    ) -> torch.Tensor:
+        """Epsilon prediction of ControlNet + UNet for a batch of latents (whole image or tiles).
+
+        ``prompt_embeds``/``ram_embeds`` hold one image's conditioning ([negative, positive] with
+        classifier-free guidance above 1.0); they are repeated over the batch here."""
+        do_cfg = guidance_scale > 1.0
+        batch = latents.shape[0]
+        model_input = torch.cat([latents] * 2) if do_cfg else latents
+        model_input = model_input.to(self.dtype)
+        condition = torch.cat([condition] * 2) if do_cfg else condition
+        prompt_embeds = prompt_embeds.repeat_interleave(batch, dim=0)
+        ram_embeds = ram_embeds.repeat_interleave(batch, dim=0)
+        t = torch.tensor(timestep, device=self.device)
+        down_res, mid_res = self.controlnet(
+            model_input,
+            t,
+            encoder_hidden_states=prompt_embeds,
+            controlnet_cond=condition.to(self.dtype),
+            conditioning_scale=conditioning_scale,
+            image_encoder_hidden_states=ram_embeds,
+            return_dict=False,
+        )
+        noise_pred = self.unet(
+            model_input,
+            t,
+            encoder_hidden_states=prompt_embeds,
+            image_encoder_hidden_states=ram_embeds,
+            down_block_additional_residuals=down_res,
+            mid_block_additional_residual=mid_res,
+            return_dict=False,
+        )[0]
+        if do_cfg:
+            uncond, text = noise_pred.chunk(2)
+            noise_pred = uncond + guidance_scale * (text - uncond)
+        return noise_pred
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """VAE decode to [-1, 1] (unclamped). In fp16 a non-finite result is redone in float32."""
+        scaled = latents / self.vae.config.scaling_factor
+        image = self.vae.decode(scaled.to(self.vae.dtype), return_dict=False)[0]
+        if self.vae.dtype != torch.float32 and not torch.isfinite(image).all():
+            logger.warning("fp16 VAE decode overflowed; decoding again in float32")
+            self.vae.to(torch.float32)
+            try:
+                image = self.vae.decode(scaled.float(), return_dict=False)[0]
+            finally:
+                self.vae.to(torch.float16)
+        return image.float()
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,113 @@
+"""The one tiler: grid planning, tile extraction, blend weights and weighted accumulation.
+
+Used by latent diffusion (noise predictions per latent tile), and by any image-to-image network
+that works on crops (Real-ESRGAN). A tile is a window of the input; its result may be ``scale``
+times larger (x4 for Real-ESRGAN); overlapping results are blended with smooth, symmetric
+weights that are normalised so they sum to one at every pixel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from seesr.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A window ``[top:top+height, left:left+width]`` of the input."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+    def scaled(self, factor: int) -> "Tile":
+        return Tile(self.top * factor, self.left * factor, self.height * factor, self.width * factor)
+
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.top, self.top + self.height), slice(self.left, self.left + self.width)
+
+
+def axis_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets along one axis: stride ``tile - overlap``, the last one snapped to the edge."""
+    if tile >= size:
+        return [0]
+    stride = tile - overlap
+    count = math.ceil((size - tile) / stride) + 1
+    return [min(i * stride, size - tile) for i in range(count)]
+
+
+def plan_tiles(height: int, width: int, tile: int | tuple[int, int], overlap: int) -> list[Tile]:
+    """Tiles covering a ``height x width`` input; no tile is larger than the input.
+
+    Every pixel is covered; consecutive tiles overlap by at least ``overlap``; row-major order.
+    """
+    tile_h, tile_w = (tile, tile) if isinstance(tile, int) else tile
+    if min(tile_h, tile_w) < 1 or overlap < 0:
+        raise ConfigError(f"tile size must be >= 1 and overlap >= 0, got tile {tile}, overlap {overlap}")
+    tile_h, tile_w = min(tile_h, height), min(tile_w, width)
+    if overlap >= min(tile_h, tile_w) and (tile_h < height or tile_w < width):
+        raise ConfigError(f"overlap {overlap} must be smaller than the tile size {min(tile_h, tile_w)}")
+    return [
+        Tile(top, left, tile_h, tile_w)
+        for top in axis_starts(height, tile_h, overlap)
+        for left in axis_starts(width, tile_w, overlap)
+    ]
+
+
+def blend_weights(height: int, width: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Smooth, symmetric (height, width) weights, largest at the centre, positive at the edges.
+
+    A separable Gaussian centred at ((h-1)/2, (w-1)/2) on both axes (the official SeeSR weights
+    use t/2 on one axis and (t-1)/2 on the other, which shifts every tile's peak by half a pixel).
+    """
+
+    def one_axis(n: int) -> torch.Tensor:
+        x = torch.arange(n, dtype=torch.float64)
+        centre = (n - 1) / 2
+        return torch.exp(-((x - centre) ** 2) / (n * n) / (2 * 0.01)) / math.sqrt(2 * math.pi * 0.01)
+
+    return (one_axis(height)[:, None] * one_axis(width)[None, :]).to(device=device, dtype=dtype)
+
+
+def tiled_apply(
+    fn: Callable[[torch.Tensor, Sequence[Tile]], torch.Tensor],
+    inputs: torch.Tensor,
+    tiles: Sequence[Tile],
+    *,
+    scale: int = 1,
+    batch_size: int = 1,
+    out_channels: int | None = None,
+) -> torch.Tensor:
+    """Run ``fn`` over tiles of ``inputs`` (B, C, H, W) and blend the results.
+
+    ``fn(batch, batch_tiles)`` gets the crops stacked on the batch axis (tiles of one batch have
+    the same size) and returns results ``scale`` times larger. Tiles are batched ``batch_size`` at a
+    time; results are accumulated with :func:`blend_weights` and normalised per pixel.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"tile batch size must be >= 1, got {batch_size}")
+    b, c, h, w = inputs.shape
+    output = None
+    weight_sum = torch.zeros(1, 1, h * scale, w * scale, device=inputs.device, dtype=torch.float32)
+    for start in range(0, len(tiles), batch_size):
+        group = list(tiles[start : start + batch_size])
+        crops = torch.cat([inputs[(..., *t.slices())] for t in group], dim=0)
+        results = fn(crops, group)
+        for index, tile in enumerate(group):
+            out_tile = tile.scaled(scale)
+            result = results[index * b : (index + 1) * b].float()
+            if output is None:
+                channels = out_channels or result.shape[1]
+                output = torch.zeros(b, channels, h * scale, w * scale, device=inputs.device, dtype=torch.float32)
+            weights = blend_weights(out_tile.height, out_tile.width, device=inputs.device)
+            output[(..., *out_tile.slices())] += result * weights
+            weight_sum[(..., *out_tile.slices())] += weights
+    if output is None:
+        raise ConfigError("no tiles to run")
+    return output / weight_sum

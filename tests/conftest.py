@@ -1,0 +1,62 @@
+"""Shared test fixtures: where the official tiny golden files live, and how to read them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SEESR_SHARED", REPO_ROOT.parent / "shared"))
+TINY = SHARED / "fixtures" / "seesr_tiny"
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tiny() -> Path:
+    """Root of the official tiny fixtures (``../shared/fixtures/seesr_tiny``)."""
+    if not TINY.is_dir():
+        pytest.fail(f"shared fixtures not found at {TINY}; set SEESR_SHARED to the shared/ folder")
+    return TINY
+
+
+@pytest.fixture(scope="session")
+def refs(tiny: Path):
+    """Loader for ``refs/*.safetensors`` by stem name, cached per session."""
+    cache: dict[str, dict[str, torch.Tensor]] = {}
+
+    def load(name: str) -> dict[str, torch.Tensor]:
+        if name not in cache:
+            cache[name] = load_file(str(tiny / "refs" / f"{name}.safetensors"))
+        return cache[name]
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tiny: Path):
+    """The tiny fixtures described as a :class:`seesr.weights.WeightPaths` (official layout)."""
+    from seesr.weights import WeightPaths
+
+    return WeightPaths(
+        sd_turbo=tiny / "sd_turbo",
+        seesr=tiny / "seesr",
+        ram_checkpoint=tiny / "ram" / "ram_swin_large_14m_tiny.pth",
+        dape_checkpoint=tiny / "ram" / "DAPE_tiny.pth",
+        ram_tag_list=tiny / "ram" / "data" / "ram_tag_list.txt",
+        ram_tag_list_chinese=tiny / "ram" / "data" / "ram_tag_list_chinese.txt",
+        ram_thresholds=tiny / "ram" / "data" / "ram_tag_list_threshold.txt",
+        ram_configs=tiny / "ram" / "configs",
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe(tiny_weights):
+    """The SeeSR pipeline on the tiny official fixtures, CPU float32 (loaded once)."""
+    from seesr.pipeline import SeesrPipeline
+
+    return SeesrPipeline.from_pretrained(tiny_weights, device="cpu")

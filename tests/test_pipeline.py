@@ -1,0 +1,138 @@
+"""End-to-end parity of the untiled SeeSR-Turbo pipeline with the official implementation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from seesr.errors import ConfigError, InputError, WeightsError
+from seesr.pipeline import SeesrPipeline, build_prompt
+from seesr.sampling import trailing_timesteps
+from seesr.weights import WeightPaths
+
+STEP_COUNTS = (1, 2, 4)
+
+
+def run_reference_call(pipe, tiny, refs, steps: int, **overrides):
+    """The fixture's official call: 144x96 input, scale 1, RAM outputs and initial noise from refs."""
+    meta = json.loads((tiny / "refs" / "meta.json").read_text())
+    recorded: dict[int, torch.Tensor] = {}
+    kwargs = dict(
+        scale=1,
+        num_inference_steps=steps,
+        process_size=0,
+        tags=meta["ram_tags"],
+        ram_embeds=refs("ram_outputs")["image_embeds"],
+        latents=refs("pipeline_inputs")["init_latents"],
+        lr_latent="mean",
+        color_fix="none",
+        output_type="pt",
+        callback=lambda i, t, latents: recorded.__setitem__(i, latents.clone()),
+    )
+    kwargs.update(overrides)
+    out = pipe(Image.open(tiny / "inputs" / "pipeline_input.png"), **kwargs)
+    return out, recorded
+
+
+def test_prompt_matches_official(tiny, refs, tiny_pipe):
+    meta = json.loads((tiny / "refs" / "meta.json").read_text())
+    prompt = build_prompt(meta["ram_tags"])
+    assert prompt == meta["prompt"]
+    ids = tiny_pipe.prompt_token_ids(prompt)
+    assert torch.equal(ids, refs("pipeline_inputs")["prompt_input_ids"])
+    embeds = tiny_pipe.encode_prompt(prompt)
+    torch.testing.assert_close(embeds, refs("pipeline_inputs")["prompt_embeds"], atol=1e-5, rtol=1e-5)
+
+
+def test_lr_latents_match_official(tiny, refs, tiny_pipe):
+    from seesr.imaging import pil_to_tensor
+
+    image = pil_to_tensor(Image.open(tiny / "inputs" / "pipeline_input.png"))
+    latents = tiny_pipe.encode_image(image, torch.Generator().manual_seed(0), "mean")
+    torch.testing.assert_close(latents, refs("pipeline_inputs")["lr_latents_scaled"], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("steps", STEP_COUNTS)
+def test_untiled_pipeline_matches_official(tiny, refs, tiny_pipe, steps):
+    ref = refs("pipeline")
+    prefix = f"steps{steps}_untiled"
+    out, recorded = run_reference_call(tiny_pipe, tiny, refs, steps)
+
+    assert out.timesteps == ref[f"{prefix}.timesteps"].tolist()
+    assert len(recorded) == steps
+    for i, t in enumerate(out.timesteps):
+        expected = ref[f"{prefix}.step{i}.t{t}.latents"]
+        diff = (recorded[i] - expected).abs().max().item()
+        assert diff <= 1e-4 * expected.abs().max().item(), f"step {i} (t={t}): max diff {diff}"
+
+    decode_input = ref[f"{prefix}.vae_decode_input"]
+    torch.testing.assert_close(out.latents / 0.18215, decode_input, atol=1e-4 * decode_input.abs().max().item(), rtol=0)
+    decoded_raw = tiny_pipe.decode(out.latents)
+    torch.testing.assert_close(decoded_raw, ref[f"{prefix}.decoded_raw"], atol=1e-3, rtol=0)
+    torch.testing.assert_close(out.images, (ref[f"{prefix}.decoded_raw"] / 2 + 0.5).clamp(0, 1), atol=1e-3, rtol=0)
+
+
+def test_pil_output_matches_official_png(tiny, refs, tiny_pipe):
+    out, _ = run_reference_call(tiny_pipe, tiny, refs, 2, output_type="pil")
+    ours = np.asarray(out.images[0]).astype(int)
+    official = np.asarray(Image.open(tiny / "refs" / "pipeline" / "steps2_untiled.png").convert("RGB")).astype(int)
+    assert ours.shape == official.shape
+    off = np.abs(ours - official)
+    assert off.max() <= 1
+    assert (off == 0).mean() >= 0.999
+
+
+def test_trailing_timesteps():
+    assert trailing_timesteps(1) == [999]
+    assert trailing_timesteps(2) == [999, 499]
+    assert trailing_timesteps(4) == [999, 749, 499, 249]
+    assert trailing_timesteps(3) == [999, 666, 332]  # diffusers: round(arange(1000, 0, -1000/3)) - 1
+
+
+def test_full_call_tags_upscales_and_is_deterministic(tiny, tiny_pipe):
+    lr = Image.open(tiny / "inputs" / "pipeline_lr_crop.png")
+    first = tiny_pipe(lr, scale=4, num_inference_steps=1, seed=7, process_size=0)
+    second = tiny_pipe(lr, scale=4, num_inference_steps=1, seed=7, process_size=0)
+    other = tiny_pipe(lr, scale=4, num_inference_steps=1, seed=8, process_size=0)
+    image = first.images[0]
+    assert image.size == (lr.width * 4, lr.height * 4)
+    assert first.prompt.startswith(first.tags + ", ")
+    assert first.tags == tiny_pipe.tag(lr).tags[0]
+    assert np.array_equal(np.asarray(image), np.asarray(second.images[0]))
+    assert not np.array_equal(np.asarray(image), np.asarray(other.images[0]))
+
+
+def test_output_size_is_exact_for_non_multiple_of_8(tiny, tiny_pipe):
+    lr = Image.open(tiny / "inputs" / "pipeline_lr_crop.png").crop((0, 0, 35, 23))
+    out = tiny_pipe(lr, scale=2, num_inference_steps=1, seed=0, process_size=64)
+    # process_size 64 / scale 2 = 32 > 23: enlarged first, worked on, then resized to 70x46 exactly.
+    assert out.images[0].size == (70, 46)
+
+
+def test_guidance_uses_negative_prompt(tiny, refs, tiny_pipe):
+    base, _ = run_reference_call(tiny_pipe, tiny, refs, 1)
+    cfg_a, _ = run_reference_call(tiny_pipe, tiny, refs, 1, guidance_scale=2.0, negative_prompt="blurry")
+    cfg_b, _ = run_reference_call(tiny_pipe, tiny, refs, 1, guidance_scale=2.0, negative_prompt="noise")
+    assert not torch.allclose(base.latents, cfg_a.latents)
+    assert not torch.allclose(cfg_a.latents, cfg_b.latents)
+
+
+def test_bad_arguments_are_refused_together(tiny, tiny_pipe):
+    lr = Image.open(tiny / "inputs" / "pipeline_lr_crop.png")
+    with pytest.raises(ConfigError) as err:
+        tiny_pipe(lr, num_inference_steps=0, color_fix="sepia", guidance_scale=0.5)
+    message = str(err.value)
+    assert "num_inference_steps" in message and "color_fix" in message and "guidance_scale" in message
+    with pytest.raises(InputError):
+        tiny_pipe(np.zeros((4, 4, 3)))
+
+
+def test_missing_weights_are_listed(tmp_path):
+    with pytest.raises(WeightsError) as err:
+        SeesrPipeline.from_pretrained(WeightPaths.from_dir(tmp_path))
+    message = str(err.value)
+    assert "DAPE.pth" in message and "ram_swin_large_14m.pth" in message and "seesr weights download" in message
