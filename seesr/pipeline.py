@@ -126,13 +126,19 @@ class SeesrPipeline:
     def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> "SeesrPipeline":
         """Move the networks; the VAE stays float32 unless it runs on CUDA (see :meth:`decode`)."""
         device = torch.device(device)
-        for model in (self.text_encoder, self.unet, self.controlnet, self.tagger):
-            if model is not None:
-                model.to(device=device, dtype=dtype)
-        self.vae.to(device=device, dtype=dtype if device.type == "cuda" else torch.float32)
-        for model in (self.vae, self.text_encoder, self.unet, self.controlnet, self.tagger):
-            if model is not None:
-                model.eval().requires_grad_(False)
+        vae_dtype = dtype if device.type == "cuda" else torch.float32
+        for model, want in (
+            (self.text_encoder, dtype),
+            (self.unet, dtype),
+            (self.controlnet, dtype),
+            (self.tagger, dtype),
+            (self.vae, vae_dtype),
+        ):
+            if model is None:
+                continue
+            current = next(model.parameters()).dtype
+            model.to(device=device, dtype=want if want is not None and want != current else None)
+            model.eval().requires_grad_(False)
         return self
 
     @property

@@ -136,3 +136,41 @@ def test_missing_weights_are_listed(tmp_path):
         SeesrPipeline.from_pretrained(WeightPaths.from_dir(tmp_path))
     message = str(err.value)
     assert "DAPE.pth" in message and "ram_swin_large_14m.pth" in message and "seesr weights download" in message
+
+
+def official_asymmetric_weights(height, width, device=None, dtype=None):
+    """The official SeeSR tile weights: Gaussian centred at (t-1)/2 on x but t/2 on y."""
+    var = 0.01
+    x = torch.arange(width, dtype=torch.float64)
+    y = torch.arange(height, dtype=torch.float64)
+    norm = (2 * np.pi * var) ** 0.5
+    x_probs = torch.exp(-((x - (width - 1) / 2) ** 2) / (width * width) / (2 * var)) / norm
+    y_probs = torch.exp(-((y - height / 2) ** 2) / (height * height) / (2 * var)) / norm
+    return torch.outer(y_probs, x_probs)
+
+
+@pytest.mark.parametrize("steps", STEP_COUNTS)
+def test_tiled_pipeline_matches_official_with_its_weights(tiny, refs, tiny_pipe, monkeypatch, steps):
+    """With the official (asymmetric) blend weights swapped in, our tiled denoising reproduces the
+    official tiled run: proves the grid (8 tiles of 8x8, snapped offsets), the 8x condition crops and
+    the accumulation. With our symmetric weights the result differs, as intended."""
+    import seesr.tiling
+
+    ref = refs("pipeline")
+    prefix = f"steps{steps}_tiled"
+    tiling = dict(latent_tile=8, latent_overlap=4, tile_batch_size=3)
+    ours, _ = run_reference_call(tiny_pipe, tiny, refs, steps, **tiling)
+    monkeypatch.setattr(seesr.tiling, "blend_weights", official_asymmetric_weights)
+    official, recorded = run_reference_call(tiny_pipe, tiny, refs, steps, **tiling)
+    for i, t in enumerate(official.timesteps):
+        expected = ref[f"{prefix}.step{i}.t{t}.latents"]
+        diff = (recorded[i] - expected).abs().max().item()
+        assert diff <= 1e-4 * expected.abs().max().item(), f"step {i} (t={t}): max diff {diff}"
+    assert not torch.allclose(ours.latents, official.latents, atol=1e-3)
+    assert ours.images.shape == (1, 3, 96, 144)
+
+
+def test_one_tile_covering_the_latent_is_the_untiled_path(tiny, refs, tiny_pipe):
+    untiled, _ = run_reference_call(tiny_pipe, tiny, refs, 1)
+    whole, _ = run_reference_call(tiny_pipe, tiny, refs, 1, latent_tile=18, latent_overlap=4)
+    assert torch.equal(untiled.latents, whole.latents)
