@@ -1,33 +1,68 @@
-"""Command line: ``seesr upscale INPUT -o OUTPUT``. A thin adapter over :class:`SeesrPipeline`."""
+"""Command line: ``seesr upscale INPUT... -o OUT`` and ``seesr weights download|verify|list``.
+
+A thin adapter over :class:`seesr.api.Upscaler` and :mod:`seesr.weights`: it parses flags, finds
+the files, shows progress, writes outputs atomically and reports one line per failed file.
+"""
 
 from __future__ import annotations
 
 import argparse
+import glob
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
-from seesr.colorfix import COLOR_FIX_METHODS
 from seesr.errors import SeesrError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+SETTING_FLAGS = (
+    "preset", "engine", "scale", "steps", "seed", "prompt", "negative_prompt", "guidance_scale", "color_fix",
+    "device", "dtype", "latent_tile", "latent_overlap", "tile_batch_size", "vae_encoder_tile", "vae_decoder_tile",
+    "kds_particles", "kds_bandwidth", "kds_patch", "kds_strength", "denoise", "output_format",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seesr", description="Semantics-aware diffusion super-resolution (SeeSR-Turbo).")
     commands = parser.add_subparsers(dest="command", required=True)
-    up = commands.add_parser("upscale", help="upscale one image")
-    up.add_argument("input", type=Path)
-    up.add_argument("-o", "--output", type=Path, required=True)
-    up.add_argument("--scale", type=float, default=4)
-    up.add_argument("--steps", type=int, default=2)
-    up.add_argument("--seed", type=int, default=None)
-    up.add_argument("--prompt", default="")
-    up.add_argument("--color-fix", choices=COLOR_FIX_METHODS, default="wavelet")
-    up.add_argument("--device", default=None)
-    up.add_argument("--weights", type=Path, default=None, help="weights directory (default: weights/ or $SEESR_WEIGHTS)")
-    up.add_argument("--overwrite", action="store_true")
+
+    up = commands.add_parser("upscale", help="upscale images (files, folders, globs)")
+    up.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    up.add_argument("-o", "--output", type=Path, required=True, help="output file (one input) or folder")
+    up.add_argument("--preset", help="speed | balanced (default) | quality | memory")
+    up.add_argument("--engine", help="seesr (default) | realesrgan")
+    up.add_argument("--scale", type=float)
+    up.add_argument("--steps", type=int)
+    up.add_argument("--seed", type=int)
+    up.add_argument("--prompt")
+    up.add_argument("--negative-prompt", dest="negative_prompt")
+    up.add_argument("--guidance-scale", dest="guidance_scale", type=float)
+    up.add_argument("--color-fix", dest="color_fix", help="wavelet (default) | adain | none")
+    up.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
+    up.add_argument("--dtype", help="auto | float32 | float16 | bfloat16")
+    for flag in ("latent-tile", "latent-overlap", "tile-batch-size", "vae-encoder-tile", "vae-decoder-tile"):
+        up.add_argument(f"--{flag}", dest=flag.replace("-", "_"), type=int)
+    up.add_argument("--kds-particles", dest="kds_particles", type=int)
+    up.add_argument("--kds-bandwidth", dest="kds_bandwidth", type=float)
+    up.add_argument("--kds-patch", dest="kds_patch", type=int)
+    up.add_argument("--kds-strength", dest="kds_strength", type=float)
+    up.add_argument("--denoise", type=float, help="non-local-means strength before upscaling (0 = off)")
+    up.add_argument("--output-format", dest="output_format", help="png (default) | jpg | webp")
+    up.add_argument("--no-fallback", dest="no_fallback", action="store_true", default=None)
+    up.add_argument("--weights", type=Path, help="weights directory (default: weights/ or $SEESR_WEIGHTS)")
+    up.add_argument("--download", action="store_true", help="download missing weights first")
+    up.add_argument("--config", type=Path, help="YAML file of settings")
+    up.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    up.add_argument("--dry-run", action="store_true", help="print the plan and estimated memory, run nothing")
+    up.add_argument("--compare", action="store_true", help="also write NAME_compare.png (input | output)")
+
+    weights = commands.add_parser("weights", help="download, verify or list the model weights")
+    weights.add_argument("action", choices=["download", "verify", "list"])
+    weights.add_argument("names", nargs="*", help="files or groups (sd-turbo, seesr, ram, realesrgan, all)")
+    weights.add_argument("--weights", type=Path, help="weights directory")
+    weights.add_argument("--force", action="store_true", help="download again even if present")
     return parser
 
 
@@ -35,32 +70,98 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=os.environ.get("SEESR_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     try:
-        return upscale(args)
-    except SeesrError as err:
-        print(f"seesr: {err}", file=sys.stderr)
-        return 1
+        if args.command == "weights":
+            return weights_command(args)
+        return upscale_command(args)
+    except SeesrError as error:
+        print(f"seesr: {error}", file=sys.stderr)
+        return 2
 
 
-def upscale(args: argparse.Namespace) -> int:
-    from seesr.errors import InputError
-    from seesr.pipeline import SeesrPipeline
+def find_inputs(patterns: list[str]) -> list[Path]:
+    """Files named, images inside folders (sorted), and glob matches, without duplicates."""
+    found: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        elif any(ch in pattern for ch in "*?["):
+            found += sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+        else:
+            found.append(path)
+    unique: dict[Path, None] = {}
+    for path in found:
+        unique.setdefault(path, None)
+    return list(unique)
 
-    if args.output.exists() and not args.overwrite:
-        raise InputError(f"{args.output} exists; pass --overwrite to replace it")
-    try:
-        image = Image.open(args.input)
-        image.load()
-    except (OSError, UnidentifiedImageError) as err:
-        raise InputError(f"cannot read {args.input} as an image: {err}") from err
-    pipe = SeesrPipeline.from_pretrained(args.weights, device=args.device)
-    result = pipe(
-        image, scale=args.scale, num_inference_steps=args.steps, seed=args.seed, prompt=args.prompt, color_fix=args.color_fix
-    )
-    tmp = args.output.with_name(f".{args.output.name}.partial")
-    result.images[0].save(tmp, format=Image.registered_extensions().get(args.output.suffix.lower(), "PNG"))
-    os.replace(tmp, args.output)
-    print(f"{args.output}  tags: {result.tags}")
-    return 0
+
+def output_path(source: Path, output: Path, many: bool, output_format: str) -> Path:
+    """Where one input's result goes: ``output`` itself for one input with a file suffix, else
+    ``output/<name>.<format>``."""
+    if not many and output.suffix and not output.is_dir():
+        return output
+    return output / f"{source.stem}.{output_format}"
+
+
+def upscale_command(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from seesr.api import Upscaler
+    from seesr.fidelity import side_by_side
+    from seesr.io import save_image
+
+    arguments: dict[str, Any] = {name: getattr(args, name) for name in SETTING_FLAGS if getattr(args, name) is not None}
+    if args.no_fallback:
+        arguments["no_fallback"] = True
+    upscaler = Upscaler(args.weights, download=args.download, config_file=args.config)
+    settings = upscaler.settings(arguments)
+    inputs = find_inputs(args.inputs)
+    if not inputs:
+        print("seesr: no input images found", file=sys.stderr)
+        return 2
+    many = len(inputs) > 1 or args.output.is_dir() or not args.output.suffix
+    failures = 0
+    progress = tqdm(inputs, unit="image", disable=len(inputs) < 2 or not sys.stderr.isatty())
+    for source in progress:
+        target = output_path(source, args.output, many, settings.output_format)
+        try:
+            if args.dry_run:
+                _, plan, size = upscaler.plan(source, **arguments)
+                print(f"{source} -> {target} ({size[0]}x{size[1]}): {plan.describe()}")
+                continue
+            if target.exists() and not args.overwrite:
+                print(f"{source}: skipped, {target} exists (use --overwrite)", file=sys.stderr)
+                continue
+            result = upscaler.upscale(source, **arguments)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            save_image(result.image, target, format=settings.output_format, overwrite=args.overwrite)
+            if args.compare:
+                compare = target.with_name(f"{target.stem}_compare.png")
+                save_image(side_by_side(result.source.rgb.resize(result.image.size), result.image.convert("RGB")),
+                           compare, overwrite=True)  # fmt: skip
+            print(f"{target}: {result.summary()}")
+        except SeesrError as error:
+            failures += 1
+            print(f"{source}: failed: {str(error).splitlines()[0]}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def weights_command(args: argparse.Namespace) -> int:
+    from seesr import weights
+
+    names = args.names or None
+    if args.action == "download":
+        statuses = weights.download(names, args.weights, force=args.force)
+    elif args.action == "verify":
+        statuses = weights.verify(args.weights, names=names)
+    else:
+        statuses = weights.list_weights(args.weights)
+    for status in statuses:
+        size = f"{status.size / 2**20:9.1f} MiB" if status.size is not None else " " * 13
+        where = status.path if status.path is not None else "-"
+        print(f"{status.name:50s} {status.location:12s} {status.checksum:13s} {size}  {where}")
+    failed = [s for s in statuses if s.failed]
+    return 1 if failed and args.action != "list" else 0
 
 
 if __name__ == "__main__":

@@ -7,9 +7,11 @@ LR latent to t=999 -> DDIM steps with ControlNet + UNet -> VAE decode -> colour 
 from __future__ import annotations
 
 import logging
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Iterator, Literal
 
 import torch
 from diffusers import AutoencoderKL
@@ -22,8 +24,10 @@ from seesr.imaging import pil_to_tensor, plan_working_size, resize, tensor_to_pi
 from seesr.models.controlnet import SeesrControlNetModel
 from seesr.models.tagger import RamConfig, RamTagger
 from seesr.models.unet import SeesrUNet2DConditionModel
+from seesr.planner import RunPlan, plan_run
 from seesr.sampling import START_TIMESTEP, NoiseSchedule, add_noise, ddim_step, previous_timestep, trailing_timesteps
 from seesr.tiling import plan_tiles, tiled_apply
+from seesr.vae_tiling import tiled_decode, tiled_encode
 from seesr.weights import WeightPaths, check_state_dict_keys
 
 logger = logging.getLogger(__name__)
@@ -32,13 +36,13 @@ DEFAULT_POSITIVE_PROMPT = "clean, high-resolution, 8k"
 """Official ``--added_prompt`` default, appended after the tags and the user prompt."""
 DEFAULT_NEGATIVE_PROMPT = "dotted, noise, blur, lowres, smooth"
 """Official ``--negative_prompt`` default (used only when guidance_scale > 1)."""
-DEFAULT_LATENT_TILE = 96
-DEFAULT_LATENT_OVERLAP = 32
-"""Official turbo-script defaults (``--latent_tiled_size 96 --latent_tiled_overlap 32``), in latent pixels."""
 DEFAULT_PROCESS_SIZE = 512
 """Official ``--process_size``: inputs whose short side is below process_size/scale are enlarged first."""
 
 StepCallback = Callable[[int, int, torch.Tensor], None]
+FaultHook = Callable[[str], None]
+STAGES = ("tag", "text", "encode", "denoise", "decode", "colorfix")
+"""Stage names, as used in timings and by fault injection (``SeesrPipeline.fault_hook``)."""
 
 
 @dataclass
@@ -49,6 +53,8 @@ class SeesrPipelineOutput:
     tags: str
     prompt: str
     timesteps: list[int]
+    plan: RunPlan
+    timings: dict[str, float]
     latents: torch.Tensor = field(repr=False)
 
 
@@ -77,6 +83,10 @@ class SeesrPipeline:
         self.controlnet = controlnet
         self.tagger = tagger
         self.schedule = schedule
+        self.execution_device = unet.device
+        self.fault_hook: FaultHook | None = None
+        self._offload = False
+        self._timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -87,13 +97,18 @@ class SeesrPipeline:
         unet_rule: Literal["turbo", "plain"] = "turbo",
         torch_dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
+        download: bool = False,
     ) -> "SeesrPipeline":
         """Load every component from the official on-disk layout.
+
+        ``weights``: a :class:`WeightPaths`, or a weights directory resolved by
+        :meth:`WeightPaths.resolve` (directory, then Hugging Face cache, then a download when
+        ``download``).
 
         ``unet_rule="turbo"`` (default, the official turbo script): UNet config and weights from
         sd-turbo, only the ``image_attentions`` weights from SeeSR. ``"plain"``: SeeSR's UNet whole.
         """
-        paths = weights if isinstance(weights, WeightPaths) else WeightPaths.from_dir(weights)
+        paths = weights if isinstance(weights, WeightPaths) else WeightPaths.resolve(weights, download=download)
         paths.check()
         device = torch.device(device) if device is not None else default_device()
         dtype = torch_dtype or (torch.float16 if device.type == "cuda" else torch.float32)
@@ -126,7 +141,10 @@ class SeesrPipeline:
     def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> "SeesrPipeline":
         """Move the networks; the VAE stays float32 unless it runs on CUDA (see :meth:`decode`)."""
         device = torch.device(device)
-        vae_dtype = dtype if device.type == "cuda" else torch.float32
+        self.execution_device = device
+        if self._offload:
+            device = torch.device("cpu")
+        vae_dtype = dtype if self.execution_device.type == "cuda" else torch.float32
         for model, want in (
             (self.text_encoder, dtype),
             (self.unet, dtype),
@@ -136,14 +154,29 @@ class SeesrPipeline:
         ):
             if model is None:
                 continue
-            current = next(model.parameters()).dtype
-            model.to(device=device, dtype=want if want is not None and want != current else None)
+            if want is not None and want != next(model.parameters()).dtype:
+                model.to(device=device, dtype=want)
+            else:
+                model.to(device=device)
             model.eval().requires_grad_(False)
         return self
 
+    def set_offload(self, enabled: bool) -> None:
+        """Keep the networks on the CPU and move each to the execution device only for its stage."""
+        if enabled == self._offload:
+            return
+        self._offload = enabled
+        self.to(self.execution_device)
+
+    @property
+    def weights_bytes(self) -> int:
+        """Bytes of all network weights (what the planner counts as resident)."""
+        models = (self.vae, self.text_encoder, self.unet, self.controlnet, self.tagger)
+        return sum(p.numel() * p.element_size() for m in models if m is not None for p in m.parameters())
+
     @property
     def device(self) -> torch.device:
-        return self.unet.device
+        return self.execution_device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -164,9 +197,7 @@ class SeesrPipeline:
         conditioning_scale: float = 1.0,
         color_fix: str = "wavelet",
         process_size: int = DEFAULT_PROCESS_SIZE,
-        latent_tile: int = DEFAULT_LATENT_TILE,
-        latent_overlap: int = DEFAULT_LATENT_OVERLAP,
-        tile_batch_size: int = 1,
+        plan: RunPlan | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
@@ -181,32 +212,44 @@ class SeesrPipeline:
         ``latents``: the initial noise (1, 4, h/8, w/8), else drawn from ``generator``/``seed`` on the
         CPU (same numbers on every device). ``tags``/``ram_embeds`` skip the tagger. ``lr_latent="mean"``
         encodes the LR image with the VAE mean instead of a sample. ``callback(i, t, latents)`` runs
-        after each step. Latents larger than ``latent_tile`` on a side are denoised in overlapping
-        tiles (``tile_batch_size`` at a time) whose noise predictions are blended. ``output_type="pt"`` returns the (1, 3, H, W) tensor in [0, 1] before the
-        final resize.
+        after each step. ``plan``: tiles, tile batch and offload (default: :func:`plan_run` for this
+        size, device and free memory); latents larger than the latent tile are denoised in
+        overlapping tiles whose noise predictions are blended. ``output_type="pt"`` returns the
+        (1, 3, H, W) tensor in [0, 1] before the final resize.
         """
         # 0. Check the call
-        self.check_inputs(
-            image, num_inference_steps, guidance_scale, color_fix, lr_latent, output_type, latent_tile, tile_batch_size
-        )
+        self.check_inputs(image, num_inference_steps, guidance_scale, color_fix, lr_latent, output_type)
         if generator is None:
             generator = torch.Generator("cpu").manual_seed(seed if seed is not None else torch.seed())
         sizes = plan_working_size(image.width, image.height, scale, process_size)
+        do_cfg = guidance_scale > 1.0
+        if plan is None:
+            plan = plan_run(
+                *sizes.work_size,
+                device=self.device,
+                dtype=self.dtype,
+                weights_bytes=self.weights_bytes,
+                batch_multiplier=2 if do_cfg else 1,
+            )
+        self.set_offload(plan.offload)
+        self._timings = {}
         lr_image = image.convert("RGB")
 
         # 1. Tag the LR image with RAM + DAPE: the prompt's tags and the image embeddings
         if tags is None or ram_embeds is None:
-            tagged = self.tag(lr_image)
+            with self.stage("tag", self.tagger):
+                tagged = self.tag(lr_image)
             tags = tagged.tags[0] if tags is None else tags
             ram_embeds = tagged.image_embeds if ram_embeds is None else ram_embeds
         full_prompt = build_prompt(tags, prompt, positive_prompt)
-        do_cfg = guidance_scale > 1.0
 
         # 2. Encode the prompt (and the negative prompt for classifier-free guidance)
-        prompt_embeds = self.encode_prompt(full_prompt)
+        with self.stage("text", self.text_encoder):
+            prompt_embeds = self.encode_prompt(full_prompt)
+            if do_cfg:
+                prompt_embeds = torch.cat([self.encode_prompt(negative_prompt), prompt_embeds])
         ram_embeds = ram_embeds.to(self.device, self.dtype)
         if do_cfg:
-            prompt_embeds = torch.cat([self.encode_prompt(negative_prompt), prompt_embeds])
             ram_embeds = torch.cat([ram_embeds, ram_embeds])
 
         # 3. Upscale the LR image (bicubic) to the working size
@@ -224,11 +267,14 @@ class SeesrPipeline:
         noise = latents.to(self.device, torch.float32)
 
         # 5. Start point: the VAE-encoded LR image noised to t=999 (SeeSR's LR embedding strategy)
-        lr_latents = self.encode_image(condition, generator, lr_latent)
+        with self.stage("encode", self.vae):
+            lr_latents = self.encode_image(condition, generator, lr_latent, tile=plan.vae_encoder_tile)
         latents = add_noise(lr_latents, noise, self.schedule, START_TIMESTEP)
 
         # 6. Denoise: ControlNet + UNet at each step (tiled on large latents), DDIM update in float32
-        tiles = plan_tiles(latents.shape[-2], latents.shape[-1], latent_tile, latent_overlap)
+        tiles = plan_tiles(latents.shape[-2], latents.shape[-1], plan.latent_tile, plan.latent_overlap)
+        denoising = self.stage("denoise", self.unet, self.controlnet)
+        denoising.__enter__()
         for i, t in enumerate(timesteps):
 
             def predict(latent_crops: torch.Tensor, crop_tiles) -> torch.Tensor:
@@ -240,22 +286,33 @@ class SeesrPipeline:
             if len(tiles) == 1:
                 noise_pred = predict(latents, tiles)
             else:
-                noise_pred = tiled_apply(predict, latents, tiles, batch_size=tile_batch_size)
+                noise_pred = tiled_apply(predict, latents, tiles, batch_size=plan.tile_batch_size)
             prev_t = previous_timestep(t, num_inference_steps, self.schedule.num_train_timesteps)
             latents = ddim_step(latents, noise_pred.float(), self.schedule, t, prev_t)
             if callback is not None:
                 callback(i, t, latents)
+        denoising.__exit__(None, None, None)
 
         # 7. Decode, then take the colours from the upscaled input
-        decoded = (self.decode(latents) / 2 + 0.5).clamp(0, 1)
-        fixed = apply_color_fix(decoded.float(), condition.float(), color_fix).clamp(0, 1)
+        with self.stage("decode", self.vae):
+            decoded = (self.decode(latents, tile=plan.vae_decoder_tile) / 2 + 0.5).clamp(0, 1)
+        with self.stage("colorfix"):
+            fixed = apply_color_fix(decoded.float(), condition.float(), color_fix).clamp(0, 1)
 
         # 8. Resize to exactly the requested size
         if output_type == "pt":
             result: list[Image.Image] | torch.Tensor = fixed
         else:
             result = [resize(tensor_to_pil(fixed), sizes.output_size)]
-        return SeesrPipelineOutput(images=result, tags=tags, prompt=full_prompt, timesteps=timesteps, latents=latents)
+        return SeesrPipelineOutput(
+            images=result,
+            tags=tags,
+            prompt=full_prompt,
+            timesteps=timesteps,
+            plan=plan,
+            timings=dict(self._timings),
+            latents=latents,
+        )
 
     # ------------------------------------------------------------------ the steps
     def check_inputs(
@@ -266,8 +323,6 @@ class SeesrPipeline:
         color_fix: str,
         lr_latent: str,
         output_type: str,
-        latent_tile: int,
-        tile_batch_size: int,
     ) -> None:
         """Refuse bad arguments before any work is done, naming all of them at once."""
         problems = []
@@ -283,12 +338,27 @@ class SeesrPipeline:
             problems.append(f"lr_latent must be 'sample' or 'mean', got {lr_latent!r}")
         if output_type not in ("pil", "pt"):
             problems.append(f"output_type must be 'pil' or 'pt', got {output_type!r}")
-        if latent_tile < 8:
-            problems.append(f"latent_tile must be >= 8 latent pixels, got {latent_tile}")
-        if tile_batch_size < 1:
-            problems.append(f"tile_batch_size must be >= 1, got {tile_batch_size}")
         if problems:
             raise ConfigError("; ".join(problems))
+
+    @contextmanager
+    def stage(self, name: str, *models: torch.nn.Module | None) -> Iterator[None]:
+        """One stage of the flow: fault injection point, per-stage timing, and with offload the
+        stage's networks on the execution device only while it runs."""
+        if self.fault_hook is not None:
+            self.fault_hook(name)
+        moved = [m for m in models if m is not None] if self._offload else []
+        for model in moved:
+            model.to(self.execution_device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.execution_device.type == "cuda":
+                torch.cuda.synchronize(self.execution_device)
+            self._timings[name] = self._timings.get(name, 0.0) + time.perf_counter() - start
+            for model in moved:
+                model.to("cpu")
 
     def tag(self, image: Image.Image):
         """RAM + DAPE on the LR image: tags (prompt) and (1, 145, 512) image embeddings."""
@@ -312,9 +382,16 @@ class SeesrPipeline:
             prompt, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
         ).input_ids
 
-    def encode_image(self, image: torch.Tensor, generator: torch.Generator, mode: str) -> torch.Tensor:
-        """VAE latent of an image in [0, 1], scaled by the VAE's scaling factor."""
-        dist = self.vae.encode((image * 2 - 1).to(self.vae.dtype)).latent_dist
+    def encode_image(
+        self, image: torch.Tensor, generator: torch.Generator, mode: str, *, tile: int | None = None
+    ) -> torch.Tensor:
+        """VAE latent of an image in [0, 1], scaled by the VAE's scaling factor; tiled (with
+        whole-image GroupNorm statistics) when the image is larger than ``tile`` pixels."""
+        pixels = (image * 2 - 1).to(self.vae.dtype)
+        if tile is not None and max(image.shape[-2:]) > tile:
+            dist = tiled_encode(self.vae, pixels, tile)
+        else:
+            dist = self.vae.encode(pixels).latent_dist
         if mode == "mean":
             latent = dist.mean
         else:
@@ -367,17 +444,25 @@ class SeesrPipeline:
             noise_pred = uncond + guidance_scale * (text - uncond)
         return noise_pred
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """VAE decode to [-1, 1] (unclamped). In fp16 a non-finite result is redone in float32."""
+    def decode(self, latents: torch.Tensor, *, tile: int | None = None) -> torch.Tensor:
+        """VAE decode to [-1, 1] (unclamped), tiled when the latent is larger than ``tile``.
+        In half precision a non-finite result is decoded again in float32."""
         scaled = latents / self.vae.config.scaling_factor
-        image = self.vae.decode(scaled.to(self.vae.dtype), return_dict=False)[0]
+
+        def run() -> torch.Tensor:
+            if tile is not None and max(latents.shape[-2:]) > tile:
+                return tiled_decode(self.vae, scaled.to(self.vae.dtype), tile)
+            return self.vae.decode(scaled.to(self.vae.dtype), return_dict=False)[0]
+
+        image = run()
         if self.vae.dtype != torch.float32 and not torch.isfinite(image).all():
-            logger.warning("fp16 VAE decode overflowed; decoding again in float32")
+            logger.warning("half-precision VAE decode overflowed; decoding again in float32")
+            half = self.vae.dtype
             self.vae.to(torch.float32)
             try:
-                image = self.vae.decode(scaled.float(), return_dict=False)[0]
+                image = run()
             finally:
-                self.vae.to(torch.float16)
+                self.vae.to(half)
         return image.float()
 
 

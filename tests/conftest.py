@@ -60,3 +60,28 @@ def tiny_pipe(tiny_weights):
     from seesr.pipeline import SeesrPipeline
 
     return SeesrPipeline.from_pretrained(tiny_weights, device="cpu")
+
+
+def lay_out_tiny_weights(tiny: Path, root: Path) -> Path:
+    """Symlink the tiny fixtures into the standard weights-directory layout under ``root``."""
+    links = {
+        "sd-turbo": tiny / "sd_turbo",
+        "seesr": tiny / "seesr",
+        "DAPE.pth": tiny / "ram" / "DAPE_tiny.pth",
+        "ram_swin_large_14m.pth": tiny / "ram" / "ram_swin_large_14m_tiny.pth",
+        "ram/ram_tag_list.txt": tiny / "ram" / "data" / "ram_tag_list.txt",
+        "ram/ram_tag_list_chinese.txt": tiny / "ram" / "data" / "ram_tag_list_chinese.txt",
+        "ram/ram_tag_list_threshold.txt": tiny / "ram" / "data" / "ram_tag_list_threshold.txt",
+        "ram/configs": tiny / "ram" / "configs",
+    }
+    for name, target in links.items():
+        link = root / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(target)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_weights_dir(tiny: Path, tmp_path_factory) -> Path:
+    """A weights directory (standard layout) holding the tiny fixtures."""
+    return lay_out_tiny_weights(tiny, tmp_path_factory.mktemp("weights"))

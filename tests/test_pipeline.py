@@ -11,6 +11,7 @@ from PIL import Image
 
 from seesr.errors import ConfigError, InputError, WeightsError
 from seesr.pipeline import SeesrPipeline, build_prompt
+from seesr.planner import RunPlan
 from seesr.sampling import trailing_timesteps
 from seesr.weights import WeightPaths
 
@@ -32,6 +33,7 @@ def run_reference_call(pipe, tiny, refs, steps: int, **overrides):
         color_fix="none",
         output_type="pt",
         callback=lambda i, t, latents: recorded.__setitem__(i, latents.clone()),
+        plan=RunPlan(latent_tile=96, latent_overlap=4),
     )
     kwargs.update(overrides)
     out = pipe(Image.open(tiny / "inputs" / "pipeline_input.png"), **kwargs)
@@ -158,7 +160,7 @@ def test_tiled_pipeline_matches_official_with_its_weights(tiny, refs, tiny_pipe,
 
     ref = refs("pipeline")
     prefix = f"steps{steps}_tiled"
-    tiling = dict(latent_tile=8, latent_overlap=4, tile_batch_size=3)
+    tiling = dict(plan=RunPlan(latent_tile=8, latent_overlap=4, tile_batch_size=3))
     ours, _ = run_reference_call(tiny_pipe, tiny, refs, steps, **tiling)
     monkeypatch.setattr(seesr.tiling, "blend_weights", official_asymmetric_weights)
     official, recorded = run_reference_call(tiny_pipe, tiny, refs, steps, **tiling)
@@ -172,5 +174,5 @@ def test_tiled_pipeline_matches_official_with_its_weights(tiny, refs, tiny_pipe,
 
 def test_one_tile_covering_the_latent_is_the_untiled_path(tiny, refs, tiny_pipe):
     untiled, _ = run_reference_call(tiny_pipe, tiny, refs, 1)
-    whole, _ = run_reference_call(tiny_pipe, tiny, refs, 1, latent_tile=18, latent_overlap=4)
+    whole, _ = run_reference_call(tiny_pipe, tiny, refs, 1, plan=RunPlan(latent_tile=18, latent_overlap=4))
     assert torch.equal(untiled.latents, whole.latents)

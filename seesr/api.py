@@ -1,0 +1,279 @@
+"""The Python API: ``seesr.upscale(image, ...)`` and the ``Upscaler`` that serves many images.
+
+An ``Upscaler`` loads its networks lazily, once, and keeps them until :meth:`Upscaler.unload`.
+Each call resolves its settings (arguments > ``SEESR_*`` environment > config file > preset >
+defaults), decodes the input (any format, alpha, grayscale, 16-bit), plans tiles for the memory it
+has, runs SeeSR down the out-of-memory ladder (Real-ESRGAN last), and returns a :class:`Result`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from seesr.errors import WeightsError
+from seesr.fallback import Attempt, free_memory, run_ladder
+from seesr.fidelity import FidelityReport, fidelity_report
+from seesr.imaging import plan_working_size, resize
+from seesr.io import LoadedImage, denoise, load_image, recombine
+from seesr.memory import PeakMemory
+from seesr.planner import RunPlan, plan_run
+from seesr.presets import Settings, resolve_settings
+from seesr.weights import WeightPaths
+
+logger = logging.getLogger(__name__)
+
+ImageInput = str | Path | bytes | Image.Image | np.ndarray
+
+
+@dataclass
+class Result:
+    """One upscaled image and how it was made."""
+
+    image: Image.Image
+    engine: str
+    settings: Settings
+    seed: int | None
+    tags: str | None = None
+    prompt: str | None = None
+    plan: RunPlan | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    peak_memory_bytes: int | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    fallback_reason: str | None = None
+    fidelity: FidelityReport | None = None
+    source: LoadedImage | None = field(default=None, repr=False)
+
+    def summary(self) -> str:
+        """One line for a log or a terminal."""
+        parts = [f"{self.image.width}x{self.image.height}", f"engine {self.engine}"]
+        if self.fallback_reason:
+            parts.append(f"fallback: {self.fallback_reason}")
+        if self.tags:
+            parts.append(f"tags: {self.tags}")
+        if self.fidelity is not None:
+            parts.append(self.fidelity.summary())
+        parts.append(f"{sum(self.timings.values()):.1f} s")
+        return ", ".join(parts)
+
+
+class Upscaler:
+    """Loads the networks on first use and upscales many images with them.
+
+    ``weights``: a weights directory or :class:`WeightPaths` (default: ``weights/`` or
+    ``$SEESR_WEIGHTS``, then the Hugging Face cache); ``download``: fetch missing weights.
+    Other keyword arguments are default settings for every call (see :class:`Settings`)."""
+
+    def __init__(
+        self,
+        weights: str | Path | WeightPaths | None = None,
+        *,
+        download: bool = False,
+        config_file: str | Path | None = None,
+        **defaults: Any,
+    ) -> None:
+        self.weights = weights
+        self.download = download
+        self.config_file = config_file
+        self.defaults = defaults
+        resolve_settings(defaults, config_file=config_file)
+        self._pipe = None
+        self._pipe_key: tuple | None = None
+        self._realesrgan = None
+
+    # ---------------------------------------------------------------- models
+    def pipeline(self, settings: Settings):
+        """The SeeSR pipeline for these settings' device/dtype (loaded once; WeightsError if missing)."""
+        from seesr.pipeline import SeesrPipeline, default_device
+
+        device = torch.device(settings.device) if settings.device else default_device()
+        dtype = _torch_dtype(settings.dtype, device)
+        key = (device, dtype)
+        if self._pipe is None:
+            paths = self.weights if isinstance(self.weights, WeightPaths) else WeightPaths.resolve(
+                self.weights, download=self.download
+            )
+            self._pipe = SeesrPipeline.from_pretrained(paths, device=device, torch_dtype=dtype)
+        elif self._pipe_key != key:
+            self._pipe.to(device, dtype)
+        self._pipe_key = key
+        return self._pipe
+
+    def realesrgan(self, settings: Settings):
+        """The Real-ESRGAN engine (bundled weights unless RealESRGAN_x4plus.pth is in the weights dir)."""
+        from seesr.realesrgan import load_realesrgan
+
+        if self._realesrgan is None:
+            weights_dir = None if isinstance(self.weights, WeightPaths) or self.weights is None else Path(self.weights)
+            self._realesrgan = load_realesrgan(weights_dir=weights_dir, device=settings.device)
+        return self._realesrgan
+
+    def unload(self) -> None:
+        """Drop every network and return their memory."""
+        self._pipe = None
+        self._realesrgan = None
+        free_memory()
+
+    # ---------------------------------------------------------------- the call
+    def plan(self, image: ImageInput, **arguments: Any) -> tuple[Settings, RunPlan, tuple[int, int]]:
+        """What a call would do, without running it: settings, plan (with estimated peak memory)
+        and output size. Does not load the networks."""
+        settings = self.settings(arguments)
+        loaded = load_image(image)
+        sizes = plan_working_size(*loaded.size, settings.scale, settings.process_size)
+        device = torch.device(settings.device) if settings.device else _default_device()
+        plan = plan_run(
+            *sizes.work_size,
+            device=device,
+            dtype=_torch_dtype(settings.dtype, device),
+            weights_bytes=self._pipe.weights_bytes if self._pipe is not None else FULL_SIZE_WEIGHTS_BYTES[device.type],
+            batch_multiplier=_batch_multiplier(settings),
+            overrides=settings.plan_overrides(),
+        )
+        return settings, plan, sizes.output_size
+
+    def settings(self, arguments: dict[str, Any]) -> Settings:
+        return resolve_settings({**self.defaults, **arguments}, config_file=self.config_file)
+
+    def upscale(self, image: ImageInput, **arguments: Any) -> Result:
+        """Upscale one image (path, bytes, PIL image or numpy array); see :class:`Settings`."""
+        settings = self.settings(arguments)
+        loaded = load_image(image)
+        rgb = denoise(loaded.rgb, settings.denoise) if settings.denoise else loaded.rgb
+        seed = settings.seed if settings.seed is not None else random.randrange(2**32)
+        start = time.perf_counter()
+        with _PeakTracker() as peak:
+            ladder = self._run(rgb, settings, seed)
+        image_out = recombine(ladder.image, loaded)
+        reference = resize(loaded.rgb, ladder.image.size)
+        output = ladder.seesr_output
+        timings = dict(getattr(output, "timings", {}) or {})
+        timings["total"] = time.perf_counter() - start
+        result = Result(
+            image=image_out,
+            engine=ladder.engine,
+            settings=settings,
+            seed=seed if ladder.engine == "seesr" else None,
+            tags=getattr(output, "tags", None),
+            prompt=getattr(output, "prompt", None),
+            plan=ladder.plan,
+            timings=timings,
+            peak_memory_bytes=peak.peak,
+            attempts=ladder.attempts,
+            fallback_reason=ladder.reason,
+            fidelity=fidelity_report(reference, ladder.image),
+            source=loaded,
+        )
+        del ladder, output
+        free_memory()
+        return result
+
+    def _run(self, rgb: Image.Image, settings: Settings, seed: int):
+        if settings.engine == "realesrgan":
+            return run_ladder(
+                rgb,
+                scale=settings.scale,
+                plan=settings.full_plan(),
+                run_seesr=None,
+                load_realesrgan=lambda: self.realesrgan(settings),
+                skip_reason="engine 'realesrgan' was asked for",
+            )
+        try:
+            pipe = self.pipeline(settings)
+        except WeightsError as error:
+            if settings.no_fallback:
+                raise
+            return run_ladder(
+                rgb,
+                scale=settings.scale,
+                plan=settings.full_plan(),
+                run_seesr=None,
+                load_realesrgan=lambda: self.realesrgan(settings),
+                skip_reason=f"SeeSR weights are missing ({str(error).splitlines()[0]} ...); run `seesr weights download`",
+            )
+        sizes = plan_working_size(rgb.width, rgb.height, settings.scale, settings.process_size)
+        plan = plan_run(
+            *sizes.work_size,
+            device=pipe.device,
+            dtype=pipe.dtype,
+            weights_bytes=pipe.weights_bytes,
+            batch_multiplier=_batch_multiplier(settings),
+            overrides=settings.plan_overrides(),
+        )
+
+        def run_seesr(rung: RunPlan):
+            return pipe(
+                rgb,
+                scale=settings.scale,
+                num_inference_steps=settings.steps,
+                prompt=settings.prompt,
+                positive_prompt=settings.positive_prompt,
+                negative_prompt=settings.negative_prompt,
+                guidance_scale=settings.guidance_scale,
+                conditioning_scale=settings.conditioning_scale,
+                color_fix=settings.color_fix,
+                process_size=settings.process_size,
+                plan=rung,
+                seed=seed,
+            )
+
+        return run_ladder(
+            rgb,
+            scale=settings.scale,
+            plan=plan,
+            run_seesr=run_seesr,
+            load_realesrgan=lambda: self.realesrgan(settings),
+            allow_fallback=not settings.no_fallback,
+            fault_hook=pipe.fault_hook,
+        )
+
+
+def upscale(image: ImageInput, preset: str = "balanced", scale: float = 4, **arguments: Any) -> Result:
+    """Upscale one image with a fresh :class:`Upscaler` (use an Upscaler to serve many images)."""
+    weights = arguments.pop("weights", None)
+    return Upscaler(weights).upscale(image, preset=preset, scale=scale, **arguments)
+
+
+FULL_SIZE_WEIGHTS_BYTES = {"cuda": int(2.25e9 * 2), "cpu": int(2.25e9 * 4), "mps": int(2.25e9 * 2)}
+"""Resident weights of the full-size networks (2.25 B parameters) in half / single precision,
+used for plans made before the networks are loaded."""
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _torch_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: float16 on CUDA, float32 elsewhere. float16 on the CPU becomes bfloat16 (same size,
+    but with fast CPU kernels and no overflow)."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if name == "float16" and device.type == "cpu":
+        return torch.bfloat16
+    return getattr(torch, name)
+
+
+def _batch_multiplier(settings: Settings) -> int:
+    return (2 if settings.guidance_scale > 1.0 else 1) * settings.kds_particles
+
+
+class _PeakTracker:
+    """Peak memory of a call: CUDA max allocated, or the process's peak RSS growth on the CPU."""
+
+    def __enter__(self) -> "_PeakTracker":
+        self._inner = PeakMemory(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        self._inner.__enter__()
+        self.peak: int | None = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._inner.__exit__(*exc)
+        self.peak = int(self._inner.base + self._inner.peak)

@@ -1,0 +1,85 @@
+"""The command line, end to end on the tiny fixture weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from seesr.cli import find_inputs, main
+
+FAST = ["--scale", "2", "--steps", "1", "--seed", "1", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def fast_env(monkeypatch):
+    monkeypatch.setenv("SEESR_PROCESS_SIZE", "0")
+
+
+@pytest.fixture()
+def inputs(tiny, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    lr = Image.open(tiny / "inputs" / "pipeline_lr_crop.png").convert("RGB")
+    lr.save(folder / "a.png")
+    lr.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / "b.jpg", quality=95)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return folder
+
+
+def test_folder_run_with_a_corrupt_file(inputs, tmp_path, tiny_weights_dir, capsys):
+    out = tmp_path / "out"
+    code = main(["upscale", str(inputs), "-o", str(out), "--weights", str(tiny_weights_dir), *FAST])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
+    assert "broken.png: failed:" in captured.err and captured.err.count("failed") == 1
+    for name in ("a.png", "b.png"):
+        image = Image.open(out / name)
+        assert image.size == (72, 48) and np.asarray(image).std() > 1
+    assert not list(out.glob(".*"))  # no temporary files left behind
+
+
+def test_existing_output_is_not_overwritten(inputs, tmp_path, tiny_weights_dir, capsys):
+    target = tmp_path / "a_x2.png"
+    target.write_bytes(b"keep me")
+    args = ["upscale", str(inputs / "a.png"), "-o", str(target), "--weights", str(tiny_weights_dir), *FAST]
+    assert main(args) == 0
+    assert target.read_bytes() == b"keep me"
+    assert "exists" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+    assert Image.open(target).size == (72, 48)
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(inputs, tmp_path, tiny_weights_dir, capsys):
+    out = tmp_path / "out"
+    assert main(["upscale", str(inputs / "a.png"), "-o", str(out), "--dry-run", "--latent-tile", "16", *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert "latent tile 16" in printed and "est. peak" in printed and "72x48" in printed
+    assert not out.exists()
+
+
+def test_bad_settings_exit_with_one_clear_line(inputs, tmp_path, capsys):
+    code = main(["upscale", str(inputs / "a.png"), "-o", str(tmp_path / "x.png"), "--steps", "0", "--color-fix", "sepia"])
+    err = capsys.readouterr().err
+    assert code == 2 and "steps=0" in err and "color_fix='sepia'" in err
+
+
+def test_realesrgan_engine_and_compare(inputs, tmp_path, capsys):
+    out = tmp_path / "o.png"
+    assert main(["upscale", str(inputs / "a.png"), "-o", str(out), "--engine", "realesrgan", "--compare", *FAST]) == 0
+    assert Image.open(out).size == (72, 48)
+    compare = Image.open(tmp_path / "o_compare.png")
+    assert compare.size[0] >= 144 and compare.size[1] == 48
+    assert "engine realesrgan" in capsys.readouterr().out
+
+
+def test_find_inputs_files_folders_globs(inputs):
+    assert [p.name for p in find_inputs([str(inputs)])] == ["a.png", "b.jpg", "broken.png"]
+    assert [p.name for p in find_inputs([str(inputs / "*.jpg"), str(inputs / "b.jpg")])] == ["b.jpg"]
+
+
+def test_weights_list(tiny_weights_dir, capsys):
+    assert main(["weights", "list", "--weights", str(tiny_weights_dir)]) == 0
+    listing = capsys.readouterr().out
+    assert "DAPE.pth" in listing and "weights_dir" in listing

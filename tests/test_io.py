@@ -1,0 +1,526 @@
+"""seesr.io: real and generated odd inputs, limits, recombination, atomic saving, denoise."""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from conftest import SHARED
+from seesr import io as sio
+from seesr.errors import ConfigError, InputError
+from seesr.io import LoadedImage, denoise, load_image, recombine, save_image, to_high_bit
+
+INPUTS = SHARED / "data" / "inputs"
+
+# name: (is_gray, has_alpha, bit_depth)
+REAL_INPUTS = {
+    "00003.png": (False, False, 8),
+    "0014.jpg": (False, False, 8),
+    "0030.jpg": (False, False, 8),
+    "ADE_val_00000114.jpg": (False, False, 8),
+    "OST_009.png": (False, False, 8),
+    "179.png": (False, False, 8),
+    "00017_gray.png": (True, False, 8),
+    "wolf_gray.jpg": (True, False, 8),
+    "children-alpha.png": (False, True, 8),
+    "tree_alpha_16bit.png": (False, True, 16),
+}
+
+
+def _input(name: str) -> Path:
+    path = INPUTS / name
+    if not path.is_file():
+        pytest.fail(f"shared input {path} not found; set SEESR_SHARED to the shared/ folder")
+    return path
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` but whose pixel data is a few bytes."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = _chunk(b"IDAT", zlib.compress(b"\0" * 64))
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + idat + _chunk(b"IEND", b"")
+
+
+def _with_chunk_after_ihdr(png: bytes, kind: bytes, data: bytes) -> bytes:
+    end = 8 + 8 + 13 + 4
+    return png[:end] + _chunk(kind, data) + png[end:]
+
+
+def _exif_orientation(value: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = value
+    return exif.tobytes()
+
+
+# --------------------------------------------------------------------------------------------
+# real inputs
+
+
+@pytest.mark.parametrize("name", sorted(REAL_INPUTS))
+def test_real_inputs(name):
+    is_gray, has_alpha, bit_depth = REAL_INPUTS[name]
+    path = _input(name)
+    loaded = load_image(path)
+    with Image.open(path) as header:
+        assert loaded.size == header.size
+        assert loaded.source_format == header.format
+    assert loaded.rgb.mode == "RGB"
+    assert np.asarray(loaded.rgb).std() > 5  # a real picture, not a placeholder
+    assert loaded.is_gray is is_gray
+    assert (loaded.alpha is not None) is has_alpha
+    assert loaded.bit_depth == bit_depth
+    if has_alpha:
+        assert loaded.alpha.mode == "L" and loaded.alpha.size == loaded.size
+        assert np.asarray(loaded.alpha).min() < 255  # the transparency is there
+    if bit_depth == 16:
+        assert loaded.high_bit_rgb.dtype == np.uint16 and loaded.high_bit_rgb.shape == (*loaded.size[::-1], 3)
+    else:
+        assert loaded.high_bit_rgb is None
+
+
+def test_all_inputs_sources_agree():
+    path = _input("0014.jpg")
+    from_path = load_image(path)
+    from_str = load_image(str(path))
+    from_bytes = load_image(path.read_bytes())
+    from_pil = load_image(Image.open(path))
+    from_array = load_image(np.asarray(Image.open(path)))
+    for other in (from_str, from_bytes, from_pil, from_array):
+        assert np.array_equal(np.asarray(other.rgb), np.asarray(from_path.rgb))
+    assert from_array.source_format == "ndarray"
+
+
+def test_rgba_alpha_is_the_files_alpha():
+    path = _input("children-alpha.png")
+    loaded = load_image(path)
+    with Image.open(path) as image:
+        rgba = np.asarray(image.convert("RGBA"))
+    assert np.array_equal(np.asarray(loaded.alpha), rgba[..., 3])
+    assert np.array_equal(np.asarray(loaded.rgb), rgba[..., :3])  # stored colour, not composited
+
+
+def test_16bit_rgba_keeps_full_precision():
+    path = _input("tree_alpha_16bit.png")
+    loaded = load_image(path)
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # BGRA uint16
+    assert raw.dtype == np.uint16
+    assert np.array_equal(loaded.high_bit_rgb, raw[..., 2::-1])
+    assert np.array_equal(loaded.high_bit_alpha, raw[..., 3])
+    assert len(np.unique(loaded.high_bit_rgb % 257)) > 1  # there really is sub-8-bit data
+    expected8 = np.rint(raw[..., 2::-1] / 257.0).astype(np.uint8)
+    assert np.array_equal(np.asarray(loaded.rgb), expected8)
+    assert np.array_equal(np.asarray(loaded.alpha), np.rint(raw[..., 3] / 257.0).astype(np.uint8))
+
+
+# --------------------------------------------------------------------------------------------
+# generated odd inputs
+
+
+def test_cmyk_jpeg(tmp_path):
+    rgb = np.zeros((32, 48, 3), np.uint8)
+    rgb[:, :16] = (220, 30, 40)
+    rgb[:, 16:32] = (20, 200, 60)
+    rgb[:, 32:] = (30, 60, 210)
+    path = tmp_path / "cmyk.jpg"
+    Image.fromarray(rgb).convert("CMYK").save(path, quality=95)
+    with Image.open(path) as check:
+        assert check.mode == "CMYK"
+    loaded = load_image(path)
+    assert loaded.rgb.mode == "RGB" and not loaded.is_gray and loaded.alpha is None
+    centre = np.asarray(loaded.rgb)[8:24, [4, 8, 20, 24, 36, 40]].astype(int)
+    expected = rgb[8:24, [4, 8, 20, 24, 36, 40]].astype(int)
+    assert np.abs(centre - expected).max() <= 12  # not inverted, not shifted
+
+
+def test_palette_png_with_transparency(tmp_path):
+    indices = np.zeros((16, 16), np.uint8)
+    indices[:, 8:] = 1
+    indices[:4] = 2
+    image = Image.fromarray(indices, "P")
+    image.putpalette([255, 0, 0, 0, 0, 255, 0, 255, 0] + [0] * (253 * 3))
+    path = tmp_path / "palette.png"
+    image.save(path, transparency=2)
+    loaded = load_image(path)
+    alpha = np.asarray(loaded.alpha)
+    assert (alpha[:4] == 0).all() and (alpha[4:] == 255).all()
+    rgb = np.asarray(loaded.rgb)
+    assert (rgb[8, 0] == (255, 0, 0)).all() and (rgb[8, 12] == (0, 0, 255)).all()
+    assert not loaded.is_gray
+
+
+def test_gray_palette_is_gray(tmp_path):
+    image = Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16), "L").convert("P")
+    path = tmp_path / "graypal.png"
+    image.save(path)
+    assert load_image(path).is_gray
+
+
+def test_animated_gif_uses_first_frame(tmp_path):
+    frames = [Image.new("RGB", (20, 12), colour) for colour in ((255, 0, 0), (0, 0, 255), (0, 255, 0))]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=50, loop=0)
+    with Image.open(path) as check:
+        assert check.n_frames == 3
+    loaded = load_image(path)
+    assert loaded.size == (20, 12)
+    assert (np.asarray(loaded.rgb) == (255, 0, 0)).all()
+
+
+def test_exif_rotated_jpeg(tmp_path):
+    pixels = np.full((20, 40, 3), (0, 0, 255), np.uint8)  # 40 wide, 20 high, blue
+    pixels[:10, :20] = (255, 0, 0)  # top-left quadrant red
+    path = tmp_path / "rotated.jpg"
+    Image.fromarray(pixels).save(path, quality=95, exif=_exif_orientation(6))
+    loaded = load_image(path)
+    assert loaded.size == (20, 40)  # swapped
+    rgb = np.asarray(loaded.rgb).astype(int)
+    # orientation 6 = rotate 90 degrees clockwise to display: top-left goes to top-right
+    assert rgb[5, 15, 0] > 200 and rgb[5, 15, 2] < 60
+    assert rgb[5, 5, 2] > 200 and rgb[35, 15, 2] > 200
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_16bit_png_orientation_matches_pillow(orientation):
+    rng = np.random.default_rng(orientation)
+    data = rng.integers(0, 65536, (6, 10, 3), dtype=np.uint16)
+    ok, png = cv2.imencode(".png", data[..., ::-1])
+    assert ok
+    png = _with_chunk_after_ihdr(png.tobytes(), b"eXIf", _exif_orientation(orientation))
+    loaded = load_image(png, min_side=1)
+    assert loaded.bit_depth == 16
+    expected = []
+    for c in range(3):
+        channel = Image.fromarray(data[..., c])  # I;16, transposed by Pillow itself
+        channel.getexif()[0x0112] = orientation
+        expected.append(np.asarray(ImageOps.exif_transpose(channel)).astype(np.uint16))
+    assert np.array_equal(loaded.high_bit_rgb, np.stack(expected, axis=2))
+
+
+def test_16bit_gray_png(tmp_path):
+    gray = (np.arange(24 * 40, dtype=np.uint32).reshape(24, 40) * 67 % 65536).astype(np.uint16)
+    path = tmp_path / "gray16.png"
+    Image.fromarray(gray).save(path)  # I;16
+    loaded = load_image(path)
+    assert loaded.is_gray and loaded.bit_depth == 16 and loaded.alpha is None
+    assert np.array_equal(loaded.high_bit_rgb, np.repeat(gray[..., None], 3, axis=2))
+    out = save_image(recombine(loaded.rgb, loaded), tmp_path / "out.png", sixteen_bit=True, high_bit_source=loaded)
+    back = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert back.dtype == np.uint16 and back.ndim == 2
+    assert np.array_equal(back, gray)
+
+
+def test_float_tiff(tmp_path):
+    values = np.linspace(0, 1, 16 * 16, dtype=np.float32).reshape(16, 16)
+    path = tmp_path / "float.tif"
+    Image.fromarray(values, "F").save(path)
+    loaded = load_image(path)
+    assert loaded.is_gray and loaded.bit_depth == 16
+    assert np.array_equal(loaded.high_bit_rgb[..., 0], np.rint(values * 65535).astype(np.uint16))
+
+
+def test_numpy_inputs():
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (10, 12), dtype=np.uint8)
+    for array in (gray, gray[..., None]):
+        loaded = load_image(array)
+        assert loaded.is_gray and loaded.size == (12, 10) and loaded.bit_depth == 8
+    rgb16 = rng.integers(0, 65536, (10, 12, 3), dtype=np.uint16)
+    loaded = load_image(rgb16)
+    assert loaded.bit_depth == 16 and np.array_equal(loaded.high_bit_rgb, rgb16)
+    rgba = rng.random((10, 12, 4))
+    loaded = load_image(rgba)
+    assert loaded.alpha is not None and loaded.high_bit_alpha is not None
+    assert np.array_equal(np.asarray(loaded.rgb), np.rint(rgba[..., :3] * 255).astype(np.uint8))
+
+    bad = [
+        (rng.random((10, 12, 2)), "must be HxW"),
+        (rng.random((2, 10, 12, 3)), "must be HxW"),
+        (rng.integers(0, 255, (10, 12, 3)).astype(np.int32), "dtype int32"),
+        (rng.random((10, 12, 3)) * 255, r"expected \[0, 1\]"),
+        (np.full((10, 12, 3), np.nan), "NaN"),
+    ]
+    for array, message in bad:
+        with pytest.raises(InputError, match=message):
+            load_image(array)
+    with pytest.raises(InputError, match="cannot read an image from a list"):
+        load_image([[1, 2], [3, 4]])
+
+
+# --------------------------------------------------------------------------------------------
+# limits and broken files
+
+
+def test_too_small_image(tmp_path):
+    path = tmp_path / "one.png"
+    Image.new("RGB", (1, 1), (10, 20, 30)).save(path)
+    with pytest.raises(InputError, match=r"1x1, smaller than the 4 px minimum side"):
+        load_image(path)
+    assert load_image(path, min_side=1).size == (1, 1)
+    with pytest.raises(InputError, match="minimum side"):
+        load_image(_input("179.png"), min_side=200)
+
+
+def test_pixel_limit_checked_before_decoding(tmp_path):
+    # The pixel data is a few bytes: decoding would fail, so a limit error proves the header check.
+    path = tmp_path / "huge.png"
+    path.write_bytes(_png_header_only(5000, 4000))
+    with pytest.raises(InputError, match=r"5000x4000 = 20\.0 MP, above the 16\.8 MP input limit; downscale it"):
+        load_image(path)
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        load_image(path, max_pixels=5000 * 4000)  # allowed: now it is decoded, and is broken
+
+
+def test_decompression_bomb_is_an_input_error(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_header_only(30000, 30000))  # 900 MP, above Pillow's hard limit
+    with pytest.raises(InputError, match=r"900\.0 MP, above the 16\.8 MP input limit"):
+        load_image(path)
+    with pytest.raises(InputError, match="decompression-bomb"):
+        load_image(path, max_pixels=10**9)
+
+
+def test_max_pixels_on_real_image_and_arrays():
+    with pytest.raises(InputError, match="raise max_pixels"):
+        load_image(_input("OST_009.png"), max_pixels=100_000)
+    with pytest.raises(InputError, match="raise max_pixels"):
+        load_image(np.zeros((400, 400, 3), np.uint8), max_pixels=100_000)
+    with pytest.raises(ConfigError):
+        load_image(_input("179.png"), max_pixels=0)
+
+
+@pytest.mark.parametrize("name", ["OST_009.png", "tree_alpha_16bit.png", "0030.jpg"])
+def test_truncated_files(tmp_path, name):
+    data = _input(name).read_bytes()
+    path = tmp_path / f"cut_{name}"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        load_image(path)
+
+
+def test_unreadable_sources(tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match=r"empty \(0 bytes\)"):
+        load_image(empty)
+    with pytest.raises(InputError, match="empty"):
+        load_image(b"")
+    text = tmp_path / "notes.png"
+    text.write_text("this is not a picture\n")
+    with pytest.raises(InputError, match="not an image file"):
+        load_image(text)
+    missing = tmp_path / "missing.png"
+    with pytest.raises(InputError, match=f"{missing}.*does not exist"):
+        load_image(missing)
+    with pytest.raises(InputError, match="is a directory"):
+        load_image(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# recombination and 16-bit output
+
+
+def test_alpha_recombined_at_output_size():
+    loaded = load_image(_input("children-alpha.png"))
+    output = loaded.rgb.resize((loaded.size[0] * 2, loaded.size[1] * 2), Image.Resampling.BICUBIC)
+    result = recombine(output, loaded)
+    assert result.mode == "RGBA" and result.size == output.size
+    expected = loaded.alpha.resize(output.size, Image.Resampling.BICUBIC)
+    assert np.array_equal(np.asarray(result)[..., 3], np.asarray(expected))
+    assert np.array_equal(np.asarray(result)[..., :3], np.asarray(output))
+    assert output.mode == "RGB"  # the caller's image is not modified
+
+
+def test_gray_and_gray_alpha_recombination():
+    gray = load_image(_input("wolf_gray.jpg"))
+    out = recombine(gray.rgb.resize((472, 472)), gray)
+    assert out.mode == "L" and out.size == (472, 472)
+    la = np.zeros((16, 16, 2), np.uint8)
+    la[..., 0] = np.arange(16)[None] * 16
+    la[..., 1] = 128
+    loaded = load_image(Image.fromarray(la, "LA"))
+    assert loaded.is_gray and loaded.alpha is not None
+    out = recombine(loaded.rgb.resize((32, 32)), loaded)
+    assert out.mode == "LA" and out.size == (32, 32)
+    assert (np.asarray(out)[..., 1] == 128).all()
+
+
+def test_16bit_rgba_round_trip_is_bit_exact(tmp_path):
+    path = _input("tree_alpha_16bit.png")
+    loaded = load_image(path)
+    identity = recombine(loaded.rgb.copy(), loaded)  # an "upscale" that changes nothing
+    out = save_image(identity, tmp_path / "tree.png", sixteen_bit=True, high_bit_source=loaded)
+    assert np.array_equal(cv2.imread(str(out), cv2.IMREAD_UNCHANGED), cv2.imread(str(path), cv2.IMREAD_UNCHANGED))
+    with Image.open(out) as written:  # a valid PNG, with the source's ICC profile
+        assert written.info.get("icc_profile") == loaded.icc_profile
+    again = load_image(out)
+    assert again.bit_depth == 16 and np.array_equal(again.high_bit_rgb, loaded.high_bit_rgb)
+
+
+def test_16bit_output_of_an_upscale_stays_on_the_model_output():
+    loaded = load_image(_input("tree_alpha_16bit.png"))
+    size = (loaded.size[0] * 2, loaded.size[1] * 2)
+    output = recombine(loaded.rgb.resize(size, Image.Resampling.BICUBIC), loaded)
+    high = to_high_bit(output, loaded)
+    assert high.shape == (size[1], size[0], 4) and high.dtype == np.uint16
+    promoted = np.asarray(output).astype(np.int64) * 257
+    assert np.abs(high[..., :3].astype(np.int64) - promoted[..., :3]).max() <= 200  # < 1 8-bit step
+    assert len(np.unique(high[..., :3] % 257)) > 1  # the source's fine detail came back
+    alpha = Image.fromarray(loaded.high_bit_alpha.astype(np.float32), "F").resize(size, Image.Resampling.BICUBIC)
+    alpha = np.asarray(alpha)
+    assert np.array_equal(high[..., 3], np.clip(np.rint(alpha), 0, 65535).astype(np.uint16))
+
+
+def test_sixteen_bit_from_8bit_and_arrays(tmp_path):
+    image = Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3), "RGB")
+    out = save_image(image, tmp_path / "p.png", sixteen_bit=True)
+    back = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)[..., ::-1]
+    assert back.dtype == np.uint16 and np.array_equal(back, np.asarray(image).astype(np.uint16) * 257)
+    array = np.random.default_rng(1).integers(0, 65536, (5, 6, 4), dtype=np.uint16)
+    out = save_image(array, tmp_path / "a.png", sixteen_bit=True)
+    assert np.array_equal(cv2.imread(str(out), cv2.IMREAD_UNCHANGED)[..., [2, 1, 0, 3]], array)
+    with pytest.raises(ConfigError, match="16-bit output needs PNG"):
+        save_image(image, tmp_path / "p.jpg", sixteen_bit=True)
+
+
+# --------------------------------------------------------------------------------------------
+# saving
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".jpeg", ".webp"])
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+def test_save_formats(tmp_path, suffix, mode):
+    rng = np.random.default_rng(2)
+    channels = {"RGB": 3, "L": 1, "RGBA": 4}[mode]
+    array = rng.integers(0, 256, (12, 16, channels), dtype=np.uint8)
+    image = Image.fromarray(array[..., 0] if channels == 1 else array, mode)
+    path = save_image(image, tmp_path / f"out{suffix}")
+    with Image.open(path) as back:
+        assert back.size == (16, 12)
+        if suffix == ".png":
+            assert back.mode == mode and np.array_equal(np.asarray(back), np.asarray(image))
+        if suffix in (".jpg", ".jpeg"):
+            assert back.mode == ("L" if mode == "L" else "RGB")
+        if suffix == ".webp" and mode == "RGBA":
+            assert back.mode == "RGBA"
+    assert [p.name for p in tmp_path.iterdir()] == [f"out{suffix}"]  # no temp file left
+
+
+def test_jpeg_composites_alpha_on_white(tmp_path, caplog):
+    array = np.zeros((16, 16, 4), np.uint8)
+    array[..., 0] = 200
+    array[:, 8:, 3] = 255  # left half fully transparent
+    with caplog.at_level(logging.WARNING, logger="seesr.io"):
+        path = save_image(Image.fromarray(array, "RGBA"), tmp_path / "flat.jpg")
+    assert "no alpha channel" in caplog.text
+    back = np.asarray(Image.open(path)).astype(int)
+    assert (back[4:12, :4] >= 245).all()  # white where transparent
+    assert (np.abs(back[4:12, 12:] - (200, 0, 0)) <= 8).all()
+
+
+def test_save_format_override_and_errors(tmp_path):
+    image = Image.new("RGB", (8, 8), (1, 2, 3))
+    path = save_image(image, tmp_path / "noext", format="png")
+    with Image.open(path) as back:
+        assert back.format == "PNG"
+    with pytest.raises(ConfigError, match="not an output format"):
+        save_image(image, tmp_path / "out.bmp")
+    with pytest.raises(ConfigError, match="quality"):
+        save_image(image, tmp_path / "out.jpg", quality=0)
+    with pytest.raises(InputError, match="does not exist"):
+        save_image(image, tmp_path / "nope" / "out.png")
+
+
+def test_save_refuses_to_overwrite(tmp_path):
+    path = tmp_path / "out.png"
+    path.write_bytes(b"keep me")
+    with pytest.raises(InputError, match="exists; pass overwrite=True"):
+        save_image(Image.new("RGB", (8, 8)), path)
+    assert path.read_bytes() == b"keep me"
+    save_image(Image.new("RGB", (8, 8)), path, overwrite=True)
+    with Image.open(path) as back:
+        assert back.size == (8, 8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+
+
+def test_save_never_clobbers_a_file_that_appears_while_writing(tmp_path, monkeypatch):
+    path = tmp_path / "race.png"
+    real_link = os.link
+
+    def link_after_someone_else(src, dst):
+        Path(dst).write_bytes(b"theirs")
+        return real_link(src, dst)
+
+    monkeypatch.setattr(sio.os, "link", link_after_someone_else)
+    with pytest.raises(InputError, match="exists"):
+        save_image(Image.new("RGB", (8, 8)), path)
+    assert path.read_bytes() == b"theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["race.png"]
+
+
+def test_atomic_save_leaves_nothing_on_error(tmp_path, monkeypatch):
+    path = tmp_path / "out.png"
+    path.write_bytes(b"old")
+
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sio.os, "fsync", broken_fsync)
+    with pytest.raises(InputError, match="No space left"):
+        save_image(Image.new("RGB", (8, 8)), path, overwrite=True)
+    assert path.read_bytes() == b"old"  # the old file is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+    with pytest.raises(InputError, match="No space left"):
+        save_image(Image.new("RGB", (8, 8)), tmp_path / "new.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+
+
+def test_loaded_image_is_a_dataclass():
+    loaded = load_image(np.zeros((8, 8, 3), np.uint8))
+    assert isinstance(loaded, LoadedImage) and loaded.size == (8, 8) and not loaded.has_alpha
+
+
+# --------------------------------------------------------------------------------------------
+# denoise
+
+
+def _noisy_flat(seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    flat = np.full((64, 64, 3), 128.0) + rng.normal(0, 12, (64, 64, 3))
+    return Image.fromarray(np.clip(np.rint(flat), 0, 255).astype(np.uint8), "RGB")
+
+
+def test_denoise_reduces_noise():
+    noisy = _noisy_flat()
+    before = np.asarray(noisy, dtype=np.float64).std()
+    after = np.asarray(denoise(noisy, 10), dtype=np.float64).std()
+    assert after < before / 2
+    gray = noisy.convert("L")
+    assert np.asarray(denoise(gray, 10), dtype=np.float64).std() < np.asarray(gray, dtype=np.float64).std() / 2
+    rgba = noisy.copy()
+    rgba.putalpha(77)
+    out = denoise(rgba, 5)
+    assert out.mode == "RGBA" and (np.asarray(out)[..., 3] == 77).all()
+
+
+def test_denoise_strength_zero_is_identity():
+    noisy = _noisy_flat(1)
+    out = denoise(noisy, 0)
+    assert out is not noisy and np.array_equal(np.asarray(out), np.asarray(noisy))
+
+
+@pytest.mark.parametrize("strength", [-1, 30.5, float("nan"), float("inf"), "5", True])
+def test_denoise_strength_validated(strength):
+    with pytest.raises(ConfigError):
+        denoise(_noisy_flat(), strength)
