@@ -24,6 +24,7 @@ from seesr.fallback import Attempt, free_memory, run_ladder
 from seesr.fidelity import FidelityReport, fidelity_report
 from seesr.imaging import plan_working_size, resize
 from seesr.io import LoadedImage, denoise, load_image, recombine
+from seesr.kds import KdsConfig
 from seesr.memory import PeakMemory
 from seesr.planner import RunPlan, plan_run
 from seesr.presets import Settings, resolve_settings
@@ -222,6 +223,7 @@ class Upscaler:
                 color_fix=settings.color_fix,
                 process_size=settings.process_size,
                 plan=rung,
+                kds=_kds_config(settings),
                 seed=seed,
             )
 
@@ -259,6 +261,17 @@ def _torch_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "float16" and device.type == "cpu":
         return torch.bfloat16
     return getattr(torch, name)
+
+
+def _kds_config(settings: Settings) -> KdsConfig | None:
+    if settings.kds_particles <= 1:
+        return None
+    return KdsConfig(
+        particles=settings.kds_particles,
+        bandwidth=settings.kds_bandwidth,
+        patch=settings.kds_patch,
+        strength=settings.kds_strength,
+    )
 
 
 def _batch_multiplier(settings: Settings) -> int:

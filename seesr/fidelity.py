@@ -4,22 +4,23 @@ Two numbers, cheap enough to compute for every result:
 
 - ``structure``: do the output's edges sit where the input's edges are? A boundary F1 score
   (Martin, Fowlkes & Malik 2004, the BSDS boundary benchmark) between Canny edge maps of the
-  reference and of the output, with a tolerance of ``EDGE_TOLERANCE`` pixels (2) and of edge
-  direction (same or neighbouring 22.5 degree bin): precision is the share of output edge pixels
-  near a like-oriented reference edge, recall the share of reference edge pixels near a
-  like-oriented output edge. In [0, 1]; 1 = the same structure. The direction check keeps
-  unrelated texture edges that happen to lie close from counting (for a 40 px shift of a
-  textured photo the score drops to ~0.3 with it, ~0.5 without). Recall falls when the output loses or
-  moves the input's edges; precision falls when it adds edges the input does not support (which
-  a super-resolver does on purpose for texture, so compare runs with each other rather than
-  reading the number as good or bad on its own).
+  reference and of the output, with a tolerance in position (``EDGE_TOLERANCE``, 2 px) and in
+  direction (same or neighbouring 22.5 degree bin): precision is the share of output edge
+  pixels near a like-oriented reference edge, recall the share of reference edge pixels near a
+  like-oriented output edge. In [0, 1]; 1 = the same structure. Shifts up to 2 px (resampling
+  jitter) are forgiven by design. The direction check stops unrelated texture edges that happen
+  to lie close from counting (a 40 px shift of a textured photo scores ~0.3 with it, ~0.5
+  without). Recall falls when the output loses or moves the input's edges; precision falls when
+  it adds edges the input does not support, which a super-resolver does on purpose for texture
+  (an unsharp-masked bicubic image scores ~0.8-0.9), so compare runs with each other rather than
+  reading the number as good or bad on its own.
 - ``color_error``: mean absolute difference, in 8-bit levels (0-255) over pixels and RGB
   channels, between heavily low-passed copies of the two images (Gaussian blur with sigma =
   1/32 of the short side, computed on a copy area-downscaled to a short side of 64 px): the
   colour drift that SeeSR's colour fix is meant to remove; detail does not count.
 
-Edges: OpenCV Canny on the luma, computed the way MATLAB's ``edge(I, 'canny')`` sets it up by
-default: Gaussian pre-smoothing with sigma sqrt(2), high threshold at the 70th percentile of the
+Edges: OpenCV Canny on the luma, set up with the defaults of MATLAB's ``edge(I, 'canny')``:
+Gaussian pre-smoothing with sigma sqrt(2), high threshold at the 70th percentile of the
 reference's gradient magnitude ("PercentOfPixelsNotEdges" 0.7), low threshold 0.4 x high. The
 thresholds come from the reference and are used for both images, so a blurred output (weaker
 gradients) loses edges instead of having its thresholds lowered to match.

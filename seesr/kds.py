@@ -26,9 +26,9 @@ notes on each function):
   the median distance weighs exp(-1/2) ~ 0.61 against the particle's own weight 1. Where all
   particles agree (h = 0) nothing moves.
 - **Update**: ``x0_i <- x0_i + s_t (m_i - x0_i)``: ``s_t = 1`` is one full mean-shift
-  iteration. In the KDE-gradient form of the paper (x <- x + delta_t grad log p_h(x) with
-  grad log p_h(x) = (m(x) - x) / h^2) this is ``delta_t = s_t h^2``; with the per-element
-  distance above, h^2 is per element.
+  iteration. Written as a step along the KDE gradient (the paper's abstract speaks of
+  "patch-wise kernel density estimation gradients"), x <- x + delta_t grad log p_h(x) with
+  grad log p_h(x) = (m(x) - x) / h^2, this is ``delta_t = s_t h^2`` (h^2 per element here).
 - **Step-size schedule** ``s_t`` (``KdsConfig.schedule``): ``"decay"`` (default) steers most at
   the noisiest step and not at all at the last one, ``s_i = strength * (1 - i / (n - 1))``, the
   rule of the public SeeSR + KDS integration (Hugging Face space ``alexnasa/SuperResolution``,
@@ -36,7 +36,9 @@ notes on each function):
   (t=999) decides the structure, which is what steering should agree on, while the model's
   last step still adds the detail; mean-shifting the final x0 would average the particles'
   details (blur). ``"constant"``: s_i = strength. ``"ramp"``: s_i = strength * i / (n - 1), zero
-  at the noisiest step. With a single step every schedule gives ``strength``.
+  at the noisiest step. With a single step every schedule gives ``strength``; that step's x0
+  is the output, so there steering blends the particles' results directly (consider a lower
+  strength for 1-step runs).
 
 Tiling: steer the **stitched** x0 of the whole latent. The pipeline blends the tiles' noise
 predictions into one prediction for the whole latent before its DDIM step, so x0 is computed
@@ -92,11 +94,6 @@ class KdsConfig:
         if problems:
             raise ConfigError("; ".join(problems))
 
-    @property
-    def enabled(self) -> bool:
-        """Whether steering can move anything (more than one particle and a non-zero strength)."""
-        return self.particles > 1 and self.strength > 0
-
 
 def step_size(config: KdsConfig, step_index: int, num_steps: int) -> float:
     """The step ``s_t`` towards the mean-shift target at step ``step_index`` (0 = noisiest) of ``num_steps``."""
@@ -129,7 +126,7 @@ def _to_patches(x: torch.Tensor, patch: int) -> torch.Tensor:
     n, c, h, w = x.shape
     nh, nw = -(-h // patch), -(-w // patch)
     padded = F.pad(x, (0, nw * patch - w, 0, nh * patch - h))
-    return padded.view(n, c, nh, patch, nw, patch)
+    return padded.reshape(n, c, nh, patch, nw, patch)
 
 
 def _from_patches(patches: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -226,7 +223,8 @@ def steer(x0: torch.Tensor, config: KdsConfig, step_index: int, num_steps: int) 
     """The moved clean latents ``x0 + s_t (m - x0)`` of the N particles (x0 itself when s_t = 0 or N = 1)."""
     if x0.dim() != 4 or x0.shape[0] != config.particles:
         raise ConfigError(
-            f"KDS expects the {config.particles} particles on the batch axis, got x0 of shape {tuple(x0.shape)}"
+            f"KDS expects the {config.particles} particles on the batch axis, got x0 of shape {tuple(x0.shape)}: "
+            "denoise all particles as one batch (see particle_noise)"
         )
     s = step_size(config, step_index, num_steps)
     if s == 0 or config.particles == 1:
@@ -263,6 +261,24 @@ def kds_noise_pred(
     if moved is x0:
         return noise_pred
     return steered_noise(sample, moved, alpha)
+
+
+def particle_noise(first: torch.Tensor, particles: int, generator: torch.Generator) -> torch.Tensor:
+    """(N, C, H, W) initial noise: ``first`` (the single-run noise) then N - 1 draws from ``generator``.
+
+    Particle 0 keeps the noise a run without KDS would use; draw the others after everything
+    else that uses the generator (the VAE sample) so that nothing else changes either. The extra
+    draws are made on the generator's device (CPU for the pipeline) and moved to ``first``'s.
+    """
+    if particles < 1:
+        raise ConfigError(f"particles must be >= 1, got {particles}")
+    if first.dim() != 4 or first.shape[0] != 1:
+        raise ConfigError(f"first must be one (1, C, H, W) noise tensor, got shape {tuple(first.shape)}")
+    if particles == 1:
+        return first
+    shape = (particles - 1, *first.shape[1:])
+    extra = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
+    return torch.cat([first, extra.to(device=first.device, dtype=first.dtype)])
 
 
 def select_particle(latents: torch.Tensor) -> int:

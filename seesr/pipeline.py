@@ -21,6 +21,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from seesr.colorfix import COLOR_FIX_METHODS, apply_color_fix
 from seesr.errors import ConfigError, InputError
 from seesr.imaging import pil_to_tensor, plan_working_size, resize, tensor_to_pil
+from seesr.kds import KdsConfig, kds_noise_pred, particle_noise, select_particle
 from seesr.models.controlnet import SeesrControlNetModel
 from seesr.models.tagger import RamConfig, RamTagger
 from seesr.models.unet import SeesrUNet2DConditionModel
@@ -198,6 +199,7 @@ class SeesrPipeline:
         color_fix: str = "wavelet",
         process_size: int = DEFAULT_PROCESS_SIZE,
         plan: RunPlan | None = None,
+        kds: KdsConfig | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
@@ -215,7 +217,8 @@ class SeesrPipeline:
         after each step. ``plan``: tiles, tile batch and offload (default: :func:`plan_run` for this
         size, device and free memory); latents larger than the latent tile are denoised in
         overlapping tiles whose noise predictions are blended. ``output_type="pt"`` returns the
-        (1, 3, H, W) tensor in [0, 1] before the final resize.
+        (1, 3, H, W) tensor in [0, 1] before the final resize. ``kds``: Kernel Density Steering
+        over N particles (see :mod:`seesr.kds`); the particle nearest the ensemble mean is kept.
         """
         # 0. Check the call
         self.check_inputs(image, num_inference_steps, guidance_scale, color_fix, lr_latent, output_type)
@@ -229,7 +232,7 @@ class SeesrPipeline:
                 device=self.device,
                 dtype=self.dtype,
                 weights_bytes=self.weights_bytes,
-                batch_multiplier=2 if do_cfg else 1,
+                batch_multiplier=(2 if do_cfg else 1) * (kds.particles if kds else 1),
             )
         self.set_offload(plan.offload)
         self._timings = {}
@@ -269,29 +272,36 @@ class SeesrPipeline:
         # 5. Start point: the VAE-encoded LR image noised to t=999 (SeeSR's LR embedding strategy)
         with self.stage("encode", self.vae):
             lr_latents = self.encode_image(condition, generator, lr_latent, tile=plan.vae_encoder_tile)
+        if kds is not None:
+            noise = particle_noise(noise, kds.particles, generator)
         latents = add_noise(lr_latents, noise, self.schedule, START_TIMESTEP)
 
         # 6. Denoise: ControlNet + UNet at each step (tiled on large latents), DDIM update in float32
         tiles = plan_tiles(latents.shape[-2], latents.shape[-1], plan.latent_tile, plan.latent_overlap)
-        denoising = self.stage("denoise", self.unet, self.controlnet)
-        denoising.__enter__()
-        for i, t in enumerate(timesteps):
+        with self.stage("denoise", self.unet, self.controlnet):
+            for i, t in enumerate(timesteps):
 
-            def predict(latent_crops: torch.Tensor, crop_tiles) -> torch.Tensor:
-                crops = torch.cat([condition[(..., *tile.scaled(8).slices())] for tile in crop_tiles])
-                return self.predict_noise(
-                    latent_crops, t, prompt_embeds, ram_embeds, crops, conditioning_scale, guidance_scale
-                )
+                def predict(latent_crops: torch.Tensor, crop_tiles) -> torch.Tensor:
+                    crops = torch.cat([condition[(..., *tile.scaled(8).slices())] for tile in crop_tiles])
+                    crops = crops.repeat_interleave(latents.shape[0], dim=0)  # one per particle
+                    return self.predict_noise(
+                        latent_crops, t, prompt_embeds, ram_embeds, crops, conditioning_scale, guidance_scale
+                    )
 
-            if len(tiles) == 1:
-                noise_pred = predict(latents, tiles)
-            else:
-                noise_pred = tiled_apply(predict, latents, tiles, batch_size=plan.tile_batch_size)
-            prev_t = previous_timestep(t, num_inference_steps, self.schedule.num_train_timesteps)
-            latents = ddim_step(latents, noise_pred.float(), self.schedule, t, prev_t)
-            if callback is not None:
-                callback(i, t, latents)
-        denoising.__exit__(None, None, None)
+                if len(tiles) == 1:
+                    noise_pred = predict(latents, tiles)
+                else:
+                    noise_pred = tiled_apply(predict, latents, tiles, batch_size=plan.tile_batch_size)
+                noise_pred = noise_pred.float()
+                if kds is not None:
+                    noise_pred = kds_noise_pred(latents, noise_pred, self.schedule.alpha(t), kds, i, num_inference_steps)
+                prev_t = previous_timestep(t, num_inference_steps, self.schedule.num_train_timesteps)
+                latents = ddim_step(latents, noise_pred, self.schedule, t, prev_t)
+                if callback is not None:
+                    callback(i, t, latents)
+        if latents.shape[0] > 1:
+            best = select_particle(latents)
+            latents = latents[best : best + 1]
 
         # 7. Decode, then take the colours from the upscaled input
         with self.stage("decode", self.vae):

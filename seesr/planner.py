@@ -18,16 +18,20 @@ import torch
 from seesr.errors import ConfigError
 from seesr.tiling import plan_tiles
 
-# Working memory per pixel, in bytes per element-size byte (multiply by 4 for fp32, 2 for fp16):
-# measured on CPU, float32, full-size models, by `python -m seesr.benchmarks.memory` (see its docstring).
-DENOISE_BYTES_PER_LATENT_PIXEL = 38_000 / 4
+# Working memory per pixel, in bytes per byte of element size (x4 for float32, x2 for float16),
+# fitted on the full-size models (CPU, float32, two sizes each, linear fit) by
+# `python -m seesr.benchmarks.memory`: denoise 64->96 latent px: 315 -> 512 MiB; decode 48->96
+# latent px: 554 -> 2186 MiB; encode 384->768 px: 368 -> 1450 MiB.
+DENOISE_BYTES_PER_LATENT_PIXEL = 10_100.0
 """ControlNet + UNet forward, per latent pixel per batch item (guidance doubles the batch)."""
-VAE_DECODE_BYTES_PER_PIXEL = 2_600 / 4
-"""VAE decoder, per output image pixel (of the tile being decoded)."""
-VAE_ENCODE_BYTES_PER_PIXEL = 1_900 / 4
-"""VAE encoder, per input image pixel (of the tile being encoded)."""
-FIXED_OVERHEAD_BYTES = 600 * 2**20
-"""Tagger activations at 384x384, text encoder, images and latents kept across stages, allocator slack."""
+DENOISE_FIXED_BYTES = 160 * 2**20
+"""ControlNet + UNet working memory that does not grow with the tile (fit intercept)."""
+VAE_DECODE_BYTES_PER_PIXEL = 970.0
+"""VAE decoder, per output image pixel of the tile being decoded."""
+VAE_ENCODE_BYTES_PER_PIXEL = 640.0
+"""VAE encoder, per input image pixel of the tile being encoded."""
+FIXED_OVERHEAD_BYTES = 300 * 2**20
+"""Tagger at 384x384, text encoder, latents kept across stages, allocator slack."""
 
 MIN_LATENT_TILE = 32
 MIN_VAE_DECODER_TILE = 32
@@ -101,7 +105,7 @@ def available_memory(device: torch.device) -> int:
 
 def denoise_bytes(latent_tile_px: int, batch: int, element: int) -> int:
     """Working memory of ControlNet + UNet on ``batch`` latent tiles of ``latent_tile_px`` pixels."""
-    return int(DENOISE_BYTES_PER_LATENT_PIXEL * element * latent_tile_px * batch)
+    return int(DENOISE_FIXED_BYTES + DENOISE_BYTES_PER_LATENT_PIXEL * element * latent_tile_px * batch)
 
 
 def decode_bytes(latent_tile_px: int, element: int) -> int:

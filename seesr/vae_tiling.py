@@ -50,6 +50,7 @@ GroupStats = tuple[torch.Tensor, torch.Tensor, int]
 _Steps = Generator[GroupStats, tuple[torch.Tensor, torch.Tensor], torch.Tensor]
 
 ENCODER_SCALE = 8  # spatial factor of the SD VAE (3 stride-2 downsamplers / upsamplers)
+TRIM_WHEN = 0.8  # cut a paused window's activations when that keeps at most this share of them
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,18 +149,16 @@ def _pool_like_official(parts: Sequence[GroupStats]) -> tuple[torch.Tensor, torc
 
 def _apply_group_norm(x: torch.Tensor, norm: nn.GroupNorm, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
     """``norm(x)`` with given (B, groups) statistics; computed in float32, returned in x's dtype."""
-    b, c = x.shape[:2]
-    per_channel = c // norm.num_groups
-    mean = mean.to(x.device).repeat_interleave(per_channel, dim=1)[:, :, None, None]
+    per_channel = x.shape[1] // norm.num_groups
+    mean = mean.to(x.device).repeat_interleave(per_channel, dim=1)
     scale = torch.rsqrt(var.to(x.device) + norm.eps).repeat_interleave(per_channel, dim=1)
     if norm.affine:
         scale = scale * norm.weight.float()
-    out = x.float()
-    out = out - mean if out is x else out.sub_(mean)  # never modify x itself
-    out.mul_(scale[:, :, None, None])
+    shift = -mean * scale
     if norm.affine:
-        out.add_(norm.bias.float()[None, :, None, None])
-    return out.to(x.dtype)
+        shift = shift + norm.bias.float()
+    # x * scale + shift in one pass, as torch's own GroupNorm kernels compute it
+    return torch.addcmul(shift[:, :, None, None], x.float(), scale[:, :, None, None]).to(x.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,7 +292,7 @@ class _WindowPass:
         height, width = self.h.shape[2:]  # type: ignore[union-attr]
         y0, x0 = max(0, top - margin), max(0, left - margin)
         y1, x1 = min(height, bottom + margin), min(width, right + margin)
-        if (y0, x0, y1, x1) != (0, 0, height, width):
+        if (y1 - y0) * (x1 - x0) <= TRIM_WHEN * height * width:  # else not worth a copy
             self._move(lambda t: t[:, :, y0:y1, x0:x1].contiguous())
             self.core = (top - y0, left - x0, bottom - y0, right - x0)
 
@@ -328,7 +327,9 @@ class _WindowPass:
         yield from self.norm(block.norm2)
         self.h = block.conv2(block.dropout(block.nonlinearity(self.h)))
         residual = block.conv_shortcut(self.res) if block.conv_shortcut is not None else self.res
-        self.h, self.res = (residual + self.h) / block.output_scale_factor, None
+        self.h, self.res = residual + self.h, None
+        if block.output_scale_factor != 1:
+            self.h = self.h / block.output_scale_factor
 
     def attention(self, attn: nn.Module):
         """Self-attention within the window (the official tiled VAE does the same)."""
@@ -347,7 +348,7 @@ class _WindowPass:
         h = h.transpose(-1, -2).reshape(b, c, height, width)
         if attn.residual_connection:
             h = h + self.res
-        self.h, self.res = h / attn.rescale_output_factor, None
+        self.h, self.res = (h / attn.rescale_output_factor if attn.rescale_output_factor != 1 else h), None
 
     def mid_block(self, mid: nn.Module):
         yield from self.resnet(mid.resnets[0])

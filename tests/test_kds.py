@@ -13,6 +13,7 @@ from seesr.kds import (
     kds_memory_factor,
     kds_noise_pred,
     mean_shift_patches,
+    particle_noise,
     patch_bandwidth,
     select_particle,
     steer,
@@ -236,3 +237,12 @@ def test_config_is_checked_and_memory_factor_is_the_particle_count():
     assert kds_memory_factor(KdsConfig(particles=6)) == 6.0
     with pytest.raises(ConfigError, match="particles"):
         steer(torch.zeros(3, 4, 8, 8), KdsConfig(particles=4), 0, 2)
+
+
+def test_particle_noise_keeps_the_single_run_noise_first():
+    first = torch.randn(1, 4, 6, 5, generator=torch.Generator().manual_seed(0))
+    assert particle_noise(first, 1, torch.Generator().manual_seed(1)) is first
+    noise = particle_noise(first, 4, torch.Generator().manual_seed(1))
+    assert noise.shape == (4, 4, 6, 5) and torch.equal(noise[:1], first)
+    assert torch.equal(noise, particle_noise(first, 4, torch.Generator().manual_seed(1)))
+    assert not torch.equal(noise[1], noise[2])

@@ -176,3 +176,25 @@ def test_one_tile_covering_the_latent_is_the_untiled_path(tiny, refs, tiny_pipe)
     untiled, _ = run_reference_call(tiny_pipe, tiny, refs, 1)
     whole, _ = run_reference_call(tiny_pipe, tiny, refs, 1, plan=RunPlan(latent_tile=18, latent_overlap=4))
     assert torch.equal(untiled.latents, whole.latents)
+
+
+def test_kds_with_one_particle_is_the_plain_pipeline_bit_for_bit(tiny, refs, tiny_pipe):
+    from seesr.kds import KdsConfig
+
+    plain, _ = run_reference_call(tiny_pipe, tiny, refs, 2)
+    steered, _ = run_reference_call(tiny_pipe, tiny, refs, 2, kds=KdsConfig(particles=1))
+    assert torch.equal(plain.latents, steered.latents) and torch.equal(plain.images, steered.images)
+
+
+@pytest.mark.parametrize("plan", [RunPlan(latent_tile=96), RunPlan(latent_tile=8, latent_overlap=4, tile_batch_size=3)])
+def test_kds_is_deterministic_with_and_without_tiling(tiny, refs, tiny_pipe, plan):
+    from seesr.kds import KdsConfig
+
+    kds = KdsConfig(particles=3, strength=0.5)
+    runs = [
+        run_reference_call(tiny_pipe, tiny, refs, 2, plan=plan, kds=kds, latents=None, seed=5)[0] for _ in range(2)
+    ]
+    plain = run_reference_call(tiny_pipe, tiny, refs, 2, plan=plan, latents=None, seed=5)[0]
+    assert torch.equal(runs[0].latents, runs[1].latents)
+    assert runs[0].latents.shape == (1, 4, 12, 18) and runs[0].images.shape == (1, 3, 96, 144)
+    assert not torch.equal(runs[0].latents, plain.latents)

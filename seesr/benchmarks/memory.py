@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 
+import psutil
 import torch
 
 from seesr.memory import PeakMemory
@@ -80,14 +81,58 @@ def calibrate(device: str, dtype: str) -> None:
         )
 
 
+def measure_run(lr_size: int, plan_name: str, device: torch.device, dtype: torch.dtype) -> dict:
+    """Whole pipeline (x4 of a ``lr_size`` square) at full size: planner estimate vs measured peak."""
+    from PIL import Image
+
+    from seesr.benchmarks.fullsize import build_full_size_pipeline
+    from seesr.planner import RunPlan, estimate_peak_bytes
+
+    process = psutil.Process()
+    baseline = process.memory_info().rss if device.type == "cpu" else 0
+    pipe = build_full_size_pipeline(device, dtype)
+    work = lr_size * 4
+    if plan_name == "tiled":
+        plan = RunPlan(latent_tile=64, vae_encoder_tile=512, vae_decoder_tile=64)
+    else:
+        plan = RunPlan(latent_tile=work // 8, vae_encoder_tile=work, vae_decoder_tile=work // 8)
+    image = Image.fromarray((torch.rand(lr_size, lr_size, 3) * 255).to(torch.uint8).numpy())
+    resident = (process.memory_info().rss - baseline) if device.type == "cpu" else torch.cuda.memory_allocated()
+    with PeakMemory(device) as peak:
+        pipe(image, scale=4, num_inference_steps=1, seed=0, plan=plan, process_size=0)
+    estimate = estimate_peak_bytes(work, work, plan, dtype=dtype, weights_bytes=pipe.weights_bytes)
+    measured = resident + peak.peak
+    return {"lr_size": lr_size, "plan": plan.describe(), "estimate": estimate, "measured": measured,
+            "ratio": estimate / measured}  # fmt: skip
+
+
+def check(sizes: list[int], device: str, dtype: str) -> None:
+    """Print the planner's estimate against the measured peak of whole runs, tiled and untiled."""
+    for size in sizes:
+        for plan_name in ("untiled", "tiled"):
+            r = _subprocess(["--run", str(size), "--plan", plan_name, "--device", device, "--dtype", dtype])
+            print(
+                f"{size}->{size * 4} {plan_name:8s}: measured peak {r['measured'] / 2**30:6.2f} GiB, "
+                f"estimate {r['estimate'] / 2**30:6.2f} GiB (ratio {r['ratio']:.2f}) [{r['plan']}]",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", choices=["denoise", "decode", "encode"])
     parser.add_argument("--size", type=int)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--check", type=int, nargs="+", metavar="LR_SIZE", help="whole runs x4 of these sizes")
+    parser.add_argument("--run", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--plan", default="tiled", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.stage:
+    if args.run:
+        print(json.dumps(measure_run(args.run, args.plan, torch.device(args.device), getattr(torch, args.dtype))))
+    elif args.check:
+        check(args.check, args.device, args.dtype)
+    elif args.stage:
         result = measure_stage(args.stage, args.size, torch.device(args.device), getattr(torch, args.dtype))
         print(json.dumps(result))
     else:

@@ -1,0 +1,136 @@
+"""Cog runner for seesr: a thin adapter over :class:`seesr.api.Upscaler`.
+
+Cog 0.23 conventions (``cog`` SDK docs): a ``BaseRunner`` subclass named ``Runner`` with ``setup()``
+and ``run()``, referenced from cog.yaml as ``run: "predict.py:Runner"`` (``BasePredictor``,
+``Predictor`` and ``predict()`` are the deprecated names).
+
+Weights are not baked into the image: ``setup()`` resolves them in ``$SEESR_WEIGHTS`` (else the
+repository's ``weights/``) and the Hugging Face cache, and downloads what is missing. If that fails
+(no network, ``HF_HUB_OFFLINE``), setup logs why and carries on: every prediction then runs the
+bundled Real-ESRGAN and says so in its logs (``Result.fallback_reason``).
+
+The inputs below use literal values so ``cog build``'s static schema generator can read them;
+``tests/test_cog.py`` checks them against seesr's own defaults, ranges and choices, and checks
+``.cog/openapi_schema.json`` against this signature. Every value is validated by seesr as well
+(a server started without the schema does not enforce ``Input`` constraints): a bad value fails
+the prediction with seesr's ``ConfigError`` message. Settings that are not inputs (``device``,
+``process_size``, ``guidance_scale``, ...) come from ``SEESR_*`` environment variables.
+"""
+
+import logging
+import os
+import tempfile
+from typing import Optional
+
+from cog import BaseRunner, Input, Path
+
+from seesr.api import Upscaler
+from seesr.io import save_image
+from seesr.weights import WeightPaths, default_weights_dir
+
+logger = logging.getLogger("seesr.cog")
+
+
+class Runner(BaseRunner):
+    def setup(self) -> None:
+        """Find (or download) the weights and load SeeSR; fall back to Real-ESRGAN if that fails."""
+        logging.basicConfig(
+            level=os.environ.get("SEESR_LOG_LEVEL", "INFO").upper(),
+            format="%(levelname)s %(name)s: %(message)s",
+        )
+        weights_dir = default_weights_dir()
+        self.weights_problem: Optional[str] = None
+        paths = None
+        try:
+            paths = WeightPaths.resolve(weights_dir, download=False, progress=False)
+            logger.info("SeeSR weights found (%s)", weights_dir)
+        except Exception as missing:  # noqa: BLE001 - any failure here must leave setup running
+            logger.info("SeeSR weights are not all in %s; downloading the missing files (%s)",
+                        weights_dir, _first_line(missing))
+            try:
+                paths = WeightPaths.resolve(weights_dir, download=True, progress=False)
+                logger.info("SeeSR weights downloaded into %s", weights_dir)
+            except Exception as error:  # noqa: BLE001 - no network, disk full, checksum: fall back
+                self.weights_problem = str(error)
+                logger.warning(
+                    "SeeSR weights are unavailable, predictions will use the bundled Real-ESRGAN:\n%s", error
+                )
+        # With paths the pipeline loads from them; without, the Upscaler looks in weights_dir again
+        # (without downloading) on each prediction and falls back to Real-ESRGAN, naming the reason.
+        self.upscaler = Upscaler(paths if paths is not None else weights_dir)
+        defaults = self.upscaler.settings({})
+        try:
+            if paths is not None:
+                self.upscaler.pipeline(defaults)  # load the networks now, not in the first prediction
+            else:
+                self.upscaler.realesrgan(defaults)
+        except Exception as error:  # noqa: BLE001 - e.g. a checkpoint that does not match
+            logger.warning("could not load the networks in setup (predictions will retry or fall back): %s", error)
+
+    def run(
+        self,
+        image: Path = Input(description="Low-resolution input image (PNG, JPEG, WebP, TIFF, BMP, ...)."),
+        preset: str = Input(
+            description="speed: 1 step; balanced: 2 steps; quality: 4 steps with finer tiles and KDS "
+            "sampling; memory: 2 steps, half precision, small tiles and offloading.",
+            default="balanced",
+            choices=["speed", "balanced", "quality", "memory"],
+        ),
+        scale: float = Input(description="Upscaling factor.", default=4.0, ge=1.0, le=8.0),
+        steps: Optional[int] = Input(
+            description="Denoising steps (1-4 are what SeeSR-Turbo is made for); empty: the preset's.",
+            default=None,
+            ge=1,
+            le=8,
+        ),
+        prompt: str = Input(description="Extra text added to the prompt after the image's tags.", default=""),
+        negative_prompt: str = Input(
+            description="Negative prompt (used only with classifier-free guidance, i.e. when the server "
+            "sets SEESR_GUIDANCE_SCALE above 1).",
+            default="dotted, noise, blur, lowres, smooth",
+        ),
+        seed: Optional[int] = Input(
+            description="Random seed; empty: a random one (the seed used is in the logs).",
+            default=None,
+            ge=0,
+            le=9223372036854775807,
+        ),
+        color_fix: str = Input(
+            description="Colour correction from the input: wavelet (official default), adain or none.",
+            default="wavelet",
+            choices=["wavelet", "adain", "none"],
+        ),
+        output_format: str = Input(
+            description="Format of the output file.",
+            default="png",
+            choices=["png", "jpg", "webp"],
+        ),
+    ) -> Path:
+        """Upscale one image; a bad value fails the prediction with seesr's message."""
+        result = self.upscaler.upscale(
+            str(image),
+            preset=preset,
+            scale=scale,
+            steps=steps,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            seed=seed,
+            color_fix=color_fix,
+            output_format=output_format,
+        )
+        fmt = result.settings.output_format
+        target = Path(tempfile.mkdtemp(prefix="seesr-")) / f"upscaled.{fmt}"
+        save_image(result.image, target, format=fmt)
+        print(f"seesr: {result.summary()}")
+        print(f"seesr: engine {result.engine}; seed {result.seed}; tags: {result.tags or '-'}")
+        if result.fallback_reason:
+            print(f"seesr: fell back to {result.engine}: {result.fallback_reason}")
+        self.record_metric("engine", result.engine)
+        if result.seed is not None:
+            self.record_metric("seed", result.seed)
+        return target
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).splitlines()
+    return lines[0] if lines else type(error).__name__
