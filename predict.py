@@ -9,7 +9,8 @@ repository's ``weights/``) and the Hugging Face cache, and downloads what is mis
 (no network, ``HF_HUB_OFFLINE``), setup logs why and carries on: every prediction then runs the
 bundled Real-ESRGAN and says so in its logs (``Result.fallback_reason``).
 
-The inputs below use literal values so ``cog build``'s static schema generator can read them;
+The inputs below are plain literals (one string literal per description: no implicit
+concatenation, no escapes) because ``cog build`` reads them statically with tree-sitter;
 ``tests/test_cog.py`` checks them against seesr's own defaults, ranges and choices, and checks
 ``.cog/openapi_schema.json`` against this signature. Every value is validated by seesr as well
 (a server started without the schema does not enforce ``Input`` constraints): a bad value fails
@@ -20,6 +21,7 @@ the prediction with seesr's ``ConfigError`` message. Settings that are not input
 import logging
 import os
 import tempfile
+import uuid
 from typing import Optional
 
 from cog import BaseRunner, Input, Path
@@ -55,6 +57,9 @@ class Runner(BaseRunner):
                 logger.warning(
                     "SeeSR weights are unavailable, predictions will use the bundled Real-ESRGAN:\n%s", error
                 )
+        # Outputs go here; each run removes the previous run's file (already sent: with a sync run()
+        # the next prediction starts only after the last one's output was encoded or uploaded).
+        self.outputs = Path(tempfile.mkdtemp(prefix="seesr-cog-"))
         # With paths the pipeline loads from them; without, the Upscaler looks in weights_dir again
         # (without downloading) on each prediction and falls back to Real-ESRGAN, naming the reason.
         self.upscaler = Upscaler(paths if paths is not None else weights_dir)
@@ -69,10 +74,11 @@ class Runner(BaseRunner):
 
     def run(
         self,
-        image: Path = Input(description="Low-resolution input image (PNG, JPEG, WebP, TIFF, BMP, ...)."),
+        image: Path = Input(
+            description="Low-resolution input image (PNG, JPEG, WebP, TIFF, BMP, ...).", accept="image/*"
+        ),
         preset: str = Input(
-            description="speed: 1 step; balanced: 2 steps; quality: 4 steps with finer tiles and KDS "
-            "sampling; memory: 2 steps, half precision, small tiles and offloading.",
+            description="speed: 1 step; balanced: 2; quality: 4 with KDS sampling; memory: 2, fp16, small tiles.",
             default="balanced",
             choices=["speed", "balanced", "quality", "memory"],
         ),
@@ -85,8 +91,7 @@ class Runner(BaseRunner):
         ),
         prompt: str = Input(description="Extra text added to the prompt after the image's tags.", default=""),
         negative_prompt: str = Input(
-            description="Negative prompt (used only with classifier-free guidance, i.e. when the server "
-            "sets SEESR_GUIDANCE_SCALE above 1).",
+            description="Negative prompt; used only with guidance (SEESR_GUIDANCE_SCALE > 1 on the server).",
             default="dotted, noise, blur, lowres, smooth",
         ),
         seed: Optional[int] = Input(
@@ -118,9 +123,10 @@ class Runner(BaseRunner):
             color_fix=color_fix,
             output_format=output_format,
         )
+        for previous in self.outputs.iterdir():
+            previous.unlink(missing_ok=True)
         fmt = result.settings.output_format
-        target = Path(tempfile.mkdtemp(prefix="seesr-")) / f"upscaled.{fmt}"
-        save_image(result.image, target, format=fmt)
+        target = save_image(result.image, self.outputs / f"upscaled-{uuid.uuid4().hex[:12]}.{fmt}", format=fmt)
         print(f"seesr: {result.summary()}")
         print(f"seesr: engine {result.engine}; seed {result.seed}; tags: {result.tags or '-'}")
         if result.fallback_reason:
@@ -128,7 +134,7 @@ class Runner(BaseRunner):
         self.record_metric("engine", result.engine)
         if result.seed is not None:
             self.record_metric("seed", result.seed)
-        return target
+        return Path(target)
 
 
 def _first_line(error: BaseException) -> str:

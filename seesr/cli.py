@@ -104,9 +104,11 @@ def output_path(source: Path, output: Path, many: bool, output_format: str) -> P
 
 
 def upscale_command(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
     from tqdm import tqdm
 
     from seesr.api import Upscaler
+    from seesr.batch import BatchState, Job, run_jobs, settings_hash
     from seesr.fidelity import side_by_side
     from seesr.io import save_image
 
@@ -120,30 +122,40 @@ def upscale_command(args: argparse.Namespace) -> int:
         print("seesr: no input images found", file=sys.stderr)
         return 2
     many = len(inputs) > 1 or args.output.is_dir() or not args.output.suffix
-    failures = 0
-    progress = tqdm(inputs, unit="image", disable=len(inputs) < 2 or not sys.stderr.isatty())
-    for source in progress:
-        target = output_path(source, args.output, many, settings.output_format)
-        try:
-            if args.dry_run:
-                _, plan, size = upscaler.plan(source, **arguments)
-                print(f"{source} -> {target} ({size[0]}x{size[1]}): {plan.describe()}")
+    jobs = [Job(source, output_path(source, args.output, many, settings.output_format)) for source in inputs]
+    if args.dry_run:
+        failed = 0
+        for job in jobs:
+            try:
+                _, plan, size = upscaler.plan(job.source, **arguments)
+            except SeesrError as error:
+                failed += 1
+                print(f"{job.source}: failed: {str(error).splitlines()[0]}", file=sys.stderr)
                 continue
-            if target.exists() and not args.overwrite:
-                print(f"{source}: skipped, {target} exists (use --overwrite)", file=sys.stderr)
-                continue
-            result = upscaler.upscale(source, **arguments)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            save_image(result.image, target, format=settings.output_format, overwrite=args.overwrite)
-            if args.compare:
-                compare = target.with_name(f"{target.stem}_compare.png")
-                save_image(side_by_side(result.source.rgb.resize(result.image.size), result.image.convert("RGB")),
-                           compare, overwrite=True)  # fmt: skip
-            print(f"{target}: {result.summary()}")
-        except SeesrError as error:
-            failures += 1
-            print(f"{source}: failed: {str(error).splitlines()[0]}", file=sys.stderr)
-    return 1 if failures else 0
+            print(f"{job.source} -> {job.target} ({size[0]}x{size[1]}): {plan.describe()}")
+        return 1 if failed else 0
+    import torch
+
+    distributed = PartialState(cpu=not torch.cuda.is_available())
+    if distributed.num_processes > 1 and settings.device is None:
+        arguments["device"] = str(distributed.device)
+    progress = tqdm(total=len(jobs), unit="image", disable=len(jobs) < 2 or not sys.stderr.isatty())
+
+    def process(job: Job) -> str:
+        result = upscaler.upscale(job.source, **arguments)
+        job.target.parent.mkdir(parents=True, exist_ok=True)
+        save_image(result.image, job.target, format=settings.output_format, overwrite=args.overwrite)
+        if args.compare:
+            pair = side_by_side(result.source.rgb.resize(result.image.size), result.image.convert("RGB"))
+            save_image(pair, job.target.with_name(f"{job.target.stem}_compare.png"), overwrite=True)
+        progress.update()
+        return result.summary()
+
+    state = BatchState(args.output, distributed.process_index) if many else None
+    with distributed.split_between_processes(jobs) as my_jobs:
+        _, _, failed = run_jobs(my_jobs, process, settings=settings_hash(settings), state=state, overwrite=args.overwrite)
+    progress.close()
+    return 1 if failed else 0
 
 
 def weights_command(args: argparse.Namespace) -> int:

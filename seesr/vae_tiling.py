@@ -1,31 +1,33 @@
 """Tiled VAE encode/decode whose GroupNorms use statistics of the whole image.
 
-A plain VAE call on a 4k image needs tens of GB for the activations of the full-resolution
-decoder stages. Running the VAE on tiles bounds the working memory to one tile, but a tile on its
-own normalises with *its* GroupNorm statistics, which shows as seams and colour shifts. Here, as
-in the official SeeSR tiled VAE (``utils/vaehook.py``), every GroupNorm is a synchronisation point:
+A plain VAE call on a 4k image needs tens of GB for the activations of its full-resolution
+stages. Tiles bound the working set to one window, but a tile normalised with *its own*
+GroupNorm statistics shows seams and colour shifts. Here, as in the official SeeSR tiled VAE
+(``utils/vaehook.py``), every GroupNorm is a synchronisation point:
 
 * the input is cut into windows (a core tile plus ``pad`` pixels of context on every side that is
   not an image border); the cores partition the input, every window runs the encoder/decoder
   on its own, and only its core is written to the output;
 * the forward pass of each window is a Python generator over the diffusers modules (weights are
-  shared, nothing is copied). At a GroupNorm it yields the (mean, var, count) of its *core* per
-  (sample, group), in float32, and gets back the statistics pooled over all windows, which are
+  shared, nothing is copied). At a GroupNorm it yields the float32 (mean, var, count) of its
+  *core* per (sample, group) and gets back the statistics pooled over all windows, which are
   exactly the statistics of the whole image (see :func:`pool_group_stats`);
 * a driver advances all windows in lock-step, one window at a time between two synchronisation
-  points, so only the parked activations of every window (the tensor to normalise and a pending
-  residual) plus one window's working set are alive; with ``offload=True`` the parked
-  activations wait on the CPU while the device works on another window;
+  points. A paused window holds only its activation and a pending residual, and after the last
+  attention these are cut down to what its core still depends on (the remaining receptive
+  field, a few pixels at the decoder's full-resolution stages), so all paused windows together
+  hold about two full-image activations at the largest stage. With ``offload=True`` they wait
+  on the CPU and the device only holds one window's working set and the output;
 * the self-attention of the mid block attends within the window (as officially).
 
 Differences from the official hook, which make the result closer to the untiled VAE:
 statistics come from the cores (which partition the image, so overlaps are not counted twice)
 and are pooled exactly (the official code averages the per-tile variances and so drops the
-spread of the per-tile means); statistics are always float32. The grid comes from the shared
-:func:`seesr.tiling.plan_tiles` placement (``axis_starts`` per axis, since a window may be
-clamped to a thin image on one axis only) with windows of ``tile + 2 * pad``, so it has the official
-number of tiles and window size (the official code spreads the windows evenly, ``plan_tiles``
-snaps the last one to the edge).
+spread of the per-tile means); statistics are always float32 (fp16 weights are fine). The grid
+is the shared one (:func:`seesr.tiling.axis_starts` per axis, as :func:`seesr.tiling.plan_tiles`
+places tiles) with windows of ``tile + 2 * pad``, so it has the official number of tiles and
+window size (the official code spreads the windows evenly; the shared grid snaps the last one to
+the edge).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ GroupStats = tuple[torch.Tensor, torch.Tensor, int]
 # A window's forward pass: yields its local statistics, receives (mean, var), returns its output.
 _Steps = Generator[GroupStats, tuple[torch.Tensor, torch.Tensor], torch.Tensor]
 
-ENCODER_SCALE = 8  # spatial factor of the SD VAE (3 stride-2 downsamplers / upsamplers)
+VAE_SCALE = 8  # spatial factor of the SD VAE (3 stride-2 downsamplers / upsamplers)
 TRIM_WHEN = 0.8  # cut a paused window's activations when that keeps at most this share of them
 
 
@@ -141,7 +143,7 @@ def pool_group_stats(parts: Sequence[GroupStats]) -> tuple[torch.Tensor, torch.T
 def _pool_like_official(parts: Sequence[GroupStats]) -> tuple[torch.Tensor, torch.Tensor]:
     """The official pooling: count-weighted mean of the per-tile means and of the per-tile variances."""
     counts = torch.tensor([float(n) for _, _, n in parts], dtype=torch.float32)
-    weights = (counts / counts.max() / (counts / counts.max()).sum()).to(parts[0][0].device)
+    weights = (counts / counts.sum()).to(parts[0][0].device)
     mean = (torch.stack([m for m, _, _ in parts]) * weights[:, None, None]).sum(0)
     var = (torch.stack([v for _, v, _ in parts]) * weights[:, None, None]).sum(0)
     return mean, var
@@ -482,8 +484,9 @@ def tiled_decode(
     if len(windows) == 1:
         return vae.decode(latents).sample
     z = vae.post_quant_conv(latents) if vae.post_quant_conv is not None else latents
-    out = torch.empty(b, vae.config.out_channels, h * ENCODER_SCALE, w * ENCODER_SCALE, device=z.device, dtype=vae.dtype)
-    return _run_windows(vae, z, windows, decoder=True, out=out, scale=ENCODER_SCALE, offload=offload)
+    size = (b, vae.config.out_channels, h * VAE_SCALE, w * VAE_SCALE)
+    out = torch.empty(size, device=z.device, dtype=vae.dtype)
+    return _run_windows(vae, z, windows, decoder=True, out=out, scale=VAE_SCALE, offload=offload)
 
 
 @torch.no_grad()
@@ -501,12 +504,12 @@ def tiled_encode(
         raise ConfigError(f"VAE tile size must be >= 1 and pad >= 0, got tile {tile}, pad {pad}")
     image = image.to(vae.dtype)
     b, _, h, w = image.shape
-    tile = max(ENCODER_SCALE, tile // ENCODER_SCALE * ENCODER_SCALE)
-    pad = -(-pad // ENCODER_SCALE) * ENCODER_SCALE
-    windows = plan_windows(h, w, tile, pad, align=ENCODER_SCALE)
+    tile = max(VAE_SCALE, tile // VAE_SCALE * VAE_SCALE)
+    pad = -(-pad // VAE_SCALE) * VAE_SCALE
+    windows = plan_windows(h, w, tile, pad, align=VAE_SCALE)
     if len(windows) == 1:
         return vae.encode(image).latent_dist
     channels = 2 * vae.config.latent_channels
-    out = torch.empty(b, channels, h // ENCODER_SCALE, w // ENCODER_SCALE, device=image.device, dtype=vae.dtype)
-    moments = _run_windows(vae, image, windows, decoder=False, out=out, scale=ENCODER_SCALE, offload=offload)
+    out = torch.empty(b, channels, h // VAE_SCALE, w // VAE_SCALE, device=image.device, dtype=vae.dtype)
+    moments = _run_windows(vae, image, windows, decoder=False, out=out, scale=VAE_SCALE, offload=offload)
     return DiagonalGaussianDistribution(moments)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -32,12 +34,14 @@ def test_folder_run_with_a_corrupt_file(inputs, tmp_path, tiny_weights_dir, caps
     code = main(["upscale", str(inputs), "-o", str(out), "--weights", str(tiny_weights_dir), *FAST])
     captured = capsys.readouterr()
     assert code == 1
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["a.png", "b.png"]
     assert "broken.png: failed:" in captured.err and captured.err.count("failed") == 1
     for name in ("a.png", "b.png"):
         image = Image.open(out / name)
         assert image.size == (72, 48) and np.asarray(image).std() > 1
-    assert not list(out.glob(".*"))  # no temporary files left behind
+    assert [p.name for p in out.glob(".*")] == [".seesr-batch"]  # no temporary files left behind
+    log = (out / ".seesr-batch" / "rank0.jsonl").read_text()
+    assert log.count('"status": "done"') == 2 and log.count('"status": "failed"') == 1
 
 
 def test_existing_output_is_not_overwritten(inputs, tmp_path, tiny_weights_dir, capsys):
@@ -83,3 +87,38 @@ def test_weights_list(tiny_weights_dir, capsys):
     assert main(["weights", "list", "--weights", str(tiny_weights_dir)]) == 0
     listing = capsys.readouterr().out
     assert "DAPE.pth" in listing and "weights_dir" in listing
+
+
+def test_rerun_skips_finished_files_and_redoes_the_rest(inputs, tmp_path, tiny_weights_dir, capsys):
+    out = tmp_path / "out"
+    args = ["upscale", str(inputs / "a.png"), str(inputs / "b.jpg"), "-o", str(out), "--weights", str(tiny_weights_dir), *FAST]
+    assert main(args) == 0
+    first = (out / "a.png").stat().st_mtime_ns
+    (out / "b.png").unlink()  # as if the run had been killed before b was written
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "a.png: skipped" in err and "finished by an earlier run" in err
+    assert (out / "a.png").stat().st_mtime_ns == first and (out / "b.png").exists()
+
+
+def test_two_processes_split_the_work(inputs, tmp_path, tiny_weights_dir):
+    """`accelerate launch --num_processes 2 -m seesr.batch`: each file is done by exactly one process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    (inputs / "broken.png").unlink()
+    Image.open(inputs / "a.png").rotate(90, expand=True).save(inputs / "c.png")
+    env = {**os.environ, "SEESR_PROCESS_SIZE": "0", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "seesr.batch", str(inputs), "-o", str(out),
+               "--weights", str(tiny_weights_dir), "--scale", "2", "--steps", "1", "--seed", "1", "--device", "cpu"]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = [json.loads(line) for log in (out / ".seesr-batch").glob("rank*.jsonl") for line in log.read_text().splitlines()]
+    finished = [(r["target"], r["rank"]) for r in records if r["status"] == "done"]
+    assert sorted(Path(t).name for t, _ in finished) == ["a.png", "b.png", "c.png"]
+    assert {rank for _, rank in finished} == {0, 1}

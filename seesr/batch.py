@@ -1,0 +1,122 @@
+"""Folder runs: resumable, and split across processes or GPUs with accelerate.
+
+    seesr upscale photos/ -o out/                          # one process
+    accelerate launch --multi_gpu --num_processes 2 -m seesr.batch photos/ -o out/   # one per GPU
+
+Without GPUs the same command runs N CPU processes (gloo). Each process records what it does in ``OUT/.seesr-batch/rank<N>.jsonl`` (JSON lines, no pickle):
+``started`` then ``done`` or ``failed`` per file, with a hash of the settings. A re-run skips files
+whose output exists (never overwritten without ``--overwrite``) and redoes the rest: outputs are
+written atomically, so a file interrupted mid-way has no output and is simply done again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from seesr.errors import SeesrError
+
+STATE_DIR = ".seesr-batch"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input and where its output goes."""
+
+    source: Path
+    target: Path
+
+
+def settings_hash(settings: Any) -> str:
+    """A short hash of everything that changes the output (seed included)."""
+    values = asdict(settings) if hasattr(settings, "__dataclass_fields__") else dict(settings)
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class BatchState:
+    """Per-process JSON-lines log of a folder run; reads every process's log to decide what is done."""
+
+    def __init__(self, output_dir: Path, rank: int = 0) -> None:
+        self.folder = output_dir / STATE_DIR
+        self.log = self.folder / f"rank{rank}.jsonl"
+        self.rank = rank
+
+    def finished(self) -> dict[str, str]:
+        """Target path -> settings hash of every file recorded done (and not redone since)."""
+        done: dict[str, str] = {}
+        if not self.folder.is_dir():
+            return done
+        for log in sorted(self.folder.glob("rank*.jsonl")):
+            for line in log.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a crash
+                if record.get("status") == "done":
+                    done[record["target"]] = record["settings"]
+                else:
+                    done.pop(record.get("target", ""), None)
+        return done
+
+    def record(self, job: Job, status: str, settings: str, **extra: Any) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        entry = {"source": str(job.source), "target": str(job.target), "status": status, "settings": settings,
+                 "rank": self.rank, "time": time.time(), **extra}  # fmt: skip
+        with self.log.open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    process: Callable[[Job], str],
+    *,
+    settings: str,
+    state: BatchState | None,
+    overwrite: bool = False,
+    report: Callable[[str], None] = print,
+    report_error: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+) -> tuple[int, int, int]:
+    """Run ``process(job)`` for each job not already done; one line per file. Returns
+    (done, skipped, failed). A failure of one file does not stop the others."""
+    finished = state.finished() if state is not None else {}
+    done = skipped = failed = 0
+    for job in jobs:
+        if job.target.exists() and not overwrite:
+            earlier = "finished by an earlier run" if finished.get(str(job.target)) == settings else "exists"
+            report_error(f"{job.source}: skipped, {job.target} {earlier} (use --overwrite to redo)")
+            skipped += 1
+            continue
+        if state is not None:
+            state.record(job, "started", settings)
+        try:
+            summary = process(job)
+        except SeesrError as error:
+            failed += 1
+            if state is not None:
+                state.record(job, "failed", settings, error=str(error).splitlines()[0])
+            report_error(f"{job.source}: failed: {str(error).splitlines()[0]}")
+            continue
+        if state is not None:
+            state.record(job, "done", settings)
+        done += 1
+        report(f"{job.target}: {summary}")
+    return done, skipped, failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``seesr upscale`` for a process group: each process takes its share of the inputs."""
+    from seesr.cli import main as cli_main
+
+    return cli_main(["upscale", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,30 @@
+"""``python -m seesr.benchmarks NAME [args]``: run one of the benchmarks (``--help`` lists them)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = {
+    "pipeline": "speed of the whole pipeline at full size: per stage, end to end, peak memory, naive vs default",
+    "memory": "working memory of each stage at full size; the planner's estimates against measured peaks",
+    "realesrgan": "Real-ESRGAN x4plus, our PyTorch engine against the ncnn runtime (quality and speed)",
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in BENCHMARKS:
+        print("usage: python -m seesr.benchmarks NAME [args]   (NAME --help for its options)\n")
+        for name, what in BENCHMARKS.items():
+            print(f"  {name:11s} {what}")
+        raise SystemExit(0 if not argv or argv[0] in ("-h", "--help") else 2)
+    module = importlib.import_module(f"seesr.benchmarks.{argv[0]}")
+    sys.argv = [f"python -m seesr.benchmarks.{argv[0]}", *argv[1:]]
+    result = module.main()
+    if isinstance(result, int):
+        raise SystemExit(result)
+
+
+if __name__ == "__main__":
+    main()

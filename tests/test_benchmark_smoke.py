@@ -1,0 +1,137 @@
+"""The pipeline benchmark harness in smoke mode (tiny fixtures): it measures, not just runs."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from seesr.benchmarks import pipeline as bench
+
+PIPELINE_STAGES = ("tag", "text", "encode", "denoise", "decode", "colorfix")
+
+
+@pytest.fixture(scope="module")
+def record(tiny, tmp_path_factory):
+    """One smoke run of both paths (default and naive), 2 sizes, 2 steps, 1 warm-up, 2 repeats."""
+    path = tmp_path_factory.mktemp("bench") / "bench.json"
+    threads = torch.get_num_threads()
+    start = time.perf_counter()
+    returned = bench.main(["--smoke", "--naive", "--steps", "2", "--warmup", "1", "--repeats", "2", "--json", str(path)])
+    elapsed = time.perf_counter() - start
+    assert torch.get_num_threads() == threads, "the harness must restore the thread count"
+    saved = json.loads(path.read_text())
+    assert saved["settings"] == returned["settings"]
+    return saved, elapsed
+
+
+def test_smoke_is_quick(record):
+    _, elapsed = record
+    assert elapsed < 30
+
+
+def test_record_describes_the_run(record):
+    saved, _ = record
+    assert saved["versions"]["torch"] == torch.__version__
+    assert saved["machine"]["logical_cpus"] >= 1 and saved["machine"]["torch_threads"] >= 1
+    settings = saved["settings"]
+    assert settings["smoke"] is True and settings["sizes"] == list(bench.SMOKE_SIZES)
+    assert settings["steps"] == [2] and settings["repeats"] == 2 and settings["warmup"] == 1
+    assert set(saved["variants"]) == {"default", "naive"}
+    assert saved["variants"]["naive"]["network_dtypes"]["unet"] == "float32"
+    assert saved["variants"]["naive"]["attention_processors"]["unet"] == ["AttnProcessor2_0"]
+
+
+@pytest.mark.parametrize("variant", ["default", "naive"])
+def test_every_stage_is_timed(record, variant):
+    saved, _ = record
+    result = saved["variants"][variant]
+    assert [r["lr_size"] for r in result["runs"]] == list(bench.SMOKE_SIZES)
+    for run in result["runs"]:
+        stages = run["stages"]
+        assert set(stages) == set(bench.stage_names(2))
+        for name in (*PIPELINE_STAGES, "step_1", "step_2", "end_to_end"):
+            stats = stages[name]
+            assert len(stats["samples"]) == 2, name
+            assert all(s > 0 for s in stats["samples"]), name
+            assert 0 < stats["min"] <= stats["median"] <= stats["max"], name
+        assert stages["other"]["min"] >= 0
+        for i in range(2):  # per repeat: the steps make up the denoise stage, the stages the whole call
+            steps = stages["step_1"]["samples"][i] + stages["step_2"]["samples"][i]
+            denoise = stages["denoise"]["samples"][i]
+            assert steps <= denoise * 1.001 + 1e-4 and steps >= denoise * 0.9, (steps, denoise)
+            total = sum(stages[name]["samples"][i] for name in (*PIPELINE_STAGES, "other"))
+            assert total == pytest.approx(stages["end_to_end"]["samples"][i], rel=1e-6, abs=1e-6)
+        assert run["peak_memory"]["peak_bytes"] > 0 and run["peak_memory"]["working_bytes"] >= 0
+        assert run["warmup_end_to_end_s"] and run["warmup_end_to_end_s"][0] > 0
+        assert run["end_to_end_cpu_s"]["min"] > 0
+
+
+@pytest.mark.parametrize("variant", ["default", "naive"])
+def test_linear_fit_of_end_to_end_time(record, variant):
+    saved, _ = record
+    result = saved["variants"][variant]
+    (fit,) = result["fits"]
+    assert fit["steps"] == 2 and fit["x"] == "output_megapixels"
+    for key in ("slope_s_per_mp", "intercept_s", "r2", "min_slope_s_per_mp", "min_intercept_s"):
+        assert isinstance(fit[key], float), key
+    for (x, y), run in zip(fit["points"], result["runs"]):
+        assert x == pytest.approx(run["output_size"] ** 2 / 1e6)
+        assert y == run["stages"]["end_to_end"]["median"]
+        assert fit["slope_s_per_mp"] * x + fit["intercept_s"] == pytest.approx(y, rel=1e-6)  # two points: exact
+    assert set(fit["stages"]) == set(result["runs"][0]["stages"])
+
+
+def test_naive_comparison(record):
+    saved, _ = record
+    naive = {r["lr_size"]: r for r in saved["variants"]["naive"]["runs"]}
+    default = {r["lr_size"]: r for r in saved["variants"]["default"]["runs"]}
+    rows = saved["comparison"]
+    assert [r["lr_size"] for r in rows] == list(bench.SMOKE_SIZES)
+    for row in rows:
+        n, d = naive[row["lr_size"]], default[row["lr_size"]]
+        assert row["naive_median_s"] == n["stages"]["end_to_end"]["median"]
+        assert row["speedup_median"] == pytest.approx(row["naive_median_s"] / row["default_median_s"])
+        assert row["speedup_min"] > 0
+    # the naive path runs the official tile (scaled down for the tiny models) one tile at a time
+    big = naive[bench.SMOKE_SIZES[-1]]
+    assert big["plan"]["tile_batch_size"] == 1 and big["latent_tiles"] > 1
+    for diff in saved["latent_difference"]:
+        assert diff["max_abs"] >= diff["mean_abs"] >= 0
+
+
+def test_time_is_attributed_to_the_right_stage(tiny_pipe, monkeypatch):
+    """Slow down decode and each noise prediction by known amounts: the harness must see it there."""
+    decode, predict = tiny_pipe.decode, tiny_pipe.predict_noise
+    calls = []
+
+    def slow_decode(*args, **kwargs):
+        time.sleep(0.2)
+        return decode(*args, **kwargs)
+
+    def slow_predict(*args, **kwargs):
+        calls.append(1)
+        time.sleep(0.05)
+        return predict(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_pipe, "decode", slow_decode)
+    monkeypatch.setattr(tiny_pipe, "predict_noise", slow_predict)
+    settings = bench.Settings(sizes=[32], steps=[2], repeats=1, warmup=0, smoke=True)
+    record, latents = bench.measure_size(tiny_pipe, bench.Variant("naive", "float32", "naive"), settings, 32, 2)
+    stages = record["stages"]
+    tiles = record["latent_tiles"]
+    assert tiles > 1 and len(calls) == 2 * tiles  # one call per tile per step (tile batch 1)
+    assert stages["decode"]["min"] >= 0.2
+    assert stages["step_1"]["min"] >= 0.05 * tiles and stages["step_2"]["min"] >= 0.05 * tiles
+    assert stages["encode"]["min"] < 0.2 and stages["text"]["min"] < 0.2
+    assert stages["end_to_end"]["min"] >= 0.2 + 0.1 * tiles
+    assert latents.shape == (1, 4, 16, 16)
+
+
+def test_linear_fit():
+    fit = bench.linear_fit([1.0, 2.0, 3.0], [3.0, 5.0, 7.5])
+    assert fit["slope"] == pytest.approx(2.25) and fit["intercept"] == pytest.approx(2.0 / 3.0)
+    assert 0.99 < fit["r2"] <= 1.0
+    assert bench.linear_fit([1.0], [2.0])["slope"] is None

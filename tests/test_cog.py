@@ -1,0 +1,601 @@
+"""The Cog runner (predict.py, cog.yaml, .cog/openapi_schema.json) and the real Cog HTTP server.
+
+The server is cog 0.23's coglet (``python -m cog.server.http``), started as a subprocess on a free
+loopback port with ``COG_PREDICT_TYPE_STUB=predict.py:Runner`` (what ``cog build`` sets from
+cog.yaml's ``run:``), from the repository root so that it loads ``.cog/openapi_schema.json`` and
+validates inputs with it. The weights are the tiny official fixtures laid out as a weights
+directory; the device is the CPU and nothing is downloaded.
+
+``SEESR_UPDATE_COG_SCHEMA=1 pytest tests/test_cog.py -k schema`` rewrites the schema file from
+predict.py's signature (the same rules as cog's static schema generator).
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import inspect
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import types
+import typing
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+import cog
+from cog.input import FieldInfo
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCHEMA_FILE = REPO_ROOT / ".cog" / "openapi_schema.json"
+RUNNER_REF = "predict.py:Runner"
+COG_VERSION = "0.23.1"
+"""The Cog release the schema is written for (``info.version``; what ``cog build`` writes)."""
+
+STARTUP_TIMEOUT = 120.0
+REQUEST_TIMEOUT = 60.0
+BUSY_TIMEOUT = 30.0
+
+
+# ------------------------------------------------------------------ predict.py, in this process
+def load_predict_module():
+    spec = importlib.util.spec_from_file_location("seesr_cog_predict", REPO_ROOT / "predict.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def predict_module():
+    return load_predict_module()
+
+
+def run_inputs(runner_cls) -> list[tuple[str, typing.Any, FieldInfo]]:
+    """(name, annotation, FieldInfo) of each run() input, in order."""
+    hints = typing.get_type_hints(runner_cls.run)
+    out = []
+    for name, param in inspect.signature(runner_cls.run).parameters.items():
+        if name == "self":
+            continue
+        assert isinstance(param.default, FieldInfo), f"{name}: every input should use Input()"
+        out.append((name, hints[name], param.default))
+    return out
+
+
+# ------------------------------------------------------------------ the schema, as cog build writes it
+def _primitive(tp) -> dict:
+    if tp is cog.Path:
+        return {"format": "uri", "type": "string"}
+    return {str: {"type": "string"}, int: {"type": "integer"}, float: {"type": "number"}, bool: {"type": "boolean"}}[tp]
+
+
+def _unwrap_optional(tp) -> tuple[typing.Any, bool]:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        (inner,) = [a for a in args if a is not type(None)]
+        return inner, True
+    return tp, False
+
+
+def _number(value):
+    """A number as Go writes a float64 (cog keeps ge/le and float defaults as float64): 4.0 -> 4."""
+    value = float(value)
+    return int(value) if value.is_integer() else value
+
+
+def _title(name: str) -> str:
+    return " ".join(part[:1].upper() + part[1:] for part in name.split("_"))
+
+
+def build_openapi_schema(runner_cls) -> dict:
+    """The OpenAPI document cog 0.23's static generator writes for this runner
+    (pkg/schema/openapi_spec.go: Input with x-order, choices as enum components, Optional ->
+    nullable, Input(default=None) on an Optional -> "default": null, ge/le -> minimum/maximum)."""
+    properties, required, enums = {}, [], {}
+    for order, (name, annotation, info) in enumerate(run_inputs(runner_cls)):
+        tp, nullable = _unwrap_optional(annotation)
+        prop: dict = {"x-order": order}
+        if info.choices:
+            enums[name] = {
+                "description": "An enumeration.", "enum": list(info.choices), "title": name,
+                "type": _primitive(tp)["type"],
+            }
+            prop["allOf"] = [{"$ref": f"#/components/schemas/{name}"}]
+        else:
+            prop["title"] = _title(name)
+            prop.update(_primitive(tp))
+        if info.default is not None or nullable:
+            prop["default"] = _number(info.default) if isinstance(info.default, float) else info.default
+        elif not nullable:
+            required.append(name)
+        if nullable:
+            prop["nullable"] = True
+        if info.description is not None:
+            prop["description"] = info.description
+        if info.ge is not None:
+            prop["minimum"] = _number(info.ge)
+        if info.le is not None:
+            prop["maximum"] = _number(info.le)
+        for key, value in (("minLength", info.min_length), ("maxLength", info.max_length),
+                           ("pattern", info.regex), ("x-cog-accept", info.accept)):
+            if value is not None:
+                prop[key] = value
+        if info.deprecated:
+            prop["deprecated"] = True
+        properties[name] = dict(sorted(prop.items()))
+    input_schema = {"properties": properties, "title": "Input", "type": "object"}
+    if required:
+        input_schema["required"] = required
+    returns = typing.get_type_hints(runner_cls.run)["return"]
+    output_schema = dict(sorted({**_primitive(returns), "title": "Output"}.items()))
+    error_422 = {
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
+        "description": "Validation Error",
+    }
+    any_200 = {"content": {"application/json": {"schema": {}}}, "description": "Successful Response"}
+    response = {
+        "input": {"$ref": "#/components/schemas/Input"},
+        "output": {"$ref": "#/components/schemas/Output"},
+        "id": {"title": "Id", "type": "string"},
+        "version": {"title": "Version", "type": "string"},
+        "created_at": {"format": "date-time", "title": "Created At", "type": "string"},
+        "started_at": {"format": "date-time", "title": "Started At", "type": "string"},
+        "completed_at": {"format": "date-time", "title": "Completed At", "type": "string"},
+        "status": {"title": "Status", "type": "string"},
+        "error": {"title": "Error", "type": "string"},
+        "logs": {"title": "Logs", "type": "string"},
+        "metrics": {"title": "Metrics", "type": "object"},
+    }
+    schemas = {
+        "Input": input_schema,
+        "Output": output_schema,
+        **enums,
+        "PredictionRequest": {
+            "properties": {"id": {"title": "Id", "type": "string"}, "input": {"$ref": "#/components/schemas/Input"}},
+            "title": "PredictionRequest",
+            "type": "object",
+        },
+        "PredictionResponse": {"properties": dict(sorted(response.items())), "title": "PredictionResponse",
+                               "type": "object"},
+        "Status": {
+            "description": "An enumeration.", "enum": ["starting", "processing", "succeeded", "canceled", "failed"],
+            "title": "Status", "type": "string",
+        },
+        "HTTPValidationError": {
+            "properties": {"detail": {"items": {"$ref": "#/components/schemas/ValidationError"}, "title": "Detail",
+                                      "type": "array"}},
+            "title": "HTTPValidationError",
+            "type": "object",
+        },
+        "ValidationError": {
+            "properties": {
+                "loc": {"items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}, "title": "Location",
+                        "type": "array"},
+                "msg": {"title": "Message", "type": "string"},
+                "type": {"title": "Error Type", "type": "string"},
+            },
+            "required": ["loc", "msg", "type"],
+            "title": "ValidationError",
+            "type": "object",
+        },
+    }
+    paths = {
+        "/": {"get": {"operationId": "root__get", "responses": {"200": any_200}, "summary": "Root"}},
+        "/health-check": {"get": {"operationId": "healthcheck_health_check_get", "responses": {"200": any_200},
+                                  "summary": "Healthcheck"}},
+        "/predictions": {"post": {
+            "description": "Run a single prediction on the model",
+            "operationId": "predict_predictions_post",
+            "requestBody": {"content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/PredictionRequest"}}}},
+            "responses": {
+                "200": {"content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/PredictionResponse"}}},
+                    "description": "Successful Response"},
+                "422": error_422,
+            },
+            "summary": "Predict",
+        }},
+        "/predictions/{prediction_id}/cancel": {"post": {
+            "operationId": "cancel_predictions__prediction_id__cancel_post",
+            "parameters": [{"in": "path", "name": "prediction_id", "required": True,
+                            "schema": {"title": "Prediction Id", "type": "string"}}],
+            "responses": {"200": any_200, "422": error_422},
+            "summary": "Cancel",
+        }},
+    }
+    return {
+        "components": {"schemas": schemas},
+        "info": {"title": "Cog", "version": COG_VERSION},
+        "openapi": "3.0.2",
+        "paths": paths,
+    }
+
+
+def test_schema_file_matches_the_runner(predict_module):
+    expected = build_openapi_schema(predict_module.Runner)
+    if os.environ.get("SEESR_UPDATE_COG_SCHEMA") == "1":
+        SCHEMA_FILE.parent.mkdir(exist_ok=True)
+        SCHEMA_FILE.write_text(json.dumps(expected, indent=2, ensure_ascii=False) + "\n")
+    assert SCHEMA_FILE.is_file(), f"{SCHEMA_FILE} is missing; run with SEESR_UPDATE_COG_SCHEMA=1 to write it"
+    actual = json.loads(SCHEMA_FILE.read_text())
+    names = [name for name, _, _ in run_inputs(predict_module.Runner)]
+    assert list(actual["components"]["schemas"]["Input"]["properties"]) == names
+    assert actual["components"]["schemas"]["Input"] == expected["components"]["schemas"]["Input"], (
+        "Input in .cog/openapi_schema.json differs from predict.py; rewrite it with SEESR_UPDATE_COG_SCHEMA=1"
+    )
+    assert actual == expected
+
+
+def test_runner_inputs_match_the_library(predict_module):
+    """Literal values in predict.py (so cog build can read them) must be seesr's own."""
+    from seesr.presets import CHOICES, RANGES, Settings
+
+    inputs = run_inputs(predict_module.Runner)
+    assert [name for name, _, _ in inputs] == [
+        "image", "preset", "scale", "steps", "prompt", "negative_prompt", "seed", "color_fix", "output_format",
+    ]
+    defaults = Settings()
+    for name, _, info in inputs[1:]:
+        assert hasattr(defaults, name), f"{name} is not a seesr setting"
+        if name in CHOICES:
+            assert list(info.choices) == list(CHOICES[name]), name
+        if name in RANGES:
+            assert (info.ge, info.le) == RANGES[name], name
+        expected_default = None if name == "steps" else getattr(defaults, name)  # steps: None = the preset's
+        assert info.default == expected_default, name
+        assert info.description, name
+    assert inputs[0][2].description
+    assert predict_module.Runner.__mro__[1] is cog.BaseRunner  # the current API, not BasePredictor
+
+
+def test_runner_inputs_are_plain_literals():
+    """cog build reads Input(...) with tree-sitter, without running Python: descriptions and string
+    defaults must be single literals without escapes (it strips the quotes and keeps the rest
+    verbatim), numbers numeric literals and choices list literals."""
+    import ast
+
+    source = (REPO_ROOT / "predict.py").read_text()
+    (runner,) = [n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == "Runner"]
+    (run,) = [n for n in runner.body if isinstance(n, ast.FunctionDef) and n.name == "run"]
+    calls = [d for d in run.args.defaults if isinstance(d, ast.Call)]
+    assert len(calls) == len(run.args.args) - 1
+    for call in calls:
+        assert isinstance(call.func, ast.Name) and call.func.id == "Input"
+        for keyword in call.keywords:
+            value, text = keyword.value, ast.get_source_segment(source, keyword.value)
+            if keyword.arg in ("ge", "le"):
+                assert isinstance(value, ast.Constant) and isinstance(value.value, (int, float)), text
+            elif keyword.arg == "choices":
+                assert isinstance(value, ast.List) and all(isinstance(e, ast.Constant) for e in value.elts), text
+            elif isinstance(value, ast.Constant) and isinstance(value.value, str):
+                assert text[0] in "\"'" and text[-1] == text[0] and text[1:-1] == value.value, text
+            else:
+                assert isinstance(value, ast.Constant), text
+
+
+def test_cog_yaml_uses_the_runner_and_the_tested_versions():
+    config = yaml.safe_load((REPO_ROOT / "cog.yaml").read_text())
+    assert config["run"] == RUNNER_REF and "predict" not in config
+    build = config["build"]
+    assert build["gpu"] is True and build["python_version"] == "3.11"
+    pins = {}
+    for line in (REPO_ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[name.lower().replace("_", "-")] = version
+    assert build["sdk_version"] == pins["cog"] == COG_VERSION == cog.__version__
+    packages = {}
+    for requirement in build["python_packages"]:
+        name, version = requirement.split("==")
+        packages[name.lower().replace("_", "-")] = version
+    assert packages["torch"] == "2.14.1"
+    mismatched = {name: (version, pins.get(name)) for name, version in packages.items() if pins.get(name) != version}
+    assert not mismatched, f"cog.yaml pins that differ from constraints.txt: {mismatched}"
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    needed = {dep.split(">")[0].split("=")[0].split("<")[0].strip().lower().replace("_", "-")
+              for dep in project["dependencies"]}
+    assert needed <= set(packages), f"seesr dependencies missing from cog.yaml: {sorted(needed - set(packages))}"
+
+
+# ------------------------------------------------------------------ helpers for images and weights
+@pytest.fixture(scope="module")
+def lr_image(tiny) -> Image.Image:
+    """A small real image: the pipeline's 36x24 LR fixture (cropped to 36x24 should it grow)."""
+    with Image.open(tiny / "inputs" / "pipeline_lr_crop.png") as im:
+        return im.convert("RGB").crop((0, 0, 36, 24))
+
+
+def data_uri(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def decode_data_uri(uri: str) -> tuple[str, bytes]:
+    assert uri.startswith("data:"), uri[:80]
+    header, payload = uri.split(",", 1)
+    assert header.endswith(";base64"), header
+    return header[len("data:"):-len(";base64")], base64.b64decode(payload)
+
+
+def lay_out_tiny_weights(tiny: Path, root: Path) -> Path:
+    """The tiny official fixtures in the standard weights layout (symlinks)."""
+    root.mkdir(parents=True)
+    (root / "ram").mkdir()
+    links = {
+        "sd-turbo": tiny / "sd_turbo",
+        "seesr": tiny / "seesr",
+        "DAPE.pth": tiny / "ram" / "DAPE_tiny.pth",
+        "ram_swin_large_14m.pth": tiny / "ram" / "ram_swin_large_14m_tiny.pth",
+        "ram/configs": tiny / "ram" / "configs",
+        **{f"ram/{p.name}": p for p in (tiny / "ram" / "data").iterdir()},
+    }
+    for name, source in links.items():
+        (root / name).symlink_to(source, target_is_directory=source.is_dir())
+    return root
+
+
+def assert_upscaled(image: Image.Image, size: tuple[int, int], min_colours: int = 50) -> None:
+    """The right size, and a picture: neither flat nor a handful of colours."""
+    assert image.size == size
+    array = np.asarray(image.convert("RGB"), dtype=np.float32)
+    assert array.std() > 5.0, "the output is flat"
+    assert len(np.unique(array.reshape(-1, 3), axis=0)) > min_colours, "the output looks like a placeholder"
+
+
+# ------------------------------------------------------------------ the real server
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class CogServer:
+    def __init__(self, port: int, process: subprocess.Popen, log: Path) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = process
+        self.log = log
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, no proxy
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with self._opener.open(request, timeout=REQUEST_TIMEOUT) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as error:
+            with error:
+                return error.code, json.loads(error.read() or b"{}")
+
+    def predict(self, inputs: dict) -> tuple[int, dict]:
+        """POST /predictions; a 409 (the slot is still finishing the last prediction) is retried."""
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        while True:
+            status, body = self.request("POST", "/predictions", {"input": inputs})
+            if status != 409 or time.monotonic() > deadline:
+                return status, body
+            time.sleep(0.1)
+
+    def wait_ready(self) -> dict | None:
+        """The health check once READY; None if the server exited because the port was taken."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        health: dict = {}
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                if "address already in use" in self.log_tail().lower():
+                    return None
+                pytest.fail(f"the Cog server exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                _, health = self.request("GET", "/health-check")
+            except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
+                health = {}
+            if health.get("status") == "READY":
+                return health
+            if health.get("status") == "SETUP_FAILED":
+                pytest.fail(f"setup failed: {health.get('setup')}\n{self.log_tail()}")
+            time.sleep(0.25)
+        pytest.fail(f"the Cog server was not ready after {STARTUP_TIMEOUT:.0f} s (last: {health}):\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM to the server's process group (server + worker), then SIGKILL if needed."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # the worker, if it outlived the server
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.process.poll() is None:
+            self.process.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def server(tiny, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cog")
+    weights = lay_out_tiny_weights(tiny, root / "weights")
+    hf_cache = root / "hf-cache"
+    hf_cache.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SEESR_", "COG_", "HF_"))}
+    env.update(
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),  # the worker runs `python`
+        COG_PREDICT_TYPE_STUB=RUNNER_REF,
+        SEESR_WEIGHTS=str(weights),
+        SEESR_DEVICE="cpu",
+        SEESR_PROCESS_SIZE="0",  # no enlarging of small inputs: the tiny run stays tiny
+        HF_HUB_OFFLINE="1",
+        HF_HUB_CACHE=str(hf_cache),
+        OMP_NUM_THREADS="2",
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+        PYTHONUNBUFFERED="1",
+        TMPDIR=str(root),  # the server's temporary files (inputs, outputs) stay in the test's folder
+    )
+    cog_server = None
+    try:
+        for attempt in range(3):  # the free port may be taken before the server binds it
+            env["PORT"] = str(free_port())
+            log = root / f"server-{attempt}.log"
+            with open(log, "wb") as out:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"],
+                    cwd=REPO_ROOT,  # predict.py and .cog/openapi_schema.json are found relative to it
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group, so the worker is stopped with it
+                )
+            cog_server = CogServer(int(env["PORT"]), process, log)
+            cog_server.health = cog_server.wait_ready()
+            if cog_server.health is not None:
+                break
+            cog_server.stop()
+        else:
+            pytest.fail(f"no free port for the Cog server:\n{cog_server.log_tail()}")
+        yield cog_server
+    finally:
+        if cog_server is not None:
+            cog_server.stop()
+
+
+def test_server_setup_finds_the_weights_and_serves_the_schema(server):
+    logs = server.health["setup"]["logs"]
+    assert server.health["setup"]["status"] == "succeeded"
+    assert "SeeSR weights found" in logs, logs
+    status, schema = server.request("GET", "/openapi.json")
+    assert status == 200
+    assert schema == json.loads(SCHEMA_FILE.read_text())  # the file, as loaded by the server
+
+
+def test_server_upscales(server, lr_image):
+    status, body = server.predict({"image": data_uri(lr_image), "scale": 2, "steps": 1, "seed": 1})
+    assert status == 200, body
+    assert body["status"] == "succeeded", body.get("error") or body
+    mime, payload = decode_data_uri(body["output"])
+    assert mime == "image/png"
+    with Image.open(io.BytesIO(payload)) as image:
+        assert image.format == "PNG"
+        assert_upscaled(image, (72, 48))
+    assert body["metrics"]["engine"] == "seesr" and body["metrics"]["seed"] == 1
+    assert "engine seesr" in body["logs"] and "72x48" in body["logs"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("scale", 100), ("color_fix", "sepia"), ("steps", 0), ("output_format", "gif"), ("preset", "turbo")],
+)
+def test_server_rejects_bad_inputs(server, lr_image, name, value):
+    """The schema turns out-of-range values away before the runner sees them."""
+    status, body = server.predict({"image": data_uri(lr_image), name: value})
+    assert status == 422, body
+    (problem,) = body["detail"]
+    assert problem["loc"] == ["body", "input", name], body
+    assert json.dumps(value) in problem["msg"], body
+
+
+def test_server_fails_a_value_only_seesr_rejects(server, lr_image):
+    """A value the schema lets through (its seed maximum is 2**63 as a float) is a failed prediction
+    with seesr's ConfigError message, never a placeholder image."""
+    status, body = server.predict({"image": data_uri(lr_image), "seed": 2**63, "steps": 1})
+    assert status == 200 and body["status"] == "failed", body
+    assert "ConfigError" in body["error"] and f"seed={2**63}" in body["error"], body["error"]
+    assert body.get("output") is None
+
+
+def test_server_fails_a_corrupt_image(server):
+    corrupt = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n this is not a PNG").decode()
+    status, body = server.predict({"image": corrupt, "scale": 2, "steps": 1})
+    assert status == 200 and body["status"] == "failed", body
+    assert "InputError" in body["error"] and "not an image file" in body["error"], body["error"]
+    assert body.get("output") is None
+
+
+# ------------------------------------------------------------------ setup without weights, in this process
+@pytest.fixture(scope="module")
+def runner_without_network(predict_module, tmp_path_factory):
+    """Runner.setup() with an empty weights folder and every download failing (no network)."""
+    import huggingface_hub
+
+    root = tmp_path_factory.mktemp("cog-offline")
+    environment = pytest.MonkeyPatch()  # for the module: settings are read from it at each call
+    try:
+        for var in [k for k in os.environ if k.startswith("SEESR_") or k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")]:
+            environment.delenv(var)
+        environment.setenv("SEESR_WEIGHTS", str(root / "weights"))
+        environment.setenv("SEESR_DEVICE", "cpu")
+        environment.setenv("SEESR_PROCESS_SIZE", "0")
+        environment.setenv("HF_HUB_CACHE", str(root / "hf-cache"))
+
+        def no_network(*args, **kwargs):
+            raise ConnectionError("network is unreachable (test)")
+
+        with pytest.MonkeyPatch.context() as network:  # only for setup(): the server tests use sockets
+            network.setattr(huggingface_hub, "hf_hub_download", no_network)
+            network.setattr(urllib.request, "urlopen", no_network)
+            network.setattr(socket.socket, "connect", no_network)
+            runner = predict_module.Runner()
+            runner.setup()
+        yield runner
+        shutil.rmtree(runner.outputs, ignore_errors=True)
+    finally:
+        environment.undo()
+
+
+def call_run(runner, **inputs):
+    """run() with Input defaults filled in, as the server does."""
+    values = {name: info.default for name, _, info in run_inputs(type(runner))}
+    values.update(inputs)
+    return runner.run(**values)
+
+
+def test_setup_without_network_falls_back_to_realesrgan(runner_without_network, lr_image, tmp_path, capsys):
+    assert runner_without_network.weights_problem and "network is unreachable" in runner_without_network.weights_problem
+    source = tmp_path / "in.png"
+    lr_image.crop((0, 0, 8, 6)).save(source)  # Real-ESRGAN on the CPU is slow (seconds): a few pixels suffice
+    output = call_run(runner_without_network, image=cog.Path(source), scale=2, output_format="webp")
+    assert isinstance(output, cog.Path) and output.suffix == ".webp"
+    with Image.open(output) as image:
+        assert image.format == "WEBP"
+        assert_upscaled(image, (16, 12), min_colours=20)
+    assert list(runner_without_network.outputs.iterdir()) == [output]  # only the latest output is kept
+    printed = capsys.readouterr().out
+    assert "engine realesrgan" in printed and "SeeSR weights are missing" in printed, printed
+
+
+def test_bad_values_fail_with_the_library_message(runner_without_network, lr_image, tmp_path):
+    """Without a schema (a server outside a built image) the library's validation still holds."""
+    from seesr.errors import ConfigError, InputError
+
+    source = tmp_path / "in.png"
+    lr_image.save(source)
+    with pytest.raises(ConfigError, match=r"scale=100\.0 \(allowed: 1\.0 to 8\.0\).*color_fix='sepia'"):
+        call_run(runner_without_network, image=cog.Path(source), scale=100, color_fix="sepia")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(InputError, match="not an image file"):
+        call_run(runner_without_network, image=cog.Path(broken))

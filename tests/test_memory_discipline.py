@@ -1,0 +1,36 @@
+"""A service that serves many predictions must not creep up in memory."""
+
+from __future__ import annotations
+
+import gc
+
+import psutil
+from PIL import Image
+
+from seesr.api import Upscaler
+
+REQUESTS = 100
+WARMUP = 10
+
+
+def test_resident_memory_stays_flat_over_100_predictions(tiny, tiny_weights):
+    upscaler = Upscaler(tiny_weights, device="cpu")
+    lr = Image.open(tiny / "inputs" / "pipeline_lr_crop.png").convert("RGB")
+    process = psutil.Process()
+    samples = []
+    for index in range(REQUESTS):
+        upscaler.upscale(lr, scale=2, steps=1, process_size=0, seed=index)
+        gc.collect()
+        samples.append(process.memory_info().rss)
+    after_warmup, last = samples[WARMUP - 1], samples[-1]
+    assert max(samples[WARMUP:]) <= after_warmup * 1.05, (after_warmup / 2**20, max(samples) / 2**20)
+    assert last <= after_warmup * 1.05
+
+
+def test_models_load_lazily_and_unload(tiny, tiny_weights):
+    upscaler = Upscaler(tiny_weights, device="cpu")
+    assert upscaler._pipe is None
+    upscaler.upscale(Image.open(tiny / "inputs" / "pipeline_lr_crop.png"), scale=2, steps=1, process_size=0, seed=0)
+    assert upscaler._pipe is not None
+    upscaler.unload()
+    assert upscaler._pipe is None and upscaler._realesrgan is None
