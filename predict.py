@@ -140,3 +140,26 @@ class Runner(BaseRunner):
 def _first_line(error: BaseException) -> str:
     lines = str(error).splitlines()
     return lines[0] if lines else type(error).__name__
+
+
+if __name__ == "__main__":
+    # `./start_seesr.sh predict IMAGE [name=value ...]`: the Cog path without Docker or a server.
+    import shutil
+    import sys
+
+    if len(sys.argv) < 2:
+        sys.exit("usage: predict.py IMAGE [preset=quality] [scale=4] [steps=2] [seed=1] ...")
+    source = Path(sys.argv[1])
+    options = dict(arg.split("=", 1) for arg in sys.argv[2:])
+    kinds = {"scale": float, "steps": int, "seed": int}
+    values = {"preset": "balanced", "scale": 4.0, "steps": None, "prompt": "", "negative_prompt": None,
+              "seed": None, "color_fix": "wavelet", "output_format": "png"}  # fmt: skip
+    values.update({k: kinds.get(k, str)(v) for k, v in options.items()})
+    runner = Runner()
+    runner.setup()
+    if values["negative_prompt"] is None:
+        values.pop("negative_prompt")
+    produced = runner.run(image=source, **values)
+    target = source.with_name(f"{source.stem}_seesr{produced.suffix}")
+    shutil.copyfile(produced, target)
+    print(target)

@@ -1,5 +1,11 @@
 #!/usr/bin/env bash
-# seesr entry point: ./start_seesr.sh setup | test [pytest args] | python [args]
+# seesr entry point. Commands:
+#   setup                 create .venv and install seesr with pinned dependencies (idempotent)
+#   test [pytest args]    run the test suite
+#   upscale ARGS          seesr upscale (downloads missing weights; offline: Real-ESRGAN, says why)
+#   predict IMAGE [ARGS]  the Cog prediction path without Docker (writes IMAGE_seesr.png)
+#   benchmark [ARGS]      full-size speed/memory benchmark (python -m seesr.benchmarks.pipeline)
+#   python ARGS           python in the venv (SEESR_DEBUG=1: debug logging)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="$ROOT/.venv"
@@ -7,7 +13,7 @@ PY="$VENV/bin/python"
 STAMP="$VENV/.seesr-setup"
 
 setup() {
-    # Idempotent: reinstall only when pyproject.toml or constraints.txt changed.
+    # Reinstall only when pyproject.toml or constraints.txt changed.
     local want
     want="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -d' ' -f1)"
     if [[ -x "$PY" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
@@ -21,13 +27,17 @@ setup() {
     echo "seesr: environment ready ($VENV)"
 }
 
-ensure_setup() { [[ -f "$STAMP" ]] || setup; }
+ensure_setup() { [[ -f "$STAMP" ]] || setup >&2; }
 
 cmd="${1:-help}"
 shift || true
+[[ "${SEESR_DEBUG:-0}" == "1" ]] && export SEESR_LOG_LEVEL=DEBUG
 case "$cmd" in
     setup) setup ;;
     test) ensure_setup; cd "$ROOT"; exec "$PY" -m pytest "$@" ;;
-    python) ensure_setup; [[ "${SEESR_DEBUG:-0}" == "1" ]] && export SEESR_LOG_LEVEL=DEBUG; exec "$PY" "$@" ;;
-    *) echo "usage: $0 setup | test [pytest args] | python [args]" >&2; exit 2 ;;
+    upscale) ensure_setup; exec "$PY" -m seesr.cli upscale --download "$@" ;;
+    predict) ensure_setup; exec "$PY" "$ROOT/predict.py" "$@" ;;
+    benchmark) ensure_setup; cd "$ROOT"; exec "$PY" -m seesr.benchmarks.pipeline "$@" ;;
+    python) ensure_setup; exec "$PY" "$@" ;;
+    *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -1,6 +1,39 @@
-"""seesr: semantics-aware diffusion super-resolution (SeeSR-Turbo)."""
+"""seesr: semantics-aware diffusion super-resolution (SeeSR-Turbo).
+
+``seesr.upscale(image, preset=..., scale=...)`` for one image, ``seesr.Upscaler`` to serve many,
+``seesr.SeesrPipeline`` for every step of the flow.
+"""
 
 from seesr.errors import ConfigError, InputError, OutOfMemoryError, SeesrError, WeightsError
 
-__all__ = ["SeesrError", "ConfigError", "WeightsError", "InputError", "OutOfMemoryError"]
+__all__ = [
+    "upscale",
+    "Upscaler",
+    "Result",
+    "SeesrPipeline",
+    "Settings",
+    "PRESETS",
+    "SeesrError",
+    "ConfigError",
+    "WeightsError",
+    "InputError",
+    "OutOfMemoryError",
+]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """Import the heavy parts (torch, diffusers) only when they are used."""
+    if name in ("upscale", "Upscaler", "Result"):
+        from seesr import api
+
+        return getattr(api, name)
+    if name == "SeesrPipeline":
+        from seesr.pipeline import SeesrPipeline
+
+        return SeesrPipeline
+    if name in ("Settings", "PRESETS"):
+        from seesr import presets
+
+        return getattr(presets, name)
+    raise AttributeError(f"module 'seesr' has no attribute {name!r}")

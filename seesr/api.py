@@ -178,28 +178,25 @@ class Upscaler:
         return result
 
     def _run(self, rgb: Image.Image, settings: Settings, seed: int):
-        if settings.engine == "realesrgan":
+        def realesrgan_only(reason: str):
             return run_ladder(
                 rgb,
                 scale=settings.scale,
                 plan=settings.full_plan(),
                 run_seesr=None,
                 load_realesrgan=lambda: self.realesrgan(settings),
-                skip_reason="engine 'realesrgan' was asked for",
+                skip_reason=reason,
             )
+
+        if settings.engine == "realesrgan":
+            return realesrgan_only("engine 'realesrgan' was asked for")
         try:
             pipe = self.pipeline(settings)
         except WeightsError as error:
             if settings.no_fallback:
                 raise
-            return run_ladder(
-                rgb,
-                scale=settings.scale,
-                plan=settings.full_plan(),
-                run_seesr=None,
-                load_realesrgan=lambda: self.realesrgan(settings),
-                skip_reason=f"SeeSR weights are missing ({str(error).splitlines()[0]} ...); run `seesr weights download`",
-            )
+            first_line = str(error).splitlines()[0]
+            return realesrgan_only(f"SeeSR weights are missing ({first_line} ...); run `seesr weights download`")
         sizes = plan_working_size(rgb.width, rgb.height, settings.scale, settings.process_size)
         plan = plan_run(
             *sizes.work_size,

@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("upscale", help="upscale images (files, folders, globs)")
     up.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
-    up.add_argument("-o", "--output", type=Path, required=True, help="output file (one input) or folder")
+    up.add_argument(
+        "-o", "--output", type=Path, help="output file (one input) or folder (default: NAME_seesr.png beside the input, or upscaled/)"
+    )
     up.add_argument("--preset", help="speed | balanced (default) | quality | memory")
     up.add_argument("--engine", help="seesr (default) | realesrgan")
     up.add_argument("--scale", type=float)
@@ -121,6 +123,9 @@ def upscale_command(args: argparse.Namespace) -> int:
     if not inputs:
         print("seesr: no input images found", file=sys.stderr)
         return 2
+    if args.output is None:
+        single = len(inputs) == 1 and not Path(args.inputs[0]).is_dir()
+        args.output = inputs[0].with_name(f"{inputs[0].stem}_seesr.{settings.output_format}") if single else Path("upscaled")
     many = len(inputs) > 1 or args.output.is_dir() or not args.output.suffix
     jobs = [Job(source, output_path(source, args.output, many, settings.output_format)) for source in inputs]
     if args.dry_run:

@@ -32,6 +32,8 @@ import http.client
 import json
 import logging
 import os
+import socket
+import urllib.parse
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, fields
@@ -519,6 +521,23 @@ def _fetch(entry: ManifestEntry, weights_dir: Path, progress: bool = True, force
     return _download_url(entry, dest, progress=progress)
 
 
+def _download_address(entry: ManifestEntry) -> tuple[str, int]:
+    """(host, port) a file is downloaded from: the Hub endpoint, or the URL's."""
+    url = os.environ.get("HF_ENDPOINT", "https://huggingface.co") if entry.hf_repo else (entry.url or "")
+    parts = urllib.parse.urlparse(url)
+    return parts.hostname or "", parts.port or (80 if parts.scheme == "http" else 443)
+
+
+def _reachable(address: tuple[str, int], timeout: float = 5.0) -> bool:
+    """Whether the address resolves and accepts a TCP connection, so that an offline machine
+    learns it at once instead of after minutes of retries per file."""
+    try:
+        with socket.create_connection(address, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _fetch_all(
     entries: Sequence[ManifestEntry], weights_dir: Path, progress: bool, force: bool = False
 ) -> dict[str, Path]:
@@ -527,6 +546,13 @@ def _fetch_all(
         return {}
     if offline_mode():
         raise _offline_error([(e.name, _looked_in(e, weights_dir)) for e in entries], weights_dir)
+    unreachable = sorted({a for a in map(_download_address, entries) if not _reachable(a)})
+    if unreachable:
+        hosts = ", ".join(f"{host}:{port}" for host, port in unreachable)
+        raise WeightsError(
+            f"cannot download weights: {hosts} cannot be reached (no network?). Missing:\n"
+            + _where_lines([(e.name, _looked_in(e, weights_dir)) for e in entries])
+        )
     done, failures = {}, []
     for entry in entries:
         try:

@@ -423,6 +423,7 @@ def test_hub_download_goes_through_hf_hub_download(tiny, tmp_path, monkeypatch, 
         return str(dest)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_hf_hub_download)
+    monkeypatch.setattr(w, "_reachable", lambda address: True)
     root = lay_out(tiny, tmp_path / "weights", [n for n in TINY_FILES if n not in ("DAPE.pth",)])
     (root / "seesr" / "controlnet" / "config.json").unlink()
     paths = WeightPaths.resolve(root, download=True, manifest=test_manifest)
@@ -452,3 +453,22 @@ def test_pipeline_loads_from_a_laid_out_weights_dir(tiny, weights_dir, monkeypat
     pipe = SeesrPipeline.from_pretrained(paths, device="cpu")
     assert pipe.tagger is not None
     assert list(pipe.unet.config.block_out_channels) == [16, 32]
+
+
+def test_unreachable_hub_fails_at_once_naming_what_is_missing(tiny, tmp_path, monkeypatch, test_manifest):
+    """No network: one quick error, not minutes of retries per file."""
+    import socket
+    import time
+
+    import huggingface_hub
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: pytest.fail("no download may start"))
+    root = lay_out(tiny, tmp_path / "weights", [n for n in TINY_FILES if n != "DAPE.pth"])
+    start = time.perf_counter()
+    with pytest.raises(WeightsError, match=f"127.0.0.1:{port} cannot be reached(.|\\n)*DAPE.pth"):
+        WeightPaths.resolve(root, download=True, manifest=test_manifest)
+    assert time.perf_counter() - start < 10

@@ -96,13 +96,14 @@ def randomized(build: Callable[[], torch.nn.Module], seed: int = 0) -> torch.nn.
 
 def _tiny_clip_tokenizer() -> CLIPTokenizer:
     """A byte-level CLIP tokenizer (no merges): token ids do not affect speed."""
-    folder = Path(tempfile.mkdtemp(prefix="seesr-tok-"))
     symbols = [chr(c) for c in range(33, 127)]
     vocab = {s: i for i, s in enumerate(symbols + [s + "</w>" for s in symbols])}
     vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), pad_token="!", model_max_length=77)
+    with tempfile.TemporaryDirectory(prefix="seesr-tok-") as name:
+        folder = Path(name)
+        (folder / "vocab.json").write_text(json.dumps(vocab))
+        (folder / "merges.txt").write_text("#version: 0.2\n")
+        return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), pad_token="!", model_max_length=77)
 
 
 def build_full_size_pipeline(

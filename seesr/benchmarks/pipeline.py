@@ -641,7 +641,7 @@ def candidate_threads(pipe, device, latent: int, warmup: int, repeats: int) -> l
     latents, condition, text, ram = _predict_inputs(pipe, latent)
     default_threads = torch.get_num_threads()
     rows = []
-    for threads in sorted({1, default_threads}):
+    for threads in sorted({1, os.cpu_count() or 1}):
         torch.set_num_threads(threads)
         stats = _timed(lambda: pipe.predict_noise(latents, 999, text, ram, condition, 1.0, 1.0), device, warmup, repeats)
         rows.append({"what": "controlnet+unet forward", "latent": latent, "dtype": str(pipe.dtype)[6:],
