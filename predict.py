@@ -27,7 +27,6 @@ from typing import Optional
 from cog import BaseRunner, Input, Path
 
 from seesr.api import Upscaler
-from seesr.io import save_image
 from seesr.weights import WeightPaths, default_weights_dir
 
 logger = logging.getLogger("seesr.cog")
@@ -110,6 +109,30 @@ class Runner(BaseRunner):
             default="png",
             choices=["png", "jpg", "webp"],
         ),
+        kds_particles: Optional[int] = Input(
+            description="Kernel Density Steering particles (1 = off); empty: the preset's (quality: 4).",
+            default=None,
+            ge=1,
+            le=16,
+        ),
+        kds_strength: Optional[float] = Input(
+            description="KDS step towards the ensemble mode, 0-1; empty: 1.0.",
+            default=None,
+            ge=0.0,
+            le=1.0,
+        ),
+        kds_bandwidth: Optional[float] = Input(
+            description="KDS kernel bandwidth (per-element RMS distance in latent units); empty: median heuristic.",
+            default=None,
+            ge=1e-06,
+            le=1000000.0,
+        ),
+        kds_patch: Optional[int] = Input(
+            description="KDS patch side in latent pixels (8 image pixels each); empty: 4.",
+            default=None,
+            ge=1,
+            le=64,
+        ),
     ) -> Path:
         """Upscale one image; a bad value fails the prediction with seesr's message."""
         result = self.upscaler.upscale(
@@ -122,11 +145,14 @@ class Runner(BaseRunner):
             seed=seed,
             color_fix=color_fix,
             output_format=output_format,
+            kds_particles=kds_particles,
+            kds_strength=kds_strength,
+            kds_bandwidth=kds_bandwidth,
+            kds_patch=kds_patch,
         )
         for previous in self.outputs.iterdir():
             previous.unlink(missing_ok=True)
-        fmt = result.settings.output_format
-        target = save_image(result.image, self.outputs / f"upscaled-{uuid.uuid4().hex[:12]}.{fmt}", format=fmt)
+        target = result.save(self.outputs / f"upscaled-{uuid.uuid4().hex[:12]}.{result.settings.output_format}")
         print(f"seesr: {result.summary()}")
         print(f"seesr: engine {result.engine}; seed {result.seed}; tags: {result.tags or '-'}")
         if result.fallback_reason:

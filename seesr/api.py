@@ -23,7 +23,7 @@ from seesr.errors import WeightsError
 from seesr.fallback import Attempt, free_memory, run_ladder
 from seesr.fidelity import FidelityReport, fidelity_report
 from seesr.imaging import plan_working_size, resize
-from seesr.io import LoadedImage, denoise, load_image, recombine
+from seesr.io import LoadedImage, denoise, load_image, recombine, save_image
 from seesr.kds import KdsConfig
 from seesr.memory import PeakMemory
 from seesr.planner import RunPlan, plan_run
@@ -53,6 +53,15 @@ class Result:
     fidelity: FidelityReport | None = None
     source: LoadedImage | None = field(default=None, repr=False)
 
+    def save(self, path: str | Path, *, format: str | None = None, overwrite: bool = False) -> Path:  # noqa: A002
+        """Write the image atomically; a 16-bit input written as PNG stays 16-bit."""
+        fmt = format or self.settings.output_format
+        sixteen = self.source is not None and self.source.bit_depth == 16 and fmt == "png"
+        return save_image(
+            self.image, path, format=fmt, overwrite=overwrite, sixteen_bit=sixteen,
+            high_bit_source=self.source if sixteen else None,
+        )  # fmt: skip
+
     def summary(self) -> str:
         """One line for a log or a terminal."""
         parts = [f"{self.image.width}x{self.image.height}", f"engine {self.engine}"]
@@ -70,7 +79,8 @@ class Upscaler:
     """Loads the networks on first use and upscales many images with them.
 
     ``weights``: a weights directory or :class:`WeightPaths` (default: ``weights/`` or
-    ``$SEESR_WEIGHTS``, then the Hugging Face cache); ``download``: fetch missing weights.
+    ``$SEESR_WEIGHTS``, then the Hugging Face cache); ``download``: fetch missing weights;
+    ``progress``: progress bars over denoising steps and tiles.
     Other keyword arguments are default settings for every call (see :class:`Settings`)."""
 
     def __init__(
@@ -79,9 +89,11 @@ class Upscaler:
         *,
         download: bool = False,
         config_file: str | Path | None = None,
+        progress: bool = False,
         **defaults: Any,
     ) -> None:
         self.weights = weights
+        self.progress = progress
         self.download = download
         self.config_file = config_file
         self.defaults = defaults
@@ -103,6 +115,7 @@ class Upscaler:
                 self.weights, download=self.download
             )
             self._pipe = SeesrPipeline.from_pretrained(paths, device=device, torch_dtype=dtype)
+            self._pipe.show_progress = self.progress
         elif self._pipe_key != key:
             self._pipe.to(device, dtype)
         self._pipe_key = key

@@ -117,7 +117,7 @@ def upscale_command(args: argparse.Namespace) -> int:
     arguments: dict[str, Any] = {name: getattr(args, name) for name in SETTING_FLAGS if getattr(args, name) is not None}
     if args.no_fallback:
         arguments["no_fallback"] = True
-    upscaler = Upscaler(args.weights, download=args.download, config_file=args.config)
+    upscaler = Upscaler(args.weights, download=args.download, config_file=args.config, progress=sys.stderr.isatty())
     settings = upscaler.settings(arguments)
     inputs = find_inputs(args.inputs)
     if not inputs:
@@ -149,7 +149,7 @@ def upscale_command(args: argparse.Namespace) -> int:
     def process(job: Job) -> str:
         result = upscaler.upscale(job.source, **arguments)
         job.target.parent.mkdir(parents=True, exist_ok=True)
-        save_image(result.image, job.target, format=settings.output_format, overwrite=args.overwrite)
+        result.save(job.target, overwrite=args.overwrite)
         if args.compare:
             pair = side_by_side(result.source.rgb.resize(result.image.size), result.image.convert("RGB"))
             save_image(pair, job.target.with_name(f"{job.target.stem}_compare.png"), overwrite=True)

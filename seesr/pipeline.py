@@ -16,6 +16,7 @@ from typing import Callable, Iterator, Literal
 import torch
 from diffusers import AutoencoderKL
 from PIL import Image
+from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from seesr.colorfix import COLOR_FIX_METHODS, apply_color_fix
@@ -86,6 +87,8 @@ class SeesrPipeline:
         self.schedule = schedule
         self.execution_device = unet.device
         self.fault_hook: FaultHook | None = None
+        self.show_progress = False
+        """Show a progress bar over denoising steps x latent tiles (for long images)."""
         self._offload = False
         self._timings: dict[str, float] = {}
 
@@ -278,15 +281,18 @@ class SeesrPipeline:
 
         # 6. Denoise: ControlNet + UNet at each step (tiled on large latents), DDIM update in float32
         tiles = plan_tiles(latents.shape[-2], latents.shape[-1], plan.latent_tile, plan.latent_overlap)
-        with self.stage("denoise", self.unet, self.controlnet):
+        bar = tqdm(total=len(timesteps) * len(tiles), unit="tile", desc="denoise", disable=not self.show_progress)
+        with self.stage("denoise", self.unet, self.controlnet), bar:
             for i, t in enumerate(timesteps):
 
                 def predict(latent_crops: torch.Tensor, crop_tiles) -> torch.Tensor:
                     crops = torch.cat([condition[(..., *tile.scaled(8).slices())] for tile in crop_tiles])
                     crops = crops.repeat_interleave(latents.shape[0], dim=0)  # one per particle
-                    return self.predict_noise(
+                    noise = self.predict_noise(
                         latent_crops, t, prompt_embeds, ram_embeds, crops, conditioning_scale, guidance_scale
                     )
+                    bar.update(len(crop_tiles))
+                    return noise
 
                 if len(tiles) == 1:
                     noise_pred = predict(latents, tiles)

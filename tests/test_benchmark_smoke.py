@@ -88,17 +88,23 @@ def test_naive_comparison(record):
     saved, _ = record
     naive = {r["lr_size"]: r for r in saved["variants"]["naive"]["runs"]}
     default = {r["lr_size"]: r for r in saved["variants"]["default"]["runs"]}
-    rows = saved["comparison"]
-    assert [r["lr_size"] for r in rows] == list(bench.SMOKE_SIZES)
-    for row in rows:
+    (comparison,) = saved["comparisons"]
+    assert (comparison["reference"], comparison["test"]) == ("naive", "default")
+    assert [r["lr_size"] for r in comparison["rows"]] == list(bench.SMOKE_SIZES)
+    for row in comparison["rows"]:
         n, d = naive[row["lr_size"]], default[row["lr_size"]]
-        assert row["naive_median_s"] == n["stages"]["end_to_end"]["median"]
-        assert row["speedup_median"] == pytest.approx(row["naive_median_s"] / row["default_median_s"])
-        assert row["speedup_min"] > 0
-    # the naive path runs the official tile (scaled down for the tiny models) one tile at a time
+        assert row["reference_median_s"] == n["stages"]["end_to_end"]["median"]
+        assert row["test_median_s"] == d["stages"]["end_to_end"]["median"]
+        assert row["speedup_median"] == pytest.approx(row["reference_median_s"] / row["test_median_s"])
+        assert row["speedup_min"] == pytest.approx(n["stages"]["end_to_end"]["min"] / d["stages"]["end_to_end"]["min"])
+        assert set(row["stage_speedups_median"]) == set(d["stages"])
+    # the naive path runs the official tile (scaled down for the tiny models) one tile at a time, in float32
     big = naive[bench.SMOKE_SIZES[-1]]
     assert big["plan"]["tile_batch_size"] == 1 and big["latent_tiles"] > 1
-    for diff in saved["latent_difference"]:
+    assert saved["variants"]["default"]["network_dtypes"]["unet"] == bench.default_dtype("cpu")
+    (diffs,) = saved["latent_difference"].values()
+    assert [d["lr_size"] for d in diffs] == list(bench.SMOKE_SIZES)
+    for diff in diffs:
         assert diff["max_abs"] >= diff["mean_abs"] >= 0
 
 

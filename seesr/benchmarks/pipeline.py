@@ -90,19 +90,21 @@ class Variant:
 
     ``plan``: ``"planner"`` (``plan_run`` for the size and free memory) or ``"naive"`` (official
     defaults, one tile at a time, VAE untiled where it fits). ``vae_dtype`` None: the library's
-    choice (float32 on the CPU, the network dtype on CUDA)."""
+    choice (float32 on the CPU, the network dtype on CUDA). ``channels_last``: ``"none"``,
+    ``"vae"`` or ``"all"`` (VAE, ControlNet and UNet)."""
 
     name: str
     dtype: str
     plan: str = "planner"
     vae_dtype: str | None = None
-    channels_last: bool = False
+    channels_last: str = "none"
     compile: bool = False
     tile_batch_size: int | None = None
 
     def describe(self) -> str:
         extras = [f"VAE {self.vae_dtype}" if self.vae_dtype else "VAE library default"]
-        extras += ["channels_last"] * self.channels_last + ["torch.compile"] * self.compile
+        extras += [f"channels_last {self.channels_last}"] * (self.channels_last != "none")
+        extras += ["torch.compile"] * self.compile
         if self.tile_batch_size:
             extras.append(f"tile batch {self.tile_batch_size}")
         return f"{self.name}: {self.dtype}, {self.plan} plan, " + ", ".join(extras)
@@ -242,8 +244,9 @@ def apply_options(pipe, variant: Variant) -> None:
     """VAE dtype, memory format and compilation of a built pipeline."""
     if variant.vae_dtype:
         pipe.vae.to(getattr(torch, variant.vae_dtype))
-    if variant.channels_last:
-        for model in (pipe.unet, pipe.controlnet, pipe.vae):
+    if variant.channels_last != "none":
+        models = (pipe.vae,) if variant.channels_last == "vae" else (pipe.unet, pipe.controlnet, pipe.vae)
+        for model in models:
             model.to(memory_format=torch.channels_last)
     if variant.compile:
         pipe.unet.compile()
@@ -507,11 +510,12 @@ def run_variant_subprocess(variant: Variant, settings: Settings, workdir: Path) 
 # --------------------------------------------------------------------------- comparing
 
 
-def compare(default: dict, naive: dict) -> list[dict]:
-    """Speed-up of ``default`` over ``naive`` per (size, steps): ratios of medians and of minima."""
+def compare(test: dict, reference: dict) -> list[dict]:
+    """Speed-up of ``test`` over ``reference`` per (size, steps): ratios of medians and of minima,
+    end to end and per stage (reference time / test time: above 1 means ``test`` is faster)."""
     rows = []
-    baseline = {(r["lr_size"], r["steps"]): r for r in naive["runs"]}
-    for run in default["runs"]:
+    baseline = {(r["lr_size"], r["steps"]): r for r in reference["runs"]}
+    for run in test["runs"]:
         ref = baseline.get((run["lr_size"], run["steps"]))
         if ref is None:
             continue
@@ -522,12 +526,12 @@ def compare(default: dict, naive: dict) -> list[dict]:
             "lr_size": run["lr_size"],
             "output_size": run["output_size"],
             "steps": run["steps"],
-            "naive_median_s": theirs["median"],
-            "default_median_s": ours["median"],
+            "reference_median_s": theirs["median"],
+            "test_median_s": ours["median"],
             "speedup_median": theirs["median"] / ours["median"],
             "speedup_min": theirs["min"] / ours["min"],
-            "naive_peak_bytes": ref["peak_memory"]["peak_bytes"],
-            "default_peak_bytes": run["peak_memory"]["peak_bytes"],
+            "reference_peak_bytes": ref["peak_memory"]["peak_bytes"],
+            "test_peak_bytes": run["peak_memory"]["peak_bytes"],
             "stage_speedups_median": per_stage,
         })  # fmt: skip
     return rows
@@ -578,16 +582,21 @@ def print_report(record: dict) -> None:
                 print(f"  fit (steps {fit['steps']}): end-to-end median = {fit['slope_s_per_mp']:.2f} s/MP x output MP "
                       f"+ {fit['intercept_s']:.2f} s  (r2 {fit['r2']:.3f}; on minima {fit['min_slope_s_per_mp']:.2f} "
                       f"s/MP + {fit['min_intercept_s']:.2f} s)", file=out)  # fmt: skip
-    for row in record.get("comparison", []):
-        print(f"\nspeed-up {row['lr_size']}->{row['output_size']} steps {row['steps']}: naive "
-              f"{row['naive_median_s']:.2f} s / default {row['default_median_s']:.2f} s = x{row['speedup_median']:.2f} "
-              f"(minima x{row['speedup_min']:.2f}); peak {_fmt_bytes(row['naive_peak_bytes'])} -> "
-              f"{_fmt_bytes(row['default_peak_bytes'])}", file=out)  # fmt: skip
-    for row in record.get("latent_difference", []):
-        print(f"final latents default vs naive float32, {row['lr_size']}->{row['lr_size'] * SCALE} steps "
-              f"{row['steps']}: max |d| {row['max_abs']:.4f}, mean |d| {row['mean_abs']:.4f} "
-              f"(mean |latent| {row['reference_mean_abs']:.3f})"
-              f"{'' if row.get('same_tiling', True) else ' [different tilings: not only numerics]'}", file=out)  # fmt: skip
+    if record.get("comparisons"):
+        print("", file=out)
+    for comparison in record.get("comparisons", []):
+        test, ref = comparison["test"], comparison["reference"]
+        for row in comparison["rows"]:
+            print(f"speed-up {ref} -> {test}, {row['lr_size']}->{row['output_size']} steps {row['steps']}: "
+                  f"{row['reference_median_s']:.2f} s / {row['test_median_s']:.2f} s = x{row['speedup_median']:.2f} "
+                  f"(minima x{row['speedup_min']:.2f}); peak {_fmt_bytes(row['reference_peak_bytes'])} -> "
+                  f"{_fmt_bytes(row['test_peak_bytes'])}", file=out)  # fmt: skip
+    for name, rows in record.get("latent_difference", {}).items():
+        for row in rows:
+            print(f"final latents {name} vs naive float32, {row['lr_size']}->{row['lr_size'] * SCALE} steps "
+                  f"{row['steps']}: max |d| {row['max_abs']:.4f}, mean |d| {row['mean_abs']:.4f} "
+                  f"(mean |latent| {row['reference_mean_abs']:.3f})"
+                  f"{'' if row.get('same_tiling', True) else ' [different tilings: not only numerics]'}", file=out)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- candidates
@@ -789,7 +798,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="networks' dtype on the default path")
     parser.add_argument("--vae-dtype", choices=["float32", "bfloat16", "float16"], help="VAE dtype on the default path")
-    parser.add_argument("--channels-last", action="store_true", help="channels_last weights on the default path")
+    parser.add_argument("--channels-last", choices=["none", "vae", "all"], default="none",
+                        help="channels_last weights on the default path")
     parser.add_argument("--compile", action="store_true", help="torch.compile ControlNet + UNet on the default path")
     parser.add_argument("--tile-batch-size", type=int, help="override the planner's tile batch on the default path")
     parser.add_argument("--steps", type=int, nargs="+", default=[2])
@@ -799,7 +809,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, help="write the record here")
     parser.add_argument("--naive", action="store_true", help="also run the naive path and print the speed-up")
-    parser.add_argument("--only-naive", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--tuned", action="store_true", help="also run the tuned path: the default path with "
+                        "the VAE in bfloat16 and channels_last (the proposed CPU default)")
+    parser.add_argument("--only", nargs="+", choices=["default", "naive", "tuned"], help=argparse.SUPPRESS)
     parser.add_argument("--smoke", action="store_true", help="tiny fixture models at tiny sizes, in-process (CI)")
     parser.add_argument("--in-process", action="store_true", help="run the paths in this process, one after the other")
     parser.add_argument("--candidates", nargs="+", metavar="NAME", help=f"measure candidate speed-ups: {' '.join(CANDIDATES)}")
@@ -849,12 +861,16 @@ def _main(args: argparse.Namespace) -> dict:
         print(json.dumps(record["candidates"], indent=1))
         return record
 
-    variants = []
-    if not args.only_naive:
-        variants.append(Variant("default", args.dtype or default_dtype(settings.device), "planner", args.vae_dtype,
-                                args.channels_last, args.compile, args.tile_batch_size))  # fmt: skip
-    if args.naive or args.only_naive:
-        variants.append(Variant("naive", "float32", "naive"))
+    dtype = args.dtype or default_dtype(settings.device)
+    default = Variant("default", dtype, "planner", args.vae_dtype, args.channels_last, args.compile, args.tile_batch_size)
+    candidates = {
+        "default": default,
+        "naive": Variant("naive", "float32", "naive"),
+        "tuned": dataclasses.replace(default, name="tuned", vae_dtype="bfloat16" if settings.device == "cpu" else dtype,
+                                     channels_last="vae" if default.channels_last == "none" else default.channels_last),
+    }  # fmt: skip
+    names = args.only or ["default"] + ["naive"] * args.naive + ["tuned"] * args.tuned
+    variants = [candidates[name] for name in names]
     record["variants"] = {}
     latents = {}
     in_process = args.in_process or settings.smoke
@@ -867,12 +883,17 @@ def _main(args: argparse.Namespace) -> dict:
             else:
                 record["variants"][variant.name] = run_variant_subprocess(variant, settings, Path(tmp))
             latents[variant.name] = torch.load(Path(tmp) / f"{variant.name}.pt")
-    if "default" in latents and "naive" in latents:
-        record["comparison"] = compare(record["variants"]["default"], record["variants"]["naive"])
-        tiles = {f"{d['lr_size']}_{d['steps']}": (d["latent_tiles"], n["latent_tiles"])
-                 for d in record["variants"]["default"]["runs"] for n in record["variants"]["naive"]["runs"]
-                 if (d["lr_size"], d["steps"]) == (n["lr_size"], n["steps"])}  # fmt: skip
-        record["latent_difference"] = latent_differences(latents["default"], latents["naive"], tiles)
+    pairs = [("naive", "default"), ("naive", "tuned"), ("default", "tuned")]
+    record["comparisons"] = [
+        {"reference": ref, "test": test, "rows": compare(record["variants"][test], record["variants"][ref])}
+        for ref, test in pairs if ref in latents and test in latents
+    ]  # fmt: skip
+    record["latent_difference"] = {}
+    for name in sorted(latents.keys() - {"naive"}) if "naive" in latents else ():
+        runs = {(r["lr_size"], r["steps"]): r["latent_tiles"] for r in record["variants"]["naive"]["runs"]}
+        tiles = {f"{r['lr_size']}_{r['steps']}": (r["latent_tiles"], runs[(r["lr_size"], r["steps"])])
+                 for r in record["variants"][name]["runs"] if (r["lr_size"], r["steps"]) in runs}  # fmt: skip
+        record["latent_difference"][name] = latent_differences(latents[name], latents["naive"], tiles)
     record["machine"]["load_average_end"] = list(os.getloadavg())
     _write(record, args.json)
     print_report(record)
