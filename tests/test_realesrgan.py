@@ -53,8 +53,8 @@ def test_matches_ncnn_runtime(engine: resr.RealEsrganUpscaler, crop: Image.Image
     pytest.importorskip("ncnn")
     from seesr.benchmarks.realesrgan import NcnnRealEsrgan
 
-    reference = NcnnRealEsrgan(threads=torch.get_num_threads()).upscale_array(np.asarray(crop), pre_pad=10)
-    ours = np.asarray(engine.upscale(crop, tile=0, pre_pad=10))
+    reference = NcnnRealEsrgan(threads=torch.get_num_threads()).upscale_array(np.asarray(crop))
+    ours = np.asarray(engine.upscale(crop))  # one 256 px tile covers the crop: plain network
     assert ours.shape == reference.shape == (256, 256, 3)
     assert psnr_u8(ours, reference) >= 45
 
@@ -69,11 +69,13 @@ class _NearestX4(torch.nn.Module):
 def test_tiles_are_placed_and_blended_exactly() -> None:
     engine = resr.RealEsrganUpscaler(_NearestX4())
     x = torch.rand(2, 3, 37, 29)
-    whole = engine.upscale_tensor(x, tile=0)
-    tiled = engine.upscale_tensor(x, tile=16, tile_overlap=6, tile_batch_size=3)
-    assert tiled.shape == whole.shape == (2, 3, 148, 116)
-    torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
-    torch.testing.assert_close(whole, torch.nn.functional.interpolate(x, scale_factor=4), atol=1e-6, rtol=0)
+    expected = torch.nn.functional.interpolate(x, scale_factor=4)
+    for pre_pad in (0, 10):
+        whole = engine.upscale_tensor(x, tile=0, pre_pad=pre_pad)
+        tiled = engine.upscale_tensor(x, tile=16, tile_overlap=6, tile_batch_size=3, pre_pad=pre_pad)
+        assert tiled.shape == whole.shape == (2, 3, 148, 116)
+        torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
+        torch.testing.assert_close(whole, expected, atol=1e-6, rtol=0)
 
 
 def test_tiled_close_to_untiled(engine: resr.RealEsrganUpscaler, crop: Image.Image) -> None:
@@ -104,6 +106,9 @@ def test_grayscale_and_alpha_are_kept(engine: resr.RealEsrganUpscaler) -> None:
     out = engine.upscale(rgba, scale=2, tile=0)
     assert (out.mode, out.size) == ("RGBA", (24, 20))
     assert out.getchannel("A").getextrema()[0] == 0
+    palette = rgba.convert("P")
+    palette.info["transparency"] = 0
+    assert engine.upscale(palette, scale=1.5, tile=0).mode == "RGBA"
 
 
 def test_conversion_is_cached_and_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,6 +129,15 @@ def test_conversion_is_cached_and_reused(tmp_path: Path, monkeypatch: pytest.Mon
     assert second.source == cache and cache.stat().st_mtime_ns == mtime
     x = torch.rand(1, 3, 8, 8)
     assert torch.equal(first.upscale_tensor(x, pre_pad=0), second.upscale_tensor(x, pre_pad=0))
+
+
+def test_damaged_cache_is_converted_again(tmp_path: Path) -> None:
+    (tmp_path / resr.CACHE_FILE).write_bytes(b"not a safetensors file")
+    engine = resr.load_realesrgan(tmp_path, device="cpu")
+    assert engine.source == tmp_path / resr.CACHE_FILE
+    assert resr._read_state(tmp_path / resr.CACHE_FILE).keys() == resr.convert_ncnn_to_state_dict(
+        *resr.bundled_ncnn_files()
+    ).keys()
 
 
 def test_failed_conversion_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

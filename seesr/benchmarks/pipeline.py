@@ -122,11 +122,22 @@ class Settings:
     threads: int | None = None
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX tiles (Intel Cooper Lake / Sapphire Rapids and later, AMD Zen 4 and later).
+    oneDNN's own check (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) also says yes on plain AVX-512,
+    where bf16 is emulated and not faster than float32."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    try:
+        return torch.backends.mkldnn.is_available() and any(check() for check in checks if check is not None)
+    except RuntimeError:
+        return False
+
+
 def default_dtype(device: str) -> str:
-    """float16 on CUDA; bfloat16 on a CPU with native bf16 (oneDNN reports support), else float32."""
+    """float16 on CUDA; bfloat16 on a CPU with native bf16, else float32."""
     if device.startswith("cuda"):
         return "float16"
-    return "bfloat16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
 
 
 def default_sizes(device: str, smoke: bool) -> list[int]:
@@ -209,6 +220,16 @@ def release_memory() -> None:
 
 
 # --------------------------------------------------------------------------- building
+
+
+def tuned_variant(default: Variant, device: str) -> Variant:
+    """The proposed CPU default: with bfloat16 networks, the VAE in bfloat16 too, with channels_last
+    weights (oneDNN NHWC convolutions: no layout reorders). Elsewhere the same as ``default``."""
+    tuned = dataclasses.replace(default, name="tuned")
+    if torch.device(device).type == "cpu" and default.dtype == "bfloat16":
+        tuned.vae_dtype = "bfloat16"
+        tuned.channels_last = "vae" if default.channels_last == "none" else default.channels_last
+    return tuned
 
 
 def build_pipeline(variant: Variant, settings: Settings):
@@ -729,6 +750,48 @@ def candidate_quality(pipe, lr_size: int, steps: int) -> list[dict]:
              "image_max_abs": float((ia - ib).abs().max()), "image_mean_abs": float((ia - ib).abs().mean())}]  # fmt: skip
 
 
+def _rebuild_denoiser(pipe) -> None:
+    """Fresh float32 UNet + ControlNet with the same random weights as ``build_full_size_pipeline``
+    (after a round trip through 16 bits the float32 weights are no longer the original ones)."""
+    from seesr.benchmarks.fullsize import SD_TURBO_UNET_CONFIG, randomized
+    from seesr.models.controlnet import SeesrControlNetModel
+    from seesr.models.unet import SeesrUNet2DConditionModel
+
+    device = pipe.device
+    pipe.unet = pipe.controlnet = None
+    release_memory()
+    unet = randomized(lambda: SeesrUNet2DConditionModel(**SD_TURBO_UNET_CONFIG), seed=1)
+    controlnet = randomized(lambda: SeesrControlNetModel.from_unet(unet, load_weights_from_unet=False), seed=2)
+    pipe.unet, pipe.controlnet = unet.to(device).eval(), controlnet.to(device).eval()
+
+
+def candidate_precision(pipe, device, latent: int) -> list[dict]:
+    """One ControlNet + UNet noise prediction at t=999 in float16 and bfloat16 against float32 (same
+    weights and inputs): relative error of epsilon. At t=999 the DDIM x0 estimate divides epsilon's
+    error by sqrt(alpha_bar_999) (about 0.068), which is why final latents differ more than epsilon."""
+    latents, condition, text, ram = _predict_inputs(pipe, latent)
+    text, ram = text.float(), ram.float()
+    for model in (pipe.unet, pipe.controlnet):
+        model.to(torch.float32)
+    reference = pipe.predict_noise(latents, 999, text, ram, condition, 1.0, 1.0).float()
+    rows = []
+    for dtype in (torch.float16, torch.bfloat16):
+        for model in (pipe.unet, pipe.controlnet):
+            model.to(dtype)
+        start = time.perf_counter()
+        eps = pipe.predict_noise(latents, 999, text.to(dtype), ram.to(dtype), condition, 1.0, 1.0).float()
+        seconds = time.perf_counter() - start
+        diff = eps - reference
+        rows.append({"what": "epsilon vs float32, one ControlNet+UNet forward at t=999", "latent": latent,
+                     "dtype": str(dtype)[6:], "relative_l2": float(diff.norm() / reference.norm()),
+                     "max_abs": float(diff.abs().max()), "mean_abs": float(diff.abs().mean()),
+                     "reference_std": float(reference.std()), "seconds": seconds,
+                     "finite": bool(torch.isfinite(eps).all())})  # fmt: skip
+        log(f"precision {dtype}: relative L2 {rows[-1]['relative_l2']:.4f} ({seconds:.1f} s)")
+        _rebuild_denoiser(pipe)
+    return rows
+
+
 def candidate_compile(pipe, device, latent: int, repeats: int) -> list[dict]:
     """``torch.compile`` of ControlNet + UNet (in the pipeline's dtype): first-call (compile) time and
     steady state against eager."""
@@ -749,7 +812,7 @@ def candidate_compile(pipe, device, latent: int, repeats: int) -> list[dict]:
              "speedup_median": eager["median"] / compiled["median"]}]  # fmt: skip
 
 
-CANDIDATES = ("quality", "sdpa", "unet", "threads", "vae", "tile_batch", "compile")
+CANDIDATES = ("quality", "precision", "sdpa", "unet", "threads", "vae", "tile_batch", "compile")
 """In the order they run: ``quality`` first (the others round the float32 weights through bf16),
 ``compile`` last (it changes the modules)."""
 
@@ -761,31 +824,36 @@ def run_candidates(names: Sequence[str], settings: Settings, latent: int = 64) -
     device = torch.device(settings.device)
     pipe = build_full_size_pipeline(device, torch.float32, with_tagger=False)
     results: dict[str, list[dict] | dict] = {}
-    w, r = settings.warmup, settings.repeats
     unknown = sorted(set(names) - set(CANDIDATES))
     if unknown:
         raise SystemExit(f"unknown candidate(s) {unknown}; choose from {', '.join(CANDIDATES)}")
     for name in sorted(set(names), key=CANDIDATES.index):
         log(f"candidate {name}")
-        if name == "sdpa":
-            results[name] = {**attention_processors(pipe), "sdpa_kernel_note": "AttnProcessor2_0 calls "
-                             "torch.nn.functional.scaled_dot_product_attention"}  # fmt: skip
-        elif name == "unet":
-            results[name] = candidate_unet(pipe, device, latent, w, r)
-        elif name == "threads":
-            pipe.to(device, getattr(torch, default_dtype(settings.device)))
-            results[name] = candidate_threads(pipe, device, latent, w, r)
-        elif name == "vae":
-            results[name] = candidate_vae(pipe, device, latent, w, r)
-        elif name == "tile_batch":
-            pipe.to(device, torch.bfloat16 if default_dtype(settings.device) == "bfloat16" else torch.float32)
-            results[name] = candidate_tile_batch(pipe, device, latent * 2, 64, (1, 2, 4), w, r)
-        elif name == "quality":
-            results[name] = candidate_quality(pipe, latent * 8 // SCALE, 2)
-        elif name == "compile":
-            pipe.to(device, getattr(torch, default_dtype(settings.device)))
-            results[name] = candidate_compile(pipe, device, latent, r)
+        results[name] = _run_candidate(name, pipe, device, settings, latent)
     return results
+
+
+@torch.no_grad()
+def _run_candidate(name: str, pipe, device: torch.device, settings: Settings, latent: int) -> list[dict] | dict:
+    w, r = settings.warmup, settings.repeats
+    fast = getattr(torch, default_dtype(settings.device))
+    if name == "sdpa":
+        return {**attention_processors(pipe),
+                "note": "AttnProcessor2_0 calls torch.nn.functional.scaled_dot_product_attention"}  # fmt: skip
+    if name == "quality":
+        return candidate_quality(pipe, latent * 8 // SCALE, 2)
+    if name == "precision":
+        return candidate_precision(pipe, device, latent)
+    if name == "unet":
+        return candidate_unet(pipe, device, latent, w, r)
+    if name == "vae":
+        return candidate_vae(pipe, device, latent, w, r)
+    pipe.to(device, fast)
+    if name == "threads":
+        return candidate_threads(pipe, device, latent, w, r)
+    if name == "tile_batch":
+        return candidate_tile_batch(pipe, device, latent * 2, 64, (1, 2, 4), w, r)
+    return candidate_compile(pipe, device, latent, r)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -809,8 +877,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, help="write the record here")
     parser.add_argument("--naive", action="store_true", help="also run the naive path and print the speed-up")
-    parser.add_argument("--tuned", action="store_true", help="also run the tuned path: the default path with "
-                        "the VAE in bfloat16 and channels_last (the proposed CPU default)")
+    parser.add_argument("--tuned", action="store_true", help="also run the tuned path: on a CPU with bfloat16 "
+                        "networks, the VAE in bfloat16 and channels_last too (the proposed CPU default)")
     parser.add_argument("--only", nargs="+", choices=["default", "naive", "tuned"], help=argparse.SUPPRESS)
     parser.add_argument("--smoke", action="store_true", help="tiny fixture models at tiny sizes, in-process (CI)")
     parser.add_argument("--in-process", action="store_true", help="run the paths in this process, one after the other")
@@ -866,9 +934,8 @@ def _main(args: argparse.Namespace) -> dict:
     candidates = {
         "default": default,
         "naive": Variant("naive", "float32", "naive"),
-        "tuned": dataclasses.replace(default, name="tuned", vae_dtype="bfloat16" if settings.device == "cpu" else dtype,
-                                     channels_last="vae" if default.channels_last == "none" else default.channels_last),
-    }  # fmt: skip
+        "tuned": tuned_variant(default, settings.device),
+    }
     names = args.only or ["default"] + ["naive"] * args.naive + ["tuned"] * args.tuned
     variants = [candidates[name] for name in names]
     record["variants"] = {}

@@ -2,7 +2,7 @@
 
     python -m seesr.benchmarks.realesrgan [--limit N] [--json out.json]
 
-Both engines run the same bundled weights on the same reflect-padded input, one image at a time,
+Both engines run the same bundled weights on the same input (optionally reflect-padded), one image at a time,
 on the same threads. Quality is PSNR / SSIM on the BT.601 Y channel (BasicSR / pyiqa convention,
 no border crop) of the uint8 outputs against the 512x512 HR images; speed is images per second
 of the network calls (I/O and metrics excluded), measured alternately in the same run.
@@ -91,7 +91,7 @@ class NcnnRealEsrgan:
         if self.net.load_param(str(param)) != 0 or self.net.load_model(str(binary)) != 0:
             raise RuntimeError(f"ncnn could not load {param}")
 
-    def upscale_array(self, rgb: np.ndarray, pre_pad: int = 10) -> np.ndarray:
+    def upscale_array(self, rgb: np.ndarray, pre_pad: int = 0) -> np.ndarray:
         """(H, W, 3) uint8 -> (4H, 4W, 3) uint8, with the same reflect pre-padding as our engine."""
         h, w, _ = rgb.shape
         chw = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32) / 255.0
@@ -135,7 +135,7 @@ def run(
     data_dir: Path,
     limit: int | None = None,
     tile: int = 256,
-    pre_pad: int = 10,
+    pre_pad: int = 0,
     with_ncnn: bool = True,
     dtype: torch.dtype = torch.float32,
     weights_dir: Path | None = None,
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the summary (and per-image scores) here")
     parser.add_argument("--data", type=Path, default=None, help="RealSR folder with lr/ and hr/ (default: shared)")
     parser.add_argument("--tile", type=int, default=256, help="LR tile size of our engine (0: no tiling)")
-    parser.add_argument("--pre-pad", type=int, default=10, help="reflect padding before the net, both engines")
+    parser.add_argument("--pre-pad", type=int, default=0, help="reflect padding before the net, both engines")
     parser.add_argument("--weights-dir", type=Path, default=None, help="seesr weights folder (default: $SEESR_WEIGHTS)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for both engines")
     parser.add_argument("--bf16", action="store_true", help="run our engine in bfloat16 on CPU")
@@ -210,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ours: PSNR-Y {summary['ours']['psnr_y']:.4f} dB  SSIM-Y {summary['ours']['ssim_y']:.4f}  "
           f"{summary['ours']['images_per_s']:.3f} img/s")
     if "ncnn" in summary:
+        ratio = summary["throughput_ratio_ours_over_ncnn"]
         print(f"ncnn: PSNR-Y {summary['ncnn']['psnr_y']:.4f} dB  SSIM-Y {summary['ncnn']['ssim_y']:.4f}  "
-              f"{summary['ncnn']['images_per_s']:.3f} img/s  (ours/ncnn throughput {summary['throughput_ratio_ours_over_ncnn']:.2f}x)")
+              f"{summary['ncnn']['images_per_s']:.3f} img/s  (ours/ncnn throughput {ratio:.2f}x)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2))
