@@ -144,11 +144,12 @@ class Upscaler:
         loaded = load_image(image)
         sizes = plan_working_size(*loaded.size, settings.scale, settings.process_size)
         device = torch.device(settings.device) if settings.device else _default_device()
+        dtype = _torch_dtype(settings.dtype, device)
         plan = plan_run(
             *sizes.work_size,
             device=device,
-            dtype=_torch_dtype(settings.dtype, device),
-            weights_bytes=self._pipe.weights_bytes if self._pipe is not None else FULL_SIZE_WEIGHTS_BYTES[device.type],
+            dtype=dtype,
+            weights_bytes=self._pipe.weights_bytes if self._pipe is not None else _full_size_weights_bytes(dtype),
             batch_multiplier=_batch_multiplier(settings),
             overrides=settings.plan_overrides(),
         )
@@ -254,9 +255,12 @@ def upscale(image: ImageInput, preset: str = "balanced", scale: float = 4, **arg
     return Upscaler(weights).upscale(image, preset=preset, scale=scale, **arguments)
 
 
-FULL_SIZE_WEIGHTS_BYTES = {"cuda": int(2.25e9 * 2), "cpu": int(2.25e9 * 4), "mps": int(2.25e9 * 2)}
-"""Resident weights of the full-size networks (2.25 B parameters) in half / single precision,
-used for plans made before the networks are loaded."""
+FULL_SIZE_PARAMETERS = int(2.25e9)
+"""Parameters of the full-size networks, for plans made before the networks are loaded."""
+
+
+def _full_size_weights_bytes(dtype: torch.dtype) -> int:
+    return FULL_SIZE_PARAMETERS * (torch.finfo(dtype).bits // 8)
 
 
 def _default_device() -> torch.device:
@@ -264,10 +268,12 @@ def _default_device() -> torch.device:
 
 
 def _torch_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto``: float16 on CUDA, float32 elsewhere. float16 on the CPU becomes bfloat16 (same size,
-    but with fast CPU kernels and no overflow)."""
+    """``auto``: float16 on CUDA, bfloat16 on a CPU with native bf16, float32 elsewhere. float16 on
+    the CPU becomes bfloat16 (same size, but with fast CPU kernels and no overflow)."""
     if name == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
+        from seesr.pipeline import default_dtype
+
+        return default_dtype(device)
     if name == "float16" and device.type == "cpu":
         return torch.bfloat16
     return getattr(torch, name)
