@@ -2,35 +2,43 @@
 
     python -m seesr.benchmarks.pipeline [--sizes 128 256] [--device cpu|cuda]
         [--dtype float32|bfloat16|float16] [--steps 1 2 4] [--repeats N] [--warmup N]
-        [--json out.json] [--naive] [--smoke]
-    python -m seesr.benchmarks.pipeline --candidates unet vae tile_batch quality compile
+        [--json out.json] [--naive] [--tuned] [--smoke] [--threads N]
+    python -m seesr.benchmarks.pipeline --candidates quality precision sdpa unet threads vae tile_batch compile
 
 The networks are built at their real sizes with random weights (``seesr.benchmarks.fullsize``:
 speed and memory do not depend on weight values; nothing is downloaded). For every LR size
 (x4 output) and step count it times each stage of ``SeesrPipeline.__call__`` (tagging, text
-encoding, VAE encode, every denoising step, decode, colour fix, and what is left: bicubic
-upscale, noising, final resize) and the whole call, after warm-up runs, over repeats (min and
-median), with the peak memory of the call (CPU: sampled process RSS above the RSS before the call,
-and the process peak including the resident weights; CUDA: ``max_memory_allocated``). End-to-end
-time is fitted linearly against output megapixels (least squares over the sizes).
+encoding, VAE encode, every denoising step, decode, colour fix, and ``other``: bicubic upscale,
+noising, final resize) and the whole call, after warm-up runs, over repeats (min and median),
+with the peak memory of the call (CPU: sampled process RSS above the RSS before the call, and
+that plus the RSS before it; CUDA: ``max_memory_allocated``). End-to-end time (and each stage's)
+is fitted linearly against output megapixels (least squares over the sizes).
 
-Two paths can be measured in the same run:
+Paths, measured in the same run (speed-ups printed per size):
 
-* ``default``: what we ship as the fast default: the networks in ``--dtype`` (bfloat16 on a CPU
-  with native bf16, float16 on CUDA), the VAE in float32 on the CPU, and the planner's plan
-  (tiles, tile batch) for the size and free memory;
+* ``default``: the library's defaults: the networks in ``--dtype`` (float16 on CUDA, bfloat16 on
+  a CPU with native bf16, else float32; the VAE as ``SeesrPipeline.to`` puts it) and the
+  planner's plan (tiles, tile batch) for the size and free memory;
 * ``naive`` (``--naive``): the same models run the straightforward way: float32 everywhere,
   the official defaults (latent tile 96, overlap 32, one tile at a time), the VAE untiled where
-  its working memory fits. The speed-up naive/default is printed per size.
+  its working memory fits;
+* ``tuned`` (``--tuned``): the default path with, on a CPU with bfloat16 networks, the VAE forced
+  to bfloat16 with channels_last weights (measured 4-5x faster VAE; the library does the same
+  since this was adopted, so on such CPUs ``tuned`` now equals ``default``: run the default path
+  with ``--vae-dtype float32`` to see the former behaviour).
 
-Each path runs in its own subprocess (so the two sets of weights are never resident together
-and one path's allocator caches do not hide the other's peak memory). ``--smoke`` runs the
-tiny official fixtures (``$SEESR_SHARED/fixtures/seesr_tiny``) in-process at tiny sizes, in a few
-seconds, for CI.
+Each path runs in its own subprocess (so two sets of weights are never resident together and
+one path's allocator caches do not hide another's peak memory). ``--smoke`` runs the tiny official
+fixtures (``$SEESR_SHARED/fixtures/seesr_tiny``) in-process at tiny sizes, in a few seconds, for CI.
 
-``--candidates`` measures speed-ups one by one (each against its own baseline in the same
-process): bf16 vs float32 and channels_last for ControlNet + UNet, the same for the VAE, tile
-batching, ``torch.compile``, the attention processor in use, and the numerical cost of bf16.
+On a shared CPU, use ``--threads 1`` (or ``OMP_WAIT_POLICY=PASSIVE``): OpenMP threads spin-wait
+for each other, and with other processes on the cores a 2-thread forward was measured 3x slower
+than a 1-thread one.
+
+``--candidates`` measures speed-ups one by one, each against its own baseline in the same
+process (see ``CANDIDATES``): bf16 vs float32 and channels_last for ControlNet + UNet and for the
+VAE, thread count, tile batching, ``torch.compile``, the attention processor in use, and the
+numerical cost of bf16 (final latents, and one epsilon prediction in bf16 and fp16 vs fp32).
 """
 
 from __future__ import annotations
@@ -72,9 +80,6 @@ SCALE = 4
 CPU_SIZES = (128, 256)
 CUDA_SIZES = (128, 256, 512, 1024)
 SMOKE_SIZES = (16, 32)
-STAGE_ORDER = ("tag", "text", "encode", "denoise", "decode", "colorfix", "other", "end_to_end")
-"""Timed stages; ``step_i`` entries (1-based) are listed after ``encode``. ``other``: what the
-pipeline stages do not cover (bicubic upscale, noising, final resize); ``end_to_end``: the call."""
 OFFICIAL_LATENT_TILE = 96
 """Official turbo-script defaults: latent tile 96 with overlap 32, VAE encoder 1024 px, decoder 224."""
 OFFICIAL_VAE_ENCODER_TILE = 1024
@@ -90,8 +95,8 @@ class Variant:
 
     ``plan``: ``"planner"`` (``plan_run`` for the size and free memory) or ``"naive"`` (official
     defaults, one tile at a time, VAE untiled where it fits). ``vae_dtype`` None: the library's
-    choice (float32 on the CPU, the network dtype on CUDA). ``channels_last``: ``"none"``,
-    ``"vae"`` or ``"all"`` (VAE, ControlNet and UNet)."""
+    choice (see ``SeesrPipeline.to``). ``channels_last``: ``"none"`` (the library's choice when
+    ``vae_dtype`` is None), ``"vae"`` or ``"all"`` (VAE, ControlNet and UNet)."""
 
     name: str
     dtype: str
@@ -122,22 +127,12 @@ class Settings:
     threads: int | None = None
 
 
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX tiles (Intel Cooper Lake / Sapphire Rapids and later, AMD Zen 4 and later).
-    oneDNN's own check (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) also says yes on plain AVX-512,
-    where bf16 is emulated and not faster than float32."""
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    try:
-        return torch.backends.mkldnn.is_available() and any(check() for check in checks if check is not None)
-    except RuntimeError:
-        return False
-
-
 def default_dtype(device: str) -> str:
-    """float16 on CUDA; bfloat16 on a CPU with native bf16, else float32."""
-    if device.startswith("cuda"):
-        return "float16"
-    return "bfloat16" if cpu_has_native_bf16() else "float32"
+    """The library's default network dtype for ``device`` (float16 on CUDA, bfloat16 on a CPU with
+    native bf16, else float32), as a name."""
+    from seesr.pipeline import default_dtype as library_default
+
+    return str(library_default(device)).removeprefix("torch.")
 
 
 def default_sizes(device: str, smoke: bool) -> list[int]:
@@ -223,8 +218,9 @@ def release_memory() -> None:
 
 
 def tuned_variant(default: Variant, device: str) -> Variant:
-    """The proposed CPU default: with bfloat16 networks, the VAE in bfloat16 too, with channels_last
-    weights (oneDNN NHWC convolutions: no layout reorders). Elsewhere the same as ``default``."""
+    """On a CPU with bfloat16 networks, the VAE in bfloat16 too, with channels_last weights (oneDNN
+    NHWC convolutions: no layout reorders); elsewhere the same as ``default``. Measured 4-5x faster
+    VAE on a Sapphire Rapids CPU; the library's CPU default since."""
     tuned = dataclasses.replace(default, name="tuned")
     if torch.device(device).type == "cpu" and default.dtype == "bfloat16":
         tuned.vae_dtype = "bfloat16"
@@ -262,13 +258,16 @@ def build_pipeline(variant: Variant, settings: Settings):
 
 
 def apply_options(pipe, variant: Variant) -> None:
-    """VAE dtype, memory format and compilation of a built pipeline."""
+    """VAE dtype, memory format and compilation of a built pipeline (nothing: the library's choices).
+    Giving ``vae_dtype`` also sets the VAE's memory format: channels_last only when asked for."""
     if variant.vae_dtype:
         pipe.vae.to(getattr(torch, variant.vae_dtype))
-    if variant.channels_last != "none":
-        models = (pipe.vae,) if variant.channels_last == "vae" else (pipe.unet, pipe.controlnet, pipe.vae)
-        for model in models:
+    if variant.channels_last == "all":
+        for model in (pipe.unet, pipe.controlnet):
             model.to(memory_format=torch.channels_last)
+    if variant.vae_dtype or variant.channels_last != "none":
+        vae_cl = variant.channels_last in ("vae", "all")
+        pipe.vae.to(memory_format=torch.channels_last if vae_cl else torch.contiguous_format)
     if variant.compile:
         pipe.unet.compile()
         pipe.controlnet.compile()
@@ -395,6 +394,8 @@ def summarize(samples: Sequence[float]) -> dict:
 
 
 def stage_names(steps: int) -> list[str]:
+    """Timed stages: the pipeline's, ``step_i`` (1-based) inside ``denoise``, ``other`` (what the
+    pipeline's stages do not cover: bicubic upscale, noising, final resize) and ``end_to_end``."""
     names = ["tag", "text", "encode"] + [f"step_{i}" for i in range(1, steps + 1)]
     return names + ["denoise", "decode", "colorfix", "other", "end_to_end"]
 
@@ -509,6 +510,7 @@ def run_variant(variant: Variant, settings: Settings, latents_path: str | None =
         "description": variant.describe(),
         "network_dtypes": {name: str(next(getattr(pipe, name).parameters()).dtype).removeprefix("torch.")
                            for name in ("unet", "controlnet", "text_encoder", "tagger", "vae")},  # fmt: skip
+        "vae_channels_last": pipe.vae.encoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last),
         "attention_processors": attention_processors(pipe),
         "build_s": build_s,
         "weights_bytes": pipe.weights_bytes,
