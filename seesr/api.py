@@ -150,6 +150,7 @@ class Upscaler:
             device=device,
             dtype=dtype,
             weights_bytes=self._pipe.weights_bytes if self._pipe is not None else _full_size_weights_bytes(dtype),
+            loaded_bytes=self._pipe.loaded_bytes if self._pipe is not None else 0,
             batch_multiplier=_batch_multiplier(settings),
             overrides=settings.plan_overrides(),
         )
@@ -217,6 +218,7 @@ class Upscaler:
             device=pipe.device,
             dtype=pipe.dtype,
             weights_bytes=pipe.weights_bytes,
+            loaded_bytes=pipe.loaded_bytes,
             batch_multiplier=_batch_multiplier(settings),
             overrides=settings.plan_overrides(),
         )

@@ -163,7 +163,9 @@ class SeesrPipeline:
             if model is None:
                 continue
             if want is not None and want != next(model.parameters()).dtype:
-                model.to(device=device, dtype=want)
+                # plain Module.to: diffusers' ModelMixin.to warns about "modules to keep in float32"
+                # on every cast of the VAE, even though its list is empty
+                torch.nn.Module.to(model, device=device, dtype=want)
             else:
                 model.to(device=device)
             model.eval().requires_grad_(False)
@@ -183,6 +185,19 @@ class SeesrPipeline:
         """Bytes of all network weights (what the planner counts as resident)."""
         models = (self.vae, self.text_encoder, self.unet, self.controlnet, self.tagger)
         return sum(p.numel() * p.element_size() for m in models if m is not None for p in m.parameters())
+
+    @property
+    def loaded_bytes(self) -> int:
+        """Bytes of network weights on the execution device now (already out of its free memory)."""
+        models = (self.vae, self.text_encoder, self.unet, self.controlnet, self.tagger)
+        device = self.execution_device
+        return sum(
+            p.numel() * p.element_size()
+            for m in models
+            if m is not None
+            for p in m.parameters()
+            if p.device.type == device.type and (device.index is None or p.device.index == device.index)
+        )
 
     @property
     def device(self) -> torch.device:
@@ -241,6 +256,7 @@ class SeesrPipeline:
                 device=self.device,
                 dtype=self.dtype,
                 weights_bytes=self.weights_bytes,
+                loaded_bytes=self.loaded_bytes,
                 batch_multiplier=(2 if do_cfg else 1) * (kds.particles if kds else 1),
             )
         self.set_offload(plan.offload)

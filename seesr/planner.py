@@ -159,6 +159,7 @@ def plan_run(
     device: torch.device,
     dtype: torch.dtype = torch.float32,
     weights_bytes: int = 0,
+    loaded_bytes: int = 0,
     budget_bytes: int | None = None,
     batch_multiplier: int = 1,
     overrides: dict | None = None,
@@ -166,11 +167,16 @@ def plan_run(
     """The largest tiles (untiled when it fits) whose estimated peak stays within the budget.
 
     Stages run one after another, so each stage gets the whole budget left after the resident
-    weights and the images. ``overrides`` (RunPlan field -> value) are kept as given. When nothing
-    fits even with CPU offload, the smallest tiles are returned (the estimate says by how much
-    it is over; the out-of-memory ladder takes it from there)."""
+    weights and the images. ``loaded_bytes``: the part of ``weights_bytes`` already on ``device``
+    (the free-memory reading does not include it, so it is added back to the budget).
+    ``overrides`` (RunPlan field -> value) are kept as given. When nothing fits even with CPU
+    offload, the smallest tiles are returned (the estimate says by how much it is over; the
+    out-of-memory ladder takes it from there)."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    budget = budget_bytes if budget_bytes is not None else int(available_memory(device) * MEMORY_HEADROOM)
+    if budget_bytes is not None:
+        budget = budget_bytes
+    else:
+        budget = int(available_memory(device) * MEMORY_HEADROOM) + min(loaded_bytes, weights_bytes)
     element = torch.finfo(dtype).bits // 8
     latent_h, latent_w = work_height // 8, work_width // 8
     latent_side = max(latent_h, latent_w)

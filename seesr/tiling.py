@@ -75,6 +75,24 @@ def blend_weights(height: int, width: int, *, device=None, dtype=torch.float32) 
     return (one_axis(height)[:, None] * one_axis(width)[None, :]).to(device=device, dtype=dtype)
 
 
+def context_window(tile: Tile, context: int, height: int, width: int) -> Tile:
+    """``tile`` grown by ``context`` pixels on each side, moved back inside the image where it
+    would cross an edge (it then gets more context on the inner side instead).
+
+    Windows of equally sized tiles are equally sized, so they still batch together.
+    """
+    if context < 0:
+        raise ConfigError(f"tile context must be >= 0, got {context}")
+
+    def one_axis(start: int, size: int, limit: int) -> tuple[int, int]:
+        grown = min(size + 2 * context, limit)
+        return min(max(start - context, 0), limit - grown), grown
+
+    top, window_h = one_axis(tile.top, tile.height, height)
+    left, window_w = one_axis(tile.left, tile.width, width)
+    return Tile(top, left, window_h, window_w)
+
+
 def tiled_apply(
     fn: Callable[[torch.Tensor, Sequence[Tile]], torch.Tensor],
     inputs: torch.Tensor,
@@ -83,12 +101,16 @@ def tiled_apply(
     scale: int = 1,
     batch_size: int = 1,
     out_channels: int | None = None,
+    context: int = 0,
 ) -> torch.Tensor:
     """Run ``fn`` over tiles of ``inputs`` (B, C, H, W) and blend the results.
 
-    ``fn(batch, batch_tiles)`` gets the crops stacked on the batch axis (tiles of one batch have
-    the same size) and returns results ``scale`` times larger. Tiles are batched ``batch_size`` at a
-    time; results are accumulated with :func:`blend_weights` and normalised per pixel.
+    ``fn(batch, windows)`` gets the crops stacked on the batch axis (crops of one batch have the
+    same size) with the windows they were cut from, and returns results ``scale`` times larger.
+    With ``context`` > 0 each crop is the tile's :func:`context_window` and only the tile's part
+    of the result is kept, so a network with a wide receptive field sees real neighbours instead
+    of the tile's border (the official Real-ESRGAN ``tile_pad``). Tiles are batched ``batch_size``
+    at a time; results are accumulated with :func:`blend_weights` and normalised per pixel.
     """
     if batch_size < 1:
         raise ConfigError(f"tile batch size must be >= 1, got {batch_size}")
@@ -97,11 +119,13 @@ def tiled_apply(
     weight_sum = torch.zeros(1, 1, h * scale, w * scale, device=inputs.device, dtype=torch.float32)
     for start in range(0, len(tiles), batch_size):
         group = list(tiles[start : start + batch_size])
-        crops = torch.cat([inputs[(..., *t.slices())] for t in group], dim=0)
-        results = fn(crops, group)
-        for index, tile in enumerate(group):
+        windows = [context_window(t, context, h, w) for t in group]
+        crops = torch.cat([inputs[(..., *window.slices())] for window in windows], dim=0)
+        results = fn(crops, windows)
+        for index, (tile, window) in enumerate(zip(group, windows)):
             out_tile = tile.scaled(scale)
-            result = results[index * b : (index + 1) * b].float()
+            inner = Tile(tile.top - window.top, tile.left - window.left, tile.height, tile.width).scaled(scale)
+            result = results[(slice(index * b, (index + 1) * b), slice(None), *inner.slices())].float()
             if output is None:
                 channels = out_channels or result.shape[1]
                 output = torch.zeros(b, channels, h * scale, w * scale, device=inputs.device, dtype=torch.float32)

@@ -9,7 +9,7 @@ Layout of a weights directory (the official file names; ``weights/README.md``)::
     ram/                 RAM data files: ram_tag_list.txt, ram_tag_list_chinese.txt,
                          ram_tag_list_threshold.txt; optionally configs/ (RAM config JSONs)
 
-``weights/manifest.json`` lists every file with its source (a Hugging Face repo file or a URL),
+``seesr/manifest.json`` lists every file with its source (a Hugging Face repo file or a URL),
 size and sha256 (``null``: not checked). Each file is looked for, in order:
 
 1. an explicit path given by the caller;
@@ -45,7 +45,9 @@ from seesr.errors import ConfigError, WeightsError
 logger = logging.getLogger(__name__)
 
 REPO_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-DEFAULT_MANIFEST = REPO_WEIGHTS_DIR / "manifest.json"
+"""The checkout's ``weights/`` folder (absent when seesr is installed from a wheel)."""
+DEFAULT_MANIFEST = Path(__file__).resolve().with_name("manifest.json")
+"""Shipped inside the package, so an installed seesr knows its files too."""
 DOWNLOAD_COMMAND = "seesr weights download"
 DOWNLOAD_HINT = f"run `{DOWNLOAD_COMMAND}` (or see weights/README.md for where each file comes from)"
 
@@ -78,8 +80,13 @@ LEGACY_NAMES = {
 
 
 def default_weights_dir() -> Path:
-    """``$SEESR_WEIGHTS`` if set, else the repository's ``weights/`` folder."""
-    return Path(os.environ.get("SEESR_WEIGHTS", REPO_WEIGHTS_DIR))
+    """``$SEESR_WEIGHTS`` if set, else the checkout's ``weights/`` folder, else (an installed
+    package) ``$XDG_CACHE_HOME/seesr/weights`` (``~/.cache/seesr/weights``)."""
+    if "SEESR_WEIGHTS" in os.environ:
+        return Path(os.environ["SEESR_WEIGHTS"])
+    if REPO_WEIGHTS_DIR.is_dir():
+        return REPO_WEIGHTS_DIR
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "seesr" / "weights"
 
 
 def hf_cache_dir() -> Path:
@@ -108,7 +115,7 @@ def offline_mode() -> bool:
 # ============================================================================ the manifest
 @dataclass(frozen=True)
 class ManifestEntry:
-    """One file of ``weights/manifest.json``. ``name`` is its path in the weights directory."""
+    """One file of ``seesr/manifest.json``. ``name`` is its path in the weights directory."""
 
     name: str
     group: str
@@ -173,7 +180,7 @@ class Manifest:
 
 
 def default_manifest_path() -> Path:
-    """``$SEESR_WEIGHTS_MANIFEST`` if set, else the repository's ``weights/manifest.json``."""
+    """``$SEESR_WEIGHTS_MANIFEST`` if set, else the package's ``manifest.json``."""
     return Path(os.environ.get("SEESR_WEIGHTS_MANIFEST", DEFAULT_MANIFEST))
 
 

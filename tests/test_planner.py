@@ -32,6 +32,18 @@ def test_tiny_budget_offloads_on_cuda():
     assert plan.offload and plan.estimated_peak_bytes <= 3 * GiB
 
 
+def test_weights_already_loaded_are_not_counted_twice(monkeypatch):
+    """Free memory read after loading no longer includes the weights: with 3 GiB free and the
+    5 GiB of weights already on the GPU the plan must equal an 8 GiB budget before loading."""
+    import seesr.planner as planner
+
+    monkeypatch.setattr(planner, "available_memory", lambda device: int(3 * GiB / planner.MEMORY_HEADROOM))
+    args = dict(device=CUDA, dtype=torch.float16, weights_bytes=5 * GiB)
+    loaded = plan_run(4096, 4096, loaded_bytes=5 * GiB, **args)
+    assert loaded == plan_run(4096, 4096, budget_bytes=8 * GiB, **args) and not loaded.offload
+    assert plan_run(4096, 4096, **args).offload
+
+
 def test_user_values_override_the_planner():
     plan = plan_run(
         2048, 2048, device=CPU, weights_bytes=GiB, budget_bytes=100 * GiB, overrides={"latent_tile": 40, "offload": False}

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from seesr.errors import ConfigError
-from seesr.tiling import axis_starts, blend_weights, plan_tiles, tiled_apply
+from seesr.tiling import Tile, axis_starts, blend_weights, context_window, plan_tiles, tiled_apply
 
 SIZES = [(1, 1), (7, 13), (8, 8), (12, 18), (31, 97), (64, 64), (97, 61), (128, 200)]
 
@@ -67,3 +67,41 @@ def test_bad_plans_refused():
         plan_tiles(64, 64, 8, 8)
     with pytest.raises(ConfigError):
         plan_tiles(64, 64, 0, 0)
+
+
+@pytest.mark.parametrize("height,width", [(7, 13), (31, 97), (64, 64)])
+@pytest.mark.parametrize("context", [0, 1, 3, 40])
+def test_context_windows_contain_their_tile_and_stay_inside(height, width, context):
+    tiles = plan_tiles(height, width, 8, 2)
+    windows = [context_window(t, context, height, width) for t in tiles]
+    assert len({(w.height, w.width) for w in windows}) == 1
+    for tile, window in zip(tiles, windows):
+        assert window.height == min(tile.height + 2 * context, height)
+        assert window.width == min(tile.width + 2 * context, width)
+        assert 0 <= window.top <= tile.top and tile.top + tile.height <= window.top + window.height <= height
+        assert 0 <= window.left <= tile.left and tile.left + tile.width <= window.left + window.width <= width
+
+
+def test_context_window_centres_interior_tiles_and_shifts_at_edges():
+    assert context_window(Tile(10, 20, 8, 8), 3, 64, 64) == Tile(7, 17, 14, 14)
+    assert context_window(Tile(0, 56, 8, 8), 3, 64, 64) == Tile(0, 50, 14, 14)
+
+
+@pytest.mark.parametrize("scale", [1, 4])
+def test_context_makes_a_local_model_tiled_equal_untiled(scale):
+    """A 5x5 convolution (radius 2, zero padding) needs 2 px of context: with it, tiling is
+    exact; without it, the tile borders are wrong."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 45, 38)
+    kernel = torch.randn(3, 3, 5, 5)
+
+    def conv(batch, windows):
+        y = torch.nn.functional.conv2d(batch, kernel, padding=2)
+        return y.repeat_interleave(scale, -1).repeat_interleave(scale, -2)
+
+    expected = conv(x, None)
+    tiles = plan_tiles(45, 38, 16, 4)
+    exact = tiled_apply(conv, x, tiles, scale=scale, batch_size=2, context=2)
+    torch.testing.assert_close(exact, expected, atol=1e-4, rtol=1e-4)
+    without = tiled_apply(conv, x, tiles, scale=scale, batch_size=2)
+    assert (without - expected).abs().max() > 0.1

@@ -472,3 +472,34 @@ def test_unreachable_hub_fails_at_once_naming_what_is_missing(tiny, tmp_path, mo
     with pytest.raises(WeightsError, match=f"127.0.0.1:{port} cannot be reached(.|\\n)*DAPE.pth"):
         WeightPaths.resolve(root, download=True, manifest=test_manifest)
     assert time.perf_counter() - start < 10
+
+
+def test_installed_package_uses_a_user_cache_for_weights(tmp_path, monkeypatch):
+    """Without a checkout's weights/ folder (a wheel install), weights go to the XDG cache;
+    $SEESR_WEIGHTS still wins."""
+    monkeypatch.delenv("SEESR_WEIGHTS", raising=False)
+    monkeypatch.setattr(w, "REPO_WEIGHTS_DIR", tmp_path / "no-checkout" / "weights")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert w.default_weights_dir() == tmp_path / "cache" / "seesr" / "weights"
+    monkeypatch.setenv("SEESR_WEIGHTS", str(tmp_path / "mine"))
+    assert w.default_weights_dir() == tmp_path / "mine"
+
+
+def test_wheel_ships_the_manifest(tmp_path):
+    """An installed seesr must find its manifest: it is package data, built into the wheel."""
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(w.__file__).resolve().parents[1]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(root)],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
+    (wheel,) = tmp_path.glob("seesr-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = json.loads(archive.read("seesr/manifest.json"))
+    assert shipped == json.loads(w.DEFAULT_MANIFEST.read_text())
+    assert {entry["path"] for entry in shipped["files"]} == set(w.load_manifest().names())

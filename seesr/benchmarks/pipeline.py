@@ -261,7 +261,7 @@ def apply_options(pipe, variant: Variant) -> None:
     """VAE dtype, memory format and compilation of a built pipeline (nothing: the library's choices).
     Giving ``vae_dtype`` also sets the VAE's memory format: channels_last only when asked for."""
     if variant.vae_dtype:
-        pipe.vae.to(getattr(torch, variant.vae_dtype))
+        torch.nn.Module.to(pipe.vae, getattr(torch, variant.vae_dtype))  # diffusers .to warns spuriously
     if variant.channels_last == "all":
         for model in (pipe.unet, pipe.controlnet):
             model.to(memory_format=torch.channels_last)
