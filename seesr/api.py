@@ -119,6 +119,8 @@ class Upscaler:
         elif self._pipe_key != key:
             self._pipe.to(device, dtype)
         self._pipe_key = key
+        if settings.compile:
+            self._pipe.compile()
         return self._pipe
 
     def realesrgan(self, settings: Settings):

@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--denoise", type=float, help="non-local-means strength before upscaling (0 = off)")
     up.add_argument("--output-format", dest="output_format", help="png (default) | jpg | webp")
     up.add_argument("--no-fallback", dest="no_fallback", action="store_true", default=None)
+    up.add_argument(
+        "--compile", action="store_true", default=None,
+        help="torch.compile ControlNet + UNet (minutes on the first image; measured slower on CPU)",
+    )
     up.add_argument("--weights", type=Path, help="weights directory (default: weights/ or $SEESR_WEIGHTS)")
     up.add_argument("--download", action="store_true", help="download missing weights first")
     up.add_argument("--config", type=Path, help="YAML file of settings")
@@ -115,8 +119,9 @@ def upscale_command(args: argparse.Namespace) -> int:
     from seesr.io import save_image
 
     arguments: dict[str, Any] = {name: getattr(args, name) for name in SETTING_FLAGS if getattr(args, name) is not None}
-    if args.no_fallback:
-        arguments["no_fallback"] = True
+    for flag in ("no_fallback", "compile"):
+        if getattr(args, flag):
+            arguments[flag] = True
     upscaler = Upscaler(args.weights, download=args.download, config_file=args.config, progress=sys.stderr.isatty())
     settings = upscaler.settings(arguments)
     inputs = find_inputs(args.inputs)

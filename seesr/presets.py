@@ -68,6 +68,7 @@ class Settings:
     vae_encoder_tile: int | None = None
     vae_decoder_tile: int | None = None
     offload: bool | None = None
+    compile: bool = False
     kds_particles: int = 1
     kds_bandwidth: float | None = None
     kds_patch: int = 4

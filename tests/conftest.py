@@ -44,18 +44,9 @@ def refs(tiny: Path):
 @pytest.fixture(scope="session")
 def tiny_weights(tiny: Path):
     """The tiny fixtures described as a :class:`seesr.weights.WeightPaths` (official layout)."""
-    from seesr.weights import WeightPaths
+    from seesr.benchmarks.pipeline import tiny_fixture_weights
 
-    return WeightPaths(
-        sd_turbo=tiny / "sd_turbo",
-        seesr=tiny / "seesr",
-        ram_checkpoint=tiny / "ram" / "ram_swin_large_14m_tiny.pth",
-        dape_checkpoint=tiny / "ram" / "DAPE_tiny.pth",
-        ram_tag_list=tiny / "ram" / "data" / "ram_tag_list.txt",
-        ram_tag_list_chinese=tiny / "ram" / "data" / "ram_tag_list_chinese.txt",
-        ram_thresholds=tiny / "ram" / "data" / "ram_tag_list_threshold.txt",
-        ram_configs=tiny / "ram" / "configs",
-    )
+    return tiny_fixture_weights(tiny)
 
 
 @pytest.fixture(scope="session")

@@ -141,3 +141,19 @@ def test_is_out_of_memory_recognises_allocator_errors():
     assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes"))
     assert is_out_of_memory(MemoryError())
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+def test_compile_is_opt_in(tiny_weights, monkeypatch):
+    """``compile=True`` (API, CLI ``--compile``, ``SEESR_COMPILE``) compiles ControlNet + UNet;
+    the default leaves them eager."""
+    fresh = Upscaler(tiny_weights, device="cpu")
+    pipe = fresh.pipeline(fresh.settings({}))
+    assert not pipe.compiled
+    calls = []
+    monkeypatch.setattr(type(pipe), "compile", lambda self, **kw: calls.append(self))
+    assert fresh.pipeline(fresh.settings({"compile": True})) is pipe and calls == [pipe]
+    monkeypatch.setenv("SEESR_COMPILE", "yes")
+    assert fresh.settings({}).compile
+    from seesr.cli import build_parser
+
+    assert build_parser().parse_args(["upscale", "x.png", "--compile"]).compile is True

@@ -198,3 +198,30 @@ def test_kds_is_deterministic_with_and_without_tiling(tiny, refs, tiny_pipe, pla
     assert torch.equal(runs[0].latents, runs[1].latents)
     assert runs[0].latents.shape == (1, 4, 12, 18) and runs[0].images.shape == (1, 3, 96, 144)
     assert not torch.equal(runs[0].latents, plain.latents)
+
+
+def test_compiled_pipeline_matches_official(tiny, refs, tiny_weights):
+    """``compile()`` (opt-in) traces ControlNet + UNet with the image-attention hooks; the traced
+    graph (dynamo's eager backend: the tracing users get, without minutes of C++ codegen) still
+    reproduces the official latents."""
+    pipe = SeesrPipeline.from_pretrained(tiny_weights, device="cpu")
+    assert not pipe.compiled
+    pipe.compile(backend="eager")
+    assert pipe.compiled
+    ref = refs("pipeline")
+    out, recorded = run_reference_call(pipe, tiny, refs, 2)
+    for i, t in enumerate(out.timesteps):
+        expected = ref[f"steps2_untiled.step{i}.t{t}.latents"]
+        assert (recorded[i] - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()
+
+
+def test_cpu_vae_layout_follows_its_dtype(tiny_weights):
+    """bfloat16 on the CPU: channels_last (NHWC, what oneDNN runs without reorders, measured 2x
+    faster); float32: NCHW, which keeps the official numbers exactly."""
+    pipe = SeesrPipeline.from_pretrained(tiny_weights, device="cpu")
+    weight = lambda: pipe.vae.decoder.conv_in.weight  # noqa: E731
+    assert weight().is_contiguous() and weight().dtype == torch.float32
+    pipe.to("cpu", torch.bfloat16)
+    assert weight().is_contiguous(memory_format=torch.channels_last) and weight().dtype == torch.bfloat16
+    pipe.to("cpu", torch.float32)
+    assert weight().is_contiguous() and weight().dtype == torch.float32

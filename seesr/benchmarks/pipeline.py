@@ -149,6 +149,25 @@ def tiny_fixture_dir() -> Path:
     return Path(os.environ.get("SEESR_SHARED", REPO_ROOT.parent / "shared")) / "fixtures" / "seesr_tiny"
 
 
+def tiny_fixture_weights(tiny: Path | None = None):
+    """The tiny official fixtures (default :func:`tiny_fixture_dir`) as a
+    :class:`seesr.weights.WeightPaths`: their folders and files in the official layout."""
+    from seesr.weights import WeightPaths
+
+    tiny = tiny or tiny_fixture_dir()
+    data = tiny / "ram" / "data"
+    return WeightPaths(
+        sd_turbo=tiny / "sd_turbo",
+        seesr=tiny / "seesr",
+        ram_checkpoint=tiny / "ram" / "ram_swin_large_14m_tiny.pth",
+        dape_checkpoint=tiny / "ram" / "DAPE_tiny.pth",
+        ram_tag_list=data / "ram_tag_list.txt",
+        ram_tag_list_chinese=data / "ram_tag_list_chinese.txt",
+        ram_thresholds=data / "ram_tag_list_threshold.txt",
+        ram_configs=tiny / "ram" / "configs",
+    )
+
+
 def machine_info(device: str) -> dict:
     """What the numbers were measured on (CPU model and flags, threads, memory, load, GPU)."""
     flags: set[str] = set()
@@ -235,19 +254,7 @@ def build_pipeline(variant: Variant, settings: Settings):
     device = torch.device(settings.device)
     dtype = getattr(torch, variant.dtype)
     if settings.smoke:
-        from seesr.weights import WeightPaths
-
-        tiny = tiny_fixture_dir()
-        paths = WeightPaths(
-            sd_turbo=tiny / "sd_turbo",
-            seesr=tiny / "seesr",
-            ram_checkpoint=tiny / "ram" / "ram_swin_large_14m_tiny.pth",
-            dape_checkpoint=tiny / "ram" / "DAPE_tiny.pth",
-            ram_tag_list=tiny / "ram" / "data" / "ram_tag_list.txt",
-            ram_tag_list_chinese=tiny / "ram" / "data" / "ram_tag_list_chinese.txt",
-            ram_thresholds=tiny / "ram" / "data" / "ram_tag_list_threshold.txt",
-            ram_configs=tiny / "ram" / "configs",
-        )
+        paths = tiny_fixture_weights()
         pipe = SeesrPipeline.from_pretrained(paths, device=device, torch_dtype=dtype)
     else:
         from seesr.benchmarks.fullsize import build_full_size_pipeline
@@ -655,7 +662,7 @@ def candidate_unet(pipe, device, latent: int, warmup: int, repeats: int) -> list
         for channels_last in (False, True):
             fmt = torch.channels_last if channels_last else torch.contiguous_format
             for model in (pipe.unet, pipe.controlnet):
-                model.to(dtype=dtype, memory_format=fmt)
+                torch.nn.Module.to(model, dtype=dtype, memory_format=fmt)
             latents, condition, text, ram = _predict_inputs(pipe, latent)
             stats = _timed(lambda: pipe.predict_noise(latents, 999, text, ram, condition, 1.0, 1.0), device, warmup, repeats)
             rows.append({"what": "controlnet+unet forward", "latent": latent, "dtype": str(dtype)[6:],
@@ -694,7 +701,7 @@ def candidate_vae(pipe, device, latent: int, warmup: int, repeats: int) -> list[
     for dtype in (torch.float32, torch.bfloat16):
         for channels_last in (False, True):
             fmt = torch.channels_last if channels_last else torch.contiguous_format
-            pipe.vae.to(dtype=dtype, memory_format=fmt)
+            torch.nn.Module.to(pipe.vae, dtype=dtype, memory_format=fmt)
             dec = _timed(lambda: decoded.__setitem__(dtype, pipe.decode(z)), device, warmup, repeats)
             enc = _timed(lambda: pipe.encode_image(image, torch.Generator().manual_seed(0), "mean"), device, warmup, repeats)
             for what, stats in (("vae decode", dec), ("vae encode", enc)):
@@ -702,7 +709,7 @@ def candidate_vae(pipe, device, latent: int, warmup: int, repeats: int) -> list[
                              **stats})  # fmt: skip
                 log(f"{what} {latent}^2 latent {dtype} channels_last={channels_last}: median {stats['median']:.2f} s "
                     f"min {stats['min']:.2f} s")  # fmt: skip
-    pipe.vae.to(dtype=torch.float32, memory_format=torch.contiguous_format)
+    torch.nn.Module.to(pipe.vae, dtype=torch.float32, memory_format=torch.contiguous_format)
     a, b = ((decoded[t].float() / 2 + 0.5).clamp(0, 1) for t in (torch.bfloat16, torch.float32))
     rows.append({"what": "vae decode bf16 vs fp32, image in [0,1]", "latent": latent,
                  "max_abs": float((a - b).abs().max()), "mean_abs": float((a - b).abs().mean())})  # fmt: skip
