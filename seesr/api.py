@@ -24,7 +24,6 @@ from seesr.fallback import Attempt, free_memory, run_ladder
 from seesr.fidelity import FidelityReport, fidelity_report
 from seesr.imaging import plan_working_size, resize
 from seesr.io import LoadedImage, denoise, load_image, recombine, save_image
-from seesr.kds import KdsConfig
 from seesr.memory import PeakMemory
 from seesr.planner import RunPlan, plan_run
 from seesr.presets import Settings, resolve_settings
@@ -108,7 +107,7 @@ class Upscaler:
         from seesr.pipeline import SeesrPipeline, default_device
 
         device = torch.device(settings.device) if settings.device else default_device()
-        dtype = _torch_dtype(settings.dtype, device)
+        dtype = settings.torch_dtype(device)
         key = (device, dtype)
         if self._pipe is None:
             paths = self.weights if isinstance(self.weights, WeightPaths) else WeightPaths.resolve(
@@ -146,14 +145,14 @@ class Upscaler:
         loaded = load_image(image)
         sizes = plan_working_size(*loaded.size, settings.scale, settings.process_size)
         device = torch.device(settings.device) if settings.device else _default_device()
-        dtype = _torch_dtype(settings.dtype, device)
+        dtype = settings.torch_dtype(device)
         plan = plan_run(
             *sizes.work_size,
             device=device,
             dtype=dtype,
             weights_bytes=self._pipe.weights_bytes if self._pipe is not None else _full_size_weights_bytes(dtype),
             loaded_bytes=self._pipe.loaded_bytes if self._pipe is not None else 0,
-            batch_multiplier=_batch_multiplier(settings),
+            batch_multiplier=settings.batch_multiplier(),
             overrides=settings.plan_overrides(),
         )
         return settings, plan, sizes.output_size
@@ -221,7 +220,7 @@ class Upscaler:
             dtype=pipe.dtype,
             weights_bytes=pipe.weights_bytes,
             loaded_bytes=pipe.loaded_bytes,
-            batch_multiplier=_batch_multiplier(settings),
+            batch_multiplier=settings.batch_multiplier(),
             overrides=settings.plan_overrides(),
         )
 
@@ -238,7 +237,7 @@ class Upscaler:
                 color_fix=settings.color_fix,
                 process_size=settings.process_size,
                 plan=rung,
-                kds=_kds_config(settings),
+                kds=settings.kds_config(),
                 seed=seed,
             )
 
@@ -269,33 +268,6 @@ def _full_size_weights_bytes(dtype: torch.dtype) -> int:
 
 def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _torch_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto``: float16 on CUDA, bfloat16 on a CPU with native bf16, float32 elsewhere. float16 on
-    the CPU becomes bfloat16 (same size, but with fast CPU kernels and no overflow)."""
-    if name == "auto":
-        from seesr.pipeline import default_dtype
-
-        return default_dtype(device)
-    if name == "float16" and device.type == "cpu":
-        return torch.bfloat16
-    return getattr(torch, name)
-
-
-def _kds_config(settings: Settings) -> KdsConfig | None:
-    if settings.kds_particles <= 1:
-        return None
-    return KdsConfig(
-        particles=settings.kds_particles,
-        bandwidth=settings.kds_bandwidth,
-        patch=settings.kds_patch,
-        strength=settings.kds_strength,
-    )
-
-
-def _batch_multiplier(settings: Settings) -> int:
-    return (2 if settings.guidance_scale > 1.0 else 1) * settings.kds_particles
 
 
 class _PeakTracker:

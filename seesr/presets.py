@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from seesr.colorfix import COLOR_FIX_METHODS
+import torch
+
 from seesr.errors import ConfigError
-from seesr.pipeline import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT
+from seesr.kds import KdsConfig
+from seesr.pipeline import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, default_dtype
 from seesr.planner import RunPlan
 
 PRESET_NAMES = ("speed", "balanced", "quality", "memory")
@@ -85,6 +88,27 @@ class Settings:
     def full_plan(self) -> RunPlan:
         """A RunPlan from the fixed values and RunPlan's defaults (when no planner is used)."""
         return RunPlan(**self.plan_overrides())
+
+    def torch_dtype(self, device: torch.device) -> torch.dtype:
+        """``auto``: float16 on CUDA, bfloat16 on a CPU with native bf16, float32 elsewhere. float16
+        on the CPU becomes bfloat16 (same size, but with fast CPU kernels and no overflow)."""
+        if self.dtype == "auto":
+            return default_dtype(device)
+        if self.dtype == "float16" and device.type == "cpu":
+            return torch.bfloat16
+        return getattr(torch, self.dtype)
+
+    def kds_config(self) -> KdsConfig | None:
+        """Kernel Density Steering settings, None with a single particle (plain sampling)."""
+        if self.kds_particles <= 1:
+            return None
+        return KdsConfig(
+            particles=self.kds_particles, bandwidth=self.kds_bandwidth, patch=self.kds_patch, strength=self.kds_strength
+        )
+
+    def batch_multiplier(self) -> int:
+        """How many latents go through the denoiser at once per tile: x2 with guidance, x particles."""
+        return (2 if self.guidance_scale > 1.0 else 1) * self.kds_particles
 
 
 FIELD_TYPES = {f.name: f.type for f in fields(Settings)}

@@ -136,7 +136,7 @@ def test_time_is_attributed_to_the_right_stage(tiny_pipe, monkeypatch):
     monkeypatch.setattr(tiny_pipe, "decode", slow_decode)
     monkeypatch.setattr(tiny_pipe, "predict_noise", slow_predict)
     settings = bench.Settings(sizes=[32], steps=[2], repeats=1, warmup=0, smoke=True)
-    record, latents = bench.measure_size(tiny_pipe, bench.Variant("naive", "float32", "naive"), settings, 32, 2)
+    record, latents = bench.measure_size(tiny_pipe, bench.Variant("naive", "float32", "naive"), settings, 32, bench.RunSpec(2))
     stages = record["stages"]
     tiles = record["latent_tiles"]
     assert tiles > 1 and len(calls) == 2 * tiles  # one call per tile per step (tile batch 1)
@@ -152,3 +152,19 @@ def test_linear_fit():
     assert fit["slope"] == pytest.approx(2.25) and fit["intercept"] == pytest.approx(2.0 / 3.0)
     assert 0.99 < fit["r2"] <= 1.0
     assert bench.linear_fit([1.0], [2.0])["slope"] is None
+
+
+def test_presets_are_measured_as_the_api_runs_them(tmp_path):
+    """``--presets``: each preset's steps, fixed tiles, KDS particles and offload, per size."""
+    returned = bench.main(["--smoke", "--sizes", "16", "--presets", "speed", "quality", "memory",
+                           "--warmup", "0", "--repeats", "1", "--json", str(tmp_path / "presets.json")])  # fmt: skip
+    runs = {run["preset"]: run for run in returned["variants"]["default"]["runs"]}
+    assert set(runs) == {"speed", "quality", "memory"}
+    assert (runs["speed"]["steps"], runs["quality"]["steps"], runs["memory"]["steps"]) == (1, 4, 2)
+    assert runs["quality"]["kds_particles"] == 4 and runs["speed"]["kds_particles"] == 1
+    assert runs["quality"]["plan"]["latent_tile"] == 64 and runs["quality"]["plan"]["latent_overlap"] == 16
+    assert runs["memory"]["plan"]["offload"] and runs["memory"]["plan"]["vae_decoder_tile"] == 64
+    assert set(runs["quality"]["stages"]) == set(bench.stage_names(4))
+    assert [f["preset"] for f in returned["variants"]["default"]["fits"]] == ["speed", "quality", "memory"]
+    with pytest.raises(SystemExit, match="default path only"):
+        bench.main(["--smoke", "--presets", "speed", "--naive"])

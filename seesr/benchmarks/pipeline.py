@@ -3,6 +3,7 @@
     python -m seesr.benchmarks.pipeline [--sizes 128 256] [--device cpu|cuda]
         [--dtype float32|bfloat16|float16] [--steps 1 2 4] [--repeats N] [--warmup N]
         [--json out.json] [--naive] [--tuned] [--smoke] [--threads N]
+    python -m seesr.benchmarks.pipeline --presets speed balanced quality memory [--sizes ...]
     python -m seesr.benchmarks.pipeline --candidates quality precision sdpa unet threads vae tile_batch compile
 
 The networks are built at their real sizes with random weights (``seesr.benchmarks.fullsize``:
@@ -26,6 +27,10 @@ Paths, measured in the same run (speed-ups printed per size):
   to bfloat16 with channels_last weights (measured 4-5x faster VAE; the library does the same
   since this was adopted, so on such CPUs ``tuned`` now equals ``default``: run the default path
   with ``--vae-dtype float32`` to see the former behaviour).
+
+``--presets`` measures the default path once per preset instead of per ``--steps``: the preset's
+step count, fixed tiles, KDS particles, offload and dtype, the planner for the rest (as the API
+runs it). On a GPU: ``--device cuda --sizes 512 1024 --presets speed balanced quality memory``.
 
 Each path runs in its own subprocess (so two sets of weights are never resident together and
 one path's allocator caches do not hide another's peak memory). ``--smoke`` runs the tiny official
@@ -125,6 +130,28 @@ class Settings:
     seed: int = 0
     smoke: bool = False
     threads: int | None = None
+    presets: list[str] | None = None
+    """Measure these presets (their steps, tiles, KDS, offload) instead of ``steps``."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One measured configuration: a step count, or a preset (which also fixes tiles, KDS, offload)."""
+
+    steps: int
+    preset: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"preset {self.preset} ({self.steps} steps)" if self.preset else f"steps {self.steps}"
+
+
+def run_specs(settings: Settings) -> list[RunSpec]:
+    from seesr.presets import resolve_settings
+
+    if settings.presets:
+        return [RunSpec(resolve_settings({"preset": p}, environ={}).steps, p) for p in settings.presets]
+    return [RunSpec(steps) for steps in settings.steps]
 
 
 def default_dtype(device: str) -> str:
@@ -306,8 +333,23 @@ def naive_plan(work_w: int, work_h: int, device: torch.device, *, smoke: bool = 
     )
 
 
-def plan_for(variant: Variant, pipe, work_w: int, work_h: int, settings: Settings) -> RunPlan | None:
-    """The plan passed to the pipeline (None: the pipeline asks the planner itself)."""
+def preset_settings(name: str):
+    """The library's settings for preset ``name`` (nothing from the environment)."""
+    from seesr.presets import resolve_settings
+
+    return resolve_settings({"preset": name}, environ={})
+
+
+def plan_for(variant: Variant, pipe, work_w: int, work_h: int, settings: Settings, preset: str | None = None) -> RunPlan | None:
+    """The plan passed to the pipeline (None: the pipeline asks the planner itself). A preset's
+    plan is what the API plans for it: its fixed tiles, the planner for the rest."""
+    if preset:
+        from seesr.planner import plan_run
+
+        chosen = preset_settings(preset)
+        return plan_run(work_w, work_h, device=pipe.device, dtype=pipe.dtype, weights_bytes=pipe.weights_bytes,
+                        loaded_bytes=pipe.loaded_bytes, batch_multiplier=chosen.batch_multiplier(),
+                        overrides=chosen.plan_overrides())  # fmt: skip
     if variant.plan == "naive":
         return naive_plan(work_w, work_h, pipe.device, smoke=settings.smoke)
     if variant.tile_batch_size:
@@ -368,7 +410,7 @@ def random_image(size: int, seed: int) -> Image.Image:
     return Image.fromarray((pixels.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy(), "RGB")
 
 
-def one_run(pipe, image: Image.Image, steps: int, plan: RunPlan | None, seed: int) -> dict:
+def one_run(pipe, image: Image.Image, steps: int, plan: RunPlan | None, seed: int, kds=None) -> dict:
     """One timed, memory-sampled call of the pipeline."""
     device = pipe.device
     clock = StageClock(pipe)
@@ -379,7 +421,7 @@ def one_run(pipe, image: Image.Image, steps: int, plan: RunPlan | None, seed: in
     with clock.installed(), PeakMemory(device) as peak:
         cpu0, wall0 = time.process_time(), time.perf_counter()
         output = pipe(image, scale=SCALE, num_inference_steps=steps, seed=seed, plan=plan, process_size=0,
-                      callback=clock.callback)  # fmt: skip
+                      kds=kds, callback=clock.callback)  # fmt: skip
         synchronize(device)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     times = dict(output.timings)
@@ -407,17 +449,19 @@ def stage_names(steps: int) -> list[str]:
     return names + ["denoise", "decode", "colorfix", "other", "end_to_end"]
 
 
-def measure_size(pipe, variant: Variant, settings: Settings, lr_size: int, steps: int) -> tuple[dict, torch.Tensor]:
+def measure_size(pipe, variant: Variant, settings: Settings, lr_size: int, spec: RunSpec) -> tuple[dict, torch.Tensor]:
     """Warm-up runs, then ``repeats`` timed runs of one LR size: per-stage stats, memory, plan."""
     image = random_image(lr_size, settings.seed)
     work = lr_size * SCALE
-    plan = plan_for(variant, pipe, work, work, settings)
+    steps = spec.steps
+    plan = plan_for(variant, pipe, work, work, settings, spec.preset)
+    kds = preset_settings(spec.preset).kds_config() if spec.preset else None
     warmups, runs = [], []
     for index in range(settings.warmup + settings.repeats):
-        run = one_run(pipe, image, steps, plan, settings.seed)
+        run = one_run(pipe, image, steps, plan, settings.seed, kds)
         kind = "warm-up" if index < settings.warmup else "run"
         (warmups if index < settings.warmup else runs).append(run)
-        log(f"{variant.name} {lr_size}->{work} steps {steps} {kind} {index + 1}: "
+        log(f"{variant.name} {lr_size}->{work} {spec.label} {kind} {index + 1}: "
             f"{run['times']['end_to_end']:.2f} s (" + ", ".join(f"{k} {v:.2f}" for k, v in run["times"].items()
             if k != "end_to_end") + f"), load {run['load_average_1m']:.1f}")  # fmt: skip
     output = runs[-1]["output"]
@@ -427,6 +471,8 @@ def measure_size(pipe, variant: Variant, settings: Settings, lr_size: int, steps
         "output_size": work,
         "output_megapixels": work * work / 1e6,
         "steps": steps,
+        "preset": spec.preset,
+        "kds_particles": kds.particles if kds else 1,
         "plan": dataclasses.asdict(output.plan),
         "plan_description": output.plan.describe(),
         "latent_tiles": _tile_count(output.plan, work),
@@ -467,10 +513,13 @@ def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> dict:
 
 
 def fits(runs: list[dict]) -> list[dict]:
-    """Per step count: end-to-end time (median and min) and each stage's median vs output megapixels."""
+    """Per step count (or preset): end-to-end time (median and min) and each stage's median vs
+    output megapixels."""
     result = []
-    for steps in sorted({r["steps"] for r in runs}):
-        chosen = sorted((r for r in runs if r["steps"] == steps), key=lambda r: r["output_megapixels"])
+    groups = list(dict.fromkeys((r.get("preset"), r["steps"]) for r in runs))
+    for preset, steps in groups:
+        chosen = sorted((r for r in runs if (r.get("preset"), r["steps"]) == (preset, steps)),
+                        key=lambda r: r["output_megapixels"])  # fmt: skip
         xs = [r["output_megapixels"] for r in chosen]
         median = linear_fit(xs, [r["stages"]["end_to_end"]["median"] for r in chosen])
         minimum = linear_fit(xs, [r["stages"]["end_to_end"]["min"] for r in chosen])
@@ -480,6 +529,7 @@ def fits(runs: list[dict]) -> list[dict]:
             per_stage[name] = {"slope_s_per_mp": fit["slope"], "intercept_s": fit["intercept"]}
         result.append({
             "steps": steps,
+            "preset": preset,
             "x": "output_megapixels",
             "points": [[x, r["stages"]["end_to_end"]["median"]] for x, r in zip(xs, chosen)],
             "slope_s_per_mp": median["slope"],
@@ -505,11 +555,13 @@ def run_variant(variant: Variant, settings: Settings, latents_path: str | None =
     resident = psutil.Process().memory_info().rss - rss0
     log(f"built in {build_s:.1f} s; weights {pipe.weights_bytes / 2**30:.2f} GiB, RSS +{resident / 2**30:.2f} GiB")
     runs, latents = [], {}
-    for steps in settings.steps:
-        for lr_size in settings.sizes:
-            record, final = measure_size(pipe, variant, settings, lr_size, steps)
-            runs.append(record)
-            latents[f"{lr_size}_{steps}"] = final
+    for spec in run_specs(settings):
+        with preset_dtype(pipe, spec.preset):
+            for lr_size in settings.sizes:
+                record, final = measure_size(pipe, variant, settings, lr_size, spec)
+                runs.append(record)
+                if spec.preset is None:
+                    latents[f"{lr_size}_{spec.steps}"] = final
     if latents_path:
         torch.save(latents, latents_path)
     return {
@@ -527,6 +579,22 @@ def run_variant(variant: Variant, settings: Settings, latents_path: str | None =
         "runs": runs,
         "fits": fits(runs),
     }
+
+
+@contextmanager
+def preset_dtype(pipe, preset: str | None) -> Iterator[None]:
+    """The networks in the preset's dtype while it is measured (``memory`` asks for half precision,
+    which is the default dtype on CUDA and on CPUs with native bf16, and float32's half elsewhere)."""
+    dtype = preset_settings(preset).torch_dtype(pipe.device) if preset else pipe.dtype
+    if dtype == pipe.dtype:
+        yield
+        return
+    previous = pipe.dtype
+    pipe.to(pipe.device, dtype)
+    try:
+        yield
+    finally:
+        pipe.to(pipe.device, previous)
 
 
 def run_variant_subprocess(variant: Variant, settings: Settings, workdir: Path) -> dict:
@@ -601,7 +669,8 @@ def print_report(record: dict) -> None:
               f"{_fmt_bytes(result['weights_bytes'])}; attention {result['attention_processors']['unet']})", file=out)  # fmt: skip
         for run in result["runs"]:
             stages = run["stages"]
-            print(f"  {run['lr_size']}->{run['output_size']} steps {run['steps']}  [{run['plan_description']}; "
+            what = f"preset {run['preset']}, " if run.get("preset") else ""
+            print(f"  {run['lr_size']}->{run['output_size']} {what}steps {run['steps']}  [{run['plan_description']}; "
                   f"{run['latent_tiles']} latent tile(s)]  peak {_fmt_bytes(run['peak_memory']['peak_bytes'])} "
                   f"(working {_fmt_bytes(run['peak_memory']['working_bytes'])})", file=out)  # fmt: skip
             print("    " + "  ".join(f"{k:>10s}" for k in ("stage", "min s", "median s")), file=out)
@@ -609,7 +678,8 @@ def print_report(record: dict) -> None:
                 print(f"    {stage:>10s}  {stats['min']:10.3f}  {stats['median']:10.3f}", file=out)
         for fit in result["fits"]:
             if fit["slope_s_per_mp"] is not None:
-                print(f"  fit (steps {fit['steps']}): end-to-end median = {fit['slope_s_per_mp']:.2f} s/MP x output MP "
+                what = f"preset {fit['preset']}, " if fit.get("preset") else ""
+                print(f"  fit ({what}steps {fit['steps']}): end-to-end median = {fit['slope_s_per_mp']:.2f} s/MP x output MP "
                       f"+ {fit['intercept_s']:.2f} s  (r2 {fit['r2']:.3f}; on minima {fit['min_slope_s_per_mp']:.2f} "
                       f"s/MP + {fit['min_intercept_s']:.2f} s)", file=out)  # fmt: skip
     if record.get("comparisons"):
@@ -880,6 +950,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile ControlNet + UNet on the default path")
     parser.add_argument("--tile-batch-size", type=int, help="override the planner's tile batch on the default path")
     parser.add_argument("--steps", type=int, nargs="+", default=[2])
+    parser.add_argument("--presets", nargs="+", choices=["speed", "balanced", "quality", "memory"],
+                        help="measure these presets (steps, tiles, KDS, offload, dtype) instead of --steps")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -921,9 +993,12 @@ def _main(args: argparse.Namespace) -> dict:
         seed=args.seed,
         smoke=args.smoke,
         threads=args.threads,
+        presets=args.presets,
     )
     if settings.repeats < 1 or settings.warmup < 0:
         raise SystemExit("--repeats must be >= 1 and --warmup >= 0")
+    if args.presets and (args.naive or args.tuned or args.only):
+        raise SystemExit("--presets measures the default path only: leave out --naive / --tuned")
     if settings.smoke and not settings.threads:
         settings.threads = 1  # tiny ops: a second OpenMP thread only adds waiting (badly so on a loaded CPU)
     if settings.threads:
