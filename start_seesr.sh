@@ -22,6 +22,7 @@ setup() {
     fi
     [[ -x "$PY" ]] || python3 -m venv "$VENV"
     "$PY" -m pip install --quiet --upgrade pip
+    "$PY" -m pip install --quiet -c "$ROOT/constraints.txt" setuptools wheel  # the wheel-build test needs both
     "$PY" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[test]"
     echo "$want" > "$STAMP"
     echo "seesr: environment ready ($VENV)"

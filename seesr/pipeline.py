@@ -154,7 +154,7 @@ class SeesrPipeline:
         if self._offload:
             device = torch.device("cpu")
         follows = self.execution_device.type == "cuda" or dtype == torch.bfloat16
-        vae_dtype = dtype if follows else torch.float32
+        vae_dtype = None if dtype is None else dtype if follows else torch.float32  # None: keep
         for model, want in (
             (self.text_encoder, dtype),
             (self.unet, dtype),

@@ -223,5 +223,9 @@ def test_cpu_vae_layout_follows_its_dtype(tiny_weights):
     assert weight().is_contiguous() and weight().dtype == torch.float32
     pipe.to("cpu", torch.bfloat16)
     assert weight().is_contiguous(memory_format=torch.channels_last) and weight().dtype == torch.bfloat16
+    pipe.set_offload(True)  # moves without a dtype: every network keeps its own (the memory preset)
+    assert weight().is_contiguous(memory_format=torch.channels_last) and weight().dtype == torch.bfloat16
+    assert pipe.unet.dtype == torch.bfloat16
+    pipe.set_offload(False)
     pipe.to("cpu", torch.float32)
     assert weight().is_contiguous() and weight().dtype == torch.float32
