@@ -146,15 +146,15 @@ class Upscaler:
         sizes = plan_working_size(*loaded.size, settings.scale, settings.process_size)
         device = torch.device(settings.device) if settings.device else _default_device()
         dtype = settings.torch_dtype(device)
-        plan = plan_run(
-            *sizes.work_size,
-            device=device,
-            dtype=dtype,
-            weights_bytes=self._pipe.weights_bytes if self._pipe is not None else _full_size_weights_bytes(dtype),
-            loaded_bytes=self._pipe.loaded_bytes if self._pipe is not None else 0,
-            batch_multiplier=settings.batch_multiplier(),
-            overrides=settings.plan_overrides(),
-        )
+        overrides, multiplier = settings.plan_overrides(), settings.batch_multiplier()
+        if self._pipe is not None:
+            plan = self._pipe.plan_for(*sizes.work_size, batch_multiplier=multiplier, overrides=overrides)
+        else:  # nothing loaded yet: plan for the full-size weights in this dtype
+            weights = _full_size_weights_bytes(dtype)
+            plan = plan_run(
+                *sizes.work_size, device=device, dtype=dtype, weights_bytes=weights,
+                batch_multiplier=multiplier, overrides=overrides,
+            )  # fmt: skip
         return settings, plan, sizes.output_size
 
     def settings(self, arguments: dict[str, Any]) -> Settings:
@@ -214,15 +214,7 @@ class Upscaler:
             first_line = str(error).splitlines()[0]
             return realesrgan_only(f"SeeSR weights are missing ({first_line} ...); run `seesr weights download`")
         sizes = plan_working_size(rgb.width, rgb.height, settings.scale, settings.process_size)
-        plan = plan_run(
-            *sizes.work_size,
-            device=pipe.device,
-            dtype=pipe.dtype,
-            weights_bytes=pipe.weights_bytes,
-            loaded_bytes=pipe.loaded_bytes,
-            batch_multiplier=settings.batch_multiplier(),
-            overrides=settings.plan_overrides(),
-        )
+        plan = pipe.plan_for(*sizes.work_size, batch_multiplier=settings.batch_multiplier(), overrides=settings.plan_overrides())
 
         def run_seesr(rung: RunPlan):
             return pipe(

@@ -196,23 +196,40 @@ class SeesrPipeline:
     def compiled(self) -> bool:
         return all(getattr(m, "_compiled_call_impl", None) is not None for m in (self.unet, self.controlnet))
 
+    def _parameters(self) -> Iterator[torch.nn.Parameter]:
+        for model in (self.vae, self.text_encoder, self.unet, self.controlnet, self.tagger):
+            if model is not None:
+                yield from model.parameters()
+
     @property
     def weights_bytes(self) -> int:
         """Bytes of all network weights (what the planner counts as resident)."""
-        models = (self.vae, self.text_encoder, self.unet, self.controlnet, self.tagger)
-        return sum(p.numel() * p.element_size() for m in models if m is not None for p in m.parameters())
+        return sum(p.numel() * p.element_size() for p in self._parameters())
 
     @property
     def loaded_bytes(self) -> int:
         """Bytes of network weights on the execution device now (already out of its free memory)."""
-        models = (self.vae, self.text_encoder, self.unet, self.controlnet, self.tagger)
         device = self.execution_device
         return sum(
             p.numel() * p.element_size()
-            for m in models
-            if m is not None
-            for p in m.parameters()
+            for p in self._parameters()
             if p.device.type == device.type and (device.index is None or p.device.index == device.index)
+        )
+
+    def plan_for(
+        self, work_width: int, work_height: int, *, batch_multiplier: int = 1, overrides: dict | None = None
+    ) -> RunPlan:
+        """:func:`plan_run` for a working image on this pipeline's device, dtype and weights
+        (``overrides``: RunPlan fields fixed by the caller)."""
+        return plan_run(
+            work_width,
+            work_height,
+            device=self.device,
+            dtype=self.dtype,
+            weights_bytes=self.weights_bytes,
+            loaded_bytes=self.loaded_bytes,
+            batch_multiplier=batch_multiplier,
+            overrides=overrides,
         )
 
     @property
@@ -267,14 +284,7 @@ class SeesrPipeline:
         sizes = plan_working_size(image.width, image.height, scale, process_size)
         do_cfg = guidance_scale > 1.0
         if plan is None:
-            plan = plan_run(
-                *sizes.work_size,
-                device=self.device,
-                dtype=self.dtype,
-                weights_bytes=self.weights_bytes,
-                loaded_bytes=self.loaded_bytes,
-                batch_multiplier=(2 if do_cfg else 1) * (kds.particles if kds else 1),
-            )
+            plan = self.plan_for(*sizes.work_size, batch_multiplier=(2 if do_cfg else 1) * (kds.particles if kds else 1))
         self.set_offload(plan.offload)
         self._timings = {}
         lr_image = image.convert("RGB")

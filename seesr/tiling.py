@@ -117,6 +117,7 @@ def tiled_apply(
     b, c, h, w = inputs.shape
     output = None
     weight_sum = torch.zeros(1, 1, h * scale, w * scale, device=inputs.device, dtype=torch.float32)
+    weights_by_size: dict[tuple[int, int], torch.Tensor] = {}  # made once per tile size, not per tile
     for start in range(0, len(tiles), batch_size):
         group = list(tiles[start : start + batch_size])
         windows = [context_window(t, context, h, w) for t in group]
@@ -129,7 +130,10 @@ def tiled_apply(
             if output is None:
                 channels = out_channels or result.shape[1]
                 output = torch.zeros(b, channels, h * scale, w * scale, device=inputs.device, dtype=torch.float32)
-            weights = blend_weights(out_tile.height, out_tile.width, device=inputs.device)
+            size = (out_tile.height, out_tile.width)
+            if size not in weights_by_size:
+                weights_by_size[size] = blend_weights(*size, device=inputs.device)
+            weights = weights_by_size[size]
             output[(..., *out_tile.slices())] += result * weights
             weight_sum[(..., *out_tile.slices())] += weights
     if output is None:

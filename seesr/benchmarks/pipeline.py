@@ -69,6 +69,7 @@ import numpy as np
 import psutil
 import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from seesr.memory import PeakMemory
 from seesr.planner import (
@@ -344,19 +345,12 @@ def plan_for(variant: Variant, pipe, work_w: int, work_h: int, settings: Setting
     """The plan passed to the pipeline (None: the pipeline asks the planner itself). A preset's
     plan is what the API plans for it: its fixed tiles, the planner for the rest."""
     if preset:
-        from seesr.planner import plan_run
-
         chosen = preset_settings(preset)
-        return plan_run(work_w, work_h, device=pipe.device, dtype=pipe.dtype, weights_bytes=pipe.weights_bytes,
-                        loaded_bytes=pipe.loaded_bytes, batch_multiplier=chosen.batch_multiplier(),
-                        overrides=chosen.plan_overrides())  # fmt: skip
+        return pipe.plan_for(work_w, work_h, batch_multiplier=chosen.batch_multiplier(), overrides=chosen.plan_overrides())
     if variant.plan == "naive":
         return naive_plan(work_w, work_h, pipe.device, smoke=settings.smoke)
     if variant.tile_batch_size:
-        from seesr.planner import plan_run
-
-        return plan_run(work_w, work_h, device=pipe.device, dtype=pipe.dtype, weights_bytes=pipe.weights_bytes,
-                        overrides={"tile_batch_size": variant.tile_batch_size})  # fmt: skip
+        return pipe.plan_for(work_w, work_h, overrides={"tile_batch_size": variant.tile_batch_size})
     return None
 
 
@@ -563,7 +557,7 @@ def run_variant(variant: Variant, settings: Settings, latents_path: str | None =
                 if spec.preset is None:
                     latents[f"{lr_size}_{spec.steps}"] = final
     if latents_path:
-        torch.save(latents, latents_path)
+        save_file({key: value.contiguous() for key, value in latents.items()}, latents_path)
     return {
         "variant": dataclasses.asdict(variant),
         "description": variant.describe(),
@@ -600,7 +594,7 @@ def preset_dtype(pipe, preset: str | None) -> Iterator[None]:
 def run_variant_subprocess(variant: Variant, settings: Settings, workdir: Path) -> dict:
     """``run_variant`` in a fresh interpreter (progress on stderr, result through a file)."""
     spec = {"variant": dataclasses.asdict(variant), "settings": dataclasses.asdict(settings),
-            "result": str(workdir / f"{variant.name}.json"), "latents": str(workdir / f"{variant.name}.pt")}  # fmt: skip
+            "result": str(workdir / f"{variant.name}.json"), "latents": str(workdir / f"{variant.name}.safetensors")}  # fmt: skip
     subprocess.run([sys.executable, "-m", "seesr.benchmarks.pipeline", "--worker", json.dumps(spec)], check=True)
     return json.loads(Path(spec["result"]).read_text())
 
@@ -1028,12 +1022,12 @@ def _main(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="seesr-bench-") as tmp:
         for variant in variants:
             if in_process:
-                path = str(Path(tmp) / f"{variant.name}.pt")
+                path = str(Path(tmp) / f"{variant.name}.safetensors")
                 record["variants"][variant.name] = run_variant(variant, settings, path)
                 release_memory()
             else:
                 record["variants"][variant.name] = run_variant_subprocess(variant, settings, Path(tmp))
-            latents[variant.name] = torch.load(Path(tmp) / f"{variant.name}.pt")
+            latents[variant.name] = load_file(Path(tmp) / f"{variant.name}.safetensors")
     pairs = [("naive", "default"), ("naive", "tuned"), ("default", "tuned")]
     record["comparisons"] = [
         {"reference": ref, "test": test, "rows": compare(record["variants"][test], record["variants"][ref])}
