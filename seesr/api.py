@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from seesr.devices import PeakTracker, resolve_device
 from seesr.errors import WeightsError
 from seesr.fallback import Attempt, free_memory, run_ladder
 from seesr.fidelity import FidelityReport, fidelity_report
 from seesr.imaging import plan_working_size, resize
 from seesr.io import LoadedImage, denoise, load_image, recombine, save_image
-from seesr.memory import PeakMemory
 from seesr.planner import RunPlan, plan_run
 from seesr.presets import Settings, resolve_settings
 from seesr.weights import WeightPaths
@@ -104,9 +104,9 @@ class Upscaler:
     # ---------------------------------------------------------------- models
     def pipeline(self, settings: Settings):
         """The SeeSR pipeline for these settings' device/dtype (loaded once; WeightsError if missing)."""
-        from seesr.pipeline import SeesrPipeline, default_device
+        from seesr.pipeline import SeesrPipeline
 
-        device = torch.device(settings.device) if settings.device else default_device()
+        device = resolve_device(settings.device)
         dtype = settings.torch_dtype(device)
         key = (device, dtype)
         if self._pipe is None:
@@ -144,7 +144,7 @@ class Upscaler:
         settings = self.settings(arguments)
         loaded = load_image(image)
         sizes = plan_working_size(*loaded.size, settings.scale, settings.process_size)
-        device = torch.device(settings.device) if settings.device else _default_device()
+        device = resolve_device(settings.device)
         dtype = settings.torch_dtype(device)
         overrides, multiplier = settings.plan_overrides(), settings.batch_multiplier()
         if self._pipe is not None:
@@ -167,7 +167,7 @@ class Upscaler:
         rgb = denoise(loaded.rgb, settings.denoise) if settings.denoise else loaded.rgb
         seed = settings.seed if settings.seed is not None else random.randrange(2**32)
         start = time.perf_counter()
-        with _PeakTracker() as peak:
+        with PeakTracker(resolve_device(settings.device)) as peak:
             ladder = self._run(rgb, settings, seed)
         image_out = recombine(ladder.image, loaded)
         reference = resize(loaded.rgb, ladder.image.size)
@@ -256,21 +256,3 @@ FULL_SIZE_PARAMETERS = int(2.25e9)
 
 def _full_size_weights_bytes(dtype: torch.dtype) -> int:
     return FULL_SIZE_PARAMETERS * (torch.finfo(dtype).bits // 8)
-
-
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-class _PeakTracker:
-    """Peak memory of a call: CUDA max allocated, or the process's peak RSS growth on the CPU."""
-
-    def __enter__(self) -> "_PeakTracker":
-        self._inner = PeakMemory(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-        self._inner.__enter__()
-        self.peak: int | None = None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._inner.__exit__(*exc)
-        self.peak = int(self._inner.base + self._inner.peak)

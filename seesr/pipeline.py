@@ -20,6 +20,8 @@ from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from seesr.colorfix import COLOR_FIX_METHODS, apply_color_fix
+from seesr.defaults import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, DEFAULT_PROCESS_SIZE
+from seesr.devices import default_device
 from seesr.errors import ConfigError, InputError
 from seesr.imaging import pil_to_tensor, plan_working_size, resize, tensor_to_pil
 from seesr.kds import KdsConfig, kds_noise_pred, particle_noise, select_particle
@@ -33,13 +35,6 @@ from seesr.vae_tiling import tiled_decode, tiled_encode
 from seesr.weights import WeightPaths, check_state_dict_keys
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_POSITIVE_PROMPT = "clean, high-resolution, 8k"
-"""Official ``--added_prompt`` default, appended after the tags and the user prompt."""
-DEFAULT_NEGATIVE_PROMPT = "dotted, noise, blur, lowres, smooth"
-"""Official ``--negative_prompt`` default (used only when guidance_scale > 1)."""
-DEFAULT_PROCESS_SIZE = 512
-"""Official ``--process_size``: inputs whose short side is below process_size/scale are enlarged first."""
 
 StepCallback = Callable[[int, int, torch.Tensor], None]
 FaultHook = Callable[[str], None]
@@ -529,28 +524,3 @@ class SeesrPipeline:
                 torch.nn.Module.to(self.vae, half)
         return image.float()
 
-
-def default_device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def default_dtype(device: str | torch.device) -> torch.dtype:
-    """float16 on CUDA; bfloat16 on a CPU with native bf16 (AVX512-BF16 or AMX: ControlNet + UNet
-    3x faster than float32), else float32."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.float16
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    return torch.float32
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX tiles. (oneDNN's ``_is_mkldnn_bf16_supported`` also says yes on plain
-    AVX-512, where bf16 is emulated and no faster than float32.)"""
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    try:
-        return torch.backends.mkldnn.is_available() and any(check() for check in checks if check is not None)
-    except RuntimeError:
-        return False

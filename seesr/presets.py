@@ -14,12 +14,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from seesr.colorfix import COLOR_FIX_METHODS
 import torch
 
+from seesr.colorfix import COLOR_FIX_METHODS
+from seesr.defaults import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, DEFAULT_PROCESS_SIZE
+from seesr.devices import default_dtype
 from seesr.errors import ConfigError
 from seesr.kds import KdsConfig
-from seesr.pipeline import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, default_dtype
 from seesr.planner import RunPlan
 
 PRESET_NAMES = ("speed", "balanced", "quality", "memory")
@@ -62,7 +63,7 @@ class Settings:
     guidance_scale: float = 1.0
     conditioning_scale: float = 1.0
     color_fix: str = "wavelet"
-    process_size: int = 512
+    process_size: int = DEFAULT_PROCESS_SIZE
     device: str | None = None
     dtype: str = "auto"
     latent_tile: int | None = None

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from seesr.devices import resolve_device
 from seesr.errors import ConfigError, WeightsError
 from seesr.imaging import pil_to_tensor
 from seesr.tiling import Tile, plan_tiles, tiled_apply
@@ -232,10 +233,6 @@ def _resolve_state(weights_dir: Path | None, path: Path | None) -> tuple[dict[st
     return state, cache
 
 
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def load_realesrgan(
     weights_dir: str | Path | None = None,
     path: str | Path | None = None,
@@ -267,7 +264,7 @@ def load_realesrgan(
             f"{source}: expected an RGB x{NET_SCALE} network, got x{descriptor.scale} "
             f"{descriptor.input_channels}->{descriptor.output_channels} channels"
         )
-    device = torch.device(device) if device is not None else _default_device()
+    device = resolve_device(device)
     if dtype is None:
         dtype = torch.float16 if device.type == "cuda" and descriptor.supports_half else torch.float32
     elif dtype == torch.float16 and not descriptor.supports_half:

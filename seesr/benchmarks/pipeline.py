@@ -158,7 +158,7 @@ def run_specs(settings: Settings) -> list[RunSpec]:
 def default_dtype(device: str) -> str:
     """The library's default network dtype for ``device`` (float16 on CUDA, bfloat16 on a CPU with
     native bf16, else float32), as a name."""
-    from seesr.pipeline import default_dtype as library_default
+    from seesr.devices import default_dtype as library_default
 
     return str(library_default(device)).removeprefix("torch.")
 
