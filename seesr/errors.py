@@ -18,6 +18,17 @@ class WeightsError(SeesrError, FileNotFoundError):
     """Model weights are missing, incomplete or do not match the expected architecture."""
 
 
+class MissingWeightsError(WeightsError):
+    """Weights are absent (not placed, not downloadable now): the only weights fault the Real-ESRGAN
+    fallback may cover. Files present but unusable raise a plain :class:`WeightsError`.
+
+    ``missing``: the manifest names (or paths) of the absent files."""
+
+    def __init__(self, message: str, missing: "list[str] | tuple[str, ...]" = ()) -> None:
+        super().__init__(message)
+        self.missing = tuple(missing)
+
+
 class InputError(SeesrError, ValueError):
     """The input image cannot be used (unreadable, too small, too large, wrong type)."""
 

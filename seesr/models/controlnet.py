@@ -15,7 +15,7 @@ from diffusers.models.controlnets.controlnet import ControlNetOutput
 
 from seesr.models.unet import (
     SeesrUNet2DConditionModel,
-    StrictPretrainedMixin,
+    CheckedPretrainedMixin,
     add_image_attentions,
     bind_image_tokens,
     check_use_image_cross_attention,
@@ -25,11 +25,11 @@ from seesr.models.unet import (
 __all__ = ["SeesrControlNetModel"]
 
 
-class SeesrControlNetModel(StrictPretrainedMixin, ControlNetModel):
+class SeesrControlNetModel(CheckedPretrainedMixin, ControlNetModel):
     """diffusers' ``ControlNetModel`` with SeeSR image cross-attention in every cross-attention block.
 
     Config: every ``ControlNetModel`` key plus ``use_image_cross_attention`` (must be true).
-    ``from_pretrained(seesr, subfolder="controlnet")`` is strict (:class:`~seesr.errors.WeightsError`).
+    ``from_pretrained(seesr, subfolder="controlnet")`` checks keys (:mod:`seesr.checkpoints`).
     """
 
     def __init__(self, *args: Any, use_image_cross_attention: bool = True, **kwargs: Any) -> None:

@@ -30,9 +30,9 @@ from diffusers.models.unets.unet_2d_blocks import (
     UNetMidBlock2DCrossAttn,
 )
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
-from safetensors import safe_open
 from torch import nn
 
+from seesr.checkpoints import check_keys, compare_shapes, load_pretrained, model_file, read_checkpoint
 from seesr.errors import ConfigError, WeightsError
 
 __all__ = ["IMAGE_CROSS_ATTENTION_DIM", "SeesrUNet2DConditionModel"]
@@ -40,11 +40,8 @@ __all__ = ["IMAGE_CROSS_ATTENTION_DIM", "SeesrUNet2DConditionModel"]
 IMAGE_CROSS_ATTENTION_DIM = 512
 """Width of the image tokens (RAM ``image_proj`` output); fixed by the official blocks."""
 
-SAFETENSORS_NAME = "diffusion_pytorch_model.safetensors"
-BIN_NAME = "diffusion_pytorch_model.bin"
 _IMAGE_KEY = "image_attentions"
 _IMAGE_BLOCKS = (CrossAttnDownBlock2D, UNetMidBlock2DCrossAttn, CrossAttnUpBlock2D)
-_MAX_LISTED = 12
 
 
 # --------------------------------------------------------------------------- image attention
@@ -143,64 +140,35 @@ def init_signature(parent_init: Any, **extra: Any) -> inspect.Signature:
     return sig.replace(parameters=[*sig.parameters.values(), *added])
 
 
-# --------------------------------------------------------------------------- strict loading
-def _listed(keys: Iterable[str]) -> str:
-    keys = sorted(keys)
-    more = f" ... and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else ""
-    return ", ".join(keys[:_MAX_LISTED]) + more
+# --------------------------------------------------------------------------- checked loading
+def _image_attention_hint(missing: list[str]) -> str:
+    if any(_IMAGE_KEY in k for k in missing):
+        return " (no SeeSR image attention weights: a plain SD UNet needs SeesrUNet2DConditionModel.from_turbo)"
+    return ""
 
 
-def raise_on_key_problems(
-    source: str, missing: Iterable[str], unexpected: Iterable[str], mismatched: Iterable[str], hint: str = ""
-) -> None:
-    """Raise :class:`WeightsError` counting and naming (up to a dozen of each) the offending keys."""
-    groups = {"missing keys": list(missing), "unexpected keys": list(unexpected), "shape mismatches": list(mismatched)}
-    problems = [f"{label} ({len(keys)}): {_listed(keys)}" for label, keys in groups.items() if keys]
-    if problems:
-        raise WeightsError(f"weights at {source} do not match the model: " + "; ".join(problems) + hint)
-
-
-class StrictPretrainedMixin:
-    """``from_pretrained`` that fails on missing, unexpected or mismatched keys instead of warning."""
+class CheckedPretrainedMixin:
+    """``from_pretrained`` by :func:`seesr.checkpoints.load_pretrained`: unreadable files and missing or
+    mis-shaped keys are a :class:`WeightsError`, unexpected keys one warning line."""
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> Any:
-        """diffusers' ``from_pretrained``, then :class:`WeightsError` unless every key matched exactly."""
         want_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(pretrained_model_name_or_path, output_loading_info=True, **kwargs)
-        mismatched = [f"{k} (file {tuple(a)}, model {tuple(b)})" for k, a, b in info["mismatched_keys"]]
-        where = Path(pretrained_model_name_or_path, kwargs.get("subfolder") or "")
-        hint = ""
-        if any(_IMAGE_KEY in k for k in info["missing_keys"]):
-            hint = " (no SeeSR image attention weights: a plain SD UNet needs SeesrUNet2DConditionModel.from_turbo)"
-        raise_on_key_problems(str(where), info["missing_keys"], info["unexpected_keys"], mismatched, hint)
+        folder = Path(pretrained_model_name_or_path, kwargs.pop("subfolder", None) or "")
+        model, info = load_pretrained(
+            cls, folder, f"{cls.__name__} weights", loader=super().from_pretrained, hint=_image_attention_hint,
+            **kwargs,
+        )
         return (model, info) if want_info else model
 
 
-def weights_file(folder: Path) -> Path:
-    """The model file of a diffusers folder: safetensors if present, else the pickle ``.bin``."""
-    for name in (SAFETENSORS_NAME, BIN_NAME):
-        if (folder / name).is_file():
-            return folder / name
-    raise WeightsError(f"no {SAFETENSORS_NAME} or {BIN_NAME} in {folder}; check the model path")
-
-
-def read_weights(path: Path, select: str | None = None) -> dict[str, torch.Tensor]:
-    """Tensors of a weights file (all, or those whose key contains ``select``); ``.bin`` loads weights-only."""
-    if path.suffix == ".safetensors":
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            return {k: f.get_tensor(k) for k in f.keys() if select is None or select in k}
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return {k: v for k, v in state.items() if select is None or select in k}
-
-
 # --------------------------------------------------------------------------- the UNet
-class SeesrUNet2DConditionModel(StrictPretrainedMixin, UNet2DConditionModel):
+class SeesrUNet2DConditionModel(CheckedPretrainedMixin, UNet2DConditionModel):
     """diffusers' ``UNet2DConditionModel`` with SeeSR image cross-attention in every cross-attention block.
 
     Config: every ``UNet2DConditionModel`` key plus ``use_image_cross_attention`` (must be true).
     Loading: ``from_pretrained(seesr, subfolder="unet")`` loads a SeeSR UNet whole; :meth:`from_turbo`
-    is the official SeeSR-Turbo rule. Both are strict (:class:`~seesr.errors.WeightsError`).
+    is the official SeeSR-Turbo rule. Both check keys (:mod:`seesr.checkpoints`).
     """
 
     def __init__(self, *args: Any, use_image_cross_attention: bool = True, **kwargs: Any) -> None:
@@ -246,31 +214,34 @@ class SeesrUNet2DConditionModel(StrictPretrainedMixin, UNet2DConditionModel):
         """Official SeeSR-Turbo rule: config and weights of ``base_path`` (sd-turbo), then only the
         ``image_attentions`` weights of ``seesr_path`` (which override any in the base).
 
-        Unlike the official loader (``strict=False``), every model key must be provided exactly once
-        with the right shape; otherwise :class:`~seesr.errors.WeightsError` lists the offenders.
+        Like the official loader (``strict=False``) keys the model does not use are ignored with one
+        warning; unlike it, every model key must be provided with the right shape, else
+        :class:`~seesr.errors.WeightsError` names the file and the keys.
         """
         base_dir, seesr_dir = Path(base_path, subfolder or ""), Path(seesr_path, subfolder or "")
         if not (base_dir / "config.json").is_file():
             raise WeightsError(f"no config.json in {base_dir}; expected the sd-turbo UNet folder")
-        base_file, seesr_file = weights_file(base_dir), weights_file(seesr_dir)
-        image_state = read_weights(seesr_file, select=_IMAGE_KEY)
+        base_file, seesr_file = model_file(base_dir), model_file(seesr_dir)
+        image_state = read_checkpoint(seesr_file, "SeeSR UNet weights", select=_IMAGE_KEY)
         if not image_state:
             raise WeightsError(f"{seesr_file} has no '{_IMAGE_KEY}' weights; seesr_path must hold a SeeSR UNet")
-        state = {**read_weights(base_file), **image_state}
+        base_state = read_checkpoint(base_file, "sd-turbo UNet weights")
+        state = {**base_state, **image_state}
 
         config = dict(cls.load_config(base_dir))
         config["use_image_cross_attention"] = True
         with torch.device("meta"):
             model = cls.from_config(config)
-        expected = {k: v.shape for k, v in model.state_dict().items()}
-        mismatched = [
-            f"{k} ({seesr_file if k in image_state else base_file}: {tuple(v.shape)}, model {tuple(expected[k])})"
-            for k, v in state.items()
-            if k in expected and v.shape != expected[k]
-        ]
-        missing = expected.keys() - state.keys()
-        hint = f" (weights with '{_IMAGE_KEY}' come from {seesr_file})" if any(_IMAGE_KEY in k for k in missing) else ""
-        raise_on_key_problems(f"{base_file} + {seesr_file}", missing, state.keys() - expected.keys(), mismatched, hint)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        for file, part in ((base_file, {k: v for k, v in base_state.items() if k not in image_state}),
+                           (seesr_file, image_state)):
+            missing, unexpected, mismatched = compare_shapes(
+                {k: v for k, v in expected.items() if (_IMAGE_KEY in k) == (part is image_state)},
+                {k: tuple(v.shape) for k, v in part.items()},
+            )
+            check_keys(f"{file} ({'SeeSR image attention' if part is image_state else 'sd-turbo UNet'})",
+                       missing, unexpected, mismatched=mismatched)
+        state = {k: v for k, v in state.items() if k in expected}
 
         dtype = torch_dtype or torch.get_default_dtype()
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}

@@ -1,0 +1,218 @@
+"""One checkpoint reader and one key reporter, used by every network seesr loads.
+
+Reading: safetensors (the header is checked before any tensor is read, so a truncated file fails at
+once) or a weights-only pickle (``.pth``/``.bin``; a pickle holding anything but tensors is refused,
+never re-tried with ``weights_only=False``). A file that cannot be read is a :class:`WeightsError`
+naming it and the fix.
+
+Keys: a key the model needs that is missing or has the wrong shape is a :class:`WeightsError`
+naming the file and the keys; keys the model does not use are one warning line (count and the
+first few names) and loading goes on, as the official loaders (``strict=False``) do.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from seesr.errors import SeesrError, WeightsError
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+FIX_HINT = "run `seesr weights verify`, then download it again (`seesr weights download --force`) or replace it"
+DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+TRANSFORMERS_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+_LISTED_IN_ERRORS = 12
+_LISTED_IN_WARNINGS = 5
+
+Shape = tuple[int, ...]
+
+
+# --------------------------------------------------------------------------- reading
+def _unreadable(what: str, path: Path, reason: str) -> WeightsError:
+    return WeightsError(f"{what} {path} cannot be read: {reason}; {FIX_HINT}")
+
+
+def _pickle_reason(error: Exception) -> str:
+    """Why torch refused a file, in our words (torch's own text advises ``weights_only=False``)."""
+    text = str(error)
+    if "Unsupported global" in text or "Unsupported operand" in text:
+        return "it holds Python objects, not only tensors (refused: a weights file must hold only tensors)"
+    if isinstance(error, EOFError) or "EOF" in text or "central directory" in text or "truncated" in text:
+        return "the file is truncated"
+    return "it is not a PyTorch checkpoint (truncated or another kind of file)"
+
+
+def _load_pickle(path: Path, what: str) -> Mapping[str, Any]:
+    import torch
+
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:  # the legacy (non-zip) format cannot be memory-mapped
+            if "mmap" not in str(error):
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - every unpickling failure means an unusable file
+        raise _unreadable(what, path, _pickle_reason(error)) from None
+    if not isinstance(obj, Mapping):
+        raise _unreadable(what, path, f"it holds a {type(obj).__name__}, not a state dict")
+    return obj
+
+
+def read_checkpoint(path: str | Path, what: str, *, select: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file or a weights-only pickle (all, or those whose key
+    contains ``select``). Nested pickles (``{"model": {...}}``) are returned as stored."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{what} not found: {path}; run `seesr weights download`")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                return {k: f.get_tensor(k) for k in f.keys() if select is None or select in k}
+        except MemoryError:
+            raise
+        except Exception as error:  # noqa: BLE001 - SafetensorError, OSError: an unusable file
+            raise _unreadable(what, path, f"not a complete safetensors file ({str(error).splitlines()[0]})") from None
+    state = _load_pickle(path, what)
+    return {k: v for k, v in state.items() if select is None or select in k}
+
+
+def read_shapes(path: str | Path, what: str) -> dict[str, Shape]:
+    """Key -> shape of a checkpoint; for safetensors only the header is read."""
+    path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        except Exception as error:  # noqa: BLE001
+            raise _unreadable(what, path, f"not a complete safetensors file ({str(error).splitlines()[0]})") from None
+    return {k: tuple(v.shape) for k, v in read_checkpoint(path, what).items() if hasattr(v, "shape")}
+
+
+def model_file(folder: str | Path, names: Iterable[str] = DIFFUSERS_WEIGHTS) -> Path:
+    """The weights file of a diffusers/transformers folder: the first of ``names`` that exists."""
+    folder = Path(folder)
+    names = tuple(names)
+    for name in names:
+        if (folder / name).is_file():
+            return folder / name
+    raise WeightsError(f"no {' or '.join(names)} in {folder}; run `seesr weights download` or check the model path")
+
+
+# --------------------------------------------------------------------------- keys
+def _listed(keys: Iterable[str], limit: int) -> str:
+    keys = list(keys)
+    more = f", ... and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def check_keys(
+    source: str,
+    missing: Iterable[str],
+    unexpected: Iterable[str],
+    allowed_missing: Iterable[str] = (),
+    *,
+    mismatched: Iterable[str] = (),
+    hint: str | Callable[[list[str]], str] = "",
+) -> None:
+    """Report how a checkpoint's keys fit a model: missing or mis-shaped keys (other than
+    ``allowed_missing``) raise :class:`WeightsError`; unexpected keys are one warning line.
+    ``hint``: appended to the error (a callable gets the missing keys)."""
+    missing = sorted(set(missing) - set(allowed_missing))
+    unexpected = sorted(set(unexpected))
+    mismatched = list(mismatched)
+    if unexpected:
+        logger.warning("%s: %d unexpected key(s) not used by the model, ignored: %s",
+                       source, len(unexpected), _listed(unexpected, _LISTED_IN_WARNINGS))
+    groups = {"missing keys": missing, "shape mismatches": mismatched}
+    problems = [f"{label} ({len(keys)}): {_listed(keys, _LISTED_IN_ERRORS)}" for label, keys in groups.items() if keys]
+    if problems:
+        hint = hint(missing) if callable(hint) else hint
+        raise WeightsError(
+            f"{source} does not fit the model: {'; '.join(problems)}{hint}. The file is incomplete or for "
+            f"another model: {FIX_HINT}"
+        )
+
+
+def compare_shapes(expected: Mapping[str, Shape], found: Mapping[str, Shape]) -> tuple[list[str], list[str], list[str]]:
+    """(missing, unexpected, mismatched) keys of ``found`` against ``expected``."""
+    missing = sorted(expected.keys() - found.keys())
+    unexpected = sorted(found.keys() - expected.keys())
+    mismatched = [f"{k} (file {tuple(found[k])}, model {tuple(expected[k])})"
+                  for k in sorted(expected.keys() & found.keys()) if tuple(found[k]) != tuple(expected[k])]
+    return missing, unexpected, mismatched
+
+
+# --------------------------------------------------------------------------- diffusers / transformers folders
+def _expected_shapes(cls: type, folder: Path) -> dict[str, Shape]:
+    """Key -> shape of ``cls`` built from ``folder``'s config on the meta device (no memory used)."""
+    import torch
+
+    with torch.device("meta"):
+        if hasattr(cls, "config_class") and hasattr(cls.config_class, "from_pretrained"):  # transformers
+            model = cls(cls.config_class.from_pretrained(folder))
+        else:  # diffusers
+            model = cls.from_config(cls.load_config(folder))
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+@contextmanager
+def _quiet_library_loggers() -> Iterator[None]:
+    """diffusers/transformers log their own multi-line key reports; ours is the one the user sees."""
+    loggers = [logging.getLogger(name) for name in ("diffusers", "transformers")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def load_pretrained(
+    cls: type,
+    folder: str | Path,
+    what: str,
+    *,
+    loader: Callable[..., Any] | None = None,
+    hint: str | Callable[[list[str]], str] = "",
+    **kwargs: Any,
+) -> tuple[Any, dict[str, Any]]:
+    """(model, loading info) of ``cls.from_pretrained(folder)`` (diffusers or transformers; ``loader``
+    replaces that call) with this module's rules: an unreadable file or a missing / mis-shaped key
+    is a :class:`WeightsError` naming the file, an unexpected key one warning line."""
+    import torch
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise WeightsError(f"{what}: no config.json in {folder}; run `seesr weights download`")
+    names = TRANSFORMERS_WEIGHTS if hasattr(cls, "config_class") else DIFFUSERS_WEIGHTS
+    path = model_file(folder, names)
+    source = f"{what} ({path})"
+    try:
+        with _quiet_library_loggers():
+            model, info = (loader or cls.from_pretrained)(folder, output_loading_info=True, **kwargs)
+    except (SeesrError, MemoryError, torch.OutOfMemoryError):
+        raise
+    except Exception as error:  # noqa: BLE001 - explain in our words, from our own reading of the file
+        missing, unexpected, mismatched = compare_shapes(_expected_shapes(cls, folder), read_shapes(path, what))
+        check_keys(source, missing, unexpected, mismatched=mismatched, hint=hint)
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise WeightsError(f"{source} cannot be loaded ({reason}); {FIX_HINT}") from None
+    mismatched = [f"{k} (file {tuple(a)}, model {tuple(b)})" for k, a, b in info.get("mismatched_keys", [])]
+    check_keys(source, info["missing_keys"], info["unexpected_keys"], mismatched=mismatched, hint=hint)
+    return model, info
