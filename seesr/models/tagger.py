@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seesr.checkpoints import check_keys, read_checkpoint
 from seesr.errors import ConfigError, InputError, WeightsError
 
 # Widths hard-coded in the official RAMLora (ram/models/ram_lora.py): label_embed (num_class, 512),
@@ -485,7 +486,8 @@ class RamTagger(nn.Module):
         Follows ``load_checkpoint_swinlarge`` + ``load_state_dict(DAPE, strict=False)`` + ``.eval()``: drops
         ``relative_position_index``/``attn_mask``, renames ``vision_multi`` -> ``tagging_head``, lets DAPE
         entries override, ignores ``tag_encoder.*``/``text_decoder.*``, and merges ``W += (B @ A) * alpha/r``
-        in float32 before casting to ``torch_dtype``; unexpected or missing keys raise ``WeightsError``.
+        in float32 before casting to ``torch_dtype``. Missing or mis-shaped keys raise ``WeightsError``; keys
+        the model does not use are one warning line (the official loaders read with ``strict=False``).
         """
         if not (isinstance(torch_dtype, torch.dtype) and torch_dtype.is_floating_point):
             raise ConfigError(f"torch_dtype must be a floating dtype, got {torch_dtype!r}")
@@ -493,7 +495,7 @@ class RamTagger(nn.Module):
         tags = _read_lines(tag_list)
         tags_zh = _read_lines(tag_list_chinese) if tag_list_chinese is not None else None
         thr = _read_thresholds(thresholds)
-        ckpt = _load_pth(checkpoint, "RAM checkpoint")
+        ckpt = read_checkpoint(checkpoint, "RAM checkpoint")
         state = ckpt["model"] if isinstance(ckpt.get("model"), Mapping) else ckpt
         merged_in: dict[str, Tensor] = {}
         for k, v in state.items():
@@ -501,10 +503,10 @@ class RamTagger(nn.Module):
                 continue
             merged_in[k.replace("vision_multi", "tagging_head")] = v
         if dape is not None:
-            merged_in.update(_load_pth(dape, "DAPE LoRA"))
+            merged_in.update(read_checkpoint(dape, "DAPE LoRA"))
         with torch.device("meta"):
             model = cls(cfg, tags, tags_zh, thr)
-        weights = _merge_lora(merged_in, model, require_lora=dape is not None, source=str(checkpoint))
+        weights = _merge_lora(merged_in, model, require_lora=dape is not None, source=f"{checkpoint} + {dape}" if dape is not None else str(checkpoint))
         model.to_empty(device="cpu")
         model.reset_buffers()
         model.load_state_dict(weights, strict=True)
@@ -534,22 +536,6 @@ def _read_thresholds(path: str | Path) -> list[float]:
         raise ConfigError(f"RAM threshold file {path} must hold one number per line: {e}") from e
 
 
-def _load_pth(path: str | Path, what: str) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise WeightsError(f"{what} not found: {p}")
-    try:
-        try:
-            obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means an unusable file
-        raise WeightsError(f"cannot read {what} {p}: {e}") from e
-    if not isinstance(obj, Mapping):
-        raise WeightsError(f"{what} {p} is not a state dict")
-    return dict(obj)
-
-
 def _lora_sites(model: RamTagger) -> dict[str, tuple[str, tuple[bool, ...]]]:
     """LoRA module name -> (weight key it merges into, enable_lora groups)."""
     sites: dict[str, tuple[str, tuple[bool, ...]]] = {}
@@ -574,11 +560,6 @@ def _lora_delta(a: Tensor, b: Tensor, enable: tuple[bool, ...], out_features: in
     rows, it = out_features // len(enable), iter(parts)
     full = [next(it) if on else a.new_zeros(rows, a.shape[1]) for on in enable]
     return torch.cat(full, 0) * scale
-
-
-def _fmt(keys: Sequence[str], limit: int = 20) -> str:
-    shown = ", ".join(keys[:limit])
-    return f"{shown}, ... ({len(keys)} in all)" if len(keys) > limit else shown
 
 
 def _merge_lora(entries: Mapping[str, Tensor], model: RamTagger, require_lora: bool, source: str) -> dict[str, Tensor]:
@@ -618,11 +599,6 @@ def _merge_lora(entries: Mapping[str, Tensor], model: RamTagger, require_lora: b
             continue
         if target in weights:  # sites are ordered so the tag_encoder delta lands before tagging_head's
             weights[target] = weights[target] + _lora_delta(a, b, enable, out_f, cfg.lora_scale)
-    if unexpected or missing or bad_shape:
-        parts = [f"unexpected keys: {_fmt(sorted(unexpected))}" if unexpected else "",
-                 f"missing keys: {_fmt(missing)}" if missing else "",
-                 f"shape mismatches: {_fmt(bad_shape)}" if bad_shape else ""]
-        raise WeightsError(f"RAM weights ({source}) do not match the RamTagger architecture; "
-                           + "; ".join(p for p in parts if p)
-                           + ". Use the official ram_swin_large_14m.pth + DAPE.pth and a RamConfig matching them.")
+    check_keys(f"RAM weights ({source})", missing, unexpected, mismatched=bad_shape,
+               hint=" (use the official ram_swin_large_14m.pth + DAPE.pth and a RamConfig matching them)")
     return weights
