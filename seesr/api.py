@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from seesr.devices import PeakTracker, resolve_device
-from seesr.errors import WeightsError
+from seesr.errors import MissingWeightsError
 from seesr.fallback import Attempt, free_memory, run_ladder
 from seesr.fidelity import FidelityReport, fidelity_report
 from seesr.imaging import plan_working_size, resize
@@ -208,11 +208,11 @@ class Upscaler:
             return realesrgan_only("engine 'realesrgan' was asked for")
         try:
             pipe = self.pipeline(settings)
-        except WeightsError as error:
+        except MissingWeightsError as error:  # absent only: unusable weights are the user's error to see
             if settings.no_fallback:
                 raise
-            first_line = str(error).splitlines()[0]
-            return realesrgan_only(f"SeeSR weights are missing ({first_line} ...); run `seesr weights download`")
+            named = ", ".join(error.missing[:3]) + (f" and {len(error.missing) - 3} more" if len(error.missing) > 3 else "")
+            return realesrgan_only(f"SeeSR weights are missing ({named}); run `seesr weights download`")
         sizes = plan_working_size(rgb.width, rgb.height, settings.scale, settings.process_size)
         plan = pipe.plan_for(*sizes.work_size, batch_multiplier=settings.batch_multiplier(), overrides=settings.plan_overrides())
 

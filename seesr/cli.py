@@ -66,9 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     weights = commands.add_parser("weights", help="download, verify or list the model weights")
     weights.add_argument("action", choices=["download", "verify", "list"])
-    weights.add_argument("names", nargs="*", help="files or groups (sd-turbo, seesr, ram, realesrgan, all)")
+    weights.add_argument("names", nargs="*", help="files or groups (sd-turbo, sd2-base, seesr, ram, realesrgan, all)")
     weights.add_argument("--weights", type=Path, help="weights directory")
     weights.add_argument("--force", action="store_true", help="download again even if present")
+    weights.add_argument("--trust-unverified", action="store_true",
+                         help="accept files without a published sha256 from mirrors (marked 'unverified' in list)")
     return parser
 
 
@@ -173,7 +175,7 @@ def weights_command(args: argparse.Namespace) -> int:
 
     names = args.names or None
     if args.action == "download":
-        statuses = weights.download(names, args.weights, force=args.force)
+        statuses = weights.download(names, args.weights, force=args.force, trust_unverified=args.trust_unverified)
     elif args.action == "verify":
         statuses = weights.verify(args.weights, names=names)
     else:
@@ -181,7 +183,12 @@ def weights_command(args: argparse.Namespace) -> int:
     for status in statuses:
         size = f"{status.size / 2**20:9.1f} MiB" if status.size is not None else " " * 13
         where = status.path if status.path is not None else "-"
-        print(f"{status.name:50s} {status.location:12s} {status.checksum:13s} {size}  {where}")
+        trust = "unverified" if status.unverified else "sha256"
+        print(f"{status.name:50s} {status.location:12s} {status.checksum:13s} {trust:10s} {size}  {where}")
+        for note in status.passed_over:
+            print(f"    not from {note}")
+    if any(s.unverified for s in statuses):
+        print("unverified: no published sha256; mirrors are used for these only with --trust-unverified")
     failed = [s for s in statuses if s.failed]
     return 1 if failed and args.action != "list" else 0
 

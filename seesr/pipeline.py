@@ -19,6 +19,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from seesr.checkpoints import load_pretrained
 from seesr.colorfix import COLOR_FIX_METHODS, apply_color_fix
 from seesr.defaults import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, DEFAULT_PROCESS_SIZE
 from seesr.devices import default_device
@@ -32,7 +33,7 @@ from seesr.planner import RunPlan, plan_run
 from seesr.sampling import START_TIMESTEP, NoiseSchedule, add_noise, ddim_step, previous_timestep, trailing_timesteps
 from seesr.tiling import plan_tiles, tiled_apply
 from seesr.vae_tiling import tiled_decode, tiled_encode
-from seesr.weights import WeightPaths, check_state_dict_keys
+from seesr.weights import WeightPaths
 
 logger = logging.getLogger(__name__)
 
@@ -112,12 +113,9 @@ class SeesrPipeline:
         device = torch.device(device) if device is not None else default_device()
         dtype = torch_dtype or (torch.float16 if device.type == "cuda" else torch.float32)
 
-        vae, info = AutoencoderKL.from_pretrained(paths.sd_turbo, subfolder="vae", output_loading_info=True)
-        check_state_dict_keys("sd-turbo VAE", info["missing_keys"], info["unexpected_keys"])
-        text_encoder, info = CLIPTextModel.from_pretrained(
-            paths.sd_turbo / "text_encoder", output_loading_info=True
-        )
-        check_state_dict_keys("sd-turbo text encoder", info["missing_keys"], info["unexpected_keys"])
+        paths.warn_on_checksum_mismatch()
+        vae, _ = load_pretrained(AutoencoderKL, paths.sd_turbo / "vae", "sd-turbo VAE")
+        text_encoder, _ = load_pretrained(CLIPTextModel, paths.sd_turbo / "text_encoder", "sd-turbo text encoder")
         tokenizer = CLIPTokenizer.from_pretrained(paths.sd_turbo / "tokenizer")
         if unet_rule == "turbo":
             unet = SeesrUNet2DConditionModel.from_turbo(paths.sd_turbo, paths.seesr)

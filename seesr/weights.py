@@ -32,6 +32,7 @@ import http.client
 import json
 import logging
 import os
+import shutil
 import socket
 import urllib.parse
 import urllib.error
@@ -40,7 +41,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from seesr.errors import ConfigError, WeightsError
+from seesr.errors import ConfigError, MissingWeightsError, WeightsError
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +61,12 @@ SIZE_MISMATCH = "size-mismatch"  # size differs from the manifest (sha256 not co
 NOT_CHECKED = "not-checked"  # the manifest has no sha256 (null): nothing to compare with
 NOT_COMPUTED = "not-computed"  # a sha256 is known but was not computed (list_weights without checksums)
 
-FOLDERS = {"sd_turbo": "sd-turbo", "seesr": "seesr"}
+FOLDERS = {"sd_turbo": "sd-turbo", "seesr": "seesr", "sd2_base": "sd-2-base"}
 """WeightPaths folder fields -> their folder in the weights directory (= manifest path prefix)."""
+OPTIONAL_FOLDERS = {"sd2_base"}
+"""Folders only one model needs (SD-2-base: the non-turbo SeeSR): used when present, else None."""
+OPTIONAL = {"dape_checkpoint", "ram_tag_list_chinese", "ram_configs", *OPTIONAL_FOLDERS}
+"""WeightPaths fields that may be None."""
 FILES = {
     "ram_checkpoint": "ram_swin_large_14m.pth",
     "dape_checkpoint": "DAPE.pth",
@@ -114,28 +119,57 @@ def offline_mode() -> bool:
 
 # ============================================================================ the manifest
 @dataclass(frozen=True)
-class ManifestEntry:
-    """One file of ``seesr/manifest.json``. ``name`` is its path in the weights directory."""
+class Source:
+    """One place a file can be downloaded from: a Hugging Face repo file (through ``endpoint``, a hub
+    mirror such as hf-mirror.com, when given), a URL, or a local folder. ``official``: the publisher's
+    own copy; any other source is a mirror, trusted only through the manifest's sha256."""
 
-    name: str
-    group: str
     hf_repo: str | None = None
     hf_filename: str | None = None
     revision: str | None = None
     repo_type: str | None = None
+    endpoint: str | None = None
     url: str | None = None
+    folder: Path | None = None
+    official: bool = False
+
+    def describe(self) -> str:
+        """Where, in words (used in messages and ``seesr weights list``)."""
+        if self.hf_repo:
+            hub = f" via {self.endpoint}" if self.endpoint else ""
+            return f"Hugging Face {self.hf_repo}{hub}: {self.hf_filename}"
+        return str(self.url or self.folder)
+
+    def download_url(self) -> str | None:
+        """The plain URL of this source (None for the default hub, reached with ``hf_hub_download``,
+        and for local folders)."""
+        if self.hf_repo and self.endpoint:
+            return f"{self.endpoint.rstrip('/')}/{self.hf_repo}/resolve/{self.revision or 'main'}/{self.hf_filename}"
+        return self.url
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One file of ``seesr/manifest.json``. ``name`` is its path in the weights directory; ``sources``
+    are tried in order; ``evidence`` says where ``sha256`` (and the sources) were confirmed."""
+
+    name: str
+    group: str
+    sources: tuple[Source, ...]
     size: int | None = None
     sha256: str | None = None
     required: bool = True
-    source_verified: bool = True
+    evidence: str | None = None
     note: str | None = None
 
     @property
     def source(self) -> str:
-        """Where it is downloaded from, in words."""
-        if self.hf_repo:
-            return f"Hugging Face {self.hf_repo}: {self.hf_filename}"
-        return str(self.url)
+        """The first source, in words."""
+        return self.sources[0].describe()
+
+    def hub_sources(self) -> list[Source]:
+        """Hugging Face sources on the default hub (the ones a local Hugging Face cache can hold)."""
+        return [s for s in self.sources if s.hf_repo and not s.endpoint]
 
 
 @dataclass(frozen=True)
@@ -154,6 +188,10 @@ class Manifest:
 
     def groups(self) -> list[str]:
         return sorted({e.group for e in self.entries})
+
+    def folder(self, folder: str) -> list[ManifestEntry]:
+        """Every entry under ``folder/`` (a model folder is only usable whole)."""
+        return [e for e in self.entries if e.name.startswith(folder + "/")]
 
     def select(self, names: Iterable[str] | None = None) -> list[ManifestEntry]:
         """Entries by name or group (``"all"``: every entry); ``None``: every required entry."""
@@ -198,10 +236,11 @@ def load_manifest(path: str | Path | Manifest | None = None) -> Manifest:
     items = data.get("files") if isinstance(data, dict) else None
     if not isinstance(items, list):
         raise WeightsError(f"weights manifest {path}: expected an object with a 'files' list")
+    repositories = data.get("repositories") or {}
     for i, item in enumerate(items):
         where = f"files[{i}]"
         try:
-            entry = _parse_entry(item)
+            entry = _parse_entry(item, repositories)
         except (KeyError, TypeError, ValueError) as error:
             problems.append(f"{where}: {error}")
             continue
@@ -213,18 +252,53 @@ def load_manifest(path: str | Path | Manifest | None = None) -> Manifest:
     return Manifest(tuple(entries), path)
 
 
-def _parse_entry(item: Any) -> ManifestEntry:
+def _parse_source(item: Any, file: str | None, official: bool = False) -> Source:
+    """A source object: ``{"hf_repo", "revision", "repo_type", "endpoint", "official"}`` (the file is
+    ``file``, or ``hf_filename``) or ``{"url"}`` (``{file}`` in it is replaced by ``file``)."""
+    if not isinstance(item, dict):
+        raise TypeError("each source must be an object")
+    hf_repo, url = item.get("hf_repo"), item.get("url")
+    if bool(hf_repo) == bool(url):
+        raise ValueError("a source gives exactly one of hf_repo or url")
+    if url and "{file}" in url:
+        if file is None:
+            raise ValueError(f"{url}: '{{file}}' needs the entry's 'file'")
+        url = url.replace("{file}", file)
+    hf_filename = item.get("hf_filename", file) if hf_repo else None
+    if hf_repo and not hf_filename:
+        raise ValueError(f"{hf_repo}: no file name (give 'file' or 'hf_filename')")
+    return Source(hf_repo=hf_repo, hf_filename=hf_filename, revision=item.get("revision"),
+                  repo_type=item.get("repo_type"), endpoint=item.get("endpoint"), url=url,
+                  official=bool(item.get("official", official)))
+
+
+def _parse_entry(item: Any, repositories: Mapping[str, Any]) -> ManifestEntry:
+    """A file: ``path`` plus its sources, either ``repository`` (a key of the manifest's
+    ``repositories``, whose sources serve ``file``), ``sources`` (a list), or one ``hf_repo`` /
+    ``url`` (the publisher's own copy)."""
     if not isinstance(item, dict):
         raise TypeError("each file must be an object")
     name = item["path"]
     if not isinstance(name, str) or not name or name.startswith("/") or ".." in name.split("/"):
         raise ValueError(f"path must be relative inside the weights directory, got {name!r}")
-    hf_repo, url = item.get("hf_repo"), item.get("url")
-    if bool(hf_repo) == bool(url):
-        raise ValueError(f"{name}: give exactly one of hf_repo or url")
-    hf_filename = item.get("hf_filename")
-    if hf_repo and (not hf_filename or not (name == hf_filename or name.endswith("/" + hf_filename))):
-        raise ValueError(f"{name}: hf_filename must be given and be the end of path, got {hf_filename!r}")
+    file = item.get("file")
+    evidence = item.get("evidence")
+    if item.get("repository") is not None:
+        repository = repositories.get(item["repository"])
+        if not isinstance(repository, dict):
+            raise ValueError(f"{name}: unknown repository {item['repository']!r}")
+        sources = tuple(_parse_source(s, file) for s in repository.get("sources", []))
+        evidence = "; ".join(e for e in (evidence, repository.get("evidence")) if e) or None
+    elif item.get("sources") is not None:
+        sources = tuple(_parse_source(s, file) for s in item["sources"])
+    else:
+        sources = (_parse_source({k: item[k] for k in ("hf_repo", "hf_filename", "revision", "repo_type", "url")
+                                  if k in item}, file, official=True),)
+    if not sources:
+        raise ValueError(f"{name}: no sources")
+    for source in sources:
+        if source.hf_repo and not (name == source.hf_filename or name.endswith("/" + source.hf_filename)):
+            raise ValueError(f"{name}: the hub file {source.hf_filename!r} must be the end of path")
     size, sha256 = item.get("size"), item.get("sha256")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
         raise ValueError(f"{name}: size must be a byte count or null, got {size!r}")
@@ -234,15 +308,11 @@ def _parse_entry(item: Any) -> ManifestEntry:
     return ManifestEntry(
         name=name,
         group=str(item.get("group") or name.split("/")[0]),
-        hf_repo=hf_repo,
-        hf_filename=hf_filename,
-        revision=item.get("revision"),
-        repo_type=item.get("repo_type"),
-        url=url,
+        sources=sources,
         size=size,
         sha256=sha256,
         required=bool(item.get("required", True)),
-        source_verified=bool(item.get("source_verified", True)),
+        evidence=evidence,
         note=item.get("note"),
     )
 
@@ -263,6 +333,12 @@ class Status:
     checksum: str  # OK | MISMATCH | SIZE_MISMATCH | NOT_CHECKED | NOT_COMPUTED | MISSING
     source: str = ""
     downloaded: bool = False
+    passed_over: tuple[str, ...] = ()  # sources tried before the one that delivered, with why
+
+    @property
+    def unverified(self) -> bool:
+        """No published sha256: mirrors are used for this file only with ``--trust-unverified``."""
+        return self.expected_sha256 is None
 
     @property
     def failed(self) -> bool:
@@ -280,25 +356,30 @@ class VerifyResult(Status):
 # ============================================================================ locating files
 def _looked_in(entry: ManifestEntry, weights_dir: Path) -> str:
     place = str(weights_dir / entry.name)
-    if entry.hf_repo:
-        place += f" and the Hugging Face cache ({entry.hf_repo}: {entry.hf_filename})"
+    hub = entry.hub_sources()
+    if hub:
+        place += " and the Hugging Face cache (" + ", ".join(f"{s.hf_repo}: {s.hf_filename}" for s in hub) + ")"
+    if not weights_dir.is_dir():
+        place += f" (the weights directory {weights_dir} does not exist)"
     return place
 
 
 def _from_hf_cache(entry: ManifestEntry) -> Path | None:
-    if not entry.hf_repo:
-        return None
-    try:
-        from huggingface_hub import try_to_load_from_cache
+    """The file in the local Hugging Face cache, from the first hub source that has it."""
+    for source in entry.hub_sources():
+        try:
+            from huggingface_hub import try_to_load_from_cache
 
-        found = try_to_load_from_cache(
-            entry.hf_repo, entry.hf_filename, cache_dir=hf_cache_dir(), revision=entry.revision,
-            repo_type=entry.repo_type,
-        )
-    except Exception as error:  # a malformed cache must not stop the other locations
-        logger.debug("Hugging Face cache lookup of %s failed: %s", entry.name, error)
-        return None
-    return Path(found) if isinstance(found, str) and os.path.isfile(found) else None
+            found = try_to_load_from_cache(
+                source.hf_repo, source.hf_filename, cache_dir=hf_cache_dir(), revision=source.revision,
+                repo_type=source.repo_type,
+            )
+        except Exception as error:  # a malformed cache must not stop the other locations
+            logger.debug("Hugging Face cache lookup of %s failed: %s", entry.name, error)
+            continue
+        if isinstance(found, str) and os.path.isfile(found):
+            return Path(found)
+    return None
 
 
 def _local_file(path: Path) -> Path | None:
@@ -351,6 +432,49 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def checksum_cache_path() -> Path:
+    """Where computed sha256 values are remembered (by path, size and modification time), so a file is
+    hashed once per version rather than at every load: ``$XDG_CACHE_HOME/seesr/checksums.json``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "seesr" / "checksums.json"
+
+
+def _remembered_sha256(path: Path) -> str:
+    """sha256 of ``path``, from :func:`checksum_cache_path` when the file is unchanged since last time."""
+    stat = path.stat()
+    key, stamp = str(path.resolve()), [stat.st_size, stat.st_mtime_ns]
+    cache_file = checksum_cache_path()
+    try:
+        known = json.loads(cache_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    record = known.get(key) if isinstance(known, dict) else None
+    if isinstance(record, dict) and record.get("stamp") == stamp and isinstance(record.get("sha256"), str):
+        return record["sha256"]
+    digest = sha256_of(path)
+    known = known if isinstance(known, dict) else {}
+    known[key] = {"stamp": stamp, "sha256": digest}
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        temp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
+        temp.write_text(json.dumps(known), encoding="utf-8")
+        os.replace(temp, cache_file)
+    except OSError as error:  # a read-only home: hash again next time
+        logger.debug("cannot remember checksums in %s: %s", cache_file, error)
+    return digest
+
+
+def _checksum_problem(entry: ManifestEntry, path: Path) -> str | None:
+    """How ``path`` differs from the manifest's size / sha256, or None (also when nothing is known)."""
+    size = _size(path)
+    if entry.size is not None and size != entry.size:
+        return f"has {size} bytes, the manifest says {entry.size}"
+    if entry.sha256 is not None:
+        actual = _remembered_sha256(path)
+        if actual != entry.sha256:
+            return f"has sha256 {actual}, the manifest says {entry.sha256}"
+    return None
+
+
 def _status(entry: ManifestEntry, location: str, path: Path | None, hash_it: bool, cls=Status,
             checked: bool = False, **extra):
     """``checked``: the file was just verified against the manifest (a fresh download)."""
@@ -373,13 +497,22 @@ def _status(entry: ManifestEntry, location: str, path: Path | None, hash_it: boo
         state = OK if actual == entry.sha256 else MISMATCH
     if cls is VerifyResult:
         extra["actual_sha256"] = actual
+    extra.setdefault("source", entry.source)
     return cls(
         name=entry.name, group=entry.group, required=entry.required, location=location, path=path, size=size,
-        expected_size=entry.size, expected_sha256=entry.sha256, checksum=state, source=entry.source, **extra,
+        expected_size=entry.size, expected_sha256=entry.sha256, checksum=state, **extra,
     )
 
 
 # ============================================================================ downloading
+USER_SOURCES_FILE = "sources.txt"
+"""In a weights directory: one extra source per line (``#`` comments), like ``$SEESR_WEIGHTS_SOURCES``."""
+
+
+class _SourceFailed(Exception):
+    """One source could not deliver the file; the next one is tried."""
+
+
 def _where_lines(missing: Sequence[tuple[str, str]]) -> str:
     lines = [f"  {name}: looked in {where}" for name, where in missing]
     if any("Hugging Face cache" in where for _, where in missing):
@@ -387,20 +520,42 @@ def _where_lines(missing: Sequence[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def _offline_error(missing: Sequence[tuple[str, str]], weights_dir: Path) -> WeightsError:
-    return WeightsError(
+def _offline_error(missing: Sequence[tuple[str, str]], weights_dir: Path) -> MissingWeightsError:
+    return MissingWeightsError(
         "HF_HUB_OFFLINE is set (offline mode), so seesr did not download anything, and these weights are missing:\n"
         + _where_lines(missing)
         + f"\nUnset HF_HUB_OFFLINE and run `{DOWNLOAD_COMMAND}` (it downloads into {weights_dir}), "
-        "or copy the files to the places listed."
+        "or copy the files to the places listed.",
+        [name for name, _ in missing],
     )
 
 
-def _missing_error(missing: Sequence[tuple[str, str]], weights_dir: Path) -> WeightsError:
+def _missing_error(missing: Sequence[tuple[str, str]], weights_dir: Path) -> MissingWeightsError:
     tail = f"\nTo get them, run `{DOWNLOAD_COMMAND}` (downloads into {weights_dir}), or see weights/README.md."
     if offline_mode():
         tail += " Downloads are disabled while HF_HUB_OFFLINE is set."
-    return WeightsError("SeeSR weights not found:\n" + _where_lines(missing) + tail)
+    return MissingWeightsError("SeeSR weights not found:\n" + _where_lines(missing) + tail, [name for name, _ in missing])
+
+
+def user_sources(weights_dir: Path) -> list[str]:
+    """Sources the user adds, tried after the manifest's: ``$SEESR_WEIGHTS_SOURCES`` (separated by
+    spaces or commas), then the lines of ``weights_dir/sources.txt``. Each is a base URL (http, https)
+    or a local folder holding files in the weights-directory layout."""
+    bases = os.environ.get("SEESR_WEIGHTS_SOURCES", "").replace(",", " ").split()
+    listing = weights_dir / USER_SOURCES_FILE
+    if listing.is_file():
+        for line in listing.read_text(encoding="utf-8").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                bases.append(line)
+    return bases
+
+
+def _user_source(base: str, entry: ManifestEntry) -> Source:
+    if urllib.parse.urlparse(base).scheme in ("http", "https"):
+        return Source(url=f"{base.rstrip('/')}/{urllib.parse.quote(entry.name)}")
+    folder = Path(base[len("file://"):] if base.startswith("file://") else base).expanduser()
+    return Source(folder=folder / entry.name)
 
 
 def _check_download(entry: ManifestEntry, path: Path) -> None:
@@ -412,26 +567,25 @@ def _check_download(entry: ManifestEntry, path: Path) -> None:
     elif entry.sha256 is not None:
         actual = sha256_of(path)
         if actual != entry.sha256:
-            problem = f"sha256 {actual}, expected {entry.sha256}"
+            problem = f"wrong checksum: sha256 {actual}, expected {entry.sha256}"
     if problem:
         path.unlink(missing_ok=True)
-        raise WeightsError(f"download of {entry.name} from {entry.source} is corrupt ({problem}); it was deleted, "
-                           f"run `{DOWNLOAD_COMMAND}` again")
+        raise _SourceFailed(f"{problem} (deleted)")
 
 
-def _download_hf(entry: ManifestEntry, dest: Path, force: bool = False) -> Path:
+def _download_hf(entry: ManifestEntry, source: Source, dest: Path, force: bool = False) -> Path:
     import huggingface_hub
 
-    local_dir = dest.parents[len(Path(entry.hf_filename).parts) - 1]
+    local_dir = dest.parents[len(Path(source.hf_filename).parts) - 1]
     local_dir.mkdir(parents=True, exist_ok=True)
-    logger.info("downloading %s from %s into %s", entry.name, entry.source, local_dir)
+    logger.info("downloading %s from %s into %s", entry.name, source.describe(), local_dir)
     try:
         got = huggingface_hub.hf_hub_download(
-            entry.hf_repo, entry.hf_filename, revision=entry.revision, repo_type=entry.repo_type, local_dir=local_dir,
-            force_download=force,
+            source.hf_repo, source.hf_filename, revision=source.revision, repo_type=source.repo_type,
+            local_dir=local_dir, force_download=force,
         )
-    except Exception as error:
-        raise WeightsError(f"cannot download {entry.name} from {entry.source}: {error}") from error
+    except Exception as error:  # 404 / gone / gated / network: move on to the next source
+        raise _SourceFailed(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__) from error
     got = Path(got)
     if got.resolve() != dest.resolve():  # hf_hub_download(local_dir=...) puts it at local_dir/hf_filename
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -440,12 +594,23 @@ def _download_hf(entry: ManifestEntry, dest: Path, force: bool = False) -> Path:
     return dest
 
 
-def _download_url(entry: ManifestEntry, dest: Path, progress: bool = True, timeout: float = 60.0) -> Path:
-    """Stream ``entry.url`` to ``dest.partial`` (resuming it with a Range request), check it, rename it."""
+def _copy_local(entry: ManifestEntry, source: Source, dest: Path) -> Path:
+    if not source.folder.is_file():
+        raise _SourceFailed("no such file")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".partial")
+    shutil.copyfile(source.folder, partial)
+    _check_download(entry, partial)
+    os.replace(partial, dest)
+    return dest
+
+
+def _download_url(entry: ManifestEntry, url: str, dest: Path, progress: bool = True, timeout: float = 60.0) -> Path:
+    """Stream ``url`` to ``dest.partial`` (resuming it with a Range request), check it, rename it."""
     try:
         from tqdm import tqdm
     except ImportError:  # progress bars are a nicety
-        progress, tqdm = False, _NoBar
+        progress, tqdm = False, None
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".partial")
@@ -457,9 +622,8 @@ def _download_url(entry: ManifestEntry, dest: Path, progress: bool = True, timeo
         headers = {"User-Agent": "seesr-weights"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
-        request = urllib.request.Request(entry.url, headers=headers)
-        logger.info("downloading %s from %s%s", entry.name, entry.url,
-                    f" (resuming at byte {offset})" if offset else "")
+        request = urllib.request.Request(url, headers=headers)
+        logger.info("downloading %s from %s%s", entry.name, url, f" (resuming at byte {offset})" if offset else "")
         try:
             # a partial file of the full size only needs checking
             response = None if offset and offset == entry.size else urllib.request.urlopen(request, timeout=timeout)
@@ -467,11 +631,9 @@ def _download_url(entry: ManifestEntry, dest: Path, progress: bool = True, timeo
             if error.code == 416 and offset:  # nothing left to send: the partial file is complete (or wrong)
                 response = None
             else:
-                raise WeightsError(
-                    f"cannot download {entry.name} from {entry.url}: HTTP {error.code} {error.reason}"
-                ) from error
+                raise _SourceFailed(f"HTTP {error.code} {error.reason}") from error
         except (urllib.error.URLError, OSError) as error:
-            raise WeightsError(f"cannot download {entry.name} from {entry.url}: {error}") from error
+            raise _SourceFailed(str(error)) from error
         if response is not None:
             with response:
                 status = getattr(response, "status", 200)
@@ -480,24 +642,25 @@ def _download_url(entry: ManifestEntry, dest: Path, progress: bool = True, timeo
                     offset = 0
                 length = response.headers.get("Content-Length")
                 total = offset + int(length) if length and length.isdigit() else entry.size
+                bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+                           desc=entry.name, disable=not progress, leave=False) if tqdm else None
                 try:
-                    with open(partial, "ab" if offset else "wb") as out, tqdm(
-                        total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                        desc=entry.name, disable=not progress, leave=False,
-                    ) as bar:
+                    with open(partial, "ab" if offset else "wb") as out:
                         for chunk in iter(lambda: response.read(_CHUNK), b""):
                             out.write(chunk)
-                            bar.update(len(chunk))
+                            if bar is not None:
+                                bar.update(len(chunk))
                 except (OSError, http.client.HTTPException) as error:  # dropped: keep the partial file to resume
-                    raise WeightsError(f"download of {entry.name} from {entry.url} was interrupted ({error}); "
-                                       f"run `{DOWNLOAD_COMMAND}` again to resume") from error
+                    raise _SourceFailed(f"interrupted ({error}); run `{DOWNLOAD_COMMAND}` again to resume") from error
+                finally:
+                    if bar is not None:
+                        bar.close()
             if length and length.isdigit() and _size(partial) != (offset + int(length)):
-                raise WeightsError(f"download of {entry.name} from {entry.url} ended early "
-                                   f"({_size(partial)} of {offset + int(length)} bytes); "
-                                   f"run `{DOWNLOAD_COMMAND}` again to resume")
+                raise _SourceFailed(f"ended early ({_size(partial)} of {offset + int(length)} bytes); "
+                                    f"run `{DOWNLOAD_COMMAND}` again to resume")
         try:
             _check_download(entry, partial)
-        except WeightsError:
+        except _SourceFailed:
             if offset and attempt == 0:  # a stale partial file: throw it away and download afresh once
                 logger.warning("%s: the resumed download did not match the manifest; downloading it again", entry.name)
                 continue
@@ -507,30 +670,11 @@ def _download_url(entry: ManifestEntry, dest: Path, progress: bool = True, timeo
     raise AssertionError("unreachable")
 
 
-class _NoBar:
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __enter__(self) -> "_NoBar":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
+def _address(source: Source) -> tuple[str, int] | None:
+    """(host, port) a source is downloaded from (the Hub endpoint, or the URL's); None for a folder."""
+    if source.folder is not None:
         return None
-
-    def update(self, n: int) -> None:
-        pass
-
-
-def _fetch(entry: ManifestEntry, weights_dir: Path, progress: bool = True, force: bool = False) -> Path:
-    dest = weights_dir / entry.name
-    if entry.hf_repo:
-        return _download_hf(entry, dest, force=force)
-    return _download_url(entry, dest, progress=progress)
-
-
-def _download_address(entry: ManifestEntry) -> tuple[str, int]:
-    """(host, port) a file is downloaded from: the Hub endpoint, or the URL's."""
-    url = os.environ.get("HF_ENDPOINT", "https://huggingface.co") if entry.hf_repo else (entry.url or "")
+    url = source.download_url() or os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     parts = urllib.parse.urlparse(url)
     return parts.hostname or "", parts.port or (80 if parts.scheme == "http" else 443)
 
@@ -545,29 +689,92 @@ def _reachable(address: tuple[str, int], timeout: float = 5.0) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class _Fetched:
+    path: Path
+    source: Source
+    passed_over: tuple[str, ...]  # "source: why it was not used", in the order tried
+
+
+def _fetch(
+    entry: ManifestEntry,
+    weights_dir: Path,
+    sources: Sequence[Source],
+    reachable: Mapping[tuple[str, int] | None, bool],
+    *,
+    progress: bool = True,
+    force: bool = False,
+    trust_unverified: bool = False,
+) -> _Fetched:
+    """Try ``sources`` in order until one delivers a file that passes the manifest's checks."""
+    dest = weights_dir / entry.name
+    passed_over: list[str] = []
+    for source in sources:
+        why = None
+        if not source.official and entry.sha256 is None and not trust_unverified:
+            why = "skipped: a mirror, and no published sha256 to check its file against (--trust-unverified accepts it)"
+        elif not reachable.get(_address(source), True):
+            host, port = _address(source)
+            why = f"{host}:{port} cannot be reached"
+        if why is None:
+            try:
+                if source.folder is not None:
+                    path = _copy_local(entry, source, dest)
+                elif source.download_url() is None:
+                    path = _download_hf(entry, source, dest, force=force)
+                else:
+                    path = _download_url(entry, source.download_url(), dest, progress=progress)
+            except _SourceFailed as error:
+                why = str(error)
+            else:
+                if passed_over:
+                    logger.warning("%s: downloaded from %s after: %s", entry.name, source.describe(), "; ".join(passed_over))
+                if entry.sha256 is None:
+                    logger.warning("%s: no published sha256; accepted from %s unchecked", entry.name, source.describe())
+                return _Fetched(path, source, tuple(passed_over))
+        passed_over.append(f"{source.describe()}: {why}")
+    raise _SourceFailed(
+        f"{entry.name}: no source could deliver it:\n    " + "\n    ".join(passed_over)
+        + f"\n    Place the file by hand at {dest} (see weights/README.md), or add a source in "
+        f"$SEESR_WEIGHTS_SOURCES or {weights_dir / USER_SOURCES_FILE}"
+    )
+
+
 def _fetch_all(
-    entries: Sequence[ManifestEntry], weights_dir: Path, progress: bool, force: bool = False
-) -> dict[str, Path]:
-    """Download ``entries`` into ``weights_dir``; one WeightsError lists every failure."""
+    entries: Sequence[ManifestEntry],
+    weights_dir: Path,
+    progress: bool,
+    force: bool = False,
+    trust_unverified: bool = False,
+) -> dict[str, _Fetched]:
+    """Download ``entries`` into ``weights_dir``; one :class:`MissingWeightsError` lists every failure."""
     if not entries:
         return {}
     if offline_mode():
         raise _offline_error([(e.name, _looked_in(e, weights_dir)) for e in entries], weights_dir)
-    unreachable = sorted({a for a in map(_download_address, entries) if not _reachable(a)})
-    if unreachable:
-        hosts = ", ".join(f"{host}:{port}" for host, port in unreachable)
-        raise WeightsError(
+    extra = user_sources(weights_dir)
+    sources = {e.name: (*e.sources, *(_user_source(base, e) for base in extra)) for e in entries}
+    addresses = {_address(s) for group in sources.values() for s in group} - {None}
+    reachable = {address: _reachable(address) for address in sorted(addresses)}
+    if addresses and not any(reachable.values()) and not any(
+        s.folder is not None for group in sources.values() for s in group
+    ):
+        hosts = ", ".join(f"{host}:{port}" for host, port in sorted(addresses))
+        raise MissingWeightsError(
             f"cannot download weights: {hosts} cannot be reached (no network?). Missing:\n"
-            + _where_lines([(e.name, _looked_in(e, weights_dir)) for e in entries])
+            + _where_lines([(e.name, _looked_in(e, weights_dir)) for e in entries]),
+            [e.name for e in entries],
         )
     done, failures = {}, []
     for entry in entries:
         try:
-            done[entry.name] = _fetch(entry, weights_dir, progress=progress, force=force)
-        except WeightsError as error:
+            done[entry.name] = _fetch(entry, weights_dir, sources[entry.name], reachable, progress=progress,
+                                      force=force, trust_unverified=trust_unverified)
+        except _SourceFailed as error:
             failures.append(str(error))
     if failures:
-        raise WeightsError("some weights could not be downloaded:\n  " + "\n  ".join(failures))
+        raise MissingWeightsError("some weights could not be downloaded:\n  " + "\n  ".join(failures),
+                                  [line.split(":", 1)[0] for line in failures])
     return done
 
 
@@ -580,6 +787,7 @@ def resolve(
     *,
     manifest: str | Path | Manifest | None = None,
     progress: bool = True,
+    trust_unverified: bool = False,
 ) -> Path:
     """The path of manifest file ``name`` (e.g. ``"DAPE.pth"``, ``"sd-turbo/unet/config.json"``).
 
@@ -598,7 +806,7 @@ def resolve(
         return path
     if not download:
         raise _missing_error([(name, _looked_in(entry, weights_dir))], weights_dir)
-    return _fetch_all([entry], weights_dir, progress)[name]
+    return _fetch_all([entry], weights_dir, progress, trust_unverified=trust_unverified)[name].path
 
 
 def list_weights(
@@ -645,11 +853,14 @@ def download(
     force: bool = False,
     progress: bool = True,
     manifest: str | Path | Manifest | None = None,
+    trust_unverified: bool = False,
 ) -> list[Status]:
     """Download what is missing into ``weights_dir`` and return the status of each selected file.
 
-    ``names``: file names or groups (``sd-turbo``, ``seesr``, ``ram``, ``realesrgan``, ``all``); default:
-    every required file. Files already in the weights directory or the Hugging Face cache are kept
+    ``names``: file names or groups (``sd-turbo``, ``sd2-base``, ``seesr``, ``ram``, ``realesrgan``,
+    ``all``); default: every required file. Each file's sources are tried in order (manifest, then
+    :func:`user_sources`); a mirror is used only for a file with a published sha256 unless
+    ``trust_unverified``; ``Status.passed_over`` says which sources failed and why. Files already in the weights directory or the Hugging Face cache are kept
     (``force=True`` downloads them again into the weights directory). Folders stay whole: if no single
     location holds all of ``sd-turbo/`` (or ``seesr/``), its files missing from the weights directory
     are downloaded there. Raises :class:`WeightsError` (offline mode, network or checksum failure)."""
@@ -664,17 +875,18 @@ def download(
             folder = _folder_of(entry.name)
             if folder is not None:
                 if folder not in whole:
-                    members = [e for e in man.entries if e.name.startswith(folder + "/")]
-                    whole[folder] = _whole_folder(folder, members, weights_dir) is not None
+                    whole[folder] = _whole_folder(folder, man.folder(folder), weights_dir) is not None
                 if not whole[folder] and _local_file(weights_dir / entry.name) is None:
                     todo.append(entry)
             elif _locate(entry, weights_dir)[1] is None:
                 todo.append(entry)
-    fetched = _fetch_all(todo, weights_dir, progress, force=force)
+    fetched = _fetch_all(todo, weights_dir, progress, force=force, trust_unverified=trust_unverified)
     out = []
     for entry in selected:
         if entry.name in fetched:
-            out.append(_status(entry, WEIGHTS_DIR, fetched[entry.name], hash_it=False, checked=True, downloaded=True))
+            got = fetched[entry.name]
+            out.append(_status(entry, WEIGHTS_DIR, got.path, hash_it=False, checked=True, downloaded=True,
+                               source=got.source.describe(), passed_over=got.passed_over))
         else:
             location, path = _locate(entry, weights_dir)
             out.append(_status(entry, location, path, hash_it=False))
@@ -689,8 +901,8 @@ def _folder_of(name: str) -> str | None:
 
 
 def _whole_folder(folder: str, members: Sequence[ManifestEntry], weights_dir: Path) -> tuple[str, Path] | None:
-    """(location, root) of the first place holding every required file of ``folder``, else None."""
-    required = [e for e in members if e.required]
+    """(location, root) of the first place holding every file of ``folder``, else None."""
+    required = list(members)
     root = weights_dir / folder
     if all(_local_file(weights_dir / e.name) is not None for e in required):
         return WEIGHTS_DIR, root
@@ -710,25 +922,31 @@ def _resolve_paths(
     explicit: Mapping[str, str | Path] | None,
     manifest: str | Path | Manifest | None,
     progress: bool,
+    need: Iterable[str],
+    trust_unverified: bool,
 ) -> "WeightPaths":
     weights_dir = Path(weights_dir) if weights_dir is not None else default_weights_dir()
     man = load_manifest(manifest)
     given = dict(explicit or {})
-    unknown = set(given) - {f.name for f in fields(cls)}
+    names = {f.name for f in fields(cls)}
+    unknown = (set(given) | set(need)) - names
     if unknown:
-        raise ConfigError(f"unknown WeightPaths fields {sorted(unknown)}; use {[f.name for f in fields(cls)]}")
-    optional = {"dape_checkpoint", "ram_tag_list_chinese", "ram_configs"}
+        raise ConfigError(f"unknown WeightPaths fields {sorted(unknown)}; use {sorted(names)}")
     off = {k for k, v in given.items() if v is None}
-    if off - optional:
-        raise ConfigError(f"only {sorted(optional)} can be None, not {sorted(off - optional)}")
+    if off - OPTIONAL:
+        raise ConfigError(f"only {sorted(OPTIONAL)} can be None, not {sorted(off - OPTIONAL)}")
     explicit = {k: Path(v) for k, v in given.items() if v is not None}
+    needed_folders = {f for f in FOLDERS if f not in OPTIONAL_FOLDERS or f in set(need)}
 
     for attempt in range(2):
         values: dict[str, Path | None] = {}
         missing: list[tuple[str, str]] = []  # (name, where it was looked for), for the message
         to_fetch: list[ManifestEntry] = []
         for field, folder in FOLDERS.items():
-            members = [e for e in man.entries if e.name.startswith(folder + "/") and e.required]
+            members = man.folder(folder)
+            if field in off:
+                values[field] = None
+                continue
             if field in explicit:
                 root = explicit[field]
                 values[field] = root
@@ -739,6 +957,9 @@ def _resolve_paths(
             if found is not None:
                 values[field] = found[1]
                 logger.debug("%s: using %s (%s)", folder, found[1], found[0])
+                continue
+            if field not in needed_folders:  # optional model folder, absent: not used
+                values[field] = None
                 continue
             values[field] = weights_dir / folder
             for entry in members:
@@ -776,7 +997,7 @@ def _resolve_paths(
             if download and offline_mode():
                 raise _offline_error(missing, weights_dir)
             raise _missing_error(missing, weights_dir)
-        _fetch_all(to_fetch, weights_dir, progress)
+        _fetch_all(to_fetch, weights_dir, progress, trust_unverified=trust_unverified)
     raise AssertionError("unreachable")
 
 
@@ -784,7 +1005,9 @@ def _resolve_paths(
 @dataclass(frozen=True)
 class WeightPaths:
     """Every file or folder the SeeSR pipeline reads. ``ram_configs`` is optional: without it
-    the tagger uses the official full-size Swin-L / BERT configuration."""
+    the tagger uses the official full-size Swin-L / BERT configuration. ``sd2_base`` (SD-2-base's
+    VAE, text encoder, tokenizer and scheduler) is only read by the non-turbo SeeSR model: None
+    when absent, unless asked for (``WeightPaths.resolve(need=["sd2_base"])``)."""
 
     sd_turbo: Path
     seesr: Path
@@ -794,23 +1017,19 @@ class WeightPaths:
     ram_tag_list_chinese: Path | None
     ram_thresholds: Path
     ram_configs: Path | None = None
+    sd2_base: Path | None = None
 
     @classmethod
     def from_dir(cls, root: str | Path | None = None) -> "WeightPaths":
         """The standard layout under ``root`` (default: :func:`default_weights_dir`), nothing else.
-        ``ram/configs/`` is used when present."""
+        ``ram/configs/`` and ``sd-2-base/`` are used when present."""
         root = Path(root) if root is not None else default_weights_dir()
-        data = root / "ram"
-        return cls(
-            sd_turbo=root / "sd-turbo",
-            seesr=root / "seesr",
-            ram_checkpoint=root / "ram_swin_large_14m.pth",
-            dape_checkpoint=root / "DAPE.pth",
-            ram_tag_list=data / "ram_tag_list.txt",
-            ram_tag_list_chinese=data / "ram_tag_list_chinese.txt",
-            ram_thresholds=data / "ram_tag_list_threshold.txt",
-            ram_configs=root / RAM_CONFIGS if (root / RAM_CONFIGS).is_dir() else None,
-        )
+        values: dict[str, Path | None] = {field: root / folder for field, folder in FOLDERS.items()}
+        values.update({field: root / name for field, name in FILES.items()})
+        for field in OPTIONAL_FOLDERS:
+            values[field] = values[field] if values[field].is_dir() else None
+        values["ram_configs"] = root / RAM_CONFIGS if (root / RAM_CONFIGS).is_dir() else None
+        return cls(**values)
 
     @classmethod
     def resolve(
@@ -821,57 +1040,56 @@ class WeightPaths:
         explicit: Mapping[str, str | Path] | None = None,
         manifest: str | Path | Manifest | None = None,
         progress: bool = True,
+        need: Iterable[str] = (),
+        trust_unverified: bool = False,
     ) -> "WeightPaths":
         """Every path by the resolution order (module docstring): ``explicit`` (by field name, e.g.
         ``{"dape_checkpoint": "/x/DAPE.pth", "sd_turbo": "/x/sd-turbo"}``), ``weights_dir`` (default
-        :func:`default_weights_dir`), the Hugging Face cache (sd-turbo maps to its snapshot folder),
-        then, with ``download``, a download into ``weights_dir``. Raises one :class:`WeightsError`
-        naming every missing file, where it was looked for and the download command."""
-        return _resolve_paths(cls, weights_dir, download, explicit, manifest, progress)
+        :func:`default_weights_dir`), the Hugging Face cache (a model folder maps to its snapshot
+        folder), then, with ``download``, a download into ``weights_dir``. Optional folders
+        (``sd2_base``) are required and downloaded only when named in ``need``. Raises one
+        :class:`~seesr.errors.MissingWeightsError` naming every missing file, where it was looked
+        for and the download command."""
+        return _resolve_paths(cls, weights_dir, download, explicit, manifest, progress, need, trust_unverified)
 
-    def required(self) -> dict[str, Path]:
-        """Each required file, by field name (folders are checked by their config file)."""
-        needed = {
-            "sd_turbo": self.sd_turbo / "unet" / "config.json",
-            "sd_turbo vae": self.sd_turbo / "vae" / "config.json",
-            "sd_turbo text_encoder": self.sd_turbo / "text_encoder" / "config.json",
-            "sd_turbo tokenizer": self.sd_turbo / "tokenizer",
-            "sd_turbo scheduler": self.sd_turbo / "scheduler" / "scheduler_config.json",
-            "seesr unet": self.seesr / "unet" / "config.json",
-            "seesr controlnet": self.seesr / "controlnet" / "config.json",
-        }
-        for field in fields(self):
-            value = getattr(self, field.name)
-            if field.name not in ("sd_turbo", "seesr") and value is not None:
-                needed[field.name] = value
-        return needed
+    def files(self, manifest: str | Path | Manifest | None = None) -> dict[str, Path]:
+        """Manifest name -> where this WeightPaths expects that file (unused fields are left out)."""
+        man = load_manifest(manifest)
+        out: dict[str, Path] = {}
+        for field, folder in FOLDERS.items():
+            root = getattr(self, field)
+            if root is not None:
+                out.update({e.name: root / Path(e.name).relative_to(folder) for e in man.folder(folder)})
+        for field, name in FILES.items():
+            if getattr(self, field) is not None:
+                out[name] = getattr(self, field)
+        return out
 
     def check(self) -> "WeightPaths":
-        """Raise one :class:`WeightsError` naming every missing file, else return self."""
-        missing = [f"  {name}: {path}" for name, path in self.required().items() if not path.exists()]
+        """Raise one :class:`~seesr.errors.MissingWeightsError` naming every missing file, else return self."""
+        missing = [(name, path) for name, path in self.files().items() if _local_file(path) is None]
+        if self.ram_configs is not None and not self.ram_configs.is_dir():
+            missing.append(("ram/configs", self.ram_configs))
         if missing:
-            raise WeightsError("SeeSR weights not found:\n" + "\n".join(missing) + f"\nTo get them, {DOWNLOAD_HINT}.")
+            raise MissingWeightsError(
+                "SeeSR weights not found:\n" + "\n".join(f"  {name}: {path}" for name, path in missing)
+                + f"\nTo get them, {DOWNLOAD_HINT}.",
+                [name for name, _ in missing],
+            )
         return self
 
+    def warn_on_checksum_mismatch(self, manifest: str | Path | Manifest | None = None) -> None:
+        """Log one warning per file whose size or sha256 differs from the manifest (sha256 computed
+        once per file version and remembered in :func:`checksum_cache_path`)."""
+        man = load_manifest(manifest)
+        for name, path in self.files(man).items():
+            entry, found = man[name], _local_file(path)
+            if found is None or found != path:  # absent, or a .bin stand-in the manifest does not describe
+                continue
+            problem = _checksum_problem(entry, found)
+            if problem:
+                logger.warning("%s (%s) %s: it may be damaged or another release; run `seesr weights verify` "
+                               "and download it again if it is wrong", name, found, problem)
 
-def check_state_dict_keys(
-    what: str, missing: Iterable[str], unexpected: Iterable[str], allowed_missing: Iterable[str] = ()
-) -> None:
-    """Raise :class:`WeightsError` listing keys that differ from the architecture.
 
-    Loading a checkpoint that lacks weights would silently leave random values in the model and
-    produce garbage, so any difference is fatal, except keys named in ``allowed_missing``."""
-    allowed = set(allowed_missing)
-    missing = sorted(set(missing) - allowed)
-    unexpected = sorted(set(unexpected))
-    if not missing and not unexpected:
-        return
-    lines = [f"{what}: the checkpoint does not match the architecture."]
-    if missing:
-        lines.append(f"missing keys ({len(missing)}): " + ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else ""))
-    if unexpected:
-        lines.append(
-            f"unexpected keys ({len(unexpected)}): " + ", ".join(unexpected[:20]) + (" ..." if len(unexpected) > 20 else "")
-        )
-    lines.append(f"The file is incomplete or for another model; {DOWNLOAD_HINT}.")
-    raise WeightsError("\n".join(lines))
+from seesr.checkpoints import check_keys as check_state_dict_keys  # noqa: E402 - re-exported for callers
