@@ -42,7 +42,7 @@ def _unreadable(what: str, path: Path, reason: str) -> WeightsError:
 def _pickle_reason(error: Exception) -> str:
     """Why torch refused a file, in our words (torch's own text advises ``weights_only=False``)."""
     text = str(error)
-    if "Unsupported global" in text or "Unsupported operand" in text:
+    if "Unsupported global" in text:
         return "it holds Python objects, not only tensors (refused: a weights file must hold only tensors)"
     if isinstance(error, EOFError) or "EOF" in text or "central directory" in text or "truncated" in text:
         return "the file is truncated"
@@ -148,7 +148,12 @@ def check_keys(
 
 
 def compare_shapes(expected: Mapping[str, Shape], found: Mapping[str, Shape]) -> tuple[list[str], list[str], list[str]]:
-    """(missing, unexpected, mismatched) keys of ``found`` against ``expected``."""
+    """(missing, unexpected, mismatched) keys of ``found`` against ``expected``. A prefix every key of
+    ``found`` shares (``text_model.``) is dropped when the model's keys do not carry it."""
+    heads = {k.split(".", 1)[0] for k in found}
+    if len(heads) == 1 and not expected.keys() & found.keys():
+        head = heads.pop() + "."
+        found = {k[len(head):]: v for k, v in found.items()}
     missing = sorted(expected.keys() - found.keys())
     unexpected = sorted(found.keys() - expected.keys())
     mismatched = [f"{k} (file {tuple(found[k])}, model {tuple(expected[k])})"
