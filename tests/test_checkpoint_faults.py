@@ -196,3 +196,16 @@ def test_cli_folder_run_reports_each_file_in_one_line(tiny_weights_dir, tmp_path
     assert len(failed) == 2 and all(str(bad) in line for line in failed), done.stderr
     assert "Traceback" not in done.stderr and "weights_only" not in done.stderr
     assert not list(out.glob("*.png"))
+
+
+def test_a_mistyped_weights_dir_is_never_created(tmp_path, lr_png, monkeypatch):
+    """`--weights /typo/dir`: missing weights (fallback, naming the folder), no tree, no 64 MB cache there."""
+    from seesr.api import Upscaler
+
+    typo = tmp_path / "typo" / "dir"
+    result = Upscaler(typo).upscale(lr_png, device="cpu", scale=2, steps=1)
+    assert result.engine == "realesrgan" and "sd-turbo/" in result.fallback_reason
+    assert not (tmp_path / "typo").exists()
+    assert (tmp_path / "xdg-cache" / "seesr" / "RealESRGAN_x4plus_from_ncnn.safetensors").is_file()
+    with pytest.raises(MissingWeightsError, match=f"the weights directory {typo} does not exist"):
+        WeightPaths.resolve(typo)
