@@ -19,7 +19,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from seesr.checkpoints import load_pretrained
+from seesr.weights.checkpoints import load_pretrained
 from seesr.colorfix import COLOR_FIX_METHODS, apply_color_fix
 from seesr.defaults import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, DEFAULT_PROCESS_SIZE
 from seesr.devices import default_device

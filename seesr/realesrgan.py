@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from seesr.checkpoints import read_checkpoint
+from seesr.weights.checkpoints import read_checkpoint
 from seesr.devices import resolve_device
 from seesr.errors import ConfigError, WeightsError
 from seesr.imaging import pil_to_tensor

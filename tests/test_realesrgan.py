@@ -141,7 +141,7 @@ def test_conversion_is_cached_and_reused(tmp_path: Path, monkeypatch: pytest.Mon
 def test_damaged_cache_is_converted_again(tmp_path: Path, bad_cache: str) -> None:
     from safetensors.torch import save_file
 
-    from seesr.checkpoints import read_checkpoint
+    from seesr.weights.checkpoints import read_checkpoint
 
     cache = tmp_path / resr.CACHE_FILE
     if bad_cache == "garbage":

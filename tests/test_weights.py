@@ -402,7 +402,7 @@ def test_hub_download_goes_through_hf_hub_download(tiny, tmp_path, monkeypatch, 
         return str(dest)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_hf_hub_download)
-    monkeypatch.setattr(w, "_reachable", lambda address: True)
+    monkeypatch.setattr(w.fetch, "_reachable", lambda address: True)
     root = lay_out(tiny, tmp_path / "weights", [n for n in TINY_FILES if n not in ("DAPE.pth",)])
     (root / "seesr" / "controlnet" / "config.json").unlink()
     paths = WeightPaths.resolve(root, download=True, manifest=test_manifest)
@@ -457,7 +457,7 @@ def test_installed_package_uses_a_user_cache_for_weights(tmp_path, monkeypatch):
     """Without a checkout's weights/ folder (a wheel install), weights go to the XDG cache;
     $SEESR_WEIGHTS still wins."""
     monkeypatch.delenv("SEESR_WEIGHTS", raising=False)
-    monkeypatch.setattr(w, "REPO_WEIGHTS_DIR", tmp_path / "no-checkout" / "weights")
+    monkeypatch.setattr(w.locate, "REPO_WEIGHTS_DIR", tmp_path / "no-checkout" / "weights")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert w.default_weights_dir() == tmp_path / "cache" / "seesr" / "weights"
     monkeypatch.setenv("SEESR_WEIGHTS", str(tmp_path / "mine"))
@@ -470,7 +470,7 @@ def test_wheel_ships_the_manifest(tmp_path):
     import sys
     import zipfile
 
-    root = Path(w.__file__).resolve().parents[1]
+    root = Path(w.__file__).resolve().parents[2]
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(root)],
         check=True,

@@ -132,7 +132,7 @@ def test_the_official_hub_goes_first_and_a_gone_repo_moves_on(tmp_path, hub, mon
         raise RepositoryNotFoundError("404 Client Error: Repository Not Found for url: ...", response=response)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", gone)
-    monkeypatch.setattr(w, "_reachable", lambda address: True)
+    monkeypatch.setattr(w.fetch, "_reachable", lambda address: True)
     hub.files = {"/community/sd2/resolve/abc/x.bin": BLOB}
     manifest = manifest_with(tmp_path, [
         {"hf_repo": "stabilityai/gone", "official": True},
@@ -183,7 +183,7 @@ def test_download_sd2_base_by_its_group(tmp_path, monkeypatch):
         return str(Path(local_dir) / filename)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
-    monkeypatch.setattr(w, "_reachable", lambda address: True)
+    monkeypatch.setattr(w.fetch, "_reachable", lambda address: True)
     root = tmp_path / "weights"
     statuses = w.download(["sd2-base"], root, progress=False)
     assert sorted(calls) == sorted(("stabilityai/stable-diffusion-2-base", rel) for rel in SD2_FILES)
@@ -193,7 +193,7 @@ def test_download_sd2_base_by_its_group(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ the command
 def test_weights_list_marks_unverified_files(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(Path(w.__file__).resolve().parents[1]), "HF_HUB_CACHE": str(tmp_path / "c")}
+    env = {**os.environ, "PYTHONPATH": str(Path(w.__file__).resolve().parents[2]), "HF_HUB_CACHE": str(tmp_path / "c")}
     env.pop("SEESR_WEIGHTS_MANIFEST", None)
     done = subprocess.run([sys.executable, "-m", "seesr.cli", "weights", "list", "--weights", str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=120)

@@ -29,7 +29,7 @@ class SeesrControlNetModel(CheckedPretrainedMixin, ControlNetModel):
     """diffusers' ``ControlNetModel`` with SeeSR image cross-attention in every cross-attention block.
 
     Config: every ``ControlNetModel`` key plus ``use_image_cross_attention`` (must be true).
-    ``from_pretrained(seesr, subfolder="controlnet")`` checks keys (:mod:`seesr.checkpoints`).
+    ``from_pretrained(seesr, subfolder="controlnet")`` checks keys (:mod:`seesr.weights.checkpoints`).
     """
 
     def __init__(self, *args: Any, use_image_cross_attention: bool = True, **kwargs: Any) -> None:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seesr.checkpoints import check_keys, read_checkpoint
+from seesr.weights.checkpoints import check_keys, read_checkpoint
 from seesr.errors import ConfigError, InputError, WeightsError
 
 # Widths hard-coded in the official RAMLora (ram/models/ram_lora.py): label_embed (num_class, 512),

@@ -32,7 +32,7 @@ from diffusers.models.unets.unet_2d_blocks import (
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from torch import nn
 
-from seesr.checkpoints import check_keys, compare_shapes, load_pretrained, model_file, read_checkpoint
+from seesr.weights.checkpoints import check_keys, compare_shapes, load_pretrained, model_file, read_checkpoint
 from seesr.errors import ConfigError, WeightsError
 
 __all__ = ["IMAGE_CROSS_ATTENTION_DIM", "SeesrUNet2DConditionModel"]
@@ -148,7 +148,7 @@ def _image_attention_hint(missing: list[str]) -> str:
 
 
 class CheckedPretrainedMixin:
-    """``from_pretrained`` by :func:`seesr.checkpoints.load_pretrained`: unreadable files and missing or
+    """``from_pretrained`` by :func:`seesr.weights.checkpoints.load_pretrained`: unreadable files and missing or
     mis-shaped keys are a :class:`WeightsError`, unexpected keys one warning line."""
 
     @classmethod
@@ -168,7 +168,7 @@ class SeesrUNet2DConditionModel(CheckedPretrainedMixin, UNet2DConditionModel):
 
     Config: every ``UNet2DConditionModel`` key plus ``use_image_cross_attention`` (must be true).
     Loading: ``from_pretrained(seesr, subfolder="unet")`` loads a SeeSR UNet whole; :meth:`from_turbo`
-    is the official SeeSR-Turbo rule. Both check keys (:mod:`seesr.checkpoints`).
+    is the official SeeSR-Turbo rule. Both check keys (:mod:`seesr.weights.checkpoints`).
     """
 
     def __init__(self, *args: Any, use_image_cross_attention: bool = True, **kwargs: Any) -> None:
