@@ -225,8 +225,9 @@ def _fetch(
             else:
                 if passed_over:
                     logger.warning("%s: downloaded from %s after: %s", entry.name, source.describe(), "; ".join(passed_over))
-                if entry.sha256 is None:
-                    logger.warning("%s: no published sha256; accepted from %s unchecked", entry.name, source.describe())
+                if entry.sha256 is None:  # only the publisher's copy, or a mirror the user chose to trust
+                    logger.log(logging.INFO if source.official else logging.WARNING,
+                               "%s: no published sha256; accepted from %s unchecked", entry.name, source.describe())
                 return _Fetched(path, source, tuple(passed_over))
         passed_over.append(f"{source.describe()}: {why}")
     raise _SourceFailed(
