@@ -206,3 +206,24 @@ def test_weights_list_marks_unverified_files(tmp_path):
     helped = subprocess.run([sys.executable, "-m", "seesr.cli", "weights", "--help"], capture_output=True, text=True,
                             env=env, timeout=120)
     assert "--trust-unverified" in helped.stdout
+
+
+def test_weights_download_command_reports_the_sources_passed_over(tmp_path, hub):
+    hub.files = {"/mirror/x.bin": BLOB}
+    manifest = manifest_with(tmp_path, [
+        {"url": hub.url + "/gone/x.bin", "official": True},
+        {"url": hub.url + "/mirror/x.bin"},
+    ])
+    env = {**os.environ, "PYTHONPATH": str(Path(w.__file__).resolve().parents[2]), "SEESR_WEIGHTS_MANIFEST": str(manifest)}
+    root = tmp_path / "weights"
+    command = [sys.executable, "-m", "seesr.cli", "weights", "download", "test", "--weights", str(root)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (root / "model" / "x.bin").read_bytes() == BLOB
+    assert f"    not from {hub.url}/gone/x.bin: HTTP 404" in done.stdout
+
+    hub.files = {}
+    done = subprocess.run([*command, "--force"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("seesr: some weights could not be downloaded")
+    assert f"{hub.url}/gone/x.bin: HTTP 404" in done.stderr and f"{hub.url}/mirror/x.bin: HTTP 404" in done.stderr
