@@ -19,7 +19,6 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from seesr.weights.checkpoints import load_pretrained
 from seesr.colorfix import COLOR_FIX_METHODS, apply_color_fix
 from seesr.defaults import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, DEFAULT_PROCESS_SIZE
 from seesr.devices import default_device
@@ -34,6 +33,7 @@ from seesr.sampling import START_TIMESTEP, NoiseSchedule, add_noise, ddim_step, 
 from seesr.tiling import plan_tiles, tiled_apply
 from seesr.vae_tiling import tiled_decode, tiled_encode
 from seesr.weights import WeightPaths
+from seesr.weights.checkpoints import load_pretrained
 
 logger = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from seesr.weights.checkpoints import read_checkpoint
 from seesr.devices import resolve_device
 from seesr.errors import ConfigError, WeightsError
 from seesr.imaging import pil_to_tensor
 from seesr.tiling import Tile, plan_tiles, tiled_apply
+from seesr.weights.checkpoints import read_checkpoint
 
 OFFICIAL_FILE = "RealESRGAN_x4plus.pth"
 CACHE_FILE = "RealESRGAN_x4plus_from_ncnn.safetensors"

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seesr.weights.checkpoints import check_keys, read_checkpoint
 from seesr.errors import ConfigError, InputError, WeightsError
+from seesr.weights.checkpoints import check_keys, read_checkpoint
 
 # Widths hard-coded in the official RAMLora (ram/models/ram_lora.py): label_embed (num_class, 512),
 # image_proj (vision_width -> 512), wordvec_proj (512 -> hidden) and encoder_width=512 of tagging_head.

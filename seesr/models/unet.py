@@ -32,8 +32,8 @@ from diffusers.models.unets.unet_2d_blocks import (
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from torch import nn
 
-from seesr.weights.checkpoints import check_keys, compare_shapes, load_pretrained, model_file, read_checkpoint
 from seesr.errors import ConfigError, WeightsError
+from seesr.weights.checkpoints import check_keys, compare_shapes, load_pretrained, model_file, read_checkpoint
 
 __all__ = ["IMAGE_CROSS_ATTENTION_DIM", "SeesrUNet2DConditionModel"]
 

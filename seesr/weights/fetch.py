@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from seesr.errors import MissingWeightsError
+from seesr.weights.checksums import _CHUNK, Status, _status, sha256_of
 from seesr.weights.locate import (
     DOWNLOAD_COMMAND, WEIGHTS_DIR, _folder_of, _local_file, _locate, _looked_in, _offline_error, _size, _where_lines,
     _whole_folder, default_weights_dir, offline_mode,
 )  # fmt: skip
 from seesr.weights.manifest import Manifest, ManifestEntry, Source, load_manifest
-from seesr.weights.checksums import _CHUNK, Status, _status, sha256_of
 
 logger = logging.getLogger("seesr.weights")
 

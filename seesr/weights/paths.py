@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from seesr.errors import ConfigError, MissingWeightsError, WeightsError
+from seesr.weights.checksums import _checksum_problem
 from seesr.weights.fetch import _fetch_all
 from seesr.weights.locate import (
     DOWNLOAD_HINT, FILES, FOLDERS, OPTIONAL, OPTIONAL_FOLDERS, RAM_CONFIGS, _local_file, _locate, _looked_in,
     _missing_error, _offline_error, _warn_size, _whole_folder, default_weights_dir, offline_mode,
 )  # fmt: skip
 from seesr.weights.manifest import Manifest, ManifestEntry, load_manifest
-from seesr.weights.checksums import _checksum_problem
 
 logger = logging.getLogger("seesr.weights")
 
