@@ -794,6 +794,8 @@ class WeightPaths:
     ram_tag_list_chinese: Path | None
     ram_thresholds: Path
     ram_configs: Path | None = None
+    sd2_base: Path | None = None
+    """Stable Diffusion 2 base (diffusers layout, ``weights/sd-2-base/``): only for ``model="seesr"``."""
 
     @classmethod
     def from_dir(cls, root: str | Path | None = None) -> "WeightPaths":
