@@ -40,6 +40,8 @@ class NoiseSchedule:
         """Build the schedule from a diffusers scheduler config (only epsilon prediction)."""
         if config.get("prediction_type", "epsilon") != "epsilon":
             raise ConfigError(f"prediction_type {config.get('prediction_type')!r} is not supported: SeeSR uses 'epsilon'")
+        if config.get("clip_sample") or config.get("thresholding"):
+            raise ConfigError("clip_sample/thresholding are not supported: the SeeSR schedulers use neither")
         steps = int(config.get("num_train_timesteps", 1000))
         start, end = float(config.get("beta_start", 0.00085)), float(config.get("beta_end", 0.012))
         kind = config.get("beta_schedule", "scaled_linear")
