@@ -237,7 +237,7 @@ def plan_run(
             lambda b: denoise_bytes(tile_px(latent_tile), b * batch_multiplier, element),
         )
         if "latent_tile" in overrides:
-            reason = f"latent_tile={overrides['latent_tile']} as set"
+            reason = f"latent tile {overrides['latent_tile']} as set"
         elif latent_tile < quality_tile:
             reason = f"smaller than {quality_tile} (max_latent_tile={max_latent_tile}) to fit the memory budget"
         elif untiled:

@@ -105,7 +105,7 @@ def test_user_values_override_the_planner():
         2048, 2048, device=CPU, weights_bytes=GiB, budget_bytes=100 * GiB, overrides={"latent_tile": 40, "offload": False}
     )
     assert plan.latent_tile == 40 and plan.latent_overlap == 13 and not plan.offload
-    assert "latent_tile=40 as set" in plan.describe()
+    assert "latent 256x256 in 9x9 tiles of 40 (overlap 13), 4 per batch: latent tile 40 as set" in plan.describe()
 
 
 def test_estimate_grows_with_tiles_and_guidance():
