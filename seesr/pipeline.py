@@ -63,7 +63,7 @@ def build_prompt(tags: str, user_prompt: str = "", positive_prompt: str = DEFAUL
 
 
 class SeesrPipeline:
-    """SeeSR-Turbo: semantics-aware diffusion super-resolution in 1-4 DDIM steps."""
+    """SeeSR: semantics-aware diffusion super-resolution (SeeSR-Turbo in 1-4 steps, or SeeSR on SD-2-base)."""
 
     def __init__(
         self,
