@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,13 @@ import torch
 from PIL import Image
 
 from seesr.devices import PeakTracker, resolve_device
+from seesr.models import MODELS
 from seesr.errors import MissingWeightsError
 from seesr.fallback import Attempt, free_memory, run_ladder
 from seesr.fidelity import FidelityReport, fidelity_report
 from seesr.imaging import plan_working_size, resize
 from seesr.io import LoadedImage, denoise, load_image, recombine, save_image
+from seesr.models import MODELS
 from seesr.planner import RunPlan, plan_run
 from seesr.presets import Settings, resolve_settings
 from seesr.weights import WeightPaths
@@ -103,17 +105,21 @@ class Upscaler:
 
     # ---------------------------------------------------------------- models
     def pipeline(self, settings: Settings):
-        """The SeeSR pipeline for these settings' device/dtype (loaded once; WeightsError if missing)."""
+        """The SeeSR pipeline for these settings' model, device and dtype (loaded once per model;
+        WeightsError if missing)."""
         from seesr.pipeline import SeesrPipeline
 
         device = resolve_device(settings.device)
         dtype = settings.torch_dtype(device)
         key = (device, dtype)
+        if self._pipe is not None and self._pipe.model != settings.model:
+            self.unload()  # one model's networks at a time
         if self._pipe is None:
+            need = [MODELS[settings.model].base]
             paths = self.weights if isinstance(self.weights, WeightPaths) else WeightPaths.resolve(
-                self.weights, download=self.download
+                self.weights, download=self.download, need=need
             )
-            self._pipe = SeesrPipeline.from_pretrained(paths, device=device, torch_dtype=dtype)
+            self._pipe = SeesrPipeline.from_pretrained(paths, model=settings.model, device=device, torch_dtype=dtype)
             self._pipe.show_progress = self.progress
         elif self._pipe_key != key:
             self._pipe.to(device, dtype)
@@ -147,18 +153,16 @@ class Upscaler:
         device = resolve_device(settings.device)
         dtype = settings.torch_dtype(device)
         overrides, multiplier = settings.plan_overrides(), settings.batch_multiplier()
+        planning = dict(batch_multiplier=multiplier, max_latent_tile=settings.max_latent_tile, overrides=overrides)
         if self._pipe is not None:
-            plan = self._pipe.plan_for(*sizes.work_size, batch_multiplier=multiplier, overrides=overrides)
+            plan = self._pipe.plan_for(*sizes.work_size, **planning)
         else:  # nothing loaded yet: plan for the full-size weights in this dtype
             weights = _full_size_weights_bytes(dtype)
-            plan = plan_run(
-                *sizes.work_size, device=device, dtype=dtype, weights_bytes=weights,
-                batch_multiplier=multiplier, overrides=overrides,
-            )  # fmt: skip
+            plan = plan_run(*sizes.work_size, device=device, dtype=dtype, weights_bytes=weights, **planning)
         return settings, plan, sizes.output_size
 
     def settings(self, arguments: dict[str, Any]) -> Settings:
-        return resolve_settings({**self.defaults, **arguments}, config_file=self.config_file)
+        return _with_model_defaults(resolve_settings({**self.defaults, **arguments}, config_file=self.config_file))
 
     def upscale(self, image: ImageInput, **arguments: Any) -> Result:
         """Upscale one image (path, bytes, PIL image or numpy array); see :class:`Settings`."""
@@ -214,7 +218,12 @@ class Upscaler:
             named = ", ".join(error.missing[:3]) + (f" and {len(error.missing) - 3} more" if len(error.missing) > 3 else "")
             return realesrgan_only(f"SeeSR weights are missing ({named}); run `seesr weights download`")
         sizes = plan_working_size(rgb.width, rgb.height, settings.scale, settings.process_size)
-        plan = pipe.plan_for(*sizes.work_size, batch_multiplier=settings.batch_multiplier(), overrides=settings.plan_overrides())
+        plan = pipe.plan_for(
+            *sizes.work_size,
+            batch_multiplier=settings.batch_multiplier(),
+            max_latent_tile=settings.max_latent_tile,
+            overrides=settings.plan_overrides(),
+        )
 
         def run_seesr(rung: RunPlan):
             return pipe(
@@ -226,6 +235,9 @@ class Upscaler:
                 negative_prompt=settings.negative_prompt,
                 guidance_scale=settings.guidance_scale,
                 conditioning_scale=settings.conditioning_scale,
+                sampler=settings.sampler,
+                start_point=settings.start_point,
+                start_steps=settings.start_steps,
                 color_fix=settings.color_fix,
                 process_size=settings.process_size,
                 plan=rung,
@@ -248,6 +260,17 @@ def upscale(image: ImageInput, preset: str = "balanced", scale: float = 4, **arg
     """Upscale one image with a fresh :class:`Upscaler` (use an Upscaler to serve many images)."""
     weights = arguments.pop("weights", None)
     return Upscaler(weights).upscale(image, preset=preset, scale=scale, **arguments)
+
+
+def _with_model_defaults(settings: Settings) -> Settings:
+    """For a model other than SeeSR-Turbo, its own steps and guidance where the settings hold
+    the turbo defaults (SeeSR on SD-2-base: 50 steps, CFG 5.5)."""
+    spec, turbo = MODELS[settings.model], MODELS[Settings.model]
+    return replace(
+        settings,
+        steps=spec.steps if settings.steps == turbo.steps else settings.steps,
+        guidance_scale=spec.guidance_scale if settings.guidance_scale == turbo.guidance_scale else settings.guidance_scale,
+    )
 
 
 FULL_SIZE_PARAMETERS = int(2.25e9)

@@ -1,7 +1,8 @@
 """SeesrPipeline: SeeSR-Turbo super-resolution, read top to bottom in ``__call__``.
 
 tag (RAM + DAPE) -> prompt -> CLIP text encoding -> bicubic upscale -> VAE encode -> noise the
-LR latent to t=999 -> DDIM steps with ControlNet + UNet -> VAE decode -> colour fix -> resize.
+LR latent to t=999 -> DDIM (or DDPM) steps with ControlNet + UNet, the last one returning the
+clean estimate -> VAE decode -> colour fix -> resize.
 """
 
 from __future__ import annotations
@@ -22,17 +23,18 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from seesr.colorfix import COLOR_FIX_METHODS, apply_color_fix
 from seesr.defaults import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, DEFAULT_PROCESS_SIZE
 from seesr.devices import default_device
-from seesr.errors import ConfigError, InputError
+from seesr.errors import ConfigError, InputError, MissingWeightsError, WeightsError
 from seesr.imaging import pil_to_tensor, plan_working_size, resize, tensor_to_pil
 from seesr.kds import KdsConfig, kds_noise_pred, particle_noise, select_particle
+from seesr.models import MODELS
 from seesr.models.controlnet import SeesrControlNetModel
 from seesr.models.tagger import RamConfig, RamTagger
 from seesr.models.unet import SeesrUNet2DConditionModel
-from seesr.planner import RunPlan, plan_run
-from seesr.sampling import START_TIMESTEP, NoiseSchedule, add_noise, ddim_step, previous_timestep, trailing_timesteps
+from seesr.planner import DEFAULT_MAX_LATENT_TILE, RunPlan, plan_run
+from seesr.sampling import SAMPLERS, START_TIMESTEP, NoiseSchedule, add_noise, denoise_step, previous_timestep
 from seesr.tiling import plan_tiles, tiled_apply
 from seesr.vae_tiling import tiled_decode, tiled_encode
-from seesr.weights import WeightPaths
+from seesr.weights import DOWNLOAD_HINT, WeightPaths
 from seesr.weights.checkpoints import load_pretrained
 
 logger = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ def build_prompt(tags: str, user_prompt: str = "", positive_prompt: str = DEFAUL
 
 
 class SeesrPipeline:
-    """SeeSR-Turbo: semantics-aware diffusion super-resolution in 1-4 DDIM steps."""
+    """SeeSR: semantics-aware diffusion super-resolution (SeeSR-Turbo in 1-4 steps, or SeeSR on SD-2-base)."""
 
     def __init__(
         self,
@@ -81,6 +83,8 @@ class SeesrPipeline:
         self.controlnet = controlnet
         self.tagger = tagger
         self.schedule = schedule
+        self.model = "seesr-turbo"
+        """Which of :data:`MODELS` the networks are (set by :meth:`from_pretrained`)."""
         self.execution_device = unet.device
         self.fault_hook: FaultHook | None = None
         self.show_progress = False
@@ -94,7 +98,7 @@ class SeesrPipeline:
         cls,
         weights: WeightPaths | str | Path | None = None,
         *,
-        unet_rule: Literal["turbo", "plain"] = "turbo",
+        model: str = "seesr-turbo",
         torch_dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
         download: bool = False,
@@ -105,24 +109,34 @@ class SeesrPipeline:
         :meth:`WeightPaths.resolve` (directory, then Hugging Face cache, then a download when
         ``download``).
 
-        ``unet_rule="turbo"`` (default, the official turbo script): UNet config and weights from
-        sd-turbo, only the ``image_attentions`` weights from SeeSR. ``"plain"``: SeeSR's UNet whole.
+        ``model`` (see :data:`MODELS`): ``"seesr-turbo"`` (default, the official turbo script):
+        VAE, text encoder, tokenizer and scheduler from sd-turbo; UNet config and weights from
+        sd-turbo with only the ``image_attentions`` weights from SeeSR. ``"seesr"`` (the official
+        ``test_seesr.py``): the same components from SD-2-base (``WeightPaths.sd2_base``) and
+        SeeSR's UNet whole. The ControlNet comes from SeeSR for both.
         """
+        if model not in MODELS:
+            raise ConfigError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
         paths = weights if isinstance(weights, WeightPaths) else WeightPaths.resolve(weights, download=download)
         paths.check()
+        spec = MODELS[model]
+        base = getattr(paths, spec.base)
+        if base is None or not (base / "scheduler" / "scheduler_config.json").is_file():
+            raise MissingWeightsError(
+                f"model {model!r} needs its base model folder (diffusers layout: vae/, text_encoder/, "
+                f"tokenizer/, scheduler/) in {base or 'weights/sd-2-base/'}; {DOWNLOAD_HINT}."
+            )
         device = torch.device(device) if device is not None else default_device()
         dtype = torch_dtype or (torch.float16 if device.type == "cuda" else torch.float32)
 
         paths.warn_on_checksum_mismatch()
-        vae, _ = load_pretrained(AutoencoderKL, paths.sd_turbo / "vae", "sd-turbo VAE")
-        text_encoder, _ = load_pretrained(CLIPTextModel, paths.sd_turbo / "text_encoder", "sd-turbo text encoder")
-        tokenizer = CLIPTokenizer.from_pretrained(paths.sd_turbo / "tokenizer")
-        if unet_rule == "turbo":
-            unet = SeesrUNet2DConditionModel.from_turbo(paths.sd_turbo, paths.seesr)
-        elif unet_rule == "plain":
-            unet = SeesrUNet2DConditionModel.from_pretrained(paths.seesr, subfolder="unet")
+        vae, _ = load_pretrained(AutoencoderKL, base / "vae", f"{base.name} VAE")
+        text_encoder, _ = load_pretrained(CLIPTextModel, base / "text_encoder", f"{base.name} text encoder")
+        tokenizer = CLIPTokenizer.from_pretrained(base / "tokenizer")
+        if spec.unet_rule == "turbo":
+            unet = SeesrUNet2DConditionModel.from_turbo(base, paths.seesr)
         else:
-            raise ConfigError(f"unet_rule must be 'turbo' or 'plain', got {unet_rule!r}")
+            unet = SeesrUNet2DConditionModel.from_pretrained(paths.seesr, subfolder="unet")
         controlnet = SeesrControlNetModel.from_pretrained(paths.seesr, subfolder="controlnet")
         tagger = RamTagger.from_pretrained(
             paths.ram_checkpoint,
@@ -132,8 +146,10 @@ class SeesrPipeline:
             thresholds=paths.ram_thresholds,
             config=RamConfig.from_official_configs(paths.ram_configs) if paths.ram_configs else None,
         )
-        schedule = NoiseSchedule.from_pretrained(paths.sd_turbo / "scheduler")
-        return cls(vae, text_encoder, tokenizer, unet, controlnet, tagger, schedule).to(device, dtype)
+        schedule = NoiseSchedule.from_pretrained(base / "scheduler")
+        pipe = cls(vae, text_encoder, tokenizer, unet, controlnet, tagger, schedule)
+        pipe.model = model
+        return pipe.to(device, dtype)
 
     def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> "SeesrPipeline":
         """Move the networks. The VAE follows ``dtype`` on CUDA, and on the CPU when it is bfloat16
@@ -141,7 +157,9 @@ class SeesrPipeline:
         is slow on CPUs). A bfloat16 VAE on the CPU gets channels_last weights (NHWC oneDNN
         convolutions without layout reorders; at a 64x64 latent decode 2.0x and encode 2.4x faster
         than NCHW). A float32 VAE stays NCHW: channels_last was 1.2x faster there but moves the
-        results ~1e-4 away from the official (NCHW) numbers."""
+        results ~1e-4 away from the official (NCHW) numbers. The tagger stays float32 whatever
+        ``dtype`` (as officially): its tags are thresholded logits, and a tag near its threshold
+        would flip in half precision and change the prompt."""
         device = torch.device(device)
         self.execution_device = device
         if self._offload:
@@ -152,7 +170,7 @@ class SeesrPipeline:
             (self.text_encoder, dtype),
             (self.unet, dtype),
             (self.controlnet, dtype),
-            (self.tagger, dtype),
+            (self.tagger, None if dtype is None else torch.float32),
             (self.vae, vae_dtype),
         ):
             if model is None:
@@ -210,7 +228,13 @@ class SeesrPipeline:
         )
 
     def plan_for(
-        self, work_width: int, work_height: int, *, batch_multiplier: int = 1, overrides: dict | None = None
+        self,
+        work_width: int,
+        work_height: int,
+        *,
+        batch_multiplier: int = 1,
+        max_latent_tile: int = DEFAULT_MAX_LATENT_TILE,
+        overrides: dict | None = None,
     ) -> RunPlan:
         """:func:`plan_run` for a working image on this pipeline's device, dtype and weights
         (``overrides``: RunPlan fields fixed by the caller)."""
@@ -222,6 +246,7 @@ class SeesrPipeline:
             weights_bytes=self.weights_bytes,
             loaded_bytes=self.loaded_bytes,
             batch_multiplier=batch_multiplier,
+            max_latent_tile=max_latent_tile,
             overrides=overrides,
         )
 
@@ -240,12 +265,15 @@ class SeesrPipeline:
         image: Image.Image,
         *,
         scale: float = 4,
-        num_inference_steps: int = 2,
+        num_inference_steps: int | None = None,
         prompt: str = "",
         positive_prompt: str = DEFAULT_POSITIVE_PROMPT,
         negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
-        guidance_scale: float = 1.0,
+        guidance_scale: float | None = None,
         conditioning_scale: float = 1.0,
+        sampler: str = "ddim",
+        start_point: Literal["lr", "noise"] = "lr",
+        start_steps: int = START_TIMESTEP,
         color_fix: str = "wavelet",
         process_size: int = DEFAULT_PROCESS_SIZE,
         plan: RunPlan | None = None,
@@ -261,6 +289,12 @@ class SeesrPipeline:
     ) -> SeesrPipelineOutput:
         """Upscale one RGB image by ``scale``.
 
+        ``num_inference_steps``/``guidance_scale``: default to the model's (:data:`MODELS`).
+        ``sampler``: ``"ddim"`` (deterministic) or ``"ddpm"`` (the official turbo script's
+        stochastic step, its noise drawn from ``generator``); either way the last step returns the
+        clean estimate. ``start_point="lr"``: start from the LR latent noised to ``start_steps``
+        (SeeSR's LR embedding); ``"noise"``: from pure noise.
+
         ``latents``: the initial noise (1, 4, h/8, w/8), else drawn from ``generator``/``seed`` on the
         CPU (same numbers on every device). ``tags``/``ram_embeds`` skip the tagger. ``lr_latent="mean"``
         encodes the LR image with the VAE mean instead of a sample. ``callback(i, t, latents)`` runs
@@ -271,7 +305,12 @@ class SeesrPipeline:
         over N particles (see :mod:`seesr.kds`); the particle nearest the ensemble mean is kept.
         """
         # 0. Check the call
-        self.check_inputs(image, num_inference_steps, guidance_scale, color_fix, lr_latent, output_type)
+        spec = MODELS[self.model]
+        num_inference_steps = spec.steps if num_inference_steps is None else num_inference_steps
+        guidance_scale = spec.guidance_scale if guidance_scale is None else guidance_scale
+        self.check_inputs(
+            image, num_inference_steps, guidance_scale, color_fix, lr_latent, output_type, sampler, start_point, start_steps
+        )
         if generator is None:
             generator = torch.Generator("cpu").manual_seed(seed if seed is not None else torch.seed())
         sizes = plan_working_size(image.width, image.height, scale, process_size)
@@ -305,7 +344,7 @@ class SeesrPipeline:
         condition = pil_to_tensor(upscaled).to(self.device)
 
         # 4. Timesteps and initial noise
-        timesteps = trailing_timesteps(num_inference_steps, self.schedule.num_train_timesteps)
+        timesteps = self.schedule.timesteps(num_inference_steps)
         latent_shape = (1, self.unet.config.in_channels, sizes.work_size[1] // 8, sizes.work_size[0] // 8)
         if latents is None:
             latents = torch.randn(latent_shape, generator=generator, dtype=torch.float32)
@@ -313,14 +352,17 @@ class SeesrPipeline:
             raise ConfigError(f"latents must have shape {latent_shape}, got {tuple(latents.shape)}")
         noise = latents.to(self.device, torch.float32)
 
-        # 5. Start point: the VAE-encoded LR image noised to t=999 (SeeSR's LR embedding strategy)
-        with self.stage("encode", self.vae):
-            lr_latents = self.encode_image(condition, generator, lr_latent, tile=plan.vae_encoder_tile)
+        # 5. Start point: the VAE-encoded LR image noised to start_steps (SeeSR's LR embedding
+        # strategy), or pure noise
+        if start_point == "lr":
+            with self.stage("encode", self.vae):
+                lr_latents = self.encode_image(condition, generator, lr_latent, tile=plan.vae_encoder_tile)
         if kds is not None:
             noise = particle_noise(noise, kds.particles, generator)
-        latents = add_noise(lr_latents, noise, self.schedule, START_TIMESTEP)
+        latents = add_noise(lr_latents, noise, self.schedule, start_steps) if start_point == "lr" else noise
 
-        # 6. Denoise: ControlNet + UNet at each step (tiled on large latents), DDIM update in float32
+        # 6. Denoise: ControlNet + UNet at each step (tiled on large latents), sampler update in
+        # float32; the last step returns the clean estimate
         tiles = plan_tiles(latents.shape[-2], latents.shape[-1], plan.latent_tile, plan.latent_overlap)
         bar = tqdm(total=len(timesteps) * len(tiles), unit="tile", desc="denoise", disable=not self.show_progress)
         with self.stage("denoise", self.unet, self.controlnet), bar:
@@ -343,7 +385,8 @@ class SeesrPipeline:
                 if kds is not None:
                     noise_pred = kds_noise_pred(latents, noise_pred, self.schedule.alpha(t), kds, i, num_inference_steps)
                 prev_t = previous_timestep(t, num_inference_steps, self.schedule.num_train_timesteps)
-                latents = ddim_step(latents, noise_pred, self.schedule, t, prev_t)
+                last = i == len(timesteps) - 1
+                latents = denoise_step(sampler, latents, noise_pred, self.schedule, t, prev_t, last=last, generator=generator)
                 if callback is not None:
                     callback(i, t, latents)
         if latents.shape[0] > 1:
@@ -380,13 +423,16 @@ class SeesrPipeline:
         color_fix: str,
         lr_latent: str,
         output_type: str,
+        sampler: str = "ddim",
+        start_point: str = "lr",
+        start_steps: int = START_TIMESTEP,
     ) -> None:
         """Refuse bad arguments before any work is done, naming all of them at once."""
         problems = []
         if not isinstance(image, Image.Image):
             raise InputError(f"image must be a PIL image, got {type(image).__name__}")
         if not isinstance(steps, int) or steps < 1:
-            problems.append(f"num_inference_steps must be an integer >= 1 (1-4 supported), got {steps!r}")
+            problems.append(f"num_inference_steps must be an integer >= 1, got {steps!r}")
         if guidance_scale < 1.0:
             problems.append(f"guidance_scale must be >= 1.0, got {guidance_scale}")
         if color_fix not in COLOR_FIX_METHODS:
@@ -395,6 +441,13 @@ class SeesrPipeline:
             problems.append(f"lr_latent must be 'sample' or 'mean', got {lr_latent!r}")
         if output_type not in ("pil", "pt"):
             problems.append(f"output_type must be 'pil' or 'pt', got {output_type!r}")
+        if sampler not in SAMPLERS:
+            problems.append(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        if start_point not in ("lr", "noise"):
+            problems.append(f"start_point must be 'lr' or 'noise', got {start_point!r}")
+        last_step = self.schedule.num_train_timesteps - 1
+        if not isinstance(start_steps, int) or not 1 <= start_steps <= last_step:
+            problems.append(f"start_steps must be an integer from 1 to {last_step}, got {start_steps!r}")
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -418,15 +471,12 @@ class SeesrPipeline:
                 model.to("cpu")
 
     def tag(self, image: Image.Image):
-        """RAM + DAPE on the LR image: tags (prompt) and (1, 145, 512) image embeddings."""
+        """RAM + DAPE on the LR image, in float32: tags (prompt) and (1, 145, 512) image embeddings
+        (float32; the caller casts them to the denoiser's dtype)."""
         if self.tagger is None:
             raise ConfigError("this pipeline has no tagger: pass tags= and ram_embeds=")
-        pixels = pil_to_tensor(image).to(self.device, self.tagger_dtype)
+        pixels = pil_to_tensor(image).to(self.device, torch.float32)
         return self.tagger.tag(pixels)
-
-    @property
-    def tagger_dtype(self) -> torch.dtype:
-        return next(self.tagger.parameters()).dtype
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:
         """CLIP last hidden state of the prompt, padded/truncated to the tokenizer's 77 tokens."""

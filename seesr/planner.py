@@ -1,6 +1,11 @@
 """Automatic run planning: untiled or tiled, tile sizes and tile batch, from the image size,
 the device and its free memory; with the estimated peak memory of the plan.
 
+Quality first, then memory: the latent tile is capped at ``max_latent_tile`` (the official turbo
+script's 96, overlap 32) whatever the memory, because SD-Turbo and SeeSR were trained near that
+size; a latent whose area is within ``max_latent_tile**2`` runs untiled (the official area test).
+Memory may only make the tiles smaller.
+
 The memory model: peak = resident weights + the largest stage's working memory. Working memory
 is linear in pixels for every stage (SDPA attention is memory-efficient), with per-pixel costs
 measured on the full-size models by ``python -m seesr.benchmarks.memory`` (numbers below).
@@ -16,7 +21,7 @@ import psutil
 import torch
 
 from seesr.errors import ConfigError
-from seesr.tiling import plan_tiles
+from seesr.tiling import Tile, plan_tiles
 
 # Working memory per pixel, in bytes per byte of element size (x4 for float32, x2 for float16),
 # fitted on the full-size models (CPU, float32, two sizes each, linear fit) by
@@ -33,6 +38,8 @@ VAE_ENCODE_BYTES_PER_PIXEL = 640.0
 FIXED_OVERHEAD_BYTES = 300 * 2**20
 """Tagger at 384x384, text encoder, latents kept across stages, allocator slack."""
 
+DEFAULT_MAX_LATENT_TILE = 96
+"""Official turbo-script ``latent_tiled_size``: the largest latent tile the denoiser sees."""
 MIN_LATENT_TILE = 32
 MIN_VAE_DECODER_TILE = 32
 MIN_VAE_ENCODER_TILE = 256
@@ -55,6 +62,10 @@ class RunPlan:
     vae_decoder_tile: int = 224
     offload: bool = False
     estimated_peak_bytes: int | None = None
+    latent_size: tuple[int, int] | None = None
+    """(height, width) of the latent this plan was made for (for :meth:`describe`)."""
+    latent_tile_reason: str | None = None
+    """Why the latent tile has its size, in words (for :meth:`describe`)."""
 
     def __post_init__(self) -> None:
         if self.latent_overlap is None:  # a third of the tile, at most the official 32
@@ -84,13 +95,35 @@ class RunPlan:
             vae_encoder_tile=max(128, self.vae_encoder_tile // 2),
             vae_decoder_tile=max(16, self.vae_decoder_tile // 2),
             estimated_peak_bytes=None,
+            latent_tile_reason="halved after running out of memory",
         )
 
+    def latent_tiles(self) -> list[Tile]:
+        """The denoiser's tile grid on :attr:`latent_size` (what the pipeline runs)."""
+        if self.latent_size is None:
+            raise ConfigError("this plan was made without a latent size")
+        height, width = self.latent_size
+        return plan_tiles(height, width, self.latent_tile, _overlap(self, height, width))
+
     def describe(self) -> str:
+        """One line: the latent tile grid and why, tile batch, VAE tiles, offload, estimated peak."""
+        if self.latent_size is None:
+            grid = f"latent tile {self.latent_tile} (overlap {self.latent_overlap})"
+        else:
+            height, width = self.latent_size
+            tiles = self.latent_tiles()
+            if len(tiles) == 1:
+                grid = f"latent {width}x{height} untiled"
+            else:
+                rows, cols = len({t.top for t in tiles}), len({t.left for t in tiles})
+                grid = (
+                    f"latent {width}x{height} in {cols}x{rows} tiles of {self.latent_tile} "
+                    f"(overlap {_overlap(self, height, width)}), {self.tile_batch_size} per batch"
+                )
+        reason = f": {self.latent_tile_reason}" if self.latent_tile_reason else ""
         peak = f", est. peak {self.estimated_peak_bytes / 2**30:.1f} GiB" if self.estimated_peak_bytes else ""
         return (
-            f"latent tile {self.latent_tile}/{self.latent_overlap} x{self.tile_batch_size}, "
-            f"VAE encoder tile {self.vae_encoder_tile}px, decoder tile {self.vae_decoder_tile}"
+            f"{grid}{reason}; VAE encoder tile {self.vae_encoder_tile}px, decoder tile {self.vae_decoder_tile}"
             f"{', offload' if self.offload else ''}{peak}"
         )
 
@@ -162,9 +195,11 @@ def plan_run(
     loaded_bytes: int = 0,
     budget_bytes: int | None = None,
     batch_multiplier: int = 1,
+    max_latent_tile: int = DEFAULT_MAX_LATENT_TILE,
     overrides: dict | None = None,
 ) -> RunPlan:
-    """The largest tiles (untiled when it fits) whose estimated peak stays within the budget.
+    """The largest tiles whose estimated peak stays within the budget; the latent tile never
+    exceeds ``max_latent_tile`` (untiled when the latent's area is within its square).
 
     Stages run one after another, so each stage gets the whole budget left after the resident
     weights and the images. ``loaded_bytes``: the part of ``weights_bytes`` already on ``device``
@@ -184,7 +219,11 @@ def plan_run(
     def largest(candidates: list[int], cost) -> int:
         return next((c for c in candidates if cost(c) <= stage_budget), candidates[-1])
 
-    latent_tiles = [latent_side] + [t for t in (128, 96, 64, 48, MIN_LATENT_TILE) if t < latent_side]
+    untiled = latent_h * latent_w <= max_latent_tile**2  # the official area test
+    quality_tile = latent_side if untiled else max_latent_tile
+    latent_tiles = [quality_tile] + [
+        t for t in (128, 96, 64, 48, MIN_LATENT_TILE) if t < quality_tile and t <= max_latent_tile
+    ]
     decoder_tiles = [latent_side] + [t for t in (256, 192, 128, 96, 64, MIN_VAE_DECODER_TILE) if t < latent_side]
     encoder_tiles = [latent_side * 8] + [t for t in (2048, 1536, 1024, 768, 512, MIN_VAE_ENCODER_TILE) if t < latent_side * 8]
     for offload in (False, True):
@@ -197,8 +236,18 @@ def plan_run(
             [b for b in (4, 2) if b <= tiles] + [1],
             lambda b: denoise_bytes(tile_px(latent_tile), b * batch_multiplier, element),
         )
+        if "latent_tile" in overrides:
+            reason = f"latent tile {overrides['latent_tile']} as set"
+        elif latent_tile < quality_tile:
+            reason = f"smaller than {quality_tile} (max_latent_tile={max_latent_tile}) to fit the memory budget"
+        elif untiled:
+            reason = f"area within max_latent_tile^2={max_latent_tile}^2"
+        else:
+            reason = f"capped at max_latent_tile={max_latent_tile}"
         values = dict(
             latent_tile=latent_tile,
+            latent_size=(latent_h, latent_w),
+            latent_tile_reason=reason,
             tile_batch_size=batch,
             vae_decoder_tile=largest(decoder_tiles, lambda t: decode_bytes(tile_px(t), element)),
             vae_encoder_tile=largest(

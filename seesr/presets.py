@@ -62,10 +62,15 @@ class Settings:
     negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
     guidance_scale: float = 1.0
     conditioning_scale: float = 1.0
+    sampler: str = "ddim"
+    start_point: str = "lr"
+    start_steps: int = 999
+    model: str = "seesr-turbo"
     color_fix: str = "wavelet"
     process_size: int = DEFAULT_PROCESS_SIZE
     device: str | None = None
     dtype: str = "auto"
+    max_latent_tile: int = 96
     latent_tile: int | None = None
     latent_overlap: int | None = None
     tile_batch_size: int | None = None
@@ -120,6 +125,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "guidance_scale": (1.0, 20.0),
     "conditioning_scale": (0.0, 2.0),
     "process_size": (0, 4096),
+    "start_steps": (1, 999),
+    "max_latent_tile": (8, 1024),
     "latent_tile": (8, 1024),
     "latent_overlap": (0, 512),
     "tile_batch_size": (1, 64),
@@ -137,6 +144,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "color_fix": COLOR_FIX_METHODS,
     "dtype": DTYPES,
     "output_format": OUTPUT_FORMATS,
+    "sampler": ("ddim", "ddpm"),
+    "start_point": ("lr", "noise"),
+    "model": ("seesr-turbo", "seesr"),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 

@@ -1,7 +1,9 @@
-"""DDIM sampling as small functions (k-diffusion style): schedule, noising, one step.
+"""Sampling as small functions (k-diffusion style): schedule, timesteps, noising, one step.
 
 SeeSR-Turbo starts from the LR latent noised to the last training step (t=999) and takes 1-4
-deterministic DDIM steps (eta 0) on sd-turbo's "trailing" timestep spacing.
+steps on sd-turbo's "trailing" timestep spacing: deterministic DDIM (eta 0, our default) or the
+stochastic DDPM step of the official turbo script. The last step returns the clean estimate x0
+(what DDPM does when it steps past t=0).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -16,6 +19,7 @@ from seesr.errors import ConfigError
 
 START_TIMESTEP = 999
 """The official ``--start_steps`` default: the LR latent is noised to the last training step."""
+TIMESTEP_SPACINGS = ("trailing", "leading", "linspace")
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,8 @@ class NoiseSchedule:
 
     alphas_cumprod: torch.Tensor
     final_alpha_cumprod: float
+    timestep_spacing: str = "trailing"
+    steps_offset: int = 0
 
     @property
     def num_train_timesteps(self) -> int:
@@ -34,6 +40,8 @@ class NoiseSchedule:
         """Build the schedule from a diffusers scheduler config (only epsilon prediction)."""
         if config.get("prediction_type", "epsilon") != "epsilon":
             raise ConfigError(f"prediction_type {config.get('prediction_type')!r} is not supported: SeeSR uses 'epsilon'")
+        if config.get("clip_sample") or config.get("thresholding"):
+            raise ConfigError("clip_sample/thresholding are not supported: the SeeSR schedulers use neither")
         steps = int(config.get("num_train_timesteps", 1000))
         start, end = float(config.get("beta_start", 0.00085)), float(config.get("beta_end", 0.012))
         kind = config.get("beta_schedule", "scaled_linear")
@@ -47,13 +55,34 @@ class NoiseSchedule:
             raise ConfigError(f"beta_schedule {kind!r} is not supported; use 'scaled_linear' or 'linear'")
         alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
         final = 1.0 if config.get("set_alpha_to_one", False) else float(alphas_cumprod[0])
-        return cls(alphas_cumprod=alphas_cumprod, final_alpha_cumprod=final)
+        spacing = config.get("timestep_spacing", "leading")  # diffusers' default when absent (SD-2-base)
+        if spacing not in TIMESTEP_SPACINGS:
+            raise ConfigError(f"timestep_spacing {spacing!r} is not supported; use one of {', '.join(TIMESTEP_SPACINGS)}")
+        return cls(
+            alphas_cumprod=alphas_cumprod,
+            final_alpha_cumprod=final,
+            timestep_spacing=spacing,
+            steps_offset=int(config.get("steps_offset", 0)),
+        )
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "NoiseSchedule":
         """Read ``scheduler_config.json`` from a scheduler folder."""
         path = Path(folder) / "scheduler_config.json"
         return cls.from_config(json.loads(path.read_text()))
+
+    def timesteps(self, num_inference_steps: int) -> list[int]:
+        """The sampling timesteps, spaced as the scheduler config says (diffusers' DDPM/DDIM rules)."""
+        steps, n = self.num_train_timesteps, num_inference_steps
+        if n < 1 or n > steps:
+            raise ConfigError(f"steps must be between 1 and {steps}, got {n}")
+        if self.timestep_spacing == "trailing":
+            return trailing_timesteps(n, steps)
+        if self.timestep_spacing == "leading":
+            values = (torch.arange(n, dtype=torch.float64) * (steps // n)).round().flip(0) + self.steps_offset
+        else:  # linspace
+            values = torch.linspace(0, steps - 1, n, dtype=torch.float64).round().flip(0)
+        return [int(v) for v in values]
 
     def alpha(self, timestep: int) -> float:
         """alphas_cumprod at ``timestep``; negative timesteps mean 'fully denoised'."""
@@ -86,9 +115,61 @@ def predict_clean(sample: torch.Tensor, noise_pred: torch.Tensor, alpha: float) 
 
 
 def ddim_step(
-    sample: torch.Tensor, noise_pred: torch.Tensor, schedule: NoiseSchedule, timestep: int, prev_timestep: int
+    sample: torch.Tensor,
+    noise_pred: torch.Tensor,
+    schedule: NoiseSchedule,
+    timestep: int,
+    prev_timestep: int,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """One deterministic DDIM step (eta = 0) from ``timestep`` to ``prev_timestep``."""
+    """One deterministic DDIM step (eta = 0) from ``timestep`` to ``prev_timestep`` (``generator``
+    unused: the signature every sampler shares)."""
     alpha, alpha_prev = schedule.alpha(timestep), schedule.alpha(prev_timestep)
     clean = predict_clean(sample, noise_pred, alpha)
     return alpha_prev**0.5 * clean + (1.0 - alpha_prev) ** 0.5 * noise_pred
+
+
+def ddpm_step(
+    sample: torch.Tensor,
+    noise_pred: torch.Tensor,
+    schedule: NoiseSchedule,
+    timestep: int,
+    prev_timestep: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One stochastic DDPM step (the official turbo script's scheduler): the posterior mean of
+    x_prev given x_t and the x0 estimate, plus its "fixed_small" standard deviation times noise
+    drawn from ``generator`` on the CPU (the same numbers on every device)."""
+    alpha = schedule.alpha(timestep)
+    alpha_prev = float(schedule.alphas_cumprod[prev_timestep]) if prev_timestep >= 0 else 1.0
+    step_alpha = alpha / alpha_prev
+    step_beta = 1.0 - step_alpha
+    clean = predict_clean(sample, noise_pred, alpha)
+    mean = (alpha_prev**0.5 * step_beta / (1.0 - alpha)) * clean + (
+        step_alpha**0.5 * (1.0 - alpha_prev) / (1.0 - alpha)
+    ) * sample
+    variance = max((1.0 - alpha_prev) / (1.0 - alpha) * step_beta, 1e-20)
+    noise = torch.randn(sample.shape, generator=generator, dtype=torch.float32).to(sample.device)
+    return mean + variance**0.5 * noise
+
+
+SamplerStep = Callable[[torch.Tensor, torch.Tensor, NoiseSchedule, int, int, "torch.Generator | None"], torch.Tensor]
+SAMPLERS: dict[str, SamplerStep] = {"ddim": ddim_step, "ddpm": ddpm_step}
+"""Sampler name -> step function (the ``sampler`` setting)."""
+
+
+def denoise_step(
+    sampler: str,
+    sample: torch.Tensor,
+    noise_pred: torch.Tensor,
+    schedule: NoiseSchedule,
+    timestep: int,
+    prev_timestep: int,
+    *,
+    last: bool,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One sampling step; the ``last`` one returns the clean estimate x0, with no noise left in it."""
+    if last:
+        return predict_clean(sample, noise_pred, schedule.alpha(timestep))
+    return SAMPLERS[sampler](sample, noise_pred, schedule, timestep, prev_timestep, generator)

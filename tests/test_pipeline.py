@@ -12,10 +12,54 @@ from PIL import Image
 from seesr.errors import ConfigError, InputError, WeightsError
 from seesr.pipeline import SeesrPipeline, build_prompt
 from seesr.planner import RunPlan
-from seesr.sampling import trailing_timesteps
+from seesr.sampling import NoiseSchedule, previous_timestep, trailing_timesteps
 from seesr.weights import WeightPaths
 
 STEP_COUNTS = (1, 2, 4)
+
+
+def official_clean_estimate(tiny, refs, prefix: str) -> torch.Tensor:
+    """The x0 of the official run's last step. A DDIM step from x_t to x_prev is linear in the
+    (x0, noise) it predicted: x_t = sqrt(a) x0 + sqrt(1-a) eps, x_prev = sqrt(a') x0 + sqrt(1-a') eps;
+    two consecutive official latents (the start latents before step 0) solve it for x0."""
+    ref = refs("pipeline")
+    timesteps = ref[f"{prefix}.timesteps"].tolist()
+    schedule = NoiseSchedule.from_pretrained(tiny / "sd_turbo" / "scheduler")
+    n, t = len(timesteps), timesteps[-1]
+    before = (
+        refs("pipeline_inputs")["start_latents"] if n == 1 else ref[f"{prefix}.step{n - 2}.t{timesteps[-2]}.latents"]
+    ).double()
+    after = ref[f"{prefix}.step{n - 1}.t{t}.latents"].double()
+    a, a_prev = schedule.alpha(t), schedule.alpha(previous_timestep(t, n))
+    det = a**0.5 * (1 - a_prev) ** 0.5 - (1 - a) ** 0.5 * a_prev**0.5
+    return ((1 - a_prev) ** 0.5 * before - (1 - a) ** 0.5 * after).div(det).float()
+
+
+def assert_latents_close(ours: torch.Tensor, expected: torch.Tensor, what: str) -> None:
+    """The fixture's acceptance for pipeline latents: max|diff| <= 1e-4 * max|ref|."""
+    diff = (ours - expected).abs().max().item()
+    assert diff <= 1e-4 * expected.abs().max().item(), f"{what}: max diff {diff}"
+
+
+def assert_steps_match_official(tiny, refs, prefix: str, recorded: dict[int, torch.Tensor]) -> None:
+    """Every step but the last against the official latents; the last (our clean estimate)
+    against the official run's x0."""
+    ref = refs("pipeline")
+    timesteps = ref[f"{prefix}.timesteps"].tolist()
+    assert len(recorded) == len(timesteps)
+    for i, t in enumerate(timesteps[:-1]):
+        assert_latents_close(recorded[i], ref[f"{prefix}.step{i}.t{t}.latents"], f"step {i} (t={t})")
+    assert_latents_close(recorded[len(timesteps) - 1], official_clean_estimate(tiny, refs, prefix), "last step x0")
+
+
+@pytest.fixture
+def official_last_step(monkeypatch):
+    """Make the last step an ordinary DDIM step, as the official DDIM run takes it (landing on
+    alphas_cumprod[0] with a little predicted noise left), to compare whole official outputs."""
+    import seesr.pipeline
+
+    step = seesr.pipeline.denoise_step
+    monkeypatch.setattr(seesr.pipeline, "denoise_step", lambda *args, last, **kwargs: step(*args, last=False, **kwargs))
 
 
 def run_reference_call(pipe, tiny, refs, steps: int, **overrides):
@@ -65,12 +109,22 @@ def test_untiled_pipeline_matches_official(tiny, refs, tiny_pipe, steps):
     out, recorded = run_reference_call(tiny_pipe, tiny, refs, steps)
 
     assert out.timesteps == ref[f"{prefix}.timesteps"].tolist()
-    assert len(recorded) == steps
-    for i, t in enumerate(out.timesteps):
-        expected = ref[f"{prefix}.step{i}.t{t}.latents"]
-        diff = (recorded[i] - expected).abs().max().item()
-        assert diff <= 1e-4 * expected.abs().max().item(), f"step {i} (t={t}): max diff {diff}"
+    assert_steps_match_official(tiny, refs, prefix, recorded)
+    assert torch.equal(out.latents, recorded[steps - 1])
+    decoded = (tiny_pipe.decode(out.latents) / 2 + 0.5).clamp(0, 1)
+    torch.testing.assert_close(out.images, decoded, atol=0, rtol=0)
+    # the clean estimate is not the official (noisier) last latent
+    official_last = ref[f"{prefix}.vae_decode_input"] * 0.18215
+    assert (out.latents - official_last).abs().max() > 1e-2
 
+
+@pytest.mark.parametrize("steps", STEP_COUNTS)
+def test_untiled_pipeline_with_the_official_last_step_matches_it_whole(tiny, refs, tiny_pipe, official_last_step, steps):
+    ref = refs("pipeline")
+    prefix = f"steps{steps}_untiled"
+    out, recorded = run_reference_call(tiny_pipe, tiny, refs, steps)
+    for i, t in enumerate(out.timesteps):
+        assert_latents_close(recorded[i], ref[f"{prefix}.step{i}.t{t}.latents"], f"step {i} (t={t})")
     decode_input = ref[f"{prefix}.vae_decode_input"]
     torch.testing.assert_close(out.latents / 0.18215, decode_input, atol=1e-4 * decode_input.abs().max().item(), rtol=0)
     decoded_raw = tiny_pipe.decode(out.latents)
@@ -78,7 +132,55 @@ def test_untiled_pipeline_matches_official(tiny, refs, tiny_pipe, steps):
     torch.testing.assert_close(out.images, (ref[f"{prefix}.decoded_raw"] / 2 + 0.5).clamp(0, 1), atol=1e-3, rtol=0)
 
 
-def test_pil_output_matches_official_png(tiny, refs, tiny_pipe):
+def test_ddpm_sampler_matches_official(tiny, refs, tiny_pipe):
+    """The official turbo script's stochastic DDPM step, same generator use: one
+    randn(latents.shape) per step from torch.Generator().manual_seed(20240713)."""
+    ref = refs("pipeline")
+    prefix = "ddpm_steps2_untiled"
+    generator = torch.Generator().manual_seed(20240713)
+    out, recorded = run_reference_call(tiny_pipe, tiny, refs, 2, sampler="ddpm", generator=generator)
+    assert out.timesteps == ref[f"{prefix}.timesteps"].tolist()
+    for i, t in enumerate(out.timesteps):  # DDPM's last step is the clean estimate already
+        assert_latents_close(recorded[i], ref[f"{prefix}.step{i}.t{t}.latents"], f"step {i} (t={t})")
+    assert not torch.allclose(recorded[0], ref[f"steps2_untiled.step0.t{out.timesteps[0]}.latents"], atol=1e-2)
+    other, _ = run_reference_call(tiny_pipe, tiny, refs, 2, sampler="ddpm", generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(other.latents, out.latents, atol=1e-3)
+
+
+def test_start_point_and_start_steps(tiny, refs, tiny_pipe):
+    """start_point="lr" noises the LR latent to start_steps (999: the official start latents);
+    "noise" starts from the initial noise itself."""
+    start: dict[str, torch.Tensor] = {}
+
+    def first_input(**kwargs) -> torch.Tensor:
+        seen = []
+        predict = tiny_pipe.predict_noise
+
+        def spy(latents, *args):
+            seen.append(latents.clone())
+            return predict(latents, *args)
+
+        tiny_pipe.predict_noise = spy
+        try:
+            run_reference_call(tiny_pipe, tiny, refs, 1, **kwargs)
+        finally:
+            del tiny_pipe.predict_noise
+        return seen[0]
+
+    inputs = refs("pipeline_inputs")
+    start["lr"] = first_input()
+    torch.testing.assert_close(start["lr"], inputs["start_latents"], atol=1e-4, rtol=1e-4)
+    start["noise"] = first_input(start_point="noise")
+    assert torch.equal(start["noise"], inputs["init_latents"])
+    start["lr500"] = first_input(start_steps=500)
+    schedule = tiny_pipe.schedule
+    expected = schedule.alphas_cumprod[500].sqrt() * inputs["lr_latents_scaled"] + (
+        1 - schedule.alphas_cumprod[500]
+    ).sqrt() * inputs["init_latents"]
+    torch.testing.assert_close(start["lr500"], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_pil_output_matches_official_png(tiny, refs, tiny_pipe, official_last_step):
     out, _ = run_reference_call(tiny_pipe, tiny, refs, 2, output_type="pil")
     ours = np.asarray(out.images[0]).astype(int)
     official = np.asarray(Image.open(tiny / "refs" / "pipeline" / "steps2_untiled.png").convert("RGB")).astype(int)
@@ -126,9 +228,10 @@ def test_guidance_uses_negative_prompt(tiny, refs, tiny_pipe):
 def test_bad_arguments_are_refused_together(tiny, tiny_pipe):
     lr = Image.open(tiny / "inputs" / "pipeline_lr_crop.png")
     with pytest.raises(ConfigError) as err:
-        tiny_pipe(lr, num_inference_steps=0, color_fix="sepia", guidance_scale=0.5)
+        tiny_pipe(lr, num_inference_steps=0, color_fix="sepia", guidance_scale=0.5, sampler="euler", start_steps=1000)
     message = str(err.value)
     assert "num_inference_steps" in message and "color_fix" in message and "guidance_scale" in message
+    assert "sampler" in message and "start_steps" in message
     with pytest.raises(InputError):
         tiny_pipe(np.zeros((4, 4, 3)))
 
@@ -164,10 +267,8 @@ def test_tiled_pipeline_matches_official_with_its_weights(tiny, refs, tiny_pipe,
     ours, _ = run_reference_call(tiny_pipe, tiny, refs, steps, **tiling)
     monkeypatch.setattr(seesr.tiling, "blend_weights", official_asymmetric_weights)
     official, recorded = run_reference_call(tiny_pipe, tiny, refs, steps, **tiling)
-    for i, t in enumerate(official.timesteps):
-        expected = ref[f"{prefix}.step{i}.t{t}.latents"]
-        diff = (recorded[i] - expected).abs().max().item()
-        assert diff <= 1e-4 * expected.abs().max().item(), f"step {i} (t={t}): max diff {diff}"
+    assert official.timesteps == ref[f"{prefix}.timesteps"].tolist()
+    assert_steps_match_official(tiny, refs, prefix, recorded)
     assert not torch.allclose(ours.latents, official.latents, atol=1e-3)
     assert ours.images.shape == (1, 3, 96, 144)
 
@@ -208,11 +309,8 @@ def test_compiled_pipeline_matches_official(tiny, refs, tiny_weights):
     assert not pipe.compiled
     pipe.compile(backend="eager")
     assert pipe.compiled
-    ref = refs("pipeline")
     out, recorded = run_reference_call(pipe, tiny, refs, 2)
-    for i, t in enumerate(out.timesteps):
-        expected = ref[f"steps2_untiled.step{i}.t{t}.latents"]
-        assert (recorded[i] - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()
+    assert_steps_match_official(tiny, refs, "steps2_untiled", recorded)
 
 
 def test_cpu_vae_layout_follows_its_dtype(tiny_weights):

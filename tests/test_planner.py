@@ -1,4 +1,4 @@
-"""Automatic planning: tiles only when the memory budget needs them; user values win."""
+"""Automatic planning: latent tiles capped for quality, smaller only for memory; user values win."""
 
 from __future__ import annotations
 
@@ -13,10 +13,66 @@ CUDA = torch.device("cuda")
 CPU = torch.device("cpu")
 
 
-def test_large_budget_runs_untiled():
+def test_large_budget_keeps_the_quality_cap():
+    """Memory never makes the latent tile larger than max_latent_tile (the VAE tiles may grow)."""
     plan = plan_run(1024, 1024, device=CUDA, dtype=torch.float16, weights_bytes=5 * GiB, budget_bytes=80 * GiB)
-    assert plan.latent_tile >= 128 and plan.vae_decoder_tile >= 128 and plan.vae_encoder_tile >= 1024
+    assert plan.latent_tile == 96 and plan.latent_overlap == 32 and plan.latent_size == (128, 128)
+    assert plan.vae_decoder_tile >= 128 and plan.vae_encoder_tile >= 1024
     assert not plan.offload and plan.estimated_peak_bytes <= 80 * GiB
+    assert plan.tile_batch_size == 4  # the 2x2 tiles run in one batch
+    assert plan.describe().startswith(
+        "latent 128x128 in 2x2 tiles of 96 (overlap 32), 4 per batch: capped at max_latent_tile=96;"
+    )
+
+
+def test_latent_area_within_the_cap_runs_untiled():
+    """The official area test: h*w <= max_latent_tile**2 runs whole, even when one side is longer."""
+    for work, latent in (((768, 512), (64, 96)), ((1024, 256), (32, 128))):
+        plan = plan_run(*work, device=CPU, weights_bytes=GiB, budget_bytes=100 * GiB)
+        assert plan.latent_size == latent and len(plan.latent_tiles()) == 1
+        assert plan.describe().startswith(f"latent {latent[1]}x{latent[0]} untiled: area within max_latent_tile^2=96^2")
+    tiled = plan_run(1024, 768, device=CPU, weights_bytes=GiB, budget_bytes=100 * GiB)  # 128x96 > 96^2
+    assert tiled.latent_tile == 96 and len(tiled.latent_tiles()) == 2
+
+
+def test_max_latent_tile_moves_the_cap():
+    args = dict(device=CUDA, dtype=torch.float16, weights_bytes=5 * GiB, budget_bytes=80 * GiB)
+    assert plan_run(2048, 2048, max_latent_tile=64, **args).latent_tile == 64
+    whole = plan_run(1024, 1024, max_latent_tile=128, **args)
+    assert whole.latent_tile == 128 and len(whole.latent_tiles()) == 1
+
+
+@pytest.mark.parametrize("device", [CPU, CUDA])
+def test_1024_input_x4_tiles_at_most_96_on_any_memory(monkeypatch, device):
+    """A 1024x1024 x4 job (4096x4096 working image, 512x512 latent) with a terabyte free."""
+    import seesr.planner as planner
+
+    monkeypatch.setattr(planner, "available_memory", lambda device: 2**40)
+    plan = plan_run(4096, 4096, device=device, dtype=torch.float16, weights_bytes=5 * GiB)
+    assert plan.latent_tile == 96 and all(t.height <= 96 and t.width <= 96 for t in plan.latent_tiles())
+    assert "latent 512x512 in 8x8 tiles of 96 (overlap 32)" in plan.describe()
+
+
+def test_dry_run_plan_of_a_1024_x4_job_tiles_at_most_96(monkeypatch):
+    """What ``seesr upscale --dry-run`` prints comes from Upscaler.plan (no networks loaded)."""
+    from PIL import Image
+
+    import seesr.planner as planner
+    from seesr.api import Upscaler
+
+    monkeypatch.setattr(planner, "available_memory", lambda device: 2**40)
+    upscaler = Upscaler()
+    _, plan, size = upscaler.plan(Image.new("RGB", (1024, 1024)), scale=4, device="cpu")
+    assert size == (4096, 4096) and plan.latent_tile == 96
+    assert "in 8x8 tiles of 96" in plan.describe()
+    _, plan, _ = upscaler.plan(Image.new("RGB", (1024, 1024)), scale=4, device="cpu", max_latent_tile=64)
+    assert plan.latent_tile == 64 and "capped at max_latent_tile=64" in plan.describe()
+
+
+def test_memory_only_makes_the_latent_tile_smaller():
+    plan = plan_run(4096, 4096, device=CPU, dtype=torch.float32, weights_bytes=5 * GiB, budget_bytes=int(6.4 * GiB))
+    assert plan.latent_tile < 96 and plan.estimated_peak_bytes <= 6.4 * GiB
+    assert "smaller than 96 (max_latent_tile=96) to fit the memory budget" in plan.describe()
 
 
 def test_small_budget_tiles_and_fits():
@@ -49,6 +105,7 @@ def test_user_values_override_the_planner():
         2048, 2048, device=CPU, weights_bytes=GiB, budget_bytes=100 * GiB, overrides={"latent_tile": 40, "offload": False}
     )
     assert plan.latent_tile == 40 and plan.latent_overlap == 13 and not plan.offload
+    assert "latent 256x256 in 9x9 tiles of 40 (overlap 13), 4 per batch: latent tile 40 as set" in plan.describe()
 
 
 def test_estimate_grows_with_tiles_and_guidance():
@@ -64,6 +121,7 @@ def test_smaller_plan_halves_tiles():
     smaller = plan.smaller()
     assert (smaller.latent_tile, smaller.tile_batch_size, smaller.vae_encoder_tile, smaller.vae_decoder_tile) == (48, 1, 512, 112)
     assert smaller.latent_overlap < smaller.latent_tile
+    assert "halved after running out of memory" in smaller.describe()
 
 
 def test_bad_plan_refused():

@@ -270,3 +270,33 @@ def test_config_validation(tiny: Path) -> None:
     with pytest.raises(ConfigError):
         RamConfig.from_official_configs(tiny / "ram/configs", image_size=224)
     assert RamConfig().num_image_tokens == RAM_NUM_TOKENS
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_pipeline_in_half_precision_tags_in_float32(tiny: Path, refs, tiny_weights, tiny_pipe, dtype) -> None:
+    """The official code runs RAM + DAPE in float32 always: tags are thresholded logits, and a tag
+    near its threshold would flip in half precision. A pipeline moved to bf16/fp16 keeps the tagger
+    float32, so its tags and embeddings equal the float32 pipeline's; only the denoiser gets the
+    embeddings in its dtype."""
+    from seesr.pipeline import SeesrPipeline
+
+    half = SeesrPipeline.from_pretrained(tiny_weights, device="cpu", torch_dtype=dtype)
+    assert half.unet.dtype == dtype and {p.dtype for p in half.tagger.parameters()} == {torch.float32}
+    image = Image.open(tiny / "inputs" / "ram_input_384.png").convert("RGB")
+    ours, full = half.tag(image), tiny_pipe.tag(image)
+    assert ours.tags == full.tags and ours.tags[0] == json.loads((tiny / "refs" / "meta.json").read_text())["ram_tags"]
+    assert torch.equal(ours.image_embeds, full.image_embeds) and torch.equal(ours.logits, full.logits)
+    torch.testing.assert_close(ours.image_embeds, refs("ram_outputs")["image_embeds"], atol=1e-4, rtol=1e-4)
+
+    seen = []
+    predict = half.predict_noise
+    half.predict_noise = lambda latents, t, prompt, ram_embeds, *rest: seen.append(ram_embeds) or predict(
+        latents, t, prompt, ram_embeds, *rest
+    )
+    lr = Image.open(tiny / "inputs" / "pipeline_lr_crop.png")
+    out = half(lr, scale=4, num_inference_steps=1, seed=0, process_size=0)
+    assert out.tags == tiny_pipe.tag(lr).tags[0]
+    assert seen[0].dtype == dtype and torch.equal(seen[0], tiny_pipe.tag(lr).image_embeds.to(dtype))
+    half.to("cpu", torch.float32)
+    half.to("cpu", dtype)
+    assert {p.dtype for p in half.tagger.parameters()} == {torch.float32}

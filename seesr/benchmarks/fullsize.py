@@ -118,6 +118,6 @@ def build_full_size_pipeline(
     if with_tagger:
         tag_names = [f"tag{i}" for i in range(RAM_NUM_CLASSES)]
         tagger = randomized(lambda: RamTagger(RamConfig(), tag_list=tag_names), seed=5)
-    schedule = NoiseSchedule.from_config({})
+    schedule = NoiseSchedule.from_config({"timestep_spacing": "trailing"})  # sd-turbo's
     pipe = SeesrPipeline(vae, text_encoder, _tiny_clip_tokenizer(), unet, controlnet, tagger, schedule)
     return pipe.to(device, dtype)
