@@ -217,21 +217,8 @@ class Upscaler:
         plan = pipe.plan_for(*sizes.work_size, batch_multiplier=settings.batch_multiplier(), overrides=settings.plan_overrides())
 
         def run_seesr(rung: RunPlan):
-            return pipe(
-                rgb,
-                scale=settings.scale,
-                num_inference_steps=settings.steps,
-                prompt=settings.prompt,
-                positive_prompt=settings.positive_prompt,
-                negative_prompt=settings.negative_prompt,
-                guidance_scale=settings.guidance_scale,
-                conditioning_scale=settings.conditioning_scale,
-                color_fix=settings.color_fix,
-                process_size=settings.process_size,
-                plan=rung,
-                kds=settings.kds_config(),
-                seed=seed,
-            )
+            keywords = settings.arguments_for("pipeline", accepts=pipe.__call__)
+            return pipe(rgb, **keywords, plan=rung, kds=settings.kds_config(), seed=seed)
 
         return run_ladder(
             rgb,
