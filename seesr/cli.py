@@ -140,7 +140,9 @@ def upscale_command(args: argparse.Namespace) -> int:
     from seesr.io import save_image
 
     arguments = setting_arguments(args)
-    upscaler = Upscaler(args.weights, download=args.download, config_file=args.config, progress=sys.stderr.isatty())
+    upscaler = Upscaler(
+        args.weights, download=args.download, config_file=args.config, progress=sys.stderr.isatty(), **arguments
+    )
     settings = upscaler.settings(arguments)
     inputs = find_inputs(args.inputs)
     if not inputs:

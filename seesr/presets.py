@@ -355,11 +355,17 @@ def _convert(name: str, value: Any) -> Any:
     if kind is int:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError("must be an integer")
-        return int(value)
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError("must be an integer") from None
     if kind is float:
         if isinstance(value, bool):
             raise ValueError("must be a number")
-        number = float(value)
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError("must be a number") from None
         if not math.isfinite(number):
             raise ValueError("must be a finite number")
         return number
