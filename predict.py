@@ -213,9 +213,14 @@ class Runner(BaseRunner):
         return Path(target)
 
 
+def _setting_inputs() -> list:
+    """run()'s inputs that are seesr settings: every input but the image, named as the setting."""
+    return [p for p in inspect.signature(Runner.run).parameters.values() if p.name not in ("self", "image")]
+
+
 def _settings(inputs: dict) -> dict:
-    """run()'s inputs that are seesr settings (every input but the image: the names are the same)."""
-    return {name: inputs[name] for name in inspect.signature(Runner.run).parameters if name not in ("self", "image")}
+    """The settings among run()'s local variables, by name."""
+    return {p.name: inputs[p.name] for p in _setting_inputs()}
 
 
 def _first_line(error: BaseException) -> str:
@@ -228,8 +233,7 @@ def _command_line_inputs(arguments: list) -> dict:
     value converted to its input's type (the ``Optional`` inner type; an empty value: None; a
     boolean stays text, which seesr reads as true/false/yes/no/1/0)."""
     hints = typing.get_type_hints(Runner.run)
-    parameters = [p for p in inspect.signature(Runner.run).parameters.values() if p.name not in ("self", "image")]
-    values = {p.name: p.default.default for p in parameters}
+    values = {p.name: p.default.default for p in _setting_inputs()}
     for argument in arguments:
         name, equals, text = argument.partition("=")
         if not equals or name not in values:

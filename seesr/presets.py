@@ -233,19 +233,18 @@ class Settings:
 
         ``accepts``: the callee; keywords it does not take are left out when their setting is at its
         declared default (the callee's behaviour is that default) and refused otherwise."""
-        keywords = {
-            keyword: (name, getattr(self, name))
-            for name, feeds_target, keyword in FEEDS
-            if feeds_target == target and getattr(self, name) is not None
-        }
+        chosen = [
+            (name, keyword, getattr(self, name))
+            for name, fed, keyword in FEEDS
+            if fed == target and getattr(self, name) is not None
+        ]
         if accepts is not None:
             taken = inspect.signature(accepts).parameters
-            missing = {keyword: named for keyword, named in keywords.items() if keyword not in taken}
-            refused = [f"{name}={value!r}" for name, value in missing.values() if value != DECLARED[name].default]
+            refused = [f"{name}={value!r}" for name, keyword, value in chosen if keyword not in taken and value != DECLARED[name].default]
             if refused:
-                raise ConfigError(f"{', '.join(refused)}: this SeeSR pipeline does not support it; leave it at its default")
-            keywords = {keyword: named for keyword, named in keywords.items() if keyword not in missing}
-        return {keyword: value for keyword, (_, value) in keywords.items()}
+                raise ConfigError(f"{', '.join(refused)}: this SeeSR pipeline does not take it; leave it at its default")
+            chosen = [(name, keyword, value) for name, keyword, value in chosen if keyword in taken]
+        return {keyword: value for _, keyword, value in chosen}
 
     def plan_overrides(self) -> dict[str, Any]:
         """The tiling settings the user (or preset) fixed; the planner chooses the rest."""
