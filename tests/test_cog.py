@@ -346,7 +346,8 @@ def test_server_upscales(server, lr_image):
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("scale", 100), ("color_fix", "sepia"), ("steps", 0), ("output_format", "gif"), ("preset", "turbo")],
+    [("scale", 100), ("color_fix", "sepia"), ("steps", 0), ("output_format", "gif"), ("preset", "turbo"),
+     ("sampler", "euler"), ("model", "sdxl"), ("start_steps", 1000), ("process_size", -1)],
 )
 def test_server_rejects_bad_inputs(server, lr_image, name, value):
     """The schema turns out-of-range values away before the runner sees them."""
@@ -439,3 +440,23 @@ def test_bad_values_fail_with_the_library_message(runner_without_network, lr_ima
     broken.write_bytes(b"not an image")
     with pytest.raises(InputError, match="not an image file"):
         call_run(runner_without_network, image=cog.Path(broken))
+
+
+def test_run_passes_every_setting_input_by_name(predict_module, tmp_path):
+    """run() hands each input but the image to the Upscaler under its own (the setting's) name."""
+
+    class Captured(Exception):
+        pass
+
+    class RecordingUpscaler:
+        def upscale(self, image, **arguments):
+            raise Captured(image, arguments)
+
+    runner = predict_module.Runner()
+    runner.upscaler = RecordingUpscaler()
+    with pytest.raises(Captured) as captured:
+        call_run(runner, image=cog.Path(tmp_path / "in.png"), sampler="ddpm", offload=True, process_size=0)
+    image, arguments = captured.value.args
+    expected = {name: info.default for name, _, info in run_inputs(predict_module.Runner)[1:]}
+    assert image == str(tmp_path / "in.png")
+    assert arguments == {**expected, "sampler": "ddpm", "offload": True, "process_size": 0}
