@@ -442,7 +442,7 @@ def test_bad_values_fail_with_the_library_message(runner_without_network, lr_ima
         call_run(runner_without_network, image=cog.Path(broken))
 
 
-def test_run_passes_every_setting_input_by_name(predict_module, tmp_path):
+def test_run_passes_every_setting_input_by_name(predict_module, lr_image, tmp_path):
     """run() hands each input but the image to the Upscaler under its own (the setting's) name."""
 
     class Captured(Exception):
@@ -452,11 +452,12 @@ def test_run_passes_every_setting_input_by_name(predict_module, tmp_path):
         def upscale(self, image, **arguments):
             raise Captured(image, arguments)
 
+    source = tmp_path / "in.png"
+    lr_image.save(source)
     runner = predict_module.Runner()
     runner.upscaler = RecordingUpscaler()
     with pytest.raises(Captured) as captured:
-        call_run(runner, image=cog.Path(tmp_path / "in.png"), sampler="ddpm", offload=True, process_size=0)
-    image, arguments = captured.value.args
+        call_run(runner, image=cog.Path(source), sampler="ddpm", offload=True, process_size=0)
+    _, arguments = captured.value.args
     expected = {name: info.default for name, _, info in run_inputs(predict_module.Runner)[1:]}
-    assert image == str(tmp_path / "in.png")
     assert arguments == {**expected, "sampler": "ddpm", "offload": True, "process_size": 0}
