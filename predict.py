@@ -9,18 +9,22 @@ repository's ``weights/``) and the Hugging Face cache, and downloads what is mis
 (no network, ``HF_HUB_OFFLINE``), setup logs why and carries on: every prediction then runs the
 bundled Real-ESRGAN and says so in its logs (``Result.fallback_reason``).
 
-The inputs below are plain literals (one string literal per description: no implicit
-concatenation, no escapes) because ``cog build`` reads them statically with tree-sitter;
-``tests/test_cog.py`` checks them against seesr's own defaults, ranges and choices, and checks
-``.cog/openapi_schema.json`` against this signature. Every value is validated by seesr as well
-(a server started without the schema does not enforce ``Input`` constraints): a bad value fails
-the prediction with seesr's ``ConfigError`` message. Settings that are not inputs (``device``,
-``process_size``, ``guidance_scale``, ...) come from ``SEESR_*`` environment variables.
+The inputs after ``image`` are the settings that ``seesr.presets.Settings`` declares for Cog, with
+the same names, in the same order. They are plain literals (one string literal per description:
+no implicit concatenation, no escapes) because ``cog build`` reads them statically with
+tree-sitter; ``tests/test_cog.py`` holds them equal to the declaration (types, defaults, ranges,
+choices, descriptions) and ``.cog/openapi_schema.json`` equal to this signature. An input left
+empty leaves its value to the preset, the model or the server's ``SEESR_*`` environment; settings
+that are not inputs (``device``, ``dtype``, tiles, ...) come from ``SEESR_*`` variables only.
+Every value is validated by seesr as well (a server started without the schema does not enforce
+``Input`` constraints): a bad value fails the prediction with seesr's ``ConfigError`` message.
 """
 
+import inspect
 import logging
 import os
 import tempfile
+import typing
 import uuid
 from typing import Optional
 
@@ -77,46 +81,102 @@ class Runner(BaseRunner):
             description="Low-resolution input image (PNG, JPEG, WebP, TIFF, BMP, ...).", accept="image/*"
         ),
         preset: str = Input(
-            description="speed: 1 step; balanced: 2; quality: 4 with KDS sampling; memory: 2, fp16, small tiles.",
+            description="Named set of settings (the table in the README); explicit settings override it.",
             default="balanced",
             choices=["speed", "balanced", "quality", "memory"],
         ),
-        scale: float = Input(description="Upscaling factor.", default=4.0, ge=1.0, le=8.0),
+        engine: str = Input(
+            description="Upscaling engine (realesrgan: fast, with bundled weights).",
+            default="seesr",
+            choices=["seesr", "realesrgan"],
+        ),
+        model: str = Input(
+            description="SeeSR weights (seesr: the original, 50 steps with guidance 5.5).",
+            default="seesr-turbo",
+            choices=["seesr-turbo", "seesr"],
+        ),
+        scale: float = Input(
+            description="Upscaling factor.",
+            default=4.0,
+            ge=1.0,
+            le=8.0,
+        ),
         steps: Optional[int] = Input(
-            description="Denoising steps (1-4 are what SeeSR-Turbo is made for); empty: the preset's.",
+            description="Denoising steps; empty: the preset's (the seesr model: 50).",
             default=None,
             ge=1,
-            le=8,
-        ),
-        prompt: str = Input(description="Extra text added to the prompt after the image's tags.", default=""),
-        negative_prompt: str = Input(
-            description="Negative prompt; used only with guidance (SEESR_GUIDANCE_SCALE > 1 on the server).",
-            default="dotted, noise, blur, lowres, smooth",
+            le=100,
         ),
         seed: Optional[int] = Input(
-            description="Random seed; empty: a random one (the seed used is in the logs).",
+            description="Random seed; empty: a random one (the seed used is reported).",
             default=None,
             ge=0,
             le=9223372036854775807,
         ),
+        prompt: str = Input(
+            description="Extra text added to the prompt after the image's tags.",
+            default="",
+        ),
+        positive_prompt: str = Input(
+            description="Text appended to the prompt after the tags and the extra text.",
+            default="clean, high-resolution, 8k",
+        ),
+        negative_prompt: str = Input(
+            description="Negative prompt; used only with guidance (guidance_scale above 1).",
+            default="dotted, noise, blur, lowres, smooth",
+        ),
+        guidance_scale: Optional[float] = Input(
+            description="Classifier-free guidance scale (1: off, as SeeSR-Turbo runs); empty: the model's (seesr: 5.5).",
+            default=None,
+            ge=1.0,
+            le=20.0,
+        ),
+        conditioning_scale: Optional[float] = Input(
+            description="ControlNet conditioning strength (how closely the output follows the input).",
+            default=None,
+            ge=0.0,
+            le=2.0,
+        ),
         color_fix: str = Input(
-            description="Colour correction from the input: wavelet (official default), adain or none.",
+            description="Colour correction from the input (wavelet: the official one).",
             default="wavelet",
             choices=["wavelet", "adain", "none"],
+        ),
+        process_size: Optional[int] = Input(
+            description="Inputs whose short side is below process_size/scale are enlarged first (0: never).",
+            default=None,
+            ge=0,
+            le=4096,
         ),
         output_format: str = Input(
             description="Format of the output file.",
             default="png",
             choices=["png", "jpg", "webp"],
         ),
+        sampler: str = Input(
+            description="Sampler of the denoising loop (ddim: the official one).",
+            default="ddim",
+            choices=["ddim", "ddpm"],
+        ),
+        start_point: str = Input(
+            description="Where denoising starts: lr (the noised input latent, official) or noise (pure noise).",
+            default="lr",
+            choices=["lr", "noise"],
+        ),
+        start_steps: int = Input(
+            description="Timestep the input latent is noised to when start_point is lr (999: the official start).",
+            default=999,
+            ge=1,
+            le=999,
+        ),
         kds_particles: Optional[int] = Input(
-            description="Kernel Density Steering particles (1 = off); empty: the preset's (quality: 4).",
+            description="Kernel Density Steering particles (1: off); empty: the preset's (quality: 4).",
             default=None,
             ge=1,
             le=16,
         ),
         kds_strength: Optional[float] = Input(
-            description="KDS step towards the ensemble mode, 0-1; empty: 1.0.",
+            description="KDS step towards the ensemble mode, 0-1.",
             default=None,
             ge=0.0,
             le=1.0,
@@ -128,28 +188,18 @@ class Runner(BaseRunner):
             le=1000000.0,
         ),
         kds_patch: Optional[int] = Input(
-            description="KDS patch side in latent pixels (8 image pixels each); empty: 4.",
+            description="KDS patch side in latent pixels (8 image pixels each).",
             default=None,
             ge=1,
             le=64,
         ),
+        offload: Optional[bool] = Input(
+            description="Keep the networks on the CPU between stages (less GPU memory, slower); empty: the planner decides.",
+            default=None,
+        ),
     ) -> Path:
         """Upscale one image; a bad value fails the prediction with seesr's message."""
-        result = self.upscaler.upscale(
-            str(image),
-            preset=preset,
-            scale=scale,
-            steps=steps,
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            seed=seed,
-            color_fix=color_fix,
-            output_format=output_format,
-            kds_particles=kds_particles,
-            kds_strength=kds_strength,
-            kds_bandwidth=kds_bandwidth,
-            kds_patch=kds_patch,
-        )
+        result = self.upscaler.upscale(str(image), **_settings(locals()))
         for previous in self.outputs.iterdir():
             previous.unlink(missing_ok=True)
         target = result.save(self.outputs / f"upscaled-{uuid.uuid4().hex[:12]}.{result.settings.output_format}")
@@ -163,9 +213,37 @@ class Runner(BaseRunner):
         return Path(target)
 
 
+def _setting_inputs() -> list:
+    """run()'s inputs that are seesr settings: every input but the image, named as the setting."""
+    return [p for p in inspect.signature(Runner.run).parameters.values() if p.name not in ("self", "image")]
+
+
+def _settings(inputs: dict) -> dict:
+    """The settings among run()'s local variables, by name."""
+    return {p.name: inputs[p.name] for p in _setting_inputs()}
+
+
 def _first_line(error: BaseException) -> str:
     lines = str(error).splitlines()
     return lines[0] if lines else type(error).__name__
+
+
+def _command_line_inputs(arguments: list) -> dict:
+    """``name=value`` arguments as run() inputs: every other input at its ``Input`` default, each
+    value converted to its input's type (the ``Optional`` inner type; an empty value: None; a
+    boolean stays text, which seesr reads as true/false/yes/no/1/0)."""
+    hints = typing.get_type_hints(Runner.run)
+    values = {p.name: p.default.default for p in _setting_inputs()}
+    for argument in arguments:
+        name, equals, text = argument.partition("=")
+        if not equals or name not in values:
+            raise SystemExit(f"predict.py: {argument!r} is not NAME=VALUE with NAME one of: {', '.join(values)}")
+        kind = next((t for t in typing.get_args(hints[name]) if t is not type(None)), hints[name])
+        try:
+            values[name] = None if text == "" else text if kind is bool else kind(text)
+        except ValueError:
+            raise SystemExit(f"predict.py: {name}={text!r} is not a {kind.__name__}") from None
+    return values
 
 
 if __name__ == "__main__":
@@ -173,18 +251,12 @@ if __name__ == "__main__":
     import shutil
     import sys
 
-    if len(sys.argv) < 2:
-        sys.exit("usage: predict.py IMAGE [preset=quality] [scale=4] [steps=2] [seed=1] ...")
+    if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
+        sys.exit("usage: predict.py IMAGE [name=value ...], names: the inputs of Runner.run (preset=quality scale=2 ...)")
     source = Path(sys.argv[1])
-    options = dict(arg.split("=", 1) for arg in sys.argv[2:])
-    kinds = {"scale": float, "steps": int, "seed": int}
-    values = {"preset": "balanced", "scale": 4.0, "steps": None, "prompt": "", "negative_prompt": None,
-              "seed": None, "color_fix": "wavelet", "output_format": "png"}  # fmt: skip
-    values.update({k: kinds.get(k, str)(v) for k, v in options.items()})
+    values = _command_line_inputs(sys.argv[2:])
     runner = Runner()
     runner.setup()
-    if values["negative_prompt"] is None:
-        values.pop("negative_prompt")
     produced = runner.run(image=source, **values)
     target = source.with_name(f"{source.stem}_seesr{produced.suffix}")
     shutil.copyfile(produced, target)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,6 @@ import torch
 from PIL import Image
 
 from seesr.devices import PeakTracker, resolve_device
-from seesr.models import MODELS
 from seesr.errors import MissingWeightsError
 from seesr.fallback import Attempt, free_memory, run_ladder
 from seesr.fidelity import FidelityReport, fidelity_report
@@ -162,7 +161,7 @@ class Upscaler:
         return settings, plan, sizes.output_size
 
     def settings(self, arguments: dict[str, Any]) -> Settings:
-        return _with_model_defaults(resolve_settings({**self.defaults, **arguments}, config_file=self.config_file))
+        return resolve_settings({**self.defaults, **arguments}, config_file=self.config_file)
 
     def upscale(self, image: ImageInput, **arguments: Any) -> Result:
         """Upscale one image (path, bytes, PIL image or numpy array); see :class:`Settings`."""
@@ -226,24 +225,8 @@ class Upscaler:
         )
 
         def run_seesr(rung: RunPlan):
-            return pipe(
-                rgb,
-                scale=settings.scale,
-                num_inference_steps=settings.steps,
-                prompt=settings.prompt,
-                positive_prompt=settings.positive_prompt,
-                negative_prompt=settings.negative_prompt,
-                guidance_scale=settings.guidance_scale,
-                conditioning_scale=settings.conditioning_scale,
-                sampler=settings.sampler,
-                start_point=settings.start_point,
-                start_steps=settings.start_steps,
-                color_fix=settings.color_fix,
-                process_size=settings.process_size,
-                plan=rung,
-                kds=settings.kds_config(),
-                seed=seed,
-            )
+            keywords = settings.arguments_for("pipeline")
+            return pipe(rgb, **keywords, plan=rung, kds=settings.kds_config(), seed=seed)
 
         return run_ladder(
             rgb,
@@ -260,17 +243,6 @@ def upscale(image: ImageInput, preset: str = "balanced", scale: float = 4, **arg
     """Upscale one image with a fresh :class:`Upscaler` (use an Upscaler to serve many images)."""
     weights = arguments.pop("weights", None)
     return Upscaler(weights).upscale(image, preset=preset, scale=scale, **arguments)
-
-
-def _with_model_defaults(settings: Settings) -> Settings:
-    """For a model other than SeeSR-Turbo, its own steps and guidance where the settings hold
-    the turbo defaults (SeeSR on SD-2-base: 50 steps, CFG 5.5)."""
-    spec, turbo = MODELS[settings.model], MODELS[Settings.model]
-    return replace(
-        settings,
-        steps=spec.steps if settings.steps == turbo.steps else settings.steps,
-        guidance_scale=spec.guidance_scale if settings.guidance_scale == turbo.guidance_scale else settings.guidance_scale,
-    )
 
 
 FULL_SIZE_PARAMETERS = int(2.25e9)

@@ -17,54 +17,75 @@ from typing import Any
 from seesr.errors import SeesrError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
-SETTING_FLAGS = (
-    "preset", "engine", "scale", "steps", "seed", "prompt", "negative_prompt", "guidance_scale", "color_fix",
-    "device", "dtype", "latent_tile", "latent_overlap", "tile_batch_size", "vae_encoder_tile", "vae_decoder_tile",
-    "kds_particles", "kds_bandwidth", "kds_patch", "kds_strength", "denoise", "output_format",
-)  # fmt: skip
+SETTINGS_EPILOG = (
+    "Every setting flag --NAME is also the environment variable SEESR_NAME (upper case, underscores) and the key "
+    "NAME (underscores) of a --config YAML file. Precedence: flags > environment > config file > the model's "
+    "defaults > the preset > defaults; only the winning value is checked."
+)
+
+
+class _Switch(argparse.Action):
+    """``--flag`` / ``--no-flag`` (or ``--no-flag`` / ``--flag`` for a setting named ``no_*``) for a
+    boolean setting; not given: None, so the environment, config file or preset decide."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        setattr(namespace, self.dest, option_string == self.option_strings[0])
+
+
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`~seesr.presets.Settings` field, grouped by the engines it applies to;
+    values stay text (None when not given): :func:`~seesr.presets.resolve_settings` converts and
+    validates them, reporting every problem at once."""
+    from seesr.presets import DECLARED, ENGINES, describe, flag_name, setting_info, value_kind
+
+    groups: dict[tuple[str, ...], Any] = {}
+    for name in DECLARED:
+        info, (kind, _) = setting_info(name), value_kind(name)
+        flag, help_text = flag_name(name), describe(name).replace("%", "%%")
+        if info.engines not in groups:
+            every = info.engines == ENGINES
+            groups[info.engines] = parser.add_argument_group("settings, every engine" if every else f"settings, {' and '.join(info.engines)}")
+        group = groups[info.engines]
+        if kind is bool:
+            opposite = "--" + name.removeprefix("no_").replace("_", "-") if name.startswith("no_") else f"--no-{flag[2:]}"
+            group.add_argument(flag, opposite, dest=name, action=_Switch, default=None, help=help_text)
+        else:
+            metavar = "{" + ",".join(info.choices) + "}" if info.choices else {int: "N", float: "X"}.get(kind, "TEXT")
+            group.add_argument(flag, dest=name, default=None, metavar=metavar, help=help_text)
+
+
+def setting_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as flags, by name (the rest is left to the environment, file and preset)."""
+    from seesr.presets import DECLARED
+
+    return {name: getattr(args, name) for name in DECLARED if getattr(args, name) is not None}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seesr", description="Semantics-aware diffusion super-resolution (SeeSR-Turbo).")
+    parser = argparse.ArgumentParser(
+        prog="seesr", description="Semantics-aware diffusion super-resolution (SeeSR-Turbo).", allow_abbrev=False
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    up = commands.add_parser("upscale", help="upscale images (files, folders, globs)")
+    up = commands.add_parser(
+        "upscale", help="upscale images (files, folders, globs)", epilog=SETTINGS_EPILOG, allow_abbrev=False
+    )
     up.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     up.add_argument(
         "-o", "--output", type=Path, help="output file (one input) or folder (default: NAME_seesr.png beside the input, or upscaled/)"
     )
-    up.add_argument("--preset", help="speed | balanced (default) | quality | memory")
-    up.add_argument("--engine", help="seesr (default) | realesrgan")
-    up.add_argument("--scale", type=float)
-    up.add_argument("--steps", type=int)
-    up.add_argument("--seed", type=int)
-    up.add_argument("--prompt")
-    up.add_argument("--negative-prompt", dest="negative_prompt")
-    up.add_argument("--guidance-scale", dest="guidance_scale", type=float)
-    up.add_argument("--color-fix", dest="color_fix", help="wavelet (default) | adain | none")
-    up.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
-    up.add_argument("--dtype", help="auto | float32 | float16 | bfloat16")
-    for flag in ("latent-tile", "latent-overlap", "tile-batch-size", "vae-encoder-tile", "vae-decoder-tile"):
-        up.add_argument(f"--{flag}", dest=flag.replace("-", "_"), type=int)
-    up.add_argument("--kds-particles", dest="kds_particles", type=int)
-    up.add_argument("--kds-bandwidth", dest="kds_bandwidth", type=float)
-    up.add_argument("--kds-patch", dest="kds_patch", type=int)
-    up.add_argument("--kds-strength", dest="kds_strength", type=float)
-    up.add_argument("--denoise", type=float, help="non-local-means strength before upscaling (0 = off)")
-    up.add_argument("--output-format", dest="output_format", help="png (default) | jpg | webp")
-    up.add_argument("--no-fallback", dest="no_fallback", action="store_true", default=None)
-    up.add_argument(
-        "--compile", action="store_true", default=None,
-        help="torch.compile ControlNet + UNet (minutes on the first image; measured slower on CPU)",
-    )
     up.add_argument("--weights", type=Path, help="weights directory (default: weights/ or $SEESR_WEIGHTS)")
     up.add_argument("--download", action="store_true", help="download missing weights first")
-    up.add_argument("--config", type=Path, help="YAML file of settings")
+    up.add_argument("--config", type=Path, help="YAML file of settings (keys: the setting names below, with underscores)")
     up.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     up.add_argument("--dry-run", action="store_true", help="print the plan and estimated memory, run nothing")
     up.add_argument("--compare", action="store_true", help="also write NAME_compare.png (input | output)")
+    add_setting_flags(up)
 
-    weights = commands.add_parser("weights", help="download, verify or list the model weights")
+    weights = commands.add_parser("weights", help="download, verify or list the model weights", allow_abbrev=False)
     weights.add_argument("action", choices=["download", "verify", "list"])
     weights.add_argument("names", nargs="*", help="files or groups (sd-turbo, sd2-base, seesr, ram, realesrgan, all)")
     weights.add_argument("--weights", type=Path, help="weights directory")
@@ -120,11 +141,10 @@ def upscale_command(args: argparse.Namespace) -> int:
     from seesr.fidelity import side_by_side
     from seesr.io import save_image
 
-    arguments: dict[str, Any] = {name: getattr(args, name) for name in SETTING_FLAGS if getattr(args, name) is not None}
-    for flag in ("no_fallback", "compile"):
-        if getattr(args, flag):
-            arguments[flag] = True
-    upscaler = Upscaler(args.weights, download=args.download, config_file=args.config, progress=sys.stderr.isatty())
+    arguments = setting_arguments(args)
+    upscaler = Upscaler(
+        args.weights, download=args.download, config_file=args.config, progress=sys.stderr.isatty(), **arguments
+    )
     settings = upscaler.settings(arguments)
     inputs = find_inputs(args.inputs)
     if not inputs:

@@ -1,18 +1,28 @@
-"""Settings, presets as data, and where settings come from.
+"""Every user-facing setting, declared once; presets as data; where settings come from.
+
+:class:`Settings` is the one declaration: each field carries its help text, allowed range or
+choices, the engines it applies to, whether it is a Cog input, and which keyword of which callee
+it feeds (:meth:`Settings.arguments_for`). Everything else is derived from it: validation, the
+``SEESR_<NAME>`` environment variables, the keys of a ``--config`` YAML file, the ``seesr
+upscale`` flags (``--name-with-dashes``) and their help (:func:`describe`); a test holds Cog's
+literal ``Input`` list equal to it.
 
 Precedence, highest first: explicit arguments (API keyword / CLI flag / Cog input) -> ``SEESR_*``
-environment variables -> a YAML config file -> the preset -> defaults. Validation reports every
-bad value at once, each with its allowed range.
+environment variables -> a YAML config file -> the model's defaults -> the preset -> the
+declared defaults. The winning value of each setting is the only one converted and validated (a
+bad environment value overridden by a flag is no error); every problem is reported at once, each
+with what is allowed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import torch
 
@@ -21,12 +31,8 @@ from seesr.defaults import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, DEF
 from seesr.devices import default_dtype
 from seesr.errors import ConfigError
 from seesr.kds import KdsConfig
+from seesr.models import MODELS
 from seesr.planner import RunPlan
-
-PRESET_NAMES = ("speed", "balanced", "quality", "memory")
-ENGINES = ("seesr", "realesrgan")
-DTYPES = ("auto", "float32", "float16", "bfloat16")
-OUTPUT_FORMATS = ("png", "jpg", "webp")
 
 PRESETS: dict[str, dict[str, Any]] = {
     "speed": {"steps": 1},
@@ -47,49 +53,205 @@ PRESETS: dict[str, dict[str, Any]] = {
 decoder) and image pixels (VAE encoder); the official defaults are 96/32 (turbo script) and
 320/4 (Cog demo) for the latent tiles."""
 
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    name: {key: value for key, value in (("steps", spec.steps), ("guidance_scale", spec.guidance_scale))
+           if value != getattr(MODELS["seesr-turbo"], key)}
+    for name, spec in MODELS.items()
+}  # fmt: skip
+"""What each model changes from the defaults (SeeSR-Turbo's), over the preset."""
+MODEL_RANGES: dict[str, dict[str, tuple[float, float]]] = {
+    name: {"steps": (1, spec.max_steps)} for name, spec in MODELS.items() if spec.max_steps != MODELS["seesr-turbo"].max_steps
+}
+"""Ranges that differ per model (everything else: the declared range)."""
+
+ENGINES = ("seesr", "realesrgan")
+SEESR_ONLY = ("seesr",)
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+OUTPUT_FORMATS = ("png", "jpg", "webp")
+SAMPLERS = ("ddim", "ddpm")
+START_POINTS = ("lr", "noise")
+CogInput = Literal["default", "empty"]
+"""How a setting is a Cog input: ``default`` (the input's default is the setting's) or ``empty``
+(an Optional input whose default, empty, leaves the value to the preset, the model or the
+server's ``SEESR_*`` environment)."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What the surfaces need to know about one :class:`Settings` field.
+
+    ``feeds``: ``"target"`` or ``"target:keyword"``, the callee the value is passed to (targets:
+    ``pipeline`` = ``SeesrPipeline.__call__``, ``load`` = ``SeesrPipeline.from_pretrained``,
+    ``plan`` = a :class:`RunPlan` field the user fixes, ``planner`` = ``plan_run``, ``kds`` =
+    :class:`KdsConfig`); the keyword defaults to the setting's name."""
+
+    help: str
+    range: tuple[float, float] | None = None
+    choices: tuple[str, ...] | None = None
+    engines: tuple[str, ...] = ENGINES
+    cog: CogInput | None = None
+    feeds: str | None = None
+
+
+def setting(
+    default: Any,
+    help: str,  # noqa: A002
+    *,
+    range: tuple[float, float] | None = None,  # noqa: A002
+    choices: tuple[str, ...] | None = None,
+    engines: tuple[str, ...] = ENGINES,
+    cog: CogInput | None = None,
+    feeds: str | None = None,
+) -> Any:
+    """A :class:`Settings` field with its :class:`Setting` description as metadata."""
+    return dataclasses.field(default=default, metadata={"setting": Setting(help, range, choices, engines, cog, feeds)})
+
 
 @dataclass(frozen=True)
 class Settings:
-    """Every user-facing setting, with the same names in the API, the CLI and Cog."""
+    """Every user-facing setting, with the same names in the API, the CLI, ``SEESR_*``, YAML and Cog.
+    Declaration order is the order of ``--help`` and of the Cog inputs."""
 
-    preset: str = "balanced"
-    engine: str = "seesr"
-    scale: float = 4.0
-    steps: int = 2
-    seed: int | None = None
-    prompt: str = ""
-    positive_prompt: str = DEFAULT_POSITIVE_PROMPT
-    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
-    guidance_scale: float = 1.0
-    conditioning_scale: float = 1.0
-    sampler: str = "ddim"
-    start_point: str = "lr"
-    start_steps: int = 999
-    model: str = "seesr-turbo"
-    color_fix: str = "wavelet"
-    process_size: int = DEFAULT_PROCESS_SIZE
-    device: str | None = None
-    dtype: str = "auto"
-    max_latent_tile: int = 96
-    latent_tile: int | None = None
-    latent_overlap: int | None = None
-    tile_batch_size: int | None = None
-    vae_encoder_tile: int | None = None
-    vae_decoder_tile: int | None = None
-    offload: bool | None = None
-    compile: bool = False
-    kds_particles: int = 1
-    kds_bandwidth: float | None = None
-    kds_patch: int = 4
-    kds_strength: float = 1.0
-    denoise: float = 0.0
-    no_fallback: bool = False
-    output_format: str = "png"
+    preset: str = setting(
+        "balanced", "Named set of settings (the table in the README); explicit settings override it.",
+        choices=tuple(PRESETS), engines=SEESR_ONLY, cog="default",
+    )  # fmt: skip
+    engine: str = setting(
+        "seesr", "Upscaling engine (realesrgan: fast, with bundled weights).",
+        choices=ENGINES, cog="default",
+    )  # fmt: skip
+    model: str = setting(
+        "seesr-turbo", "SeeSR weights (seesr: the original, 50 steps with guidance 5.5).",
+        choices=tuple(MODEL_DEFAULTS), engines=SEESR_ONLY, cog="default", feeds="load",
+    )  # fmt: skip
+    scale: float = setting(4.0, "Upscaling factor.", range=(1.0, 8.0), cog="default", feeds="pipeline")
+    steps: int = setting(
+        2, "Denoising steps; empty: the preset's (the seesr model: 50).",
+        range=(1, 8), engines=SEESR_ONLY, cog="empty", feeds="pipeline:num_inference_steps",
+    )  # fmt: skip
+    seed: int | None = setting(
+        None, "Random seed; empty: a random one (the seed used is reported).",
+        range=(0, 2**63 - 1), engines=SEESR_ONLY, cog="empty",
+    )  # fmt: skip
+    prompt: str = setting(
+        "", "Extra text added to the prompt after the image's tags.", engines=SEESR_ONLY, cog="default", feeds="pipeline"
+    )
+    positive_prompt: str = setting(
+        DEFAULT_POSITIVE_PROMPT, "Text appended to the prompt after the tags and the extra text.",
+        engines=SEESR_ONLY, cog="default", feeds="pipeline",
+    )  # fmt: skip
+    negative_prompt: str = setting(
+        DEFAULT_NEGATIVE_PROMPT, "Negative prompt; used only with guidance (guidance_scale above 1).",
+        engines=SEESR_ONLY, cog="default", feeds="pipeline",
+    )  # fmt: skip
+    guidance_scale: float = setting(
+        1.0, "Classifier-free guidance scale (1: off, as SeeSR-Turbo runs); empty: the model's (seesr: 5.5).",
+        range=(1.0, 20.0), engines=SEESR_ONLY, cog="empty", feeds="pipeline",
+    )  # fmt: skip
+    conditioning_scale: float = setting(
+        1.0, "ControlNet conditioning strength (how closely the output follows the input).",
+        range=(0.0, 2.0), engines=SEESR_ONLY, cog="empty", feeds="pipeline",
+    )  # fmt: skip
+    color_fix: str = setting(
+        "wavelet", "Colour correction from the input (wavelet: the official one).",
+        choices=COLOR_FIX_METHODS, engines=SEESR_ONLY, cog="default", feeds="pipeline",
+    )  # fmt: skip
+    process_size: int = setting(
+        DEFAULT_PROCESS_SIZE, "Inputs whose short side is below process_size/scale are enlarged first (0: never).",
+        range=(0, 4096), engines=SEESR_ONLY, cog="empty", feeds="pipeline",
+    )  # fmt: skip
+    output_format: str = setting("png", "Format of the output file.", choices=OUTPUT_FORMATS, cog="default")
+    sampler: str = setting(
+        "ddim", "Sampler of the denoising loop (ddim: the official one).",
+        choices=SAMPLERS, engines=SEESR_ONLY, cog="default", feeds="pipeline",
+    )  # fmt: skip
+    start_point: str = setting(
+        "lr", "Where denoising starts: lr (the noised input latent, official) or noise (pure noise).",
+        choices=START_POINTS, engines=SEESR_ONLY, cog="default", feeds="pipeline",
+    )  # fmt: skip
+    start_steps: int = setting(
+        999, "Timestep the input latent is noised to when start_point is lr (999: the official start).",
+        range=(1, 999), engines=SEESR_ONLY, cog="default", feeds="pipeline",
+    )  # fmt: skip
+    kds_particles: int = setting(
+        1, "Kernel Density Steering particles (1: off); empty: the preset's (quality: 4).",
+        range=(1, 16), engines=SEESR_ONLY, cog="empty", feeds="kds:particles",
+    )  # fmt: skip
+    kds_strength: float = setting(
+        1.0, "KDS step towards the ensemble mode, 0-1.",
+        range=(0.0, 1.0), engines=SEESR_ONLY, cog="empty", feeds="kds:strength",
+    )  # fmt: skip
+    kds_bandwidth: float | None = setting(
+        None, "KDS kernel bandwidth (per-element RMS distance in latent units); empty: median heuristic.",
+        range=(1e-6, 1e6), engines=SEESR_ONLY, cog="empty", feeds="kds:bandwidth",
+    )  # fmt: skip
+    kds_patch: int = setting(
+        4, "KDS patch side in latent pixels (8 image pixels each).",
+        range=(1, 64), engines=SEESR_ONLY, cog="empty", feeds="kds:patch",
+    )  # fmt: skip
+    offload: bool | None = setting(
+        None, "Keep the networks on the CPU between stages (less GPU memory, slower); empty: the planner decides.",
+        engines=SEESR_ONLY, cog="empty", feeds="plan",
+    )  # fmt: skip
+    device: str | None = setting(None, "Device: cuda, cuda:1, cpu, ...; empty: cuda when available.")
+    dtype: str = setting(
+        "auto", "Precision; auto: float16 on CUDA, bfloat16 on a CPU with native bf16, else float32.",
+        choices=DTYPES, engines=SEESR_ONLY,
+    )  # fmt: skip
+    latent_tile: int | None = setting(
+        None, "Denoiser tile in latent pixels (8 image pixels each); empty: the planner's.",
+        range=(8, 1024), engines=SEESR_ONLY, feeds="plan",
+    )  # fmt: skip
+    latent_overlap: int | None = setting(
+        None, "Overlap of denoiser tiles in latent pixels; empty: a third of the tile, at most 32.",
+        range=(0, 512), engines=SEESR_ONLY, feeds="plan",
+    )  # fmt: skip
+    max_latent_tile: int = setting(
+        96, "Largest denoiser tile the planner chooses, in latent pixels (96: the official tile).",
+        range=(8, 1024), engines=SEESR_ONLY, feeds="planner",
+    )  # fmt: skip
+    tile_batch_size: int | None = setting(
+        None, "Denoiser tiles run together; empty: the planner's.", range=(1, 64), engines=SEESR_ONLY, feeds="plan"
+    )
+    vae_encoder_tile: int | None = setting(
+        None, "VAE encoder tile in image pixels; empty: the planner's.",
+        range=(64, 8192), engines=SEESR_ONLY, feeds="plan",
+    )  # fmt: skip
+    vae_decoder_tile: int | None = setting(
+        None, "VAE decoder tile in latent pixels; empty: the planner's.",
+        range=(8, 1024), engines=SEESR_ONLY, feeds="plan",
+    )  # fmt: skip
+    compile: bool = setting(
+        False, "torch.compile ControlNet and UNet (minutes on the first image; measured slower on the CPU).",
+        engines=SEESR_ONLY,
+    )  # fmt: skip
+    denoise: float = setting(0.0, "Non-local-means denoising strength before upscaling (0: off).", range=(0.0, 30.0))
+    no_fallback: bool = setting(
+        False, "Fail instead of falling back to Real-ESRGAN when SeeSR cannot run.", engines=SEESR_ONLY
+    )
+
+    def arguments_for(self, target: str, accepts: Callable[..., Any] | None = None) -> dict[str, Any]:
+        """The keyword arguments these settings give to ``target`` (see :class:`Setting`'s ``feeds``);
+        unset (None) values are left to the callee.
+
+        ``accepts``: the callee; keywords it does not take are left out when their setting is at its
+        declared default (the callee's behaviour is that default) and refused otherwise."""
+        chosen = [
+            (name, keyword, getattr(self, name))
+            for name, fed, keyword in FEEDS
+            if fed == target and getattr(self, name) is not None
+        ]
+        if accepts is not None:
+            taken = inspect.signature(accepts).parameters
+            refused = [f"{name}={value!r}" for name, keyword, value in chosen if keyword not in taken and value != DECLARED[name].default]
+            if refused:
+                raise ConfigError(f"{', '.join(refused)}: this SeeSR pipeline does not take it; leave it at its default")
+            chosen = [(name, keyword, value) for name, keyword, value in chosen if keyword in taken]
+        return {keyword: value for _, keyword, value in chosen}
 
     def plan_overrides(self) -> dict[str, Any]:
         """The tiling settings the user (or preset) fixed; the planner chooses the rest."""
-        names = ("latent_tile", "latent_overlap", "tile_batch_size", "vae_encoder_tile", "vae_decoder_tile", "offload")
-        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        return self.arguments_for("plan")
 
     def full_plan(self) -> RunPlan:
         """A RunPlan from the fixed values and RunPlan's defaults (when no planner is used)."""
@@ -108,88 +270,123 @@ class Settings:
         """Kernel Density Steering settings, None with a single particle (plain sampling)."""
         if self.kds_particles <= 1:
             return None
-        return KdsConfig(
-            particles=self.kds_particles, bandwidth=self.kds_bandwidth, patch=self.kds_patch, strength=self.kds_strength
-        )
+        return KdsConfig(**self.arguments_for("kds"))
 
     def batch_multiplier(self) -> int:
         """How many latents go through the denoiser at once per tile: x2 with guidance, x particles."""
         return (2 if self.guidance_scale > 1.0 else 1) * self.kds_particles
 
 
-FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
-RANGES: dict[str, tuple[float, float]] = {
-    "scale": (1.0, 8.0),
-    "steps": (1, 8),
-    "seed": (0, 2**63 - 1),
-    "guidance_scale": (1.0, 20.0),
-    "conditioning_scale": (0.0, 2.0),
-    "process_size": (0, 4096),
-    "start_steps": (1, 999),
-    "max_latent_tile": (8, 1024),
-    "latent_tile": (8, 1024),
-    "latent_overlap": (0, 512),
-    "tile_batch_size": (1, 64),
-    "vae_encoder_tile": (64, 8192),
-    "vae_decoder_tile": (8, 1024),
-    "kds_particles": (1, 16),
-    "kds_bandwidth": (1e-6, 1e6),
-    "kds_patch": (1, 64),
-    "kds_strength": (0.0, 1.0),
-    "denoise": (0.0, 30.0),
-}
-CHOICES: dict[str, tuple[str, ...]] = {
-    "preset": PRESET_NAMES,
-    "engine": ENGINES,
-    "color_fix": COLOR_FIX_METHODS,
-    "dtype": DTYPES,
-    "output_format": OUTPUT_FORMATS,
-    "sampler": ("ddim", "ddpm"),
-    "start_point": ("lr", "noise"),
-    "model": ("seesr-turbo", "seesr"),
-}
+DECLARED: dict[str, dataclasses.Field] = {f.name: f for f in fields(Settings)}
+"""The declaration, by name."""
+FEEDS: tuple[tuple[str, str, str], ...] = tuple(
+    (name, target, keyword or name)
+    for name, f in DECLARED.items()
+    if f.metadata["setting"].feeds
+    for target, _, keyword in [f.metadata["setting"].feeds.partition(":")]
+)
+"""(setting, target, keyword) for every setting that is passed to a callee."""
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def setting_info(name: str) -> Setting:
+    """The declaration of one setting."""
+    return DECLARED[name].metadata["setting"]
+
+
+def env_name(name: str) -> str:
+    """The environment variable of a setting: ``steps`` -> ``SEESR_STEPS``."""
+    return f"SEESR_{name.upper()}"
+
+
+def flag_name(name: str) -> str:
+    """The command-line flag of a setting: ``kds_particles`` -> ``--kds-particles``."""
+    return "--" + name.replace("_", "-")
+
+
+def value_kind(name: str) -> tuple[type, bool]:
+    """The setting's value type (bool, int, float or str) and whether it may be unset (None)."""
+    kind = str(DECLARED[name].type)
+    base = next(t for t in (bool, int, float, str) if kind.startswith(t.__name__))
+    return base, "None" in kind
+
+
+def _range(name: str, model: str) -> tuple[float, float] | None:
+    return MODEL_RANGES.get(model, {}).get(name, setting_info(name).range)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return repr(value) if value == "" else str(value)
+
+
+def describe(name: str) -> str:
+    """Help text with the default (and what presets and models change) and what is allowed."""
+    info = setting_info(name)
+    declared = DECLARED[name].default
+    changed = [f"{preset} preset {_text(v[name])}" for preset, v in PRESETS.items() if v.get(name, declared) != declared]
+    changed += [f"model {model} {_text(v[name])}" for model, v in MODEL_DEFAULTS.items() if v.get(name, declared) != declared]
+    default = _text(declared) + (f" ({', '.join(changed)})" if changed else "")
+    parts = [info.help, f"Default: {default}."]
+    if info.choices:
+        parts.append(f"One of: {', '.join(info.choices)}.")
+    elif info.range:
+        allowed = f"{info.range[0]} to {info.range[1]}"
+        per_model = [f"model {model} {r[name][0]} to {r[name][1]}" for model, r in MODEL_RANGES.items() if name in r]
+        parts.append(f"Range: {allowed}" + (f" ({', '.join(per_model)})." if per_model else "."))
+    return " ".join(parts)
 
 
 def _convert(name: str, value: Any) -> Any:
     """Coerce strings (environment, YAML, CLI) to the field's type; raise ValueError if impossible."""
-    kind = FIELD_TYPES[name]
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null") and "None" in kind):
-        if "None" not in kind:
+    kind, optional = value_kind(name)
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+        if not optional:
             raise ValueError("may not be empty")
         return None
-    if kind.startswith("bool"):
+    if kind is bool:
         if isinstance(value, bool):
             return value
         text = str(value).strip().lower()
         if text in _TRUE or text in _FALSE:
             return text in _TRUE
         raise ValueError("must be true or false")
-    if kind.startswith("int"):
+    if kind is int:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError("must be an integer")
-        return int(value)
-    if kind.startswith("float"):
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError("must be an integer") from None
+    if kind is float:
         if isinstance(value, bool):
             raise ValueError("must be a number")
-        number = float(value)
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError("must be a number") from None
         if not math.isfinite(number):
             raise ValueError("must be a finite number")
         return number
-    return str(value)
+    if not isinstance(value, str):
+        raise ValueError("must be text")
+    return value
 
 
 def _validate(values: Mapping[str, Any]) -> list[str]:
     problems = []
+    model = values.get("model", Settings.model)
     for name, value in values.items():
         if value is None:
             continue
-        if name in RANGES:
-            low, high = RANGES[name]
-            if not low <= value <= high:
-                problems.append(f"{name}={value!r} (allowed: {low} to {high})")
-        if name in CHOICES and value not in CHOICES[name]:
-            problems.append(f"{name}={value!r} (allowed: {', '.join(CHOICES[name])})")
+        info, allowed = setting_info(name), _range(name, model)
+        if allowed is not None and not allowed[0] <= value <= allowed[1]:
+            problems.append(f"{name}={value!r} (allowed: {allowed[0]} to {allowed[1]})")
+        if info.choices and value not in info.choices:
+            problems.append(f"{name}={value!r} (allowed: {', '.join(info.choices)})")
     tile, overlap = values.get("latent_tile"), values.get("latent_overlap")
     if tile is not None and overlap is not None and overlap >= tile:
         problems.append(f"latent_overlap={overlap} (must be smaller than latent_tile={tile})")
@@ -199,7 +396,7 @@ def _validate(values: Mapping[str, Any]) -> list[str]:
 def environment_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """``SEESR_<NAME>`` variables that name a setting (``SEESR_STEPS=1`` -> steps)."""
     environ = os.environ if environ is None else environ
-    return {name: environ[f"SEESR_{name.upper()}"] for name in FIELD_TYPES if f"SEESR_{name.upper()}" in environ}
+    return {name: environ[env_name(name)] for name in DECLARED if env_name(name) in environ}
 
 
 def config_file_settings(path: str | Path | None) -> dict[str, Any]:
@@ -226,34 +423,28 @@ def resolve_settings(
     environ: Mapping[str, str] | None = None,
     config_file: str | Path | None = None,
 ) -> Settings:
-    """Merge arguments > environment > config file > preset > defaults, and validate everything.
+    """Merge arguments > environment > config file > model > preset > defaults, then validate.
 
-    ``None`` in ``arguments`` means "not given". Unknown names and bad values are reported together
-    in one :class:`ConfigError`."""
+    ``None`` in ``arguments`` means "not given". Only the winning value of each setting is
+    converted and checked; unknown names and bad values are reported together in one
+    :class:`ConfigError`."""
     layers = [
         ("argument", {k: v for k, v in (arguments or {}).items() if v is not None}),
         ("environment", environment_settings(environ)),
         ("config file", config_file_settings(config_file)),
     ]
-    problems = [f"unknown setting {name!r} ({where})" for where, layer in layers for name in layer if name not in FIELD_TYPES]
-    converted: list[dict[str, Any]] = []
-    for where, layer in layers:
-        values = {}
-        for name, value in layer.items():
-            if name not in FIELD_TYPES:
-                continue
-            try:
-                values[name] = _convert(name, value)
-            except (TypeError, ValueError) as error:
-                problems.append(f"{name}={value!r} ({where}: {error})")
-        converted.append(values)
-    preset = next((layer["preset"] for layer in converted if "preset" in layer), Settings.preset)
-    if preset not in PRESETS:
-        problems.append(f"preset={preset!r} (allowed: {', '.join(PRESET_NAMES)})")
-        preset = Settings.preset
-    merged: dict[str, Any] = dict(PRESETS[preset], preset=preset)
-    for layer in reversed(converted):
-        merged.update(layer)
+    problems = [f"unknown setting {name!r} ({where})" for where, layer in layers for name in layer if name not in DECLARED]
+    winners: dict[str, tuple[str, Any]] = {}
+    for where, layer in reversed(layers):
+        winners.update((name, (where, value)) for name, value in layer.items() if name in DECLARED)
+    given: dict[str, Any] = {}
+    for name, (where, value) in winners.items():
+        try:
+            given[name] = _convert(name, value)
+        except (TypeError, ValueError) as error:
+            problems.append(f"{name}={value!r} ({where}: {error})")
+    preset, model = given.get("preset", Settings.preset), given.get("model", Settings.model)
+    merged = {**PRESETS.get(preset, {}), **MODEL_DEFAULTS.get(model, {}), **given}
     problems += _validate(merged)
     if problems:
         raise ConfigError("invalid settings: " + "; ".join(problems))

@@ -122,3 +122,74 @@ def test_two_processes_split_the_work(inputs, tmp_path, tiny_weights_dir):
     finished = [(r["target"], r["rank"]) for r in records if r["status"] == "done"]
     assert sorted(Path(t).name for t, _ in finished) == ["a.png", "b.png", "c.png"]
     assert {rank for _, rank in finished} == {0, 1}
+
+
+# ------------------------------------------------------------------ flags derived from the settings
+def upscale_help(capsys, monkeypatch) -> str:
+    """`seesr upscale --help`, unwrapped."""
+    from seesr.cli import build_parser
+
+    monkeypatch.setenv("COLUMNS", "10000")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["upscale", "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_every_setting_has_a_flag_with_its_help(capsys, monkeypatch):
+    from seesr.cli import build_parser, setting_arguments
+    from seesr.presets import DECLARED, describe, flag_name, value_kind
+
+    parser = build_parser()
+    for name in DECLARED:
+        kind, _ = value_kind(name)
+        given = [flag_name(name)] if kind is bool else [flag_name(name), "7"]
+        arguments = setting_arguments(parser.parse_args(["upscale", "x.png", *given]))
+        assert arguments == {name: True if kind is bool else "7"}, name
+    help_text = upscale_help(capsys, monkeypatch)
+    for name in DECLARED:
+        assert flag_name(name) in help_text and " ".join(describe(name).split()) in help_text, name
+    assert "SEESR_NAME" in help_text and "flags > environment > config file" in help_text
+    for flag in ("--process-size", "--conditioning-scale", "--positive-prompt", "--offload", "--model", "--sampler"):
+        assert flag in help_text
+
+
+def test_boolean_settings_have_both_switches():
+    from seesr.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["upscale", "x.png"]).offload is None
+    assert parse(["upscale", "x.png", "--offload"]).offload is True
+    assert parse(["upscale", "x.png", "--no-offload"]).offload is False
+    assert parse(["upscale", "x.png", "--no-fallback"]).no_fallback is True
+    assert parse(["upscale", "x.png", "--fallback"]).no_fallback is False
+
+
+@pytest.mark.parametrize("flag", ["--tile", "--tile-batch", "--kds", "--over", "--steps-"])
+def test_abbreviations_are_errors(flag, capsys):
+    """`--tile 64` is not `--tile-batch-size 64`: prefixes of a flag are refused."""
+    from seesr.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["upscale", "x.png", flag, "64"])
+    assert exit_info.value.code == 2
+    assert f"unrecognized arguments: {flag}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["weights", "list", "--weigh", "w"])
+
+
+def test_a_flag_beats_a_bad_environment_value(inputs, tmp_path, monkeypatch, capsys):
+    """`SEESR_STEPS=99 seesr upscale x.png --steps 2`: the flag wins, so nothing is wrong."""
+    monkeypatch.setenv("SEESR_STEPS", "99")
+    image = str(inputs / "a.png")
+    assert main(["upscale", image, "-o", str(tmp_path / "x.png"), "--dry-run", "--steps", "2", "--device", "cpu"]) == 0
+    assert "a.png" in capsys.readouterr().out
+    assert main(["upscale", image, "-o", str(tmp_path / "x.png"), "--dry-run", "--device", "cpu"]) == 2
+    assert "steps=99 (allowed: 1 to 8)" in capsys.readouterr().err
+
+
+def test_bad_flag_values_are_listed_together(inputs, tmp_path, capsys):
+    code = main(["upscale", str(inputs / "a.png"), "-o", str(tmp_path / "x.png"), "--scale", "big", "--sampler", "euler",
+                 "--model", "seesr", "--steps", "101"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "scale='big' (argument: must be a number)" in err and "sampler='euler'" in err and "steps=101 (allowed: 1 to 100)" in err

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import importlib.util
-import inspect
 import io
 import json
 import os
@@ -25,7 +24,6 @@ import subprocess
 import sys
 import time
 import tomllib
-import types
 import typing
 import urllib.error
 import urllib.request
@@ -37,13 +35,11 @@ import yaml
 from PIL import Image
 
 import cog
-from cog.input import FieldInfo
+from cog_schema import COG_VERSION, build_openapi_schema, run_inputs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_FILE = REPO_ROOT / ".cog" / "openapi_schema.json"
 RUNNER_REF = "predict.py:Runner"
-COG_VERSION = "0.23.1"
-"""The Cog release the schema is written for (``info.version``; what ``cog build`` writes)."""
 
 STARTUP_TIMEOUT = 120.0
 REQUEST_TIMEOUT = 60.0
@@ -63,168 +59,6 @@ def predict_module():
     return load_predict_module()
 
 
-def run_inputs(runner_cls) -> list[tuple[str, typing.Any, FieldInfo]]:
-    """(name, annotation, FieldInfo) of each run() input, in order."""
-    hints = typing.get_type_hints(runner_cls.run)
-    out = []
-    for name, param in inspect.signature(runner_cls.run).parameters.items():
-        if name == "self":
-            continue
-        assert isinstance(param.default, FieldInfo), f"{name}: every input should use Input()"
-        out.append((name, hints[name], param.default))
-    return out
-
-
-# ------------------------------------------------------------------ the schema, as cog build writes it
-def _primitive(tp) -> dict:
-    if tp is cog.Path:
-        return {"format": "uri", "type": "string"}
-    return {str: {"type": "string"}, int: {"type": "integer"}, float: {"type": "number"}, bool: {"type": "boolean"}}[tp]
-
-
-def _unwrap_optional(tp) -> tuple[typing.Any, bool]:
-    args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
-        (inner,) = [a for a in args if a is not type(None)]
-        return inner, True
-    return tp, False
-
-
-def _number(value):
-    """A number as Go writes a float64 (cog keeps ge/le and float defaults as float64): 4.0 -> 4."""
-    value = float(value)
-    return int(value) if value.is_integer() else value
-
-
-def _title(name: str) -> str:
-    return " ".join(part[:1].upper() + part[1:] for part in name.split("_"))
-
-
-def build_openapi_schema(runner_cls) -> dict:
-    """The OpenAPI document cog 0.23's static generator writes for this runner
-    (pkg/schema/openapi_spec.go: Input with x-order, choices as enum components, Optional ->
-    nullable, Input(default=None) on an Optional -> "default": null, ge/le -> minimum/maximum)."""
-    properties, required, enums = {}, [], {}
-    for order, (name, annotation, info) in enumerate(run_inputs(runner_cls)):
-        tp, nullable = _unwrap_optional(annotation)
-        prop: dict = {"x-order": order}
-        if info.choices:
-            enums[name] = {
-                "description": "An enumeration.", "enum": list(info.choices), "title": name,
-                "type": _primitive(tp)["type"],
-            }
-            prop["allOf"] = [{"$ref": f"#/components/schemas/{name}"}]
-        else:
-            prop["title"] = _title(name)
-            prop.update(_primitive(tp))
-        if info.default is not None or nullable:
-            prop["default"] = _number(info.default) if isinstance(info.default, float) else info.default
-        elif not nullable:
-            required.append(name)
-        if nullable:
-            prop["nullable"] = True
-        if info.description is not None:
-            prop["description"] = info.description
-        if info.ge is not None:
-            prop["minimum"] = _number(info.ge)
-        if info.le is not None:
-            prop["maximum"] = _number(info.le)
-        for key, value in (("minLength", info.min_length), ("maxLength", info.max_length),
-                           ("pattern", info.regex), ("x-cog-accept", info.accept)):
-            if value is not None:
-                prop[key] = value
-        if info.deprecated:
-            prop["deprecated"] = True
-        properties[name] = dict(sorted(prop.items()))
-    input_schema = {"properties": properties, "title": "Input", "type": "object"}
-    if required:
-        input_schema["required"] = required
-    returns = typing.get_type_hints(runner_cls.run)["return"]
-    output_schema = dict(sorted({**_primitive(returns), "title": "Output"}.items()))
-    error_422 = {
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
-        "description": "Validation Error",
-    }
-    any_200 = {"content": {"application/json": {"schema": {}}}, "description": "Successful Response"}
-    response = {
-        "input": {"$ref": "#/components/schemas/Input"},
-        "output": {"$ref": "#/components/schemas/Output"},
-        "id": {"title": "Id", "type": "string"},
-        "version": {"title": "Version", "type": "string"},
-        "created_at": {"format": "date-time", "title": "Created At", "type": "string"},
-        "started_at": {"format": "date-time", "title": "Started At", "type": "string"},
-        "completed_at": {"format": "date-time", "title": "Completed At", "type": "string"},
-        "status": {"title": "Status", "type": "string"},
-        "error": {"title": "Error", "type": "string"},
-        "logs": {"title": "Logs", "type": "string"},
-        "metrics": {"title": "Metrics", "type": "object"},
-    }
-    schemas = {
-        "Input": input_schema,
-        "Output": output_schema,
-        **enums,
-        "PredictionRequest": {
-            "properties": {"id": {"title": "Id", "type": "string"}, "input": {"$ref": "#/components/schemas/Input"}},
-            "title": "PredictionRequest",
-            "type": "object",
-        },
-        "PredictionResponse": {"properties": dict(sorted(response.items())), "title": "PredictionResponse",
-                               "type": "object"},
-        "Status": {
-            "description": "An enumeration.", "enum": ["starting", "processing", "succeeded", "canceled", "failed"],
-            "title": "Status", "type": "string",
-        },
-        "HTTPValidationError": {
-            "properties": {"detail": {"items": {"$ref": "#/components/schemas/ValidationError"}, "title": "Detail",
-                                      "type": "array"}},
-            "title": "HTTPValidationError",
-            "type": "object",
-        },
-        "ValidationError": {
-            "properties": {
-                "loc": {"items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}, "title": "Location",
-                        "type": "array"},
-                "msg": {"title": "Message", "type": "string"},
-                "type": {"title": "Error Type", "type": "string"},
-            },
-            "required": ["loc", "msg", "type"],
-            "title": "ValidationError",
-            "type": "object",
-        },
-    }
-    paths = {
-        "/": {"get": {"operationId": "root__get", "responses": {"200": any_200}, "summary": "Root"}},
-        "/health-check": {"get": {"operationId": "healthcheck_health_check_get", "responses": {"200": any_200},
-                                  "summary": "Healthcheck"}},
-        "/predictions": {"post": {
-            "description": "Run a single prediction on the model",
-            "operationId": "predict_predictions_post",
-            "requestBody": {"content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/PredictionRequest"}}}},
-            "responses": {
-                "200": {"content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/PredictionResponse"}}},
-                    "description": "Successful Response"},
-                "422": error_422,
-            },
-            "summary": "Predict",
-        }},
-        "/predictions/{prediction_id}/cancel": {"post": {
-            "operationId": "cancel_predictions__prediction_id__cancel_post",
-            "parameters": [{"in": "path", "name": "prediction_id", "required": True,
-                            "schema": {"title": "Prediction Id", "type": "string"}}],
-            "responses": {"200": any_200, "422": error_422},
-            "summary": "Cancel",
-        }},
-    }
-    return {
-        "components": {"schemas": schemas},
-        "info": {"title": "Cog", "version": COG_VERSION},
-        "openapi": "3.0.2",
-        "paths": paths,
-    }
-
-
 def test_schema_file_matches_the_runner(predict_module):
     expected = build_openapi_schema(predict_module.Runner)
     if os.environ.get("SEESR_UPDATE_COG_SCHEMA") == "1":
@@ -241,26 +75,29 @@ def test_schema_file_matches_the_runner(predict_module):
 
 
 def test_runner_inputs_match_the_library(predict_module):
-    """Literal values in predict.py (so cog build can read them) must be seesr's own."""
-    from seesr.presets import CHOICES, RANGES, Settings
+    """Literal values in predict.py (so cog build can read them) must be the settings' declaration:
+    the settings flagged for Cog, in declaration order, with their types, defaults, choices, widest
+    range over the models, and help text as description."""
+    from seesr.presets import DECLARED, MODEL_DEFAULTS, MODEL_RANGES, PRESETS, setting_info, value_kind
 
     inputs = run_inputs(predict_module.Runner)
-    assert [name for name, _, _ in inputs] == [
-        "image", "preset", "scale", "steps", "prompt", "negative_prompt", "seed", "color_fix", "output_format",
-        "kds_particles", "kds_strength", "kds_bandwidth", "kds_patch",
-    ]
-    defaults = Settings()
-    for name, _, info in inputs[1:]:
-        assert hasattr(defaults, name), f"{name} is not a seesr setting"
-        if name in CHOICES:
-            assert list(info.choices) == list(CHOICES[name]), name
-        if name in RANGES:
-            assert (info.ge, info.le) == RANGES[name], name
-        # steps and KDS: None = the preset's value
-        expected_default = None if name == "steps" or name.startswith("kds_") else getattr(defaults, name)
-        assert info.default == expected_default, name
-        assert info.description, name
-    assert inputs[0][2].description
+    assert inputs[0][0] == "image" and inputs[0][2].description
+    declared = [name for name in DECLARED if setting_info(name).cog]
+    assert [name for name, _, _ in inputs[1:]] == declared
+    assert {"engine", "model", "sampler", "start_point", "start_steps", "process_size", "conditioning_scale",
+            "positive_prompt", "offload"} <= set(declared)  # fmt: skip
+    for name, annotation, info in inputs[1:]:
+        setting, (kind, _) = setting_info(name), value_kind(name)
+        empty = setting.cog == "empty"
+        assert annotation == (typing.Optional[kind] if empty else kind), name
+        assert info.default == (None if empty else DECLARED[name].default), name
+        assert info.description == setting.help, name
+        assert (list(info.choices) if info.choices else None) == (list(setting.choices) if setting.choices else None), name
+        ranges = [setting.range] + [r[name] for r in MODEL_RANGES.values() if name in r] if setting.range else []
+        expected_range = (min(low for low, _ in ranges), max(high for _, high in ranges)) if ranges else (None, None)
+        assert (info.ge, info.le) == expected_range, name
+        changed_elsewhere = any(name in values for values in [*PRESETS.values(), *MODEL_DEFAULTS.values()])
+        assert empty or not changed_elsewhere, f"{name}: a preset or model sets it, so its input must default to empty"
     assert predict_module.Runner.__mro__[1] is cog.BaseRunner  # the current API, not BasePredictor
 
 
@@ -509,7 +346,8 @@ def test_server_upscales(server, lr_image):
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("scale", 100), ("color_fix", "sepia"), ("steps", 0), ("output_format", "gif"), ("preset", "turbo")],
+    [("scale", 100), ("color_fix", "sepia"), ("steps", 0), ("output_format", "gif"), ("preset", "turbo"),
+     ("sampler", "euler"), ("model", "sdxl"), ("start_steps", 1000), ("process_size", -1)],
 )
 def test_server_rejects_bad_inputs(server, lr_image, name, value):
     """The schema turns out-of-range values away before the runner sees them."""
@@ -602,3 +440,24 @@ def test_bad_values_fail_with_the_library_message(runner_without_network, lr_ima
     broken.write_bytes(b"not an image")
     with pytest.raises(InputError, match="not an image file"):
         call_run(runner_without_network, image=cog.Path(broken))
+
+
+def test_run_passes_every_setting_input_by_name(predict_module, lr_image, tmp_path):
+    """run() hands each input but the image to the Upscaler under its own (the setting's) name."""
+
+    class Captured(Exception):
+        pass
+
+    class RecordingUpscaler:
+        def upscale(self, image, **arguments):
+            raise Captured(image, arguments)
+
+    source = tmp_path / "in.png"
+    lr_image.save(source)
+    runner = predict_module.Runner()
+    runner.upscaler = RecordingUpscaler()
+    with pytest.raises(Captured) as captured:
+        call_run(runner, image=cog.Path(source), sampler="ddpm", offload=True, process_size=0)
+    _, arguments = captured.value.args
+    expected = {name: info.default for name, _, info in run_inputs(predict_module.Runner)[1:]}
+    assert arguments == {**expected, "sampler": "ddpm", "offload": True, "process_size": 0}

@@ -1,11 +1,13 @@
-"""Settings precedence and validation."""
+"""The settings declaration: precedence, validation, environment names, YAML keys, callee keywords."""
 
 from __future__ import annotations
 
 import pytest
 
 from seesr.errors import ConfigError
-from seesr.presets import PRESETS, Settings, resolve_settings
+from seesr.kds import KdsConfig
+from seesr.planner import RunPlan
+from seesr.presets import DECLARED, PRESETS, Settings, describe, env_name, resolve_settings, setting_info, value_kind
 
 
 def test_defaults_are_the_balanced_preset():
@@ -73,7 +75,118 @@ def test_bad_config_file(tmp_path):
         resolve_settings({}, environ={}, config_file=listing)
 
 
-def test_settings_names_are_shared_with_the_cli():
-    from seesr.cli import SETTING_FLAGS
+def test_a_bad_environment_value_overridden_by_an_argument_is_no_error(tmp_path):
+    """`SEESR_STEPS=99 seesr upscale x.png --steps 2`: precedence first, then validation."""
+    assert resolve_settings({"steps": 2}, environ={"SEESR_STEPS": "99"}).steps == 2
+    assert resolve_settings({"seed": 5}, environ={"SEESR_SEED": "abc"}).seed == 5
+    config = tmp_path / "seesr.yaml"
+    config.write_text("color_fix: sepia\n")
+    assert resolve_settings({}, environ={"SEESR_COLOR_FIX": "adain"}, config_file=config).color_fix == "adain"
+    with pytest.raises(ConfigError, match=r"steps=99 \(allowed: 1 to 8\)"):
+        resolve_settings({}, environ={"SEESR_STEPS": "99"})
 
-    assert set(SETTING_FLAGS) <= set(Settings.__dataclass_fields__)
+
+def a_valid_non_default(name: str):
+    """A value of the setting that differs from its default and passes validation."""
+    info, (kind, _) = setting_info(name), value_kind(name)
+    default = DECLARED[name].default
+    if info.choices:
+        return next(c for c in reversed(info.choices) if c != default)
+    if kind is bool:
+        return not default
+    if kind is str:
+        return "x"
+    low, high = info.range
+    return kind(high if default != high else low)
+
+
+def test_every_setting_has_an_environment_name_and_a_yaml_key(tmp_path):
+    import yaml
+
+    values = {name: a_valid_non_default(name) for name in DECLARED}
+    values["latent_tile"], values["latent_overlap"] = 64, 16
+    from_environment = resolve_settings({}, environ={env_name(name): str(v) for name, v in values.items()})
+    config = tmp_path / "all.yaml"
+    config.write_text(yaml.safe_dump(values))
+    from_file = resolve_settings({}, environ={}, config_file=config)
+    for name, value in values.items():
+        assert getattr(from_environment, name) == value, name
+        assert getattr(from_file, name) == value, name
+    assert env_name("kds_particles") == "SEESR_KDS_PARTICLES"
+
+
+def test_the_seesr_model_brings_its_steps_and_guidance():
+    """model=seesr: 50 steps and guidance 5.5 over the preset, under everything given explicitly;
+    steps up to 100 for it only."""
+    settings = resolve_settings({"model": "seesr"}, environ={})
+    assert (settings.steps, settings.guidance_scale) == (50, 5.5)
+    quality = resolve_settings({"model": "seesr", "preset": "quality"}, environ={})
+    assert quality.steps == 50 and quality.kds_particles == 4
+    assert resolve_settings({}, environ={"SEESR_MODEL": "seesr", "SEESR_STEPS": "20"}).steps == 20
+    assert resolve_settings({"model": "seesr", "guidance_scale": 3}, environ={}).guidance_scale == 3.0
+    assert resolve_settings({"model": "seesr", "steps": 100}, environ={}).steps == 100
+    with pytest.raises(ConfigError, match=r"steps=101 \(allowed: 1 to 100\)"):
+        resolve_settings({"model": "seesr", "steps": 101}, environ={})
+    with pytest.raises(ConfigError, match=r"steps=50 \(allowed: 1 to 8\)"):
+        resolve_settings({"steps": 50}, environ={})
+    turbo = resolve_settings({}, environ={})
+    assert (turbo.model, turbo.steps, turbo.guidance_scale) == ("seesr-turbo", 2, 1.0)
+
+
+def test_new_settings_are_validated_together():
+    with pytest.raises(ConfigError) as error:
+        resolve_settings(
+            {"sampler": "euler", "start_point": "middle", "start_steps": 0, "model": "sdxl", "max_latent_tile": 4},
+            environ={},
+        )
+    message = str(error.value)
+    for expected in ("sampler='euler' (allowed: ddim, ddpm)", "start_point='middle' (allowed: lr, noise)",
+                     "start_steps=0 (allowed: 1 to 999)", "model='sdxl' (allowed: seesr-turbo, seesr)",
+                     "max_latent_tile=4 (allowed: 8 to 1024)"):  # fmt: skip
+        assert expected in message, expected
+    settings = resolve_settings({"sampler": "ddpm", "start_point": "noise", "start_steps": 500}, environ={})
+    assert (settings.sampler, settings.start_point, settings.start_steps, settings.max_latent_tile) == ("ddpm", "noise", 500, 96)
+
+
+def test_text_settings_refuse_objects():
+    """A non-text object (say, a Cog FieldInfo) is refused, not turned into its repr."""
+    with pytest.raises(ConfigError, match="prompt=.*must be text"):
+        resolve_settings({"prompt": object()}, environ={})
+
+
+def test_which_settings_feed_which_keywords():
+    settings = resolve_settings({"preset": "memory", "kds_particles": 2, "seed": 7}, environ={})
+    assert settings.arguments_for("pipeline") == {
+        "scale": 4.0, "num_inference_steps": 2, "prompt": "", "positive_prompt": settings.positive_prompt,
+        "negative_prompt": settings.negative_prompt, "guidance_scale": 1.0, "conditioning_scale": 1.0,
+        "color_fix": "wavelet", "process_size": settings.process_size, "sampler": "ddim", "start_point": "lr",
+        "start_steps": 999,
+    }  # fmt: skip
+    assert settings.arguments_for("load") == {"model": "seesr-turbo"}
+    assert settings.arguments_for("planner") == {"max_latent_tile": 96}
+    plan_fields = {f for f in RunPlan.__dataclass_fields__}
+    assert settings.plan_overrides() == {k: v for k, v in PRESETS["memory"].items() if k in plan_fields}
+    assert settings.kds_config() == KdsConfig(particles=2, bandwidth=None, patch=4, strength=1.0)
+    assert set(settings.arguments_for("kds")) <= set(KdsConfig.__dataclass_fields__)
+
+
+def test_keywords_a_callee_does_not_take_are_left_out_at_their_default_and_refused_otherwise():
+    def older_pipeline(image, *, scale, num_inference_steps, prompt, positive_prompt, negative_prompt,
+                       guidance_scale, conditioning_scale, color_fix, process_size):  # fmt: skip
+        raise AssertionError("not called")
+
+    keywords = resolve_settings({}, environ={}).arguments_for("pipeline", accepts=older_pipeline)
+    assert "sampler" not in keywords and keywords["num_inference_steps"] == 2
+    with pytest.raises(ConfigError, match="sampler='ddpm'"):
+        resolve_settings({"sampler": "ddpm"}, environ={}).arguments_for("pipeline", accepts=older_pipeline)
+
+
+def test_help_says_default_presets_models_and_range():
+    text = describe("steps")
+    assert text.startswith(setting_info("steps").help)
+    assert "Default: 2 (speed preset 1, quality preset 4, model seesr 50)" in text
+    assert "Range: 1 to 8 (model seesr 1 to 100)" in text
+    assert "One of: ddim, ddpm" in describe("sampler")
+    for name in DECLARED:
+        assert setting_info(name).help and "Default:" in describe(name), name
+    assert list(DECLARED) == [f.name for f in Settings.__dataclass_fields__.values()]

@@ -1,0 +1,64 @@
+"""`./start_seesr.sh predict IMAGE [name=value ...]` run as the README types it.
+
+Offline and without SeeSR weights (an empty weights folder, ``HF_HUB_OFFLINE=1``) the predictor
+runs the bundled Real-ESRGAN, which is enough to check the command itself: the exit code, the
+line it prints and the file it writes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def photo(tiny, tmp_path) -> Path:
+    """A small real photo as ``photo.jpg`` (Real-ESRGAN on the CPU takes seconds per few pixels)."""
+    with Image.open(tiny / "inputs" / "pipeline_lr_crop.png") as image:
+        image.convert("RGB").crop((0, 0, 12, 8)).save(tmp_path / "photo.jpg", quality=95)
+    return tmp_path / "photo.jpg"
+
+
+def predict(photo: Path, *options: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SEESR_", "HF_", "COG_"))}
+    env.update(
+        SEESR_WEIGHTS=str(photo.parent / "no-weights"),
+        SEESR_DEVICE="cpu",
+        HF_HUB_OFFLINE="1",
+        HF_HUB_CACHE=str(photo.parent / "hf-cache"),
+        OMP_NUM_THREADS="2",
+    )
+    command = [str(REPO_ROOT / "start_seesr.sh"), "predict", photo.name, *options]
+    return subprocess.run(command, cwd=photo.parent, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_predict_as_typed_writes_a_png(photo):
+    done = predict(photo)
+    assert done.returncode == 0, done.stderr[-3000:]
+    target = photo.with_name("photo_seesr.png")
+    assert done.stdout.strip().splitlines()[-1] == str(Path(photo.name).with_name("photo_seesr.png"))
+    with Image.open(target) as image:
+        assert image.format == "PNG" and image.size == (48, 32)  # the default scale, 4
+    assert "engine realesrgan" in done.stdout and "SeeSR weights are missing" in done.stdout
+
+
+def test_predict_with_options(photo):
+    done = predict(photo, "scale=2", "output_format=webp", "offload=no", "seed=")
+    assert done.returncode == 0, done.stderr[-3000:]
+    with Image.open(photo.with_name("photo_seesr.webp")) as image:
+        assert image.format == "WEBP" and image.size == (24, 16)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [("tile=64", "is not NAME=VALUE with NAME one of: preset, engine"), ("scale=big", "scale='big' is not a float")],
+)
+def test_predict_refuses_unknown_or_mistyped_options(photo, option, message):
+    done = predict(photo, option)
+    assert done.returncode == 1 and message in done.stderr, done.stderr[-2000:]
+    assert not photo.with_name("photo_seesr.png").exists()
