@@ -211,8 +211,7 @@ class Upscaler:
         except WeightsError as error:
             if settings.no_fallback:
                 raise
-            first_line = str(error).splitlines()[0]
-            return realesrgan_only(f"SeeSR weights are missing ({first_line} ...); run `seesr weights download`")
+            return realesrgan_only(f"SeeSR weights are missing or unusable: {' '.join(str(error).split())}")
         sizes = plan_working_size(rgb.width, rgb.height, settings.scale, settings.process_size)
         plan = pipe.plan_for(*sizes.work_size, batch_multiplier=settings.batch_multiplier(), overrides=settings.plan_overrides())
 
