@@ -120,10 +120,10 @@ def _distinct_names(inputs: Sequence[Path], folder: Path, fmt: str) -> list[Path
     by_name: dict[str, list[Path]] = {}
     for source, target in zip(inputs, targets):
         by_name.setdefault(key(target), []).append(source)
-    clashes = [f"{', '.join(map(str, sources))} -> {folder / name}" for name, sources in by_name.items() if len(sources) > 1]
+    clashes = [", ".join(map(str, sources)) for sources in by_name.values() if len(sources) > 1]
     if clashes:
         raise ConfigError(
-            "these inputs would be written to the same output: " + "; ".join(clashes)
+            f"these inputs would be written to the same file in {folder}: " + "; ".join(clashes)
             + "; rename them or run them separately"
         )
     return targets
