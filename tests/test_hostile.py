@@ -292,6 +292,18 @@ def test_files_a_folder_scan_skips_are_named_once(photos, tmp_path, capsys):
     assert line.endswith(": logo.svg, notes.txt")
 
 
+def test_a_side_at_or_below_the_overlap_is_one_tile_wide():
+    from seesr.errors import ConfigError
+    from seesr.tiling import plan_tiles
+
+    tiles = plan_tiles(16, 300, 16, 16)
+    assert {(t.top, t.height) for t in tiles} == {(0, 16)} and tiles[-1].left + tiles[-1].width == 300
+    assert [t.left for t in tiles] == sorted({t.left for t in tiles}) and len(tiles) > 1
+    assert len(plan_tiles(4, 4, 16, 16)) == 1
+    with pytest.raises(ConfigError, match="overlap 16 must be smaller than the tile size 16"):
+        plan_tiles(300, 300, 16, 16)  # a split axis still needs overlap < tile
+
+
 @pytest.mark.parametrize("size", [(300, 16), (16, 300)])
 def test_thin_images_upscale(size, tmp_path, tiny_weights_dir, capsys):
     rng = np.random.default_rng(0)
