@@ -188,8 +188,8 @@ def request_image_bytes(image: object) -> bytes:
     try:
         with open(image, "rb") as handle:
             data = handle.read(MAX_REQUEST_FILE_BYTES + 1)
-    except OSError:
-        raise InputError(NOT_SENT) from None
+    except OSError as error:
+        raise InputError(f"cannot read the image file: {error.strerror or error}") from None
     if len(data) > MAX_REQUEST_FILE_BYTES:
         raise InputError(f"the image file is over {MAX_REQUEST_FILE_BYTES // 2**20} MiB; send a smaller file")
     if not data:
