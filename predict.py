@@ -159,7 +159,8 @@ class Runner(BaseRunner):
         )
         for previous in self.outputs.iterdir():
             previous.unlink(missing_ok=True)
-        target = result.save(output_file(self.outputs, f"upscaled-{uuid.uuid4().hex[:12]}", result.settings.output_format))
+        name = f"upscaled-{uuid.uuid4().hex[:12]}"
+        target = result.save(output_file(self.outputs, name, result.settings.output_format))
         print(f"seesr: {result.summary()}")
         print(f"seesr: engine {result.engine}; seed {result.seed}; tags: {result.tags or '-'}")
         if result.fallback_reason:

@@ -12,9 +12,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seesr.errors import SeesrError
+
+if TYPE_CHECKING:
+    from seesr.api import Upscaler
+    from seesr.batch import Job
+    from seesr.presets import Settings
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
 SETTING_FLAGS = (
@@ -87,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seesr: {error.strerror or error}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("seesr: interrupted; finished outputs are kept, run the same command again to do the rest", file=sys.stderr)
+        print("seesr: interrupted; finished outputs are kept, run the same command again to do the rest",
+              file=sys.stderr)  # fmt: skip
         return 130
 
 
@@ -114,6 +120,7 @@ def find_inputs(patterns: list[str]) -> tuple[list[Path], list[Path]]:
 
 
 def upscale_command(args: argparse.Namespace) -> int:
+    """Check everything (settings, device, inputs, outputs, output folders), then run."""
     from seesr.api import Upscaler
     from seesr.devices import resolve_device
     from seesr.outputs import plan_outputs, prepare_folder
@@ -161,14 +168,15 @@ def upscale_command(args: argparse.Namespace) -> int:
 
 
 def _run_jobs(
-    upscaler: Any, jobs: list, folder: Path | None, settings: Any, arguments: dict[str, Any], args: argparse.Namespace
+    upscaler: Upscaler, jobs: list[Job], folder: Path | None, settings: Settings, arguments: dict[str, Any],
+    args: argparse.Namespace,
 ) -> int:
     """Run the planned jobs (split between processes under ``accelerate launch``)."""
     import torch
     from accelerate import PartialState
     from tqdm import tqdm
 
-    from seesr.batch import BatchState, Job, run_jobs, settings_hash
+    from seesr.batch import BatchState, run_jobs, settings_hash
     from seesr.fidelity import side_by_side
     from seesr.io import save_image
     from seesr.outputs import format_of
@@ -189,7 +197,9 @@ def _run_jobs(
 
     state = BatchState(folder, distributed.process_index) if folder is not None else None
     with distributed.split_between_processes(jobs) as my_jobs:
-        _, _, failed = run_jobs(my_jobs, process, settings=settings_hash(settings), state=state, overwrite=args.overwrite)
+        _, _, failed = run_jobs(
+            my_jobs, process, settings=settings_hash(settings), state=state, overwrite=args.overwrite
+        )
     progress.close()
     return 1 if failed else 0
 

@@ -114,7 +114,7 @@ def _distinct_names(inputs: Sequence[Path], folder: Path, fmt: str) -> list[Path
     for target in plain:
         counts[key(target)] = counts.get(key(target), 0) + 1
     targets = [
-        output_file(folder, f"{source.stem}_{source.suffix.lstrip('.').lower()}", fmt) if counts[key(target)] > 1 else target
+        target if counts[key(target)] == 1 else output_file(folder, f"{source.stem}_{source.suffix[1:].lower()}", fmt)
         for source, target in zip(inputs, plain)
     ]
     by_name: dict[str, list[Path]] = {}

@@ -207,7 +207,9 @@ def config_file_settings(path: str | Path | None) -> dict[str, Any]:
     path = Path(path)
     try:
         if path.stat().st_size > CONFIG_FILE_MAX_BYTES:
-            raise ConfigError(f"config file {path} is over {CONFIG_FILE_MAX_BYTES // 1024} KiB; it should hold a few settings")
+            raise ConfigError(
+                f"config file {path} is over {CONFIG_FILE_MAX_BYTES // 1024} KiB; it should hold a few settings"
+            )
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None

@@ -191,7 +191,8 @@ def test_compare_does_not_overwrite_a_users_file(photos, tmp_path, tiny_weights_
 )  # fmt: skip
 def test_the_output_suffix_decides_the_format(photos, tmp_path, tiny_weights_dir, name, extra, fmt):
     target = tmp_path / name
-    assert main(["upscale", str(photos / "a.png"), "-o", str(target), "--weights", str(tiny_weights_dir), *FAST, *extra]) == 0
+    args = ["upscale", str(photos / "a.png"), "-o", str(target), "--weights", str(tiny_weights_dir), *FAST, *extra]
+    assert main(args) == 0
     assert_is_upscaled(target, photos / "a.png", fmt)
 
 
