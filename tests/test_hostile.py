@@ -297,9 +297,10 @@ def test_a_side_at_or_below_the_overlap_is_one_tile_wide():
     from seesr.errors import ConfigError
     from seesr.tiling import plan_tiles
 
-    tiles = plan_tiles(16, 300, 16, 16)
+    tiles = plan_tiles(16, 300, 64, 16)  # Real-ESRGAN on a 300x16 image: 16 rows, overlap 16
     assert {(t.top, t.height) for t in tiles} == {(0, 16)} and tiles[-1].left + tiles[-1].width == 300
-    assert [t.left for t in tiles] == sorted({t.left for t in tiles}) and len(tiles) > 1
+    assert [t.left for t in tiles] == [0, 48, 96, 144, 192, 236]
+    assert [(t.top, t.left) for t in plan_tiles(300, 8, 64, 16)][:2] == [(0, 0), (48, 0)]
     assert len(plan_tiles(4, 4, 16, 16)) == 1
     with pytest.raises(ConfigError, match="overlap 16 must be smaller than the tile size 16"):
         plan_tiles(300, 300, 16, 16)  # a split axis still needs overlap < tile
