@@ -31,6 +31,10 @@ from typing import Optional
 from cog import BaseRunner, Input, Path
 
 from seesr.api import Upscaler
+from seesr.devices import resolve_device
+from seesr.errors import InputError
+from seesr.outputs import output_file
+from seesr.presets import resolve_settings
 from seesr.weights import WeightPaths, default_weights_dir
 
 logger = logging.getLogger("seesr.cog")
@@ -43,6 +47,9 @@ class Runner(BaseRunner):
             level=os.environ.get("SEESR_LOG_LEVEL", "INFO").upper(),
             format="%(levelname)s %(name)s: %(message)s",
         )
+        # A device this machine does not have fails setup, so the server never reports READY
+        # for predictions it cannot run.
+        resolve_device(resolve_settings().device)
         weights_dir = default_weights_dir()
         self.weights_problem: Optional[str] = None
         paths = None
@@ -199,10 +206,11 @@ class Runner(BaseRunner):
         ),
     ) -> Path:
         """Upscale one image; a bad value fails the prediction with seesr's message."""
-        result = self.upscaler.upscale(str(image), **_settings(locals()))
+        result = self.upscaler.upscale(request_image_bytes(image), **_settings(locals()))
         for previous in self.outputs.iterdir():
             previous.unlink(missing_ok=True)
-        target = result.save(self.outputs / f"upscaled-{uuid.uuid4().hex[:12]}.{result.settings.output_format}")
+        name = f"upscaled-{uuid.uuid4().hex[:12]}"
+        target = result.save(output_file(self.outputs, name, result.settings.output_format))
         print(f"seesr: {result.summary()}")
         print(f"seesr: engine {result.engine}; seed {result.seed}; tags: {result.tags or '-'}")
         if result.fallback_reason:
@@ -221,6 +229,33 @@ def _setting_inputs() -> list:
 def _settings(inputs: dict) -> dict:
     """The settings among run()'s local variables, by name."""
     return {p.name: inputs[p.name] for p in _setting_inputs()}
+
+
+MAX_REQUEST_FILE_BYTES = 256 * 2**20
+"""Largest input file read (a 16.8 MP 16-bit RGBA TIFF, the pixel limit's worst case, is 134 MB)."""
+NOT_SENT = (
+    "the image must be sent with the request, as a data: URI or an http(s) URL; "
+    "the server does not read files from its own disk"
+)
+
+
+def request_image_bytes(image: object) -> bytes:
+    """The bytes of an image the request carried. Cog 0.23 downloads a data URI or an http(s) URL
+    into a temporary file and passes it as a ``cog.Path``; anything else (a plain string such as
+    ``/etc/passwd`` or ``file:///...``) is a path on the server and is refused with the same
+    message whether it exists or not. Errors about the data never name the server's temp file."""
+    if not isinstance(image, Path):
+        raise InputError(NOT_SENT)
+    try:
+        with open(image, "rb") as handle:
+            data = handle.read(MAX_REQUEST_FILE_BYTES + 1)
+    except OSError as error:
+        raise InputError(f"cannot read the image file: {error.strerror or error}") from None
+    if len(data) > MAX_REQUEST_FILE_BYTES:
+        raise InputError(f"the image file is over {MAX_REQUEST_FILE_BYTES // 2**20} MiB; send a smaller file")
+    if not data:
+        raise InputError("the image data is empty (0 bytes)")
+    return data
 
 
 def _first_line(error: BaseException) -> str:

@@ -214,7 +214,7 @@ class Upscaler:
         except MissingWeightsError as error:  # absent only: unusable weights are the user's error to see
             if settings.no_fallback:
                 raise
-            named = ", ".join(error.missing[:3]) + (f" and {len(error.missing) - 3} more" if len(error.missing) > 3 else "")
+            named = ", ".join(error.missing) or " ".join(str(error).split())
             return realesrgan_only(f"SeeSR weights are missing ({named}); run `seesr weights download`")
         sizes = plan_working_size(rgb.width, rgb.height, settings.scale, settings.process_size)
         plan = pipe.plan_for(

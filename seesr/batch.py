@@ -20,17 +20,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from seesr.errors import SeesrError
+from seesr.errors import ConfigError, SeesrError
 
 STATE_DIR = ".seesr-batch"
 
 
 @dataclass(frozen=True)
 class Job:
-    """One input and where its output goes."""
+    """One input, where its output goes, and its ``--compare`` side file (if asked for)."""
 
     source: Path
     target: Path
+    compare: Path | None = None
 
 
 def settings_hash(settings: Any) -> str:
@@ -53,25 +54,31 @@ class BatchState:
         if not self.folder.is_dir():
             return done
         for log in sorted(self.folder.glob("rank*.jsonl")):
-            for line in log.read_text().splitlines():
+            for line in log.read_text(errors="replace").splitlines():
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut short by a crash
+                if not isinstance(record, dict) or not isinstance(record.get("target"), str):
+                    continue
                 if record.get("status") == "done":
                     done[record["target"]] = record["settings"]
                 else:
-                    done.pop(record.get("target", ""), None)
+                    done.pop(record["target"], None)
         return done
 
     def record(self, job: Job, status: str, settings: str, **extra: Any) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Append one line; a log that cannot be written (read-only, disk full) is a ConfigError."""
         entry = {"source": str(job.source), "target": str(job.target), "status": status, "settings": settings,
                  "rank": self.rank, "time": time.time(), **extra}  # fmt: skip
-        with self.log.open("a") as handle:
-            handle.write(json.dumps(entry) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with self.log.open("a") as handle:
+                handle.write(json.dumps(entry) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:
+            raise ConfigError(f"cannot write the run log {self.log}: {error.strerror or error}") from None
 
 
 def run_jobs(

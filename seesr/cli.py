@@ -12,9 +12,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seesr.errors import SeesrError
+
+if TYPE_CHECKING:
+    from seesr.api import Upscaler
+    from seesr.batch import Job
+    from seesr.presets import Settings
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
 SETTINGS_EPILOG = (
@@ -105,15 +110,28 @@ def main(argv: list[str] | None = None) -> int:
     except SeesrError as error:
         print(f"seesr: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the file system refused something the checks above could not foresee
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"seesr: {error.strerror or error}{where}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("seesr: interrupted; finished outputs are kept, run the same command again to do the rest",
+              file=sys.stderr)  # fmt: skip
+        return 130
 
 
-def find_inputs(patterns: list[str]) -> list[Path]:
-    """Files named, images inside folders (sorted), and glob matches, without duplicates."""
+def find_inputs(patterns: list[str]) -> tuple[list[Path], list[Path]]:
+    """(images, skipped): files named, images inside folders (sorted), and glob matches, without
+    duplicates; ``skipped`` are the files in those folders that are not images seesr reads (by
+    suffix; hidden files are not counted)."""
     found: list[Path] = []
+    skipped: list[Path] = []
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            found += [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+            skipped += [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
         elif any(ch in pattern for ch in "*?["):
             found += sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
         else:
@@ -121,40 +139,40 @@ def find_inputs(patterns: list[str]) -> list[Path]:
     unique: dict[Path, None] = {}
     for path in found:
         unique.setdefault(path, None)
-    return list(unique)
-
-
-def output_path(source: Path, output: Path, many: bool, output_format: str) -> Path:
-    """Where one input's result goes: ``output`` itself for one input with a file suffix, else
-    ``output/<name>.<format>``."""
-    if not many and output.suffix and not output.is_dir():
-        return output
-    return output / f"{source.stem}.{output_format}"
+    return list(unique), skipped
 
 
 def upscale_command(args: argparse.Namespace) -> int:
-    from accelerate import PartialState
-    from tqdm import tqdm
-
+    """Check everything (settings, device, inputs, outputs, output folders), then run."""
     from seesr.api import Upscaler
-    from seesr.batch import BatchState, Job, run_jobs, settings_hash
-    from seesr.fidelity import side_by_side
-    from seesr.io import save_image
+    from seesr.devices import resolve_device
+    from seesr.outputs import plan_outputs, prepare_folder
+    from seesr.presets import config_file_settings, environment_settings
 
     arguments = setting_arguments(args)
     upscaler = Upscaler(
         args.weights, download=args.download, config_file=args.config, progress=sys.stderr.isatty(), **arguments
     )
     settings = upscaler.settings(arguments)
-    inputs = find_inputs(args.inputs)
-    if not inputs:
-        print("seesr: no input images found", file=sys.stderr)
-        return 2
-    if args.output is None:
-        single = len(inputs) == 1 and not Path(args.inputs[0]).is_dir()
-        args.output = inputs[0].with_name(f"{inputs[0].stem}_seesr.{settings.output_format}") if single else Path("upscaled")
-    many = len(inputs) > 1 or args.output.is_dir() or not args.output.suffix
-    jobs = [Job(source, output_path(source, args.output, many, settings.output_format)) for source in inputs]
+    if settings.device is not None:
+        resolve_device(settings.device)
+    inputs, skipped = find_inputs(args.inputs)
+    if skipped:
+        names = ", ".join(p.name for p in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        print(f"seesr: skipped {len(skipped)} file(s) that are not images seesr reads "
+              f"({', '.join(sorted(IMAGE_SUFFIXES))}): {names}", file=sys.stderr)  # fmt: skip
+    format_asked = "output_format" in arguments or "output_format" in environment_settings() or (
+        "output_format" in config_file_settings(args.config)
+    )
+    jobs, folder = plan_outputs(
+        inputs,
+        args.output,
+        folder_input=any(Path(pattern).is_dir() for pattern in args.inputs),
+        requested_format=settings.output_format if format_asked else None,
+        default_format=settings.output_format,
+        compare=args.compare,
+        overwrite=args.overwrite,
+    )
     if args.dry_run:
         failed = 0
         for job in jobs:
@@ -166,7 +184,24 @@ def upscale_command(args: argparse.Namespace) -> int:
                 continue
             print(f"{job.source} -> {job.target} ({size[0]}x{size[1]}): {plan.describe()}")
         return 1 if failed else 0
+    for parent in dict.fromkeys(job.target.parent for job in jobs):
+        prepare_folder(parent)
+    return _run_jobs(upscaler, jobs, folder, settings, arguments, args)
+
+
+def _run_jobs(
+    upscaler: Upscaler, jobs: list[Job], folder: Path | None, settings: Settings, arguments: dict[str, Any],
+    args: argparse.Namespace,
+) -> int:
+    """Run the planned jobs (split between processes under ``accelerate launch``)."""
     import torch
+    from accelerate import PartialState
+    from tqdm import tqdm
+
+    from seesr.batch import BatchState, run_jobs, settings_hash
+    from seesr.fidelity import side_by_side
+    from seesr.io import save_image
+    from seesr.outputs import format_of
 
     distributed = PartialState(cpu=not torch.cuda.is_available())
     if distributed.num_processes > 1 and settings.device is None:
@@ -175,17 +210,18 @@ def upscale_command(args: argparse.Namespace) -> int:
 
     def process(job: Job) -> str:
         result = upscaler.upscale(job.source, **arguments)
-        job.target.parent.mkdir(parents=True, exist_ok=True)
-        result.save(job.target, overwrite=args.overwrite)
-        if args.compare:
+        result.save(job.target, format=format_of(job.target), overwrite=args.overwrite)
+        if job.compare is not None:
             pair = side_by_side(result.source.rgb.resize(result.image.size), result.image.convert("RGB"))
-            save_image(pair, job.target.with_name(f"{job.target.stem}_compare.png"), overwrite=True)
+            save_image(pair, job.compare, overwrite=args.overwrite)
         progress.update()
         return result.summary()
 
-    state = BatchState(args.output, distributed.process_index) if many else None
+    state = BatchState(folder, distributed.process_index) if folder is not None else None
     with distributed.split_between_processes(jobs) as my_jobs:
-        _, _, failed = run_jobs(my_jobs, process, settings=settings_hash(settings), state=state, overwrite=args.overwrite)
+        _, _, failed = run_jobs(
+            my_jobs, process, settings=settings_hash(settings), state=state, overwrite=args.overwrite
+        )
     progress.close()
     return 1 if failed else 0
 

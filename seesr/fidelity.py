@@ -71,17 +71,20 @@ COLOR_SIGMA_FRACTION = 1.0 / 32.0
 class FidelityReport:
     """How well an output keeps the structure and colours of its (bicubic-upscaled) input.
 
-    ``structure``: edge F1 in [0, 1] (1 = same edges within the tolerance). ``color_error``: mean
-    absolute low-frequency difference in 8-bit levels (0 = same colours). ``edge_precision`` /
-    ``edge_recall``: the two halves of the F1.
+    ``structure``: edge F1 in [0, 1] (1 = same edges within the tolerance); None when the input
+    has no edges at all, so there is no structure to keep. ``color_error``: mean absolute
+    low-frequency difference in 8-bit levels (0 = same colours). ``edge_precision`` /
+    ``edge_recall``: the two halves of the F1 (recall is None with ``structure``).
     """
 
-    structure: float
+    structure: float | None
     color_error: float
     edge_precision: float = 1.0
-    edge_recall: float = 1.0
+    edge_recall: float | None = 1.0
 
     def summary(self) -> str:
+        if self.structure is None:
+            return f"structure n/a (the input has no edges), colour error {self.color_error:.2f}/255"
         return (
             f"structure {self.structure:.3f} (edge F1 within {EDGE_TOLERANCE} px; recall {self.edge_recall:.3f}, "
             f"precision {self.edge_precision:.3f}), colour error {self.color_error:.2f}/255"
@@ -113,11 +116,12 @@ def fidelity_report(reference: Image.Image, output: Image.Image) -> FidelityRepo
         edge_orientation_bins(out_dx, out_dy, out_edges),
         EDGE_TOLERANCE,
     )
+    no_reference_edges = not ref_edges.any()
     return FidelityReport(
-        structure=f1,
+        structure=None if no_reference_edges else f1,
         color_error=color_error(ref_rgb, out_rgb),
         edge_precision=precision,
-        edge_recall=recall,
+        edge_recall=None if no_reference_edges else recall,
     )
 
 

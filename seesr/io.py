@@ -697,6 +697,42 @@ def _png_with_icc(png: bytes, profile: bytes) -> bytes:
     return png[:ihdr_end] + chunk + png[ihdr_end:]
 
 
+_TEMP_FILE = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.tmp$")
+"""``.<name>.<pid>-<random>.tmp``: the hidden temporary file :func:`_atomic_write` renames into place."""
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Remove the temporary files that writers killed mid-write (or mid-rename) left in ``folder``:
+    ours by name, and only those whose process is gone (a live writer's file is kept)."""
+    removed = []
+    try:
+        candidates = [entry for entry in os.scandir(folder) if entry.name.startswith(".") and entry.is_file()]
+    except OSError:
+        return removed
+    for entry in candidates:
+        match = _TEMP_FILE.match(entry.name)
+        if match is None or _process_alive(int(match.group(1))):
+            continue
+        try:
+            os.unlink(entry.path)
+        except OSError as err:
+            logger.warning("cannot remove the leftover temporary file %s: %s", entry.path, err.strerror or err)
+            continue
+        removed.append(Path(entry.path))
+        logger.info("removed %s, left by an interrupted run", entry.path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but another user's
+        return True
+    return True
+
+
 def _atomic_write(path: Path, data: bytes, *, overwrite: bool) -> None:
     """Write to a hidden temp file in the target folder, fsync, then rename (or link) into place.
 
@@ -704,7 +740,7 @@ def _atomic_write(path: Path, data: bytes, *, overwrite: bool) -> None:
     existing file is never replaced; file systems without hard links fall back to a check and
     ``os.replace``. The temp file is removed on every error.
     """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
     except OSError as err:

@@ -399,19 +399,39 @@ def environment_settings(environ: Mapping[str, str] | None = None) -> dict[str, 
     return {name: environ[env_name(name)] for name in DECLARED if env_name(name) in environ}
 
 
+CONFIG_FILE_MAX_BYTES = 1 << 20
+"""A settings file is a few lines; anything larger is refused before parsing."""
+
+
 def config_file_settings(path: str | Path | None) -> dict[str, Any]:
-    """Settings from a YAML file (a mapping of setting names to values)."""
+    """Settings from a YAML file (a mapping of setting names to values). Anything that is not a small
+    UTF-8 file of plain values (a folder, binary data, YAML anchors/aliases, which can expand into
+    billions of values) is a ConfigError."""
     if path is None:
         return {}
     import yaml
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError as error:
-        raise ConfigError(f"config file {path} does not exist") from error
+        if path.stat().st_size > CONFIG_FILE_MAX_BYTES:
+            raise ConfigError(
+                f"config file {path} is over {CONFIG_FILE_MAX_BYTES // 1024} KiB; it should hold a few settings"
+            )
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory; give a YAML file") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {error.start}); give a YAML file") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
+    try:
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+            raise ConfigError(f"config file {path} uses YAML aliases (*name); write each value out")
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of setting names to values")
     return data

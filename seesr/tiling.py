@@ -46,13 +46,16 @@ def plan_tiles(height: int, width: int, tile: int | tuple[int, int], overlap: in
     """Tiles covering a ``height x width`` input; no tile is larger than the input.
 
     Every pixel is covered; consecutive tiles overlap by at least ``overlap``; row-major order.
+    An axis no longer than the tile is one tile wide and needs no overlap, so a thin input (a side
+    at or below the overlap) always works; only an axis that is split needs ``overlap < tile``.
     """
     tile_h, tile_w = (tile, tile) if isinstance(tile, int) else tile
     if min(tile_h, tile_w) < 1 or overlap < 0:
         raise ConfigError(f"tile size must be >= 1 and overlap >= 0, got tile {tile}, overlap {overlap}")
+    for size, side in ((height, tile_h), (width, tile_w)):
+        if side < size and overlap >= side:
+            raise ConfigError(f"overlap {overlap} must be smaller than the tile size {side}")
     tile_h, tile_w = min(tile_h, height), min(tile_w, width)
-    if overlap >= min(tile_h, tile_w) and (tile_h < height or tile_w < width):
-        raise ConfigError(f"overlap {overlap} must be smaller than the tile size {min(tile_h, tile_w)}")
     return [
         Tile(top, left, tile_h, tile_w)
         for top in axis_starts(height, tile_h, overlap)

@@ -91,12 +91,15 @@ def test_edge_f1_tolerance_and_orientation_by_hand():
     assert f1 == pytest.approx(2 / 3)
 
 
-def test_no_edges_anywhere_is_perfect_and_edges_on_one_side_only_score_zero():
+def test_an_input_without_edges_has_no_structure_score_and_lost_edges_score_zero():
     flat = Image.new("RGB", (64, 64), (120, 130, 140))
     square = flat.copy()
     ImageDraw.Draw(square).rectangle((16, 16, 47, 47), fill=(250, 250, 250))
-    assert fidelity_report(flat, flat.copy()).structure == 1.0
-    assert fidelity_report(flat, square).structure == 0.0
+    for output in (flat.copy(), square):
+        report = fidelity_report(flat, output)
+        assert report.structure is None and report.edge_recall is None
+        assert report.summary().startswith("structure n/a (the input has no edges), colour error ")
+    assert fidelity_report(flat, square).edge_precision == 0.0
     assert fidelity_report(square, flat).structure == 0.0
 
 
