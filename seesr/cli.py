@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from seesr.errors import SeesrError
+from seesr.training.settings import add_train_parser, train_command
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
 SETTING_FLAGS = (
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("names", nargs="*", help="files or groups (sd-turbo, seesr, ram, realesrgan, all)")
     weights.add_argument("--weights", type=Path, help="weights directory")
     weights.add_argument("--force", action="store_true", help="download again even if present")
+    add_train_parser(commands)
     return parser
 
 
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "weights":
             return weights_command(args)
+        if args.command == "train":
+            return train_command(args)
         return upscale_command(args)
     except SeesrError as error:
         print(f"seesr: {error}", file=sys.stderr)
