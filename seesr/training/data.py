@@ -100,7 +100,7 @@ def compute_tags(data: DataFolder, tagger, cache_file: Path) -> dict[str, str]:
 
 
 class TrainingSamples(Dataset):
-    """Sample ``index`` -> ``hr`` (3, S, S) and ``condition`` (the LR bicubic-upscaled to S) in
+    """Sample ``index`` -> ``index``, ``hr`` (3, S, S) and ``condition`` (the LR bicubic-upscaled to S) in
     [0, 1], ``ram`` (3, 384, 384) normalised, and ``prompt`` (tags, or "" with ``null_text_ratio``).
 
     Images are visited in a new random order each pass over the folder."""
@@ -133,7 +133,8 @@ class TrainingSamples(Dataset):
         return int(np.random.default_rng([self.seed, TRAIN_STREAM, 2**32 + index // n]).permutation(n)[index % n])
 
     def __getitem__(self, index: int) -> dict:
-        return self.sample(self.image_index(index), np.random.default_rng([self.seed, TRAIN_STREAM, index]))
+        sample = self.sample(self.image_index(index), np.random.default_rng([self.seed, TRAIN_STREAM, index]))
+        return {**sample, "index": index}
 
     def validation_sample(self, k: int) -> dict:
         """The k-th fixed validation sample: image k, its own random stream, never the empty prompt."""

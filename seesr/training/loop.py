@@ -101,7 +101,7 @@ class TrainingModels:
 
 @dataclass
 class StepNoise:
-    """The random draws of one micro-batch: VAE posterior sample noise, diffusion noise, timesteps."""
+    """The random draws of a micro-batch: VAE posterior sample noise, diffusion noise, timesteps."""
 
     latent_eps: torch.Tensor
     noise: torch.Tensor
@@ -115,10 +115,18 @@ class StepNoise:
         timesteps = torch.randint(0, num_train_timesteps, (latent_shape[0],), generator=generator)
         return cls(eps, noise, timesteps)
 
+    @classmethod
+    def for_samples(cls, indices: torch.Tensor, latent_shape: tuple[int, ...], num_train_timesteps: int,
+                    seed: int) -> "StepNoise":
+        """One draw per sample from its own generator (seed, sample index): the numbers do not
+        depend on how samples are grouped into batches, micro-batches or processes."""
+        draws = [cls.draw((1, *latent_shape[1:]), num_train_timesteps, sample_generator(seed, int(i))) for i in indices]
+        return cls(*(torch.cat([getattr(d, name) for d in draws]) for name in ("latent_eps", "noise", "timesteps")))
 
-def micro_batch_generator(seed: int, micro_batch: int, rank: int) -> torch.Generator:
-    """The generator of one micro-batch of one process: a function of (seed, micro-batch, rank)."""
-    state = np.random.SeedSequence([seed, NOISE_STREAM, micro_batch, rank]).generate_state(2, dtype=np.uint32)
+
+def sample_generator(seed: int, index: int) -> torch.Generator:
+    """The generator of one training sample's noise: a function of (seed, sample index)."""
+    state = np.random.SeedSequence([seed, NOISE_STREAM, index]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
@@ -126,14 +134,14 @@ def training_loss(
     models: TrainingModels,
     batch: dict,
     *,
-    generator: torch.Generator | None = None,
+    seed: int = 0,
     draws: StepNoise | None = None,
     unet=None,
     controlnet=None,
     weight_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """The official loss of one micro-batch. ``draws`` (else drawn from ``generator``) fixes the
-    randomness; ``unet``/``controlnet``: the (possibly wrapped) trainable networks."""
+    """The official loss of one micro-batch. ``draws`` fixes the randomness (default: per sample,
+    from ``seed`` and ``batch["index"]``); ``unet``/``controlnet``: the (wrapped) trainable networks."""
     unet, controlnet = unet or models.unet, controlnet or models.controlnet
     device = next(models.vae.parameters()).device
     with torch.no_grad():
@@ -141,7 +149,8 @@ def training_loss(
         pixels = (batch["hr"].to(device) * 2 - 1).to(weight_dtype)
         posterior = models.vae.encode(pixels).latent_dist
         if draws is None:
-            draws = StepNoise.draw(tuple(posterior.mean.shape), models.noise_scheduler.config.num_train_timesteps, generator)
+            draws = StepNoise.for_samples(batch["index"], tuple(posterior.mean.shape),
+                                          models.noise_scheduler.config.num_train_timesteps, seed)
         latents = (posterior.mean + posterior.std * draws.latent_eps.to(device, posterior.mean.dtype))
         latents = latents * models.vae.config.scaling_factor
         # 2. Forward diffusion at uniform timesteps
@@ -208,6 +217,7 @@ def train(
     elif overrides:
         settings = TrainSettings(**{**settings.to_dict(), **overrides})
     output = Path(output)
+    folder = DataFolder.open(data)
     cuda = torch.cuda.is_available()
     if settings.mixed_precision == "fp16" and not cuda:
         raise ConfigError("mixed_precision fp16 needs a CUDA GPU; on the CPU use bf16 or no")
@@ -231,7 +241,6 @@ def train(
         torch.nn.Module.to(model, device=device, dtype=weight_dtype)
 
     # 2. Data: tags once (main process), then the deterministic sample stream
-    folder = DataFolder.open(data)
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
         compute_tags(folder, models.tagger, output / TAGS_FILE)
@@ -273,7 +282,7 @@ def train(
     )
 
     # 4. The loop
-    step, micro = start_step, start_step * settings.gradient_accumulation_steps
+    step = start_step
     losses: list[float] = []
     validation: dict[str, dict[str, float]] = {}
     checkpoint: Path | None = None
@@ -282,8 +291,7 @@ def train(
                disable=not (progress and accelerator.is_local_main_process))
     for batch in loader:
         with accelerator.accumulate(controlnet, unet), accelerator.autocast():
-            generator = micro_batch_generator(settings.seed, micro, accelerator.process_index)
-            loss = training_loss(models, batch, generator=generator, unet=unet, controlnet=controlnet,
+            loss = training_loss(models, batch, seed=settings.seed, unet=unet, controlnet=controlnet,
                                  weight_dtype=weight_dtype)
             accelerator.backward(loss)
             if accelerator.sync_gradients:
@@ -291,7 +299,6 @@ def train(
             optimizer.step()
             lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-        micro += 1
         accumulated += loss.detach() / settings.gradient_accumulation_steps
         if not accelerator.sync_gradients:
             continue
