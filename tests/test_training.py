@@ -227,3 +227,30 @@ def test_cli_user_mistake_is_one_line(tmp_path, capsys):
     assert main(["train", str(tmp_path / "missing"), "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("seesr: training data folder not found") and "\n" not in err
+
+
+def test_folder_of_pairs_gives_aligned_crops(hr_dir, tmp_path):
+    """hr/ + lr/ (x4, matched by name): the LR crop is the HR crop's own area, no degradation."""
+    (tmp_path / "hr").mkdir()
+    (tmp_path / "lr").mkdir()
+    for name in ("0.png", "1.png"):
+        hr = Image.open(hr_dir / name).resize((128, 128))
+        hr.save(tmp_path / "hr" / name)
+        hr.resize((32, 32), Image.Resampling.BICUBIC).save(tmp_path / "lr" / name)
+    folder = DataFolder.open(tmp_path)
+    assert [p.name for p in folder.hr] == ["0.png", "1.png"] and [p.name for p in folder.lr] == ["0.png", "1.png"]
+    sample = TrainingSamples(folder, {}, crop_size=CROP, null_text_ratio=0.0, seed=0)[3]
+    assert sample["hr"].shape == (3, CROP, CROP) and sample["lr"].shape == (3, CROP // 4, CROP // 4)
+    assert sample["condition"].shape == (3, CROP, CROP) and sample["ram"].shape == (3, 384, 384)
+    down = F.interpolate(sample["hr"][None], size=(CROP // 4,) * 2, mode="bicubic", antialias=True)[0]
+    assert (down - sample["lr"]).abs().mean() < 0.03  # the same area of the picture
+
+
+def test_samples_are_reproducible_and_null_prompt_ratio_holds(hr_dir):
+    tags = {str(p.resolve()): "cat, tree" for p in DataFolder.open(hr_dir).hr}
+    dataset = TrainingSamples(DataFolder.open(hr_dir), tags, crop_size=CROP, null_text_ratio=0.5, seed=4)
+    again = TrainingSamples(DataFolder.open(hr_dir), tags, crop_size=CROP, null_text_ratio=0.5, seed=4)
+    assert torch.equal(dataset[5]["lr"], again[5]["lr"]) and not torch.equal(dataset[5]["lr"], dataset[6]["lr"])
+    prompts = [dataset.sample(0, np.random.default_rng([4, 0, i]))["prompt"] for i in range(200)]
+    assert set(prompts) == {"", "cat, tree,"} and 0.4 < prompts.count("") / 200 < 0.6
+    assert sorted(dataset.image_index(i) for i in range(4)) == [0, 1, 2, 3]  # each image once per pass

@@ -7,7 +7,8 @@ come from ``numpy.random.default_rng([seed, stream, index])``, so any worker cou
 and a resumed run see the same samples.
 
 Prompts are the HR image's RAM tags (``f"{tags},"`` as the official ``make_tags.py`` writes them),
-computed once per image with our tagger and cached in ``OUT/tags.json``.
+computed once per whole image with our tagger (RAM + DAPE, the one inference uses; the official
+script tags each 512 crop with plain RAM) and cached in ``OUT/tags.json``.
 """
 
 from __future__ import annotations

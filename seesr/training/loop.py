@@ -290,9 +290,10 @@ def train(
     bar = tqdm(total=settings.max_steps, initial=start_step, unit="step", desc="train",
                disable=not (progress and accelerator.is_local_main_process))
     for batch in loader:
-        with accelerator.accumulate(controlnet, unet), accelerator.autocast():
-            loss = training_loss(models, batch, seed=settings.seed, unet=unet, controlnet=controlnet,
-                                 weight_dtype=weight_dtype)
+        with accelerator.accumulate(controlnet, unet):
+            with accelerator.autocast():
+                loss = training_loss(models, batch, seed=settings.seed, unet=unet, controlnet=controlnet,
+                                     weight_dtype=weight_dtype)
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(list(controlnet.parameters()) + list(unet.parameters()), settings.max_grad_norm)
