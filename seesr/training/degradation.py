@@ -179,8 +179,7 @@ def filter2d(image: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 
 
 def random_resize(
-    rng: np.random.Generator, image: torch.Tensor, probs, scale_range, size: tuple[int, int] | None = None,
-    base: tuple[int, int] | None = None,
+    rng: np.random.Generator, image: torch.Tensor, probs, scale_range, base: tuple[float, float] | None = None
 ) -> tuple[torch.Tensor, dict]:
     """Up, down or keep (``probs``) by a uniform scale; ``base`` sets the size the scale applies to."""
     direction = str(rng.choice(["up", "down", "keep"], p=np.asarray(probs, float) / sum(probs)))
@@ -188,7 +187,7 @@ def random_resize(
              "keep": lambda: 1.0}[direction]()
     mode = str(rng.choice(RESIZE_MODES))
     h, w = base if base is not None else image.shape[-2:]
-    size = size or (max(1, int(h * scale)), max(1, int(w * scale)))
+    size = (max(1, int(h * scale)), max(1, int(w * scale)))
     return _interpolate(image, size, mode), {"direction": direction, "scale": scale, "mode": mode}
 
 
