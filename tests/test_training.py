@@ -67,10 +67,11 @@ def test_loss_is_the_official_formula(models, hr_dir):
                                return_tensors="pt").input_ids
         text = models.text_encoder(ids)[0]
         lr_at_384 = F.interpolate(batch["condition"], size=(384, 384), mode="bicubic").clamp(0, 1)
-        mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
         ram = models.tagger.image_proj(models.tagger.visual_encoder((lr_at_384 - mean) / std))
-        down, mid = models.controlnet(noisy, draws.timesteps, encoder_hidden_states=text,
-                                      controlnet_cond=batch["condition"], image_encoder_hidden_states=ram, return_dict=False)
+        down, mid = models.controlnet(noisy, draws.timesteps, encoder_hidden_states=text, return_dict=False,
+                                      controlnet_cond=batch["condition"], image_encoder_hidden_states=ram)
         eps = models.unet(noisy, draws.timesteps, encoder_hidden_states=text, down_block_additional_residuals=down,
                           mid_block_additional_residual=mid, image_encoder_hidden_states=ram).sample
         official = F.mse_loss(eps.float(), draws.noise.float())
@@ -143,7 +144,8 @@ def test_saved_weights_load_in_the_pipeline_and_change_its_output(two_step_run, 
 
     from seesr.pipeline import SeesrPipeline
 
-    trained = SeesrPipeline.from_pretrained(dataclasses.replace(tiny_weights, seesr=two_step_run / "seesr"), device="cpu")
+    trained_weights = dataclasses.replace(tiny_weights, seesr=two_step_run / "seesr")
+    trained = SeesrPipeline.from_pretrained(trained_weights, device="cpu")
     image = Image.open(tiny_weights.sd_turbo.parent / "inputs" / "pipeline_input.png").convert("RGB")
     before = tiny_pipe(image, scale=2, seed=0, process_size=0, output_type="pt").images
     after = trained(image, scale=2, seed=0, process_size=0, output_type="pt").images

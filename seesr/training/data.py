@@ -185,7 +185,9 @@ def random_crop(image: torch.Tensor, size: int, rng: np.random.Generator) -> tor
     return image[:, top : top + size, left : left + size]
 
 
-def paired_crop(hr: torch.Tensor, lr: torch.Tensor, size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def paired_crop(
+    hr: torch.Tensor, lr: torch.Tensor, size: int, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Aligned crops of an HR image and its LR (which may already be upscaled to the HR size)."""
     scale = hr.shape[-1] / lr.shape[-1]
     lr_size = round(size / scale)

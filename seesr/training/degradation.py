@@ -71,14 +71,15 @@ class DegradationConfig:
                 raise ConfigError(f"{path} must hold a mapping like {DEFAULT_CONFIG_FILE.name}")
             values = {**values, **given, "kernel_info": {**values["kernel_info"], **given.get("kernel_info", {})}}
         defaults = yaml.safe_load(DEFAULT_CONFIG_FILE.read_text())
-        unknown = (set(values) - {f.name for f in fields(cls)}) | (set(values["kernel_info"]) - set(defaults["kernel_info"]))
+        unknown = set(values) - {f.name for f in fields(cls)}
+        unknown |= set(values["kernel_info"]) - set(defaults["kernel_info"])
         if unknown:
             raise ConfigError(f"unknown degradation keys {sorted(unknown)}; see {DEFAULT_CONFIG_FILE}")
         for name in values["kernel_info"].get("kernel_list", []) + values["kernel_info"].get("kernel_list2", []):
             if name not in KERNEL_TYPES:
                 raise ConfigError(f"unknown blur kernel {name!r}; use {', '.join(KERNEL_TYPES)}")
         if values.get("color_jitter_prob", 0):
-            raise ConfigError("color_jitter_prob must be 0: colour jitter is off in SeeSR's training and not implemented")
+            raise ConfigError("color_jitter_prob must be 0: colour jitter is off in SeeSR training and not implemented")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
     def kernel(self, key: str, second: bool) -> Any:
@@ -110,7 +111,9 @@ def _quadratic_form(size: int, sigma_x: float, sigma_y: float, theta: float) -> 
     return np.einsum("...i,ij,...j->...", grid, np.linalg.inv(sigma), grid)
 
 
-def mixed_kernel(rng: np.random.Generator, kind: str, size: int, sigma_range, betag_range, betap_range) -> tuple[np.ndarray, dict]:
+def mixed_kernel(
+    rng: np.random.Generator, kind: str, size: int, sigma_range, betag_range, betap_range
+) -> tuple[np.ndarray, dict]:
     """One Gaussian-family kernel (basicsr ``random_mixed_kernels``), normalised to sum 1."""
     isotropic = kind.endswith("iso") and not kind.endswith("aniso")
     sigma_x = rng.uniform(*sigma_range)

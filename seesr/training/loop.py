@@ -261,7 +261,9 @@ def train(
         num_warmup_steps=settings.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=settings.max_steps * accelerator.num_processes,
     )
-    unet, controlnet, optimizer, lr_scheduler = accelerator.prepare(models.unet, models.controlnet, optimizer, lr_scheduler)
+    unet, controlnet, optimizer, lr_scheduler = accelerator.prepare(
+        models.unet, models.controlnet, optimizer, lr_scheduler
+    )
     start_step = 0
     resume_dir = find_checkpoint(output, settings.resume) if settings.resume else None
     if resume_dir is not None:
@@ -296,7 +298,8 @@ def train(
                                      weight_dtype=weight_dtype)
             accelerator.backward(loss)
             if accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(list(controlnet.parameters()) + list(unet.parameters()), settings.max_grad_norm)
+                clipped = list(controlnet.parameters()) + list(unet.parameters())
+                accelerator.clip_grad_norm_(clipped, settings.max_grad_norm)
             optimizer.step()
             lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -317,8 +320,10 @@ def train(
             checkpoint = save_checkpoint(accelerator, output, step, settings.keep_checkpoints, paths, unet, controlnet)
         if settings.validate_every and step % settings.validate_every == 0:
             if accelerator.is_main_process:
-                validation[f"step-{step}"] = validate(models, dataset, settings, output / "validation" / f"step-{step}",
-                                                      accelerator.unwrap_model(unet), accelerator.unwrap_model(controlnet))
+                validation[f"step-{step}"] = validate(
+                    models, dataset, settings, output / "validation" / f"step-{step}",
+                    accelerator.unwrap_model(unet), accelerator.unwrap_model(controlnet),
+                )
             accelerator.wait_for_everyone()
     bar.close()
     accelerator.end_training()

@@ -20,9 +20,9 @@ from seesr.errors import ConfigError
 ENV_PREFIX = "SEESR_TRAIN_"
 
 
-def setting(default: Any, help: str, *, choices: tuple | None = None, minimum: float | None = None) -> Any:  # noqa: A002
+def setting(default: Any, description: str, *, choices: tuple | None = None, minimum: float | None = None) -> Any:
     """A training setting: its default, one line of help, and what values are allowed."""
-    return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum})
+    return field(default=default, metadata={"help": description, "choices": choices, "minimum": minimum})
 
 
 @dataclass
