@@ -181,7 +181,8 @@ def test_loss_falls_when_overfitting_two_images(hr_dir, tiny_weights_dir, tmp_pa
 
 def test_resume_continues_bit_identically(hr_dir, tiny_weights_dir, tmp_path):
     common = dict(weights=str(tiny_weights_dir), lr=1e-3, **{**FAST, "checkpoint_every": 2})
-    whole = train(hr_dir, tmp_path / "whole", max_steps=4, **common)
+    whole = train(hr_dir, tmp_path / "whole", max_steps=4, keep_checkpoints=1, **common)
+    assert [p.name for p in (tmp_path / "whole" / "checkpoints").iterdir()] == ["checkpoint-4"]  # older pruned
     train(hr_dir, tmp_path / "split", max_steps=2, **common)
     resumed = train(hr_dir, tmp_path / "split", max_steps=4, resume="latest", **common)
     assert resumed.losses == whole.losses[2:]
@@ -272,3 +273,26 @@ def test_samples_are_reproducible_and_null_prompt_ratio_holds(hr_dir):
     prompts = [dataset.sample(0, np.random.default_rng([4, 0, i]))["prompt"] for i in range(200)]
     assert set(prompts) == {"", "cat, tree,"} and 0.4 < prompts.count("") / 200 < 0.6
     assert sorted(dataset.image_index(i) for i in range(4)) == [0, 1, 2, 3]  # each image once per pass
+
+
+def test_resume_and_optimizer_mistakes_say_what_to_do(tmp_path, hr_dir):
+    from seesr.errors import ConfigError
+    from seesr.training.loop import _optimizer, find_checkpoint
+
+    with pytest.raises(ConfigError, match="no checkpoint in .*train without --resume first"):
+        find_checkpoint(tmp_path, "latest")
+    with pytest.raises(ConfigError, match="is not a checkpoint folder"):
+        find_checkpoint(tmp_path, str(hr_dir))
+    (tmp_path / "checkpoints" / "checkpoint-10").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "checkpoint-9").mkdir()
+    assert find_checkpoint(tmp_path, "latest").name == "checkpoint-10"
+    assert find_checkpoint(tmp_path, str(tmp_path / "checkpoints" / "checkpoint-9")).name == "checkpoint-9"
+    assert _optimizer(TrainSettings()) is torch.optim.AdamW
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="pip install bitsandbytes"):
+            _optimizer(TrainSettings(use_8bit_adam=True))
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
+            train(hr_dir, tmp_path / "o", mixed_precision="fp16", **FAST)
