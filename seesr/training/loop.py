@@ -20,7 +20,7 @@ import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,6 +31,17 @@ from seesr.errors import ConfigError
 from seesr.training.data import TAGS_FILE, DataFolder, StepSampler, TrainingSamples, compute_tags
 from seesr.training.degradation import DegradationConfig
 from seesr.training.settings import TrainSettings
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, DDPMScheduler
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from seesr.models.controlnet import SeesrControlNetModel
+    from seesr.models.tagger import RamTagger
+    from seesr.models.unet import SeesrUNet2DConditionModel
+    from seesr.pipeline import SeesrPipeline
+    from seesr.sampling import NoiseSchedule
+    from seesr.weights import WeightPaths
 
 logger = logging.getLogger(__name__)
 
@@ -59,17 +70,19 @@ BASE_LINKS = {
 class TrainingModels:
     """The networks of one training run, loaded in float32 through :class:`SeesrPipeline`'s loader."""
 
-    vae: Any
-    text_encoder: Any
-    tokenizer: Any
-    unet: Any
-    controlnet: Any
-    tagger: Any
-    noise_scheduler: Any
-    schedule: Any
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    unet: SeesrUNet2DConditionModel
+    controlnet: SeesrControlNetModel
+    tagger: RamTagger
+    noise_scheduler: DDPMScheduler
+    """The training noise schedule (``add_noise``), read from sd-turbo's scheduler config."""
+    schedule: NoiseSchedule
+    """The same schedule as inference reads it (for the validation pipeline)."""
 
     @classmethod
-    def load(cls, paths) -> "TrainingModels":
+    def load(cls, paths: WeightPaths) -> "TrainingModels":
         """The base weights of a :class:`~seesr.weights.WeightPaths`, by the same rules as inference
         (UNet: sd-turbo + SeeSR's image attention); the training noise schedule as DDPM."""
         from diffusers import DDPMScheduler
@@ -91,12 +104,12 @@ class TrainingModels:
                 module.requires_grad_(True)
         return [p for m in (self.controlnet, self.unet) for p in m.parameters() if p.requires_grad]
 
-    def pipeline(self, unet=None, controlnet=None):
+    def pipeline(self, unet: torch.nn.Module | None = None, controlnet: torch.nn.Module | None = None) -> SeesrPipeline:
         """A SeesrPipeline over these networks (the current weights), for validation."""
         from seesr.pipeline import SeesrPipeline
 
-        return SeesrPipeline(self.vae, self.text_encoder, self.tokenizer, unet or self.unet,
-                             controlnet or self.controlnet, self.tagger, self.schedule)
+        return SeesrPipeline(self.vae, self.text_encoder, self.tokenizer, self.unet if unet is None else unet,
+                             self.controlnet if controlnet is None else controlnet, self.tagger, self.schedule)
 
 
 @dataclass
@@ -142,7 +155,8 @@ def training_loss(
 ) -> torch.Tensor:
     """The official loss of one micro-batch. ``draws`` fixes the randomness (default: per sample,
     from ``seed`` and ``batch["index"]``); ``unet``/``controlnet``: the (wrapped) trainable networks."""
-    unet, controlnet = unet or models.unet, controlnet or models.controlnet
+    unet = models.unet if unet is None else unet
+    controlnet = models.controlnet if controlnet is None else controlnet
     device = next(models.vae.parameters()).device
     with torch.no_grad():
         # 1. HR -> VAE latent (a posterior sample) x scaling factor
