@@ -240,6 +240,12 @@ def test_settings_from_flags_env_and_yaml(tmp_path):
         TrainSettings.from_sources(environ={"SEESR_TRAIN_SEED": "x"})
 
 
+def test_api_export():
+    import seesr
+
+    assert seesr.train is train and "train" in seesr.__all__
+
+
 def test_cli_user_mistake_is_one_line(tmp_path, capsys):
     from seesr.cli import main
 
