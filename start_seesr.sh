@@ -5,6 +5,7 @@
 #   upscale ARGS          seesr upscale (downloads missing weights; offline: Real-ESRGAN, says why)
 #   predict IMAGE [ARGS]  the Cog prediction path without Docker (writes IMAGE_seesr.png)
 #   benchmark [ARGS]      full-size speed/memory benchmark (python -m seesr.benchmarks.pipeline)
+#   train HR_DIR -o OUT   fine-tune SeeSR on a folder of HR images (seesr train; --help for flags)
 #   python ARGS           python in the venv (SEESR_DEBUG=1: debug logging)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -39,6 +40,7 @@ case "$cmd" in
     upscale) ensure_setup; exec "$PY" -m seesr.cli upscale --download "$@" ;;
     predict) ensure_setup; exec "$PY" "$ROOT/predict.py" "$@" ;;
     benchmark) ensure_setup; cd "$ROOT"; exec "$PY" -m seesr.benchmarks.pipeline "$@" ;;
+    train) ensure_setup; exec "$PY" -m seesr.cli train "$@" ;;
     python) ensure_setup; exec "$PY" "$@" ;;
-    *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

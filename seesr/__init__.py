@@ -8,6 +8,7 @@ from seesr.errors import ConfigError, InputError, OutOfMemoryError, SeesrError, 
 
 __all__ = [
     "upscale",
+    "train",
     "Upscaler",
     "Result",
     "SeesrPipeline",
@@ -28,6 +29,10 @@ def __getattr__(name: str):
         from seesr import api
 
         return getattr(api, name)
+    if name == "train":
+        from seesr.training.loop import train
+
+        return train
     if name == "SeesrPipeline":
         from seesr.pipeline import SeesrPipeline
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from seesr.errors import SeesrError
+from seesr.training.settings import add_train_parser, train_command
 
 if TYPE_CHECKING:
     from seesr.api import Upscaler
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("--force", action="store_true", help="download again even if present")
     weights.add_argument("--trust-unverified", action="store_true",
                          help="accept files without a published sha256 from mirrors (marked 'unverified' in list)")
+    add_train_parser(commands)
     return parser
 
 
@@ -106,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "weights":
             return weights_command(args)
+        if args.command == "train":
+            return train_command(args)
         return upscale_command(args)
     except SeesrError as error:
         print(f"seesr: {error}", file=sys.stderr)

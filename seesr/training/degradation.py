@@ -1,0 +1,278 @@
+"""The Real-ESRGAN second-order degradation (Wang et al. 2021) that makes SeeSR's training LR images.
+
+Written on torch + OpenCV after the official ``dataloaders/realesrgan.py`` (basicsr): blur (isotropic,
+anisotropic, generalized and plateau Gaussians, or a sinc), random resize, Gaussian or Poisson noise,
+JPEG; twice; then resize to HR/scale with a final sinc filter before or after the last JPEG. The
+parameters are data (:class:`DegradationConfig`, a YAML in the official ``params_realesrgan.yml``
+layout; defaults = its values) and every random draw comes from one ``numpy.random.Generator``, so
+an LR image is a pure function of (HR image, config, seed, index).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from seesr.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path(__file__).with_name("degradation.yml")
+KERNEL_SIZES = tuple(2 * v + 1 for v in range(3, 11))
+"""Blur kernel sizes drawn uniformly (7..21), as in the official ``kernel_range``."""
+PADDED_KERNEL_SIZE = 21
+"""Every kernel is zero-padded to 21x21 (official ``pulse_tensor`` / ``pad_to=21``)."""
+LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+"""ITU-R 601 luma weights (torchvision ``rgb_to_grayscale``)."""
+RESIZE_MODES = ("area", "bilinear", "bicubic")
+KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
+
+
+@dataclass(frozen=True)
+class DegradationConfig:
+    """The official degradation parameters; ``*2`` keys are the second pass's."""
+
+    scale: int = 4
+    color_jitter_prob: float = 0.0
+    gray_prob: float = 0.0
+    resize_prob: tuple[float, float, float] = (0.2, 0.7, 0.1)
+    resize_range: tuple[float, float] = (0.3, 1.5)
+    gaussian_noise_prob: float = 0.5
+    noise_range: tuple[float, float] = (1, 15)
+    poisson_scale_range: tuple[float, float] = (0.05, 2.0)
+    gray_noise_prob: float = 0.4
+    jpeg_range: tuple[float, float] = (60, 95)
+    second_blur_prob: float = 0.5
+    resize_prob2: tuple[float, float, float] = (0.3, 0.4, 0.3)
+    resize_range2: tuple[float, float] = (0.6, 1.2)
+    gaussian_noise_prob2: float = 0.5
+    noise_range2: tuple[float, float] = (1, 12)
+    poisson_scale_range2: tuple[float, float] = (0.05, 1.0)
+    gray_noise_prob2: float = 0.4
+    jpeg_range2: tuple[float, float] = (60, 100)
+    kernel_info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "DegradationConfig":
+        """The defaults (``degradation.yml``), overridden by the keys of ``path`` when given."""
+        values = yaml.safe_load(DEFAULT_CONFIG_FILE.read_text())
+        if path is not None:
+            try:
+                given = yaml.safe_load(Path(path).read_text()) or {}
+            except (OSError, yaml.YAMLError) as error:
+                raise ConfigError(f"cannot read the degradation config {path}: {error}") from error
+            if not isinstance(given, dict):
+                raise ConfigError(f"{path} must hold a mapping like {DEFAULT_CONFIG_FILE.name}")
+            values = {**values, **given, "kernel_info": {**values["kernel_info"], **given.get("kernel_info", {})}}
+        defaults = yaml.safe_load(DEFAULT_CONFIG_FILE.read_text())
+        unknown = set(values) - {f.name for f in fields(cls)}
+        unknown |= set(values["kernel_info"]) - set(defaults["kernel_info"])
+        if unknown:
+            raise ConfigError(f"unknown degradation keys {sorted(unknown)}; see {DEFAULT_CONFIG_FILE}")
+        for name in values["kernel_info"].get("kernel_list", []) + values["kernel_info"].get("kernel_list2", []):
+            if name not in KERNEL_TYPES:
+                raise ConfigError(f"unknown blur kernel {name!r}; use {', '.join(KERNEL_TYPES)}")
+        if values.get("color_jitter_prob", 0):
+            raise ConfigError("color_jitter_prob must be 0: colour jitter is off in SeeSR training and not implemented")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+    def kernel(self, key: str, second: bool) -> Any:
+        return self.kernel_info[f"{key}2" if second else key]
+
+
+@dataclass
+class Degraded:
+    """One degraded pair: ``hr`` (1, 3, H, W) and ``lr`` (1, 3, H/scale, W/scale), both in [0, 1]
+    (``hr`` is flipped when the augmentation flipped it); ``trace`` holds every drawn parameter."""
+
+    hr: torch.Tensor
+    lr: torch.Tensor
+    trace: dict[str, Any]
+
+
+# ------------------------------------------------------------------------------------ kernels
+def _grid(size: int) -> np.ndarray:
+    ax = np.arange(-size // 2 + 1.0, size // 2 + 1.0)
+    xx, yy = np.meshgrid(ax, ax)
+    return np.stack([xx, yy], axis=-1)
+
+
+def _quadratic_form(size: int, sigma_x: float, sigma_y: float, theta: float) -> np.ndarray:
+    """x^T Sigma^-1 x over the kernel grid, Sigma = R diag(sx^2, sy^2) R^T."""
+    rotation = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    sigma = rotation @ np.diag([sigma_x**2, sigma_y**2]) @ rotation.T
+    grid = _grid(size)
+    return np.einsum("...i,ij,...j->...", grid, np.linalg.inv(sigma), grid)
+
+
+def mixed_kernel(
+    rng: np.random.Generator, kind: str, size: int, sigma_range, betag_range, betap_range
+) -> tuple[np.ndarray, dict]:
+    """One Gaussian-family kernel (basicsr ``random_mixed_kernels``), normalised to sum 1."""
+    isotropic = kind.endswith("iso") and not kind.endswith("aniso")
+    sigma_x = rng.uniform(*sigma_range)
+    sigma_y, theta = (sigma_x, 0.0) if isotropic else (rng.uniform(*sigma_range), rng.uniform(-math.pi, math.pi))
+    form = _quadratic_form(size, sigma_x, sigma_y, theta)
+    beta = None
+    if kind.startswith("generalized"):
+        beta = rng.uniform(betag_range[0], 1) if rng.uniform() < 0.5 else rng.uniform(1, betag_range[1])
+        kernel = np.exp(-0.5 * np.power(form, beta))
+    elif kind.startswith("plateau"):
+        beta = rng.uniform(betap_range[0], 1) if rng.uniform() < 0.5 else rng.uniform(1, betap_range[1])
+        kernel = 1.0 / (np.power(form, beta) + 1)
+    else:
+        kernel = np.exp(-0.5 * form)
+    return kernel / kernel.sum(), {"kind": kind, "sigma": (sigma_x, sigma_y), "theta": theta, "beta": beta}
+
+
+def sinc_kernel(omega_c: float, size: int) -> np.ndarray:
+    """2-D circular low-pass (sinc) kernel with cutoff ``omega_c``, normalised to sum 1."""
+    r = np.hypot(*np.moveaxis(_grid(size), -1, 0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bessel = torch.special.bessel_j1(torch.from_numpy(omega_c * r)).numpy()
+        kernel = omega_c * bessel / (2 * np.pi * r)
+    kernel[size // 2, size // 2] = omega_c**2 / (4 * np.pi)
+    return kernel / kernel.sum()
+
+
+def _pad_kernel(kernel: np.ndarray) -> torch.Tensor:
+    pad = (PADDED_KERNEL_SIZE - kernel.shape[0]) // 2
+    return torch.from_numpy(np.pad(kernel, pad)).float()
+
+
+def blur_kernel(rng: np.random.Generator, config: DegradationConfig, second: bool) -> tuple[torch.Tensor, dict]:
+    """A 21x21 blur kernel of one pass: a sinc with ``sinc_prob``, else a mixed Gaussian."""
+    size = int(rng.choice(KERNEL_SIZES))
+    if rng.uniform() < config.kernel("sinc_prob", second):
+        omega_c = rng.uniform(math.pi / 3, math.pi) if size < 13 else rng.uniform(math.pi / 5, math.pi)
+        return _pad_kernel(sinc_kernel(omega_c, size)), {"kind": "sinc", "size": size, "omega_c": omega_c}
+    kinds, probs = config.kernel("kernel_list", second), np.asarray(config.kernel("kernel_prob", second), float)
+    kind = str(rng.choice(kinds, p=probs / probs.sum()))
+    kernel, info = mixed_kernel(
+        rng, kind, size, config.kernel("blur_sigma", second), config.kernel("betag_range", second),
+        config.kernel("betap_range", second),
+    )
+    return _pad_kernel(kernel), {**info, "size": size}
+
+
+def final_sinc(rng: np.random.Generator, config: DegradationConfig) -> tuple[torch.Tensor, dict]:
+    """The final sinc filter with ``final_sinc_prob``, else the identity (a centred pulse)."""
+    if rng.uniform() < config.kernel_info["final_sinc_prob"]:
+        size = int(rng.choice(KERNEL_SIZES))
+        omega_c = rng.uniform(math.pi / 3, math.pi)
+        return _pad_kernel(sinc_kernel(omega_c, size)), {"kind": "sinc", "size": size, "omega_c": omega_c}
+    pulse = np.zeros((1, 1))
+    pulse[0, 0] = 1.0
+    return _pad_kernel(pulse), {"kind": "pulse", "size": 1}
+
+
+# ----------------------------------------------------------------------------------- operations
+def filter2d(image: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Convolve every channel with ``kernel`` (reflect padding, as basicsr's ``filter2D``)."""
+    k = kernel.shape[-1]
+    padded = F.pad(image, (k // 2,) * 4, mode="reflect")
+    weight = kernel.to(image).expand(image.shape[1], 1, k, k)
+    return F.conv2d(padded, weight, groups=image.shape[1])
+
+
+def random_resize(
+    rng: np.random.Generator, image: torch.Tensor, probs, scale_range, base: tuple[float, float] | None = None
+) -> tuple[torch.Tensor, dict]:
+    """Up, down or keep (``probs``) by a uniform scale; ``base`` sets the size the scale applies to."""
+    direction = str(rng.choice(["up", "down", "keep"], p=np.asarray(probs, float) / sum(probs)))
+    scale = {"up": lambda: rng.uniform(1, scale_range[1]), "down": lambda: rng.uniform(scale_range[0], 1),
+             "keep": lambda: 1.0}[direction]()
+    mode = str(rng.choice(RESIZE_MODES))
+    h, w = base if base is not None else image.shape[-2:]
+    size = (max(1, int(h * scale)), max(1, int(w * scale)))
+    return _interpolate(image, size, mode), {"direction": direction, "scale": scale, "mode": mode}
+
+
+def _interpolate(image: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    return F.interpolate(image, size=size, mode=mode, **({} if mode == "area" else {"align_corners": False}))
+
+
+def add_noise(
+    rng: np.random.Generator, image: torch.Tensor, gaussian_prob: float, sigma_range, poisson_range, gray_prob: float
+) -> tuple[torch.Tensor, dict]:
+    """Gaussian noise (sigma in 8-bit levels) or Poisson noise (scaled), grey with ``gray_prob``."""
+    gray = rng.uniform() < gray_prob
+    shape = (image.shape[0], 1 if gray else image.shape[1], *image.shape[-2:])
+    if rng.uniform() < gaussian_prob:
+        sigma = rng.uniform(*sigma_range)
+        noise = torch.from_numpy(rng.standard_normal(shape)).to(image) * (sigma / 255.0)
+        info = {"kind": "gaussian", "level": sigma, "gray": gray}
+    else:
+        scale = rng.uniform(*poisson_range)
+        source = (image * LUMA.to(image)).sum(1, keepdim=True) if gray else image
+        source = (source * 255).clamp(0, 255).round() / 255
+        levels = 2 ** math.ceil(math.log2(max(len(torch.unique(source)), 2)))
+        counts = torch.from_numpy(rng.poisson(source.double().numpy() * levels)).to(image)
+        noise = (counts / levels - source) * scale
+        info = {"kind": "poisson", "level": scale, "gray": gray}
+    return (image + noise.expand_as(image)).clamp(0, 1), info
+
+
+def jpeg(rng: np.random.Generator, image: torch.Tensor, quality_range) -> tuple[torch.Tensor, dict]:
+    """Real JPEG round trip through OpenCV at a uniform quality in ``quality_range``."""
+    quality = int(round(rng.uniform(*quality_range)))
+    rgb = (image[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    ok, encoded = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("OpenCV failed to encode a JPEG")
+    decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1].copy()
+    return torch.from_numpy(decoded).permute(2, 0, 1).unsqueeze(0).to(image) / 255.0, {"quality": quality}
+
+
+# ------------------------------------------------------------------------------------ the model
+def degrade(hr: torch.Tensor, config: DegradationConfig, rng: np.random.Generator) -> Degraded:
+    """Random horizontal flip, then the official two degradation passes and the final resize.
+
+    ``hr``: (1, 3, H, W) in [0, 1], H and W multiples of ``config.scale``."""
+    trace: dict[str, Any] = {}
+    trace["flipped"] = bool(rng.uniform() < 0.5)
+    if trace["flipped"]:
+        hr = hr.flip(-1)
+    kernel1, trace["kernel1"] = blur_kernel(rng, config, second=False)
+    kernel2, trace["kernel2"] = blur_kernel(rng, config, second=True)
+    sinc, trace["sinc"] = final_sinc(rng, config)
+    trace["kernels"] = (kernel1, kernel2, sinc)
+    h, w = hr.shape[-2:]
+    s = config.scale
+
+    # 1. First pass: blur, resize, noise, JPEG
+    out = filter2d(hr, kernel1)
+    out, trace["resize1"] = random_resize(rng, out, config.resize_prob, config.resize_range)
+    out, trace["noise1"] = add_noise(
+        rng, out, config.gaussian_noise_prob, config.noise_range, config.poisson_scale_range, config.gray_noise_prob
+    )
+    out, trace["jpeg1"] = jpeg(rng, out, config.jpeg_range)
+
+    # 2. Second pass: blur (sometimes), resize relative to the target size, noise
+    trace["blur2"] = bool(rng.uniform() < config.second_blur_prob)
+    if trace["blur2"]:
+        out = filter2d(out, kernel2)
+    out, trace["resize2"] = random_resize(rng, out, config.resize_prob2, config.resize_range2, base=(h / s, w / s))
+    out, trace["noise2"] = add_noise(
+        rng, out, config.gaussian_noise_prob2, config.noise_range2, config.poisson_scale_range2, config.gray_noise_prob2
+    )
+
+    # 3. Resize to HR/scale + final sinc, and the last JPEG, in a random order
+    trace["sinc_first"] = bool(rng.uniform() < 0.5)
+    mode = str(rng.choice(RESIZE_MODES))
+    if trace["sinc_first"]:
+        out = filter2d(_interpolate(out, (h // s, w // s), mode), sinc)
+        out, trace["jpeg2"] = jpeg(rng, out, config.jpeg_range2)
+    else:
+        out, trace["jpeg2"] = jpeg(rng, out, config.jpeg_range2)
+        out = filter2d(_interpolate(out, (h // s, w // s), mode), sinc)
+    if rng.uniform() < config.gray_prob:
+        out = (out * LUMA.to(out)).sum(1, keepdim=True).expand_as(out)
+    lr = ((out * 255).round().clamp(0, 255) / 255).contiguous()
+    return Degraded(hr=hr.contiguous(), lr=lr, trace=trace)

@@ -1,0 +1,454 @@
+"""The SeeSR training loop on accelerate, after the official ``train_seesr.py``.
+
+Trainable: the whole ControlNet and the UNet's ``image_attentions``; VAE, text encoder, the rest of
+the UNet and the RAM tagger are frozen. Per micro-batch: HR -> VAE latent (a posterior sample) x
+scaling factor; noise; timesteps uniform in [0, 1000); DDPM ``add_noise``; prompt = HR tags (or "");
+RAM embeddings of the LR image; ControlNet on the LR image upscaled to the HR size, in [0, 1]; loss =
+MSE(UNet epsilon, noise) in float32; AdamW; gradients clipped over ControlNet + UNet.
+
+Outputs under OUT: ``seesr/controlnet`` and ``seesr/unet`` (safetensors + config, the official
+layout), links to the base sd-turbo and RAM files (so OUT is a complete weights folder for
+``seesr upscale --weights OUT``), ``checkpoints/checkpoint-N`` (accelerate state for ``--resume``),
+``history.jsonl`` (loss and lr per step), ``tags.json`` and ``validation/step-N``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from seesr.errors import ConfigError
+from seesr.training.data import TAGS_FILE, DataFolder, StepSampler, TrainingSamples, compute_tags
+from seesr.training.degradation import DegradationConfig
+from seesr.training.settings import TrainSettings
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, DDPMScheduler
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from seesr.models.controlnet import SeesrControlNetModel
+    from seesr.models.tagger import RamTagger
+    from seesr.models.unet import SeesrUNet2DConditionModel
+    from seesr.pipeline import SeesrPipeline
+    from seesr.sampling import NoiseSchedule
+    from seesr.weights import WeightPaths
+
+logger = logging.getLogger(__name__)
+
+TRAINABLE_UNET_MODULES = ("image_attentions",)
+"""Official ``--trainable_modules`` default: the UNet's SeeSR image cross-attention."""
+ADAM_BETAS, ADAM_EPSILON = (0.9, 0.999), 1e-8
+"""Official ``--adam_beta1/2`` and ``--adam_epsilon``."""
+NOISE_STREAM = 2
+"""Random stream of the VAE sample, noise and timesteps (the data streams are 0 and 1)."""
+CHECKPOINTS = "checkpoints"
+HISTORY_FILE = "history.jsonl"
+BASE_LINKS = {
+    "sd_turbo": "sd-turbo",
+    "ram_checkpoint": "ram_swin_large_14m.pth",
+    "dape_checkpoint": "DAPE.pth",
+    "ram_tag_list": "ram/ram_tag_list.txt",
+    "ram_tag_list_chinese": "ram/ram_tag_list_chinese.txt",
+    "ram_thresholds": "ram/ram_tag_list_threshold.txt",
+    "ram_configs": "ram/configs",
+}
+"""Base weights linked into OUT (WeightPaths field -> place in a weights directory)."""
+
+
+# ------------------------------------------------------------------------------------ the models
+@dataclass
+class TrainingModels:
+    """The networks of one training run, loaded in float32 through :class:`SeesrPipeline`'s loader."""
+
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    unet: SeesrUNet2DConditionModel
+    controlnet: SeesrControlNetModel
+    tagger: RamTagger
+    noise_scheduler: DDPMScheduler
+    """The training noise schedule (``add_noise``), read from sd-turbo's scheduler config."""
+    schedule: NoiseSchedule
+    """The same schedule as inference reads it (for the validation pipeline)."""
+
+    @classmethod
+    def load(cls, paths: WeightPaths) -> "TrainingModels":
+        """The base weights of a :class:`~seesr.weights.WeightPaths`, by the same rules as inference
+        (UNet: sd-turbo + SeeSR's image attention); the training noise schedule as DDPM."""
+        from diffusers import DDPMScheduler
+
+        from seesr.pipeline import SeesrPipeline
+
+        pipe = SeesrPipeline.from_pretrained(paths, device="cpu", torch_dtype=torch.float32)
+        noise_scheduler = DDPMScheduler.from_config(DDPMScheduler.load_config(paths.sd_turbo / "scheduler"))
+        return cls(pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet, pipe.controlnet, pipe.tagger,
+                   noise_scheduler, pipe.schedule)
+
+    def set_trainable(self) -> list[torch.nn.Parameter]:
+        """Freeze everything but the ControlNet and the UNet's image attention; return those."""
+        for model in (self.vae, self.text_encoder, self.unet, self.tagger):
+            model.requires_grad_(False).eval()
+        self.controlnet.requires_grad_(True).train()
+        for name, module in self.unet.named_modules():
+            if name.endswith(TRAINABLE_UNET_MODULES):
+                module.requires_grad_(True)
+        return [p for m in (self.controlnet, self.unet) for p in m.parameters() if p.requires_grad]
+
+    def pipeline(self, unet: torch.nn.Module | None = None, controlnet: torch.nn.Module | None = None) -> SeesrPipeline:
+        """A SeesrPipeline over these networks (the current weights), for validation."""
+        from seesr.pipeline import SeesrPipeline
+
+        return SeesrPipeline(self.vae, self.text_encoder, self.tokenizer, self.unet if unet is None else unet,
+                             self.controlnet if controlnet is None else controlnet, self.tagger, self.schedule)
+
+
+@dataclass
+class StepNoise:
+    """The random draws of a micro-batch: VAE posterior sample noise, diffusion noise, timesteps."""
+
+    latent_eps: torch.Tensor
+    noise: torch.Tensor
+    timesteps: torch.Tensor
+
+    @classmethod
+    def draw(cls, latent_shape: tuple[int, ...], num_train_timesteps: int, generator: torch.Generator) -> "StepNoise":
+        """Drawn on the CPU (the same numbers on every device): eps, noise, then timesteps."""
+        eps = torch.randn(latent_shape, generator=generator)
+        noise = torch.randn(latent_shape, generator=generator)
+        timesteps = torch.randint(0, num_train_timesteps, (latent_shape[0],), generator=generator)
+        return cls(eps, noise, timesteps)
+
+    @classmethod
+    def for_samples(cls, indices: torch.Tensor, latent_shape: tuple[int, ...], num_train_timesteps: int,
+                    seed: int) -> "StepNoise":
+        """One draw per sample from its own generator (seed, sample index): the numbers do not
+        depend on how samples are grouped into batches, micro-batches or processes."""
+        draws = [cls.draw((1, *latent_shape[1:]), num_train_timesteps, sample_generator(seed, int(i))) for i in indices]
+        return cls(*(torch.cat([getattr(d, name) for d in draws]) for name in ("latent_eps", "noise", "timesteps")))
+
+
+def sample_generator(seed: int, index: int) -> torch.Generator:
+    """The generator of one training sample's noise: a function of (seed, sample index)."""
+    state = np.random.SeedSequence([seed, NOISE_STREAM, index]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def training_loss(
+    models: TrainingModels,
+    batch: dict,
+    *,
+    seed: int = 0,
+    draws: StepNoise | None = None,
+    unet=None,
+    controlnet=None,
+    weight_dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The official loss of one micro-batch. ``draws`` fixes the randomness (default: per sample,
+    from ``seed`` and ``batch["index"]``); ``unet``/``controlnet``: the (wrapped) trainable networks."""
+    unet = models.unet if unet is None else unet
+    controlnet = models.controlnet if controlnet is None else controlnet
+    device = next(models.vae.parameters()).device
+    with torch.no_grad():
+        # 1. HR -> VAE latent (a posterior sample) x scaling factor
+        pixels = (batch["hr"].to(device) * 2 - 1).to(weight_dtype)
+        posterior = models.vae.encode(pixels).latent_dist
+        if draws is None:
+            draws = StepNoise.for_samples(batch["index"], tuple(posterior.mean.shape),
+                                          models.noise_scheduler.config.num_train_timesteps, seed)
+        latents = (posterior.mean + posterior.std * draws.latent_eps.to(device, posterior.mean.dtype))
+        latents = latents * models.vae.config.scaling_factor
+        # 2. Forward diffusion at uniform timesteps
+        noise = draws.noise.to(device, latents.dtype)
+        timesteps = draws.timesteps.to(device)
+        noisy_latents = models.noise_scheduler.add_noise(latents, noise, timesteps)
+        # 3. Conditioning: prompt (tags or ""), RAM embeddings of the LR image, the LR image itself
+        ids = models.tokenizer(list(batch["prompt"]), max_length=models.tokenizer.model_max_length,
+                               padding="max_length", truncation=True, return_tensors="pt").input_ids
+        prompt_embeds = models.text_encoder(ids.to(device))[0]
+        ram_embeds = models.tagger.encode_image(batch["ram"].to(device, weight_dtype))
+        condition = batch["condition"].to(device, weight_dtype)
+    # 4. ControlNet + UNet epsilon prediction
+    down, mid = controlnet(noisy_latents, timesteps, encoder_hidden_states=prompt_embeds, controlnet_cond=condition,
+                           image_encoder_hidden_states=ram_embeds, return_dict=False)
+    prediction = unet(noisy_latents, timesteps, encoder_hidden_states=prompt_embeds,
+                      down_block_additional_residuals=[s.to(weight_dtype) for s in down],
+                      mid_block_additional_residual=mid.to(weight_dtype),
+                      image_encoder_hidden_states=ram_embeds, return_dict=False)[0]
+    # 5. MSE against the target of the scheduler's prediction type, in float32
+    if models.noise_scheduler.config.prediction_type == "v_prediction":
+        target = models.noise_scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = noise
+    return F.mse_loss(prediction.float(), target.float(), reduction="mean")
+
+
+# ---------------------------------------------------------------------------------- the run
+@dataclass
+class TrainResult:
+    """What a run did: steps reached, the loss per step of this call, where the weights are."""
+
+    steps: int
+    losses: list[float]
+    weights_dir: Path
+    checkpoint: Path | None
+    validation: dict[str, dict[str, float]] = field(default_factory=dict)
+    is_main_process: bool = True
+
+    @property
+    def final_loss(self) -> float:
+        return self.losses[-1] if self.losses else float("nan")
+
+
+def train(
+    data: str | Path,
+    output: str | Path,
+    *,
+    settings: TrainSettings | None = None,
+    progress: bool = False,
+    **overrides: Any,
+) -> TrainResult:
+    """Fine-tune SeeSR on ``data`` (HR images, or pairs) into ``output``; ``overrides`` are
+    :class:`TrainSettings` fields. Run under ``accelerate launch`` for several processes."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from diffusers.optimization import get_scheduler
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from seesr.weights import WeightPaths
+
+    if settings is None:
+        settings = TrainSettings.from_sources(overrides)
+    elif overrides:
+        settings = TrainSettings(**{**settings.to_dict(), **overrides})
+    output = Path(output)
+    folder = DataFolder.open(data)
+    cuda = torch.cuda.is_available()
+    if settings.mixed_precision == "fp16" and not cuda:
+        raise ConfigError("mixed_precision fp16 needs a CUDA GPU; on the CPU use bf16 or no")
+    accelerator = Accelerator(
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        mixed_precision=settings.mixed_precision,
+        cpu=not cuda,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    device = accelerator.device
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+
+    # 1. Models: trainable float32 copies, frozen ones in the autocast precision
+    paths = WeightPaths.resolve(settings.weights)
+    models = TrainingModels.load(paths)
+    trainable = models.set_trainable()
+    if settings.gradient_checkpointing:
+        models.unet.enable_gradient_checkpointing()
+        models.controlnet.enable_gradient_checkpointing()
+    for model in (models.vae, models.text_encoder, models.tagger):
+        torch.nn.Module.to(model, device=device, dtype=weight_dtype)
+
+    # 2. Data: tags once (main process), then the deterministic sample stream
+    if accelerator.is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+        compute_tags(folder, models.tagger, output / TAGS_FILE)
+    accelerator.wait_for_everyone()
+    tags = {k: v["tags"] for k, v in json.loads((output / TAGS_FILE).read_text()).items()}
+    dataset = TrainingSamples(
+        folder, tags, crop_size=settings.crop_size, null_text_ratio=settings.null_text_ratio, seed=settings.seed,
+        degradation=DegradationConfig.load(settings.degradation),
+    )
+
+    # 3. Optimizer, schedule, accelerate
+    optimizer = _optimizer(settings)(
+        trainable, lr=settings.lr, betas=ADAM_BETAS, weight_decay=settings.weight_decay, eps=ADAM_EPSILON
+    )
+    lr_scheduler = get_scheduler(
+        "cosine" if settings.lr_schedule == "cosine" else "constant_with_warmup",
+        optimizer=optimizer,
+        num_warmup_steps=settings.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=settings.max_steps * accelerator.num_processes,
+    )
+    unet, controlnet, optimizer, lr_scheduler = accelerator.prepare(
+        models.unet, models.controlnet, optimizer, lr_scheduler
+    )
+    start_step = 0
+    resume_dir = find_checkpoint(output, settings.resume) if settings.resume else None
+    if resume_dir is not None:
+        accelerator.load_state(str(resume_dir))
+        start_step = checkpoint_step(resume_dir)
+        logger.info("resumed from %s (step %d)", resume_dir, start_step)
+    if start_step >= settings.max_steps:
+        raise ConfigError(f"{resume_dir} is at step {start_step}; raise max_steps above it to train further")
+
+    loader = DataLoader(
+        dataset,
+        batch_size=settings.batch_size,
+        sampler=StepSampler(start_step, settings.max_steps, settings.batch_size, settings.gradient_accumulation_steps,
+                            accelerator.num_processes, accelerator.process_index),
+        num_workers=settings.num_workers,
+        pin_memory=cuda,
+        persistent_workers=settings.num_workers > 0,
+    )
+
+    # 4. The loop
+    step = start_step
+    losses: list[float] = []
+    validation: dict[str, dict[str, float]] = {}
+    checkpoint: Path | None = None
+    accumulated = torch.zeros((), device=device)
+    bar = tqdm(total=settings.max_steps, initial=start_step, unit="step", desc="train",
+               disable=not (progress and accelerator.is_local_main_process))
+    for batch in loader:
+        with accelerator.accumulate(controlnet, unet):
+            with accelerator.autocast():
+                loss = training_loss(models, batch, seed=settings.seed, unet=unet, controlnet=controlnet,
+                                     weight_dtype=weight_dtype)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                clipped = list(controlnet.parameters()) + list(unet.parameters())
+                accelerator.clip_grad_norm_(clipped, settings.max_grad_norm)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        accumulated += loss.detach() / settings.gradient_accumulation_steps
+        if not accelerator.sync_gradients:
+            continue
+        step += 1
+        step_loss = accelerator.reduce(accumulated, "mean").item()
+        accumulated.zero_()
+        lr = lr_scheduler.get_last_lr()[0]
+        losses.append(step_loss)
+        bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
+        bar.update()
+        if accelerator.is_main_process:
+            with (output / HISTORY_FILE).open("a") as history:
+                history.write(json.dumps({"step": step, "loss": step_loss, "lr": lr}) + "\n")
+        if step % settings.checkpoint_every == 0 or step == settings.max_steps:
+            checkpoint = save_checkpoint(accelerator, output, step, settings.keep_checkpoints, paths, unet, controlnet)
+        if settings.validate_every and step % settings.validate_every == 0:
+            if accelerator.is_main_process:
+                validation[f"step-{step}"] = validate(
+                    models, dataset, settings, output / "validation" / f"step-{step}",
+                    accelerator.unwrap_model(unet), accelerator.unwrap_model(controlnet),
+                )
+            accelerator.wait_for_everyone()
+    bar.close()
+    accelerator.end_training()
+    return TrainResult(step, losses, output, checkpoint, validation, accelerator.is_main_process)
+
+
+def _optimizer(settings: TrainSettings) -> type[torch.optim.Optimizer]:
+    if not settings.use_8bit_adam:
+        return torch.optim.AdamW
+    try:
+        import bitsandbytes
+    except ImportError as error:
+        raise ConfigError("use_8bit_adam needs bitsandbytes: `pip install bitsandbytes`, or drop the flag") from error
+    return bitsandbytes.optim.AdamW8bit
+
+
+# ------------------------------------------------------------------------------ checkpoints
+def checkpoint_step(folder: Path) -> int:
+    return int(folder.name.rsplit("-", 1)[1])
+
+
+def find_checkpoint(output: Path, resume: str) -> Path:
+    """``latest``: the newest ``OUT/checkpoints/checkpoint-N``; else the folder named."""
+    if resume != "latest":
+        folder = Path(resume)
+        if not (folder.is_dir() and folder.name.startswith("checkpoint-")):
+            raise ConfigError(f"resume: {folder} is not a checkpoint folder (OUT/checkpoints/checkpoint-N)")
+        return folder
+    found = sorted((output / CHECKPOINTS).glob("checkpoint-*"), key=checkpoint_step)
+    if not found:
+        raise ConfigError(f"resume latest: no checkpoint in {output / CHECKPOINTS}; train without --resume first")
+    return found[-1]
+
+
+def save_checkpoint(accelerator, output: Path, step: int, keep: int, paths, unet, controlnet) -> Path:
+    """accelerate state (for resuming) and the official-layout weights, old checkpoints pruned."""
+    folder = output / CHECKPOINTS / f"checkpoint-{step}"
+    accelerator.save_state(str(folder))
+    if accelerator.is_main_process:
+        export_weights(accelerator.unwrap_model(unet), accelerator.unwrap_model(controlnet), output, paths)
+        for old in sorted((output / CHECKPOINTS).glob("checkpoint-*"), key=checkpoint_step)[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return folder
+
+
+def export_weights(unet, controlnet, output: Path, paths) -> None:
+    """OUT/seesr/{unet,controlnet} (safetensors + config) plus links to the base sd-turbo and RAM
+    files, so that OUT is a weights directory ``seesr upscale --weights OUT`` reads unchanged."""
+    unet.save_pretrained(output / "seesr" / "unet", safe_serialization=True)
+    controlnet.save_pretrained(output / "seesr" / "controlnet", safe_serialization=True)
+    for name, place in BASE_LINKS.items():
+        target, link = getattr(paths, name), output / place
+        if target is None or link.exists() or link.is_symlink():
+            continue
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path(target).resolve(), target_is_directory=Path(target).is_dir())
+
+
+# ------------------------------------------------------------------------------- validation
+def validate(models: TrainingModels, dataset: TrainingSamples, settings: TrainSettings, folder: Path,
+             unet, controlnet) -> dict[str, float]:
+    """Upscale the fixed validation LR images with the current weights through SeesrPipeline; save
+    bicubic | SeeSR | HR side by side; return mean PSNR / SSIM (dB, luma) against the HR crops."""
+    from seesr.fidelity import side_by_side
+    from seesr.imaging import tensor_to_pil
+
+    pipe = models.pipeline(unet, controlnet)
+    was_training = controlnet.training
+    controlnet.eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    scores: dict[str, list[float]] = {"psnr": [], "ssim": []}
+    for k in range(settings.validation_images):
+        sample = dataset.validation_sample(k)
+        lr, hr = tensor_to_pil(sample["lr"].unsqueeze(0)), tensor_to_pil(sample["hr"].unsqueeze(0))
+        scale = hr.width / lr.width
+        work = (hr.width, hr.height)
+        plan = pipe.plan_for(*work, overrides={"offload": False})
+        sr = pipe(lr, scale=scale, process_size=settings.crop_size, seed=settings.seed, plan=plan).images[0]
+        scores["psnr"].append(psnr(sr, hr))
+        scores["ssim"].append(ssim(sr, hr))
+        bicubic = lr.resize(hr.size, Image.Resampling.BICUBIC)
+        side_by_side(side_by_side(bicubic, sr), hr).save(folder / f"{k:02d}.png")
+    controlnet.train(was_training)
+    result = {name: float(np.mean(values)) for name, values in scores.items()}
+    (folder / "metrics.json").write_text(json.dumps(result, indent=1))
+    logger.info("validation %s: PSNR %.2f dB, SSIM %.4f", folder.name, result["psnr"], result["ssim"])
+    return result
+
+
+def _luma(image: Image.Image) -> np.ndarray:
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float64)
+    return rgb @ np.array([65.481, 128.553, 24.966]) / 255.0 + 16.0  # ITU-R BT.601 Y, as SR papers report
+
+
+def psnr(output: Image.Image, reference: Image.Image) -> float:
+    """PSNR in dB on the luma (Y of YCbCr), the usual super-resolution convention."""
+    mse = float(np.mean((_luma(output) - _luma(reference)) ** 2))
+    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def ssim(output: Image.Image, reference: Image.Image) -> float:
+    """SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5) on the luma."""
+    import cv2
+
+    x, y = _luma(output), _luma(reference)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+
+    def blur(a: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(a, (11, 11), 1.5)[5:-5, 5:-5]
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    return float(np.mean(((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))))

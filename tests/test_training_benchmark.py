@@ -1,0 +1,21 @@
+"""The training benchmark in smoke mode (tiny fixtures): every variant measured, JSON and table."""
+
+from __future__ import annotations
+
+import json
+
+from seesr.benchmarks import training as bench
+
+
+def test_smoke_measures_every_variant(tmp_path, capsys):
+    out = tmp_path / "train.json"
+    assert bench.main(["--smoke", "--crop", "64", "--steps", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["dtype"], r["gradient_checkpointing"]) for r in rows] == bench.VARIANTS
+    for row in rows:
+        assert row["images_per_s"] > 0 and row["peak_memory_gib"] > 0 and row["trainable_params"] > 0
+        assert 0 < row["loss"] < 100
+    assert len({r["trainable_params"] for r in rows}) == 1
+    table = capsys.readouterr().out
+    rows_shown = [line for line in table.splitlines() if line.startswith(("| float32 |", "| bfloat16 |"))]
+    assert len(rows_shown) == 4 and "| bfloat16 | on |" in table
