@@ -23,7 +23,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from seesr.colorfix import COLOR_FIX_METHODS, apply_color_fix
 from seesr.defaults import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, DEFAULT_PROCESS_SIZE
 from seesr.devices import default_device
-from seesr.errors import ConfigError, InputError, MissingWeightsError, WeightsError
+from seesr.errors import ConfigError, InputError, MissingWeightsError
 from seesr.imaging import pil_to_tensor, plan_working_size, resize, tensor_to_pil
 from seesr.kds import KdsConfig, kds_noise_pred, particle_noise, select_particle
 from seesr.models import MODELS
