@@ -145,7 +145,7 @@ class Runner(BaseRunner):
             le=2.0,
         ),
         color_fix: str = Input(
-            description="Colour correction from the input (wavelet: the official one).",
+            description="Colour correction from the input (wavelet: ours; the official scripts default to adain).",
             default="wavelet",
             choices=["wavelet", "adain", "none"],
         ),
@@ -161,7 +161,7 @@ class Runner(BaseRunner):
             choices=["png", "jpg", "webp"],
         ),
         sampler: str = Input(
-            description="Sampler of the denoising loop (ddim: the official one).",
+            description="Sampler (ddim: deterministic, ours; ddpm: the official turbo script's stochastic step).",
             default="ddim",
             choices=["ddim", "ddpm"],
         ),

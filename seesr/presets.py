@@ -153,7 +153,7 @@ class Settings:
         range=(0.0, 2.0), engines=SEESR_ONLY, cog="empty", feeds="pipeline",
     )  # fmt: skip
     color_fix: str = setting(
-        "wavelet", "Colour correction from the input (wavelet: the official one).",
+        "wavelet", "Colour correction from the input (wavelet: ours; the official scripts default to adain).",
         choices=COLOR_FIX_METHODS, engines=SEESR_ONLY, cog="default", feeds="pipeline",
     )  # fmt: skip
     process_size: int = setting(
@@ -162,7 +162,7 @@ class Settings:
     )  # fmt: skip
     output_format: str = setting("png", "Format of the output file.", choices=OUTPUT_FORMATS, cog="default")
     sampler: str = setting(
-        "ddim", "Sampler of the denoising loop (ddim: the official one).",
+        "ddim", "Sampler (ddim: deterministic, ours; ddpm: the official turbo script's stochastic step).",
         choices=SAMPLERS, engines=SEESR_ONLY, cog="default", feeds="pipeline",
     )  # fmt: skip
     start_point: str = setting(
