@@ -26,6 +26,7 @@ from seesr.fidelity import FidelityReport, fidelity_report
 from seesr.imaging import plan_working_size, resize
 from seesr.io import LoadedImage, denoise, load_image, recombine, save_image
 from seesr.models import MODELS
+from seesr.outputs import SUFFIX_FORMATS, format_of
 from seesr.planner import RunPlan, plan_run
 from seesr.presets import Settings, resolve_settings
 from seesr.weights import WeightPaths
@@ -54,8 +55,12 @@ class Result:
     source: LoadedImage | None = field(default=None, repr=False)
 
     def save(self, path: str | Path, *, format: str | None = None, overwrite: bool = False) -> Path:  # noqa: A002
-        """Write the image atomically; a 16-bit input written as PNG stays 16-bit."""
-        fmt = format or self.settings.output_format
+        """Write the image atomically in the format its suffix names (else ``format`` or the
+        settings' output format; a contradiction is a ConfigError); a 16-bit input written as PNG
+        stays 16-bit."""
+        path = Path(path)
+        known = path.suffix.lower() in SUFFIX_FORMATS
+        fmt = format_of(path, format) if known else (format or self.settings.output_format)
         sixteen = self.source is not None and self.source.bit_depth == 16 and fmt == "png"
         return save_image(
             self.image, path, format=fmt, overwrite=overwrite, sixteen_bit=sixteen,

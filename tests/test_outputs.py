@@ -117,3 +117,19 @@ def test_only_leftovers_of_dead_writers_are_removed(tmp_path):
     touch(stale, live, other)
     assert remove_stale_temp_files(tmp_path) == [stale]
     assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_result_save_writes_the_format_its_suffix_names(tmp_path):
+    from PIL import Image
+
+    from seesr.api import Result
+    from seesr.errors import ConfigError
+    from seesr.presets import Settings
+
+    result = Result(image=Image.new("RGB", (8, 6), (10, 200, 30)), engine="realesrgan", settings=Settings(), seed=None)
+    assert Image.open(result.save(tmp_path / "a.jpg")).format == "JPEG"
+    assert Image.open(result.save(tmp_path / "b.webp")).format == "WEBP"
+    assert Image.open(result.save(tmp_path / "c")).format == "PNG"  # no suffix: the settings' format
+    with pytest.raises(ConfigError, match="by its suffix"):
+        result.save(tmp_path / "d.png", format="jpg")
+    assert not (tmp_path / "d.png").exists()
