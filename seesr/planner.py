@@ -220,12 +220,12 @@ def plan_run(
         return next((c for c in candidates if cost(c) <= stage_budget), candidates[-1])
 
     untiled = latent_h * latent_w <= max_latent_tile**2  # the official area test
-    quality_tile = latent_side if untiled else max_latent_tile
+    quality_tile = max(latent_side, 8) if untiled else max_latent_tile  # >= RunPlan's minimum on tiny inputs
     latent_tiles = [quality_tile] + [
         t for t in (128, 96, 64, 48, MIN_LATENT_TILE) if t < quality_tile and t <= max_latent_tile
     ]
-    decoder_tiles = [latent_side] + [t for t in (256, 192, 128, 96, 64, MIN_VAE_DECODER_TILE) if t < latent_side]
-    encoder_tiles = [latent_side * 8] + [t for t in (2048, 1536, 1024, 768, 512, MIN_VAE_ENCODER_TILE) if t < latent_side * 8]
+    decoder_tiles = [max(latent_side, 8)] + [t for t in (256, 192, 128, 96, 64, MIN_VAE_DECODER_TILE) if t < latent_side]
+    encoder_tiles = [max(latent_side * 8, 64)] + [t for t in (2048, 1536, 1024, 768, 512, MIN_VAE_ENCODER_TILE) if t < latent_side * 8]
     for offload in (False, True):
         resident = 0 if offload and device.type == "cuda" else weights_bytes
         stage_budget = budget - resident - _fixed_bytes(work_width, work_height)

@@ -129,3 +129,10 @@ def test_bad_plan_refused():
         RunPlan(latent_tile=16, latent_overlap=16)
     with pytest.raises(ConfigError, match="tile_batch_size"):
         RunPlan(tile_batch_size=0)
+
+
+def test_a_tiny_input_without_enlargement_still_gets_a_valid_plan():
+    """An 8x8 input at x4 with process_size 0 (no enlargement): a 4x4 latent, tiles at their minimums."""
+    plan = plan_run(32, 32, device=torch.device("cpu"), dtype=torch.float32, weights_bytes=0)
+    assert plan.latent_tile >= 8 and plan.vae_encoder_tile >= 64 and plan.vae_decoder_tile >= 8
+    assert len(plan.latent_tiles()) == 1
