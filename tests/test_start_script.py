@@ -1,0 +1,35 @@
+"""`./start_seesr.sh benchmark` and `./start_seesr.sh python`, run as the README types them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from conftest import REPO_ROOT, SHARED
+
+
+def run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SEESR_SHARED": str(SHARED), "OMP_WAIT_POLICY": "PASSIVE"}
+    return subprocess.run(
+        [str(REPO_ROOT / "start_seesr.sh"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_python_runs_in_the_project_environment(tmp_path):
+    done = run_script("python", "-c", "import seesr, sys; print(seesr.__version__, sys.prefix)", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    version, prefix = done.stdout.split()
+    assert version and Path(prefix).resolve() == (REPO_ROOT / ".venv").resolve()
+
+
+def test_benchmark_smoke_writes_its_record(tmp_path):
+    record = tmp_path / "bench.json"
+    done = run_script(
+        "benchmark", "--smoke", "--steps", "1", "--warmup", "0", "--repeats", "1", "--json", str(record), cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    saved = json.loads(record.read_text())
+    runs = saved["variants"]["default"]["runs"]
+    assert runs and all(run["stages"]["end_to_end"]["median"] > 0 for run in runs)
