@@ -22,6 +22,7 @@ import torch.nn.functional as F
 import yaml
 
 from seesr.errors import ConfigError
+from seesr.presets import config_file_settings
 
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("degradation.yml")
 KERNEL_SIZES = tuple(2 * v + 1 for v in range(3, 11))
@@ -61,16 +62,11 @@ class DegradationConfig:
     @classmethod
     def load(cls, path: str | Path | None = None) -> "DegradationConfig":
         """The defaults (``degradation.yml``), overridden by the keys of ``path`` when given."""
-        values = yaml.safe_load(DEFAULT_CONFIG_FILE.read_text())
-        if path is not None:
-            try:
-                given = yaml.safe_load(Path(path).read_text()) or {}
-            except (OSError, yaml.YAMLError) as error:
-                raise ConfigError(f"cannot read the degradation config {path}: {error}") from error
-            if not isinstance(given, dict):
-                raise ConfigError(f"{path} must hold a mapping like {DEFAULT_CONFIG_FILE.name}")
-            values = {**values, **given, "kernel_info": {**values["kernel_info"], **given.get("kernel_info", {})}}
         defaults = yaml.safe_load(DEFAULT_CONFIG_FILE.read_text())
+        values = dict(defaults)
+        if path is not None:
+            given = config_file_settings(path)
+            values = {**values, **given, "kernel_info": {**values["kernel_info"], **given.get("kernel_info", {})}}
         unknown = set(values) - {f.name for f in fields(cls)}
         unknown |= set(values["kernel_info"]) - set(defaults["kernel_info"])
         if unknown:

@@ -13,9 +13,9 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from seesr.errors import ConfigError
+from seesr.presets import config_file_settings
 
 ENV_PREFIX = "SEESR_TRAIN_"
 
@@ -73,12 +73,7 @@ class TrainSettings:
         """Merge YAML, ``SEESR_TRAIN_*`` and flags (in rising precedence) over the defaults."""
         values: dict[str, Any] = {}
         if config_file is not None:
-            try:
-                loaded = yaml.safe_load(Path(config_file).read_text()) or {}
-            except (OSError, yaml.YAMLError) as error:
-                raise ConfigError(f"cannot read the training config {config_file}: {error}") from error
-            if not isinstance(loaded, dict):
-                raise ConfigError(f"{config_file} must hold a mapping of training settings")
+            loaded = config_file_settings(config_file)
             values.update({k.replace("-", "_"): v for k, v in loaded.items()})
         env = os.environ if environ is None else environ
         for f in fields(cls):
