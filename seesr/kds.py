@@ -40,10 +40,10 @@ notes on each function):
   is the output, so there steering blends the particles' results directly (consider a lower
   strength for 1-step runs).
 
-Tiling: steer the **stitched** x0 of the whole latent. The pipeline blends the tiles' noise
-predictions into one prediction for the whole latent before its DDIM step, so x0 is computed
-once for the whole latent and steered on one global patch grid; tile seams play no part and no
-region is steered twice.
+Tiling: steer the **stitched** x0 of the whole latent. :func:`steered_denoiser` wraps the tiled
+denoiser (:func:`seesr.sampling.tiled_denoiser`), whose prediction is already blended over the
+whole latent, so x0 is computed once for the whole latent and steered on one global patch grid;
+tile seams play no part and no region is steered twice.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 
 from seesr.errors import ConfigError
-from seesr.sampling import predict_clean
+from seesr.sampling import Denoiser, NoiseSchedule, predict_clean
 
 KdsSchedule = Literal["decay", "constant", "ramp"]
 KDS_SCHEDULES: tuple[str, ...] = ("decay", "constant", "ramp")
@@ -105,15 +105,6 @@ def step_size(config: KdsConfig, step_index: int, num_steps: int) -> float:
     if config.schedule == "decay":
         return float(config.strength * (1.0 - progress))
     return float(config.strength * progress)
-
-
-def kds_memory_factor(config: KdsConfig) -> float:
-    """How much more denoiser memory one step needs than without KDS: the N particles are one batch.
-
-    The ControlNet + UNet activations grow linearly with the batch; the steering itself keeps a
-    few latent-sized buffers per particle, negligible next to them. Weights do not grow.
-    """
-    return float(config.particles)
 
 
 # ---------------------------------------------------------------------------- patch geometry
@@ -261,6 +252,17 @@ def kds_noise_pred(
     if moved is x0:
         return noise_pred
     return steered_noise(sample, moved, alpha)
+
+
+def steered_denoiser(denoise: Denoiser, schedule: NoiseSchedule, config: KdsConfig, num_steps: int) -> Denoiser:
+    """``denoise`` (over the N particles as one batch) with its prediction steered at every step of
+    ``num_steps`` (:func:`kds_noise_pred`)."""
+
+    def steered(latents: torch.Tensor, timestep: int, step_index: int) -> torch.Tensor:
+        noise_pred = denoise(latents, timestep, step_index).float()
+        return kds_noise_pred(latents, noise_pred, schedule.alpha(timestep), config, step_index, num_steps)
+
+    return steered
 
 
 def particle_noise(first: torch.Tensor, particles: int, generator: torch.Generator) -> torch.Tensor:

@@ -11,6 +11,7 @@ import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
@@ -25,24 +26,23 @@ from seesr.defaults import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, DEF
 from seesr.devices import default_device
 from seesr.errors import ConfigError, InputError, MissingWeightsError
 from seesr.imaging import pil_to_tensor, plan_working_size, resize, tensor_to_pil
-from seesr.kds import KdsConfig, kds_noise_pred, particle_noise, select_particle
+from seesr.kds import KdsConfig, particle_noise, select_particle, steered_denoiser
 from seesr.models import MODELS
 from seesr.models.controlnet import SeesrControlNetModel
 from seesr.models.tagger import RamConfig, RamTagger
 from seesr.models.unet import SeesrUNet2DConditionModel
 from seesr.planner import DEFAULT_MAX_LATENT_TILE, RunPlan, plan_run
-from seesr.sampling import SAMPLERS, START_TIMESTEP, NoiseSchedule, add_noise, denoise_step, previous_timestep
-from seesr.tiling import plan_tiles, tiled_apply
-from seesr.vae_tiling import tiled_decode, tiled_encode
+from seesr.sampling import (
+    SAMPLERS, START_TIMESTEP, ConditionedDenoiser, NoiseSchedule, StepCallback, add_noise, denoise_step, sample, tiled_denoiser,
+)  # fmt: skip
+from seesr.tiling import plan_tiles
+from seesr.vae_tiling import VAE_SCALE, tiled_decode, tiled_encode
 from seesr.weights import DOWNLOAD_HINT, WeightPaths
 from seesr.weights.checkpoints import load_pretrained
 
 logger = logging.getLogger(__name__)
 
-StepCallback = Callable[[int, int, torch.Tensor], None]
 FaultHook = Callable[[str], None]
-STAGES = ("tag", "text", "encode", "denoise", "decode", "colorfix")
-"""Stage names, as used in timings and by fault injection (``SeesrPipeline.fault_hook``)."""
 
 
 @dataclass
@@ -345,7 +345,7 @@ class SeesrPipeline:
 
         # 4. Timesteps and initial noise
         timesteps = self.schedule.timesteps(num_inference_steps)
-        latent_shape = (1, self.unet.config.in_channels, sizes.work_size[1] // 8, sizes.work_size[0] // 8)
+        latent_shape = (1, self.unet.config.in_channels, sizes.work_size[1] // VAE_SCALE, sizes.work_size[0] // VAE_SCALE)
         if latents is None:
             latents = torch.randn(latent_shape, generator=generator, dtype=torch.float32)
         elif tuple(latents.shape) != latent_shape:
@@ -361,34 +361,19 @@ class SeesrPipeline:
             noise = particle_noise(noise, kds.particles, generator)
         latents = add_noise(lr_latents, noise, self.schedule, start_steps) if start_point == "lr" else noise
 
-        # 6. Denoise: ControlNet + UNet at each step (tiled on large latents), sampler update in
-        # float32; the last step returns the clean estimate
+        # 6. Denoise: ControlNet + UNet on latent tiles (one tile when the latent is small), KDS
+        # steering the particles, the sampler's update in float32; the last step returns x0
         tiles = plan_tiles(latents.shape[-2], latents.shape[-1], plan.latent_tile, plan.latent_overlap)
         bar = tqdm(total=len(timesteps) * len(tiles), unit="tile", desc="denoise", disable=not self.show_progress)
+        model = self.conditioned_denoiser(prompt_embeds, ram_embeds, conditioning_scale, guidance_scale)
+        denoise = tiled_denoiser(
+            model, condition, tiles, scale=VAE_SCALE, batch_size=plan.tile_batch_size, on_tiles=bar.update
+        )
+        if kds is not None:
+            denoise = steered_denoiser(denoise, self.schedule, kds, len(timesteps))
+        step = partial(denoise_step, sampler, generator=generator)
         with self.stage("denoise", self.unet, self.controlnet), bar:
-            for i, t in enumerate(timesteps):
-
-                def predict(latent_crops: torch.Tensor, crop_tiles) -> torch.Tensor:
-                    crops = torch.cat([condition[(..., *tile.scaled(8).slices())] for tile in crop_tiles])
-                    crops = crops.repeat_interleave(latents.shape[0], dim=0)  # one per particle
-                    noise = self.predict_noise(
-                        latent_crops, t, prompt_embeds, ram_embeds, crops, conditioning_scale, guidance_scale
-                    )
-                    bar.update(len(crop_tiles))
-                    return noise
-
-                if len(tiles) == 1:
-                    noise_pred = predict(latents, tiles)
-                else:
-                    noise_pred = tiled_apply(predict, latents, tiles, batch_size=plan.tile_batch_size)
-                noise_pred = noise_pred.float()
-                if kds is not None:
-                    noise_pred = kds_noise_pred(latents, noise_pred, self.schedule.alpha(t), kds, i, num_inference_steps)
-                prev_t = previous_timestep(t, num_inference_steps, self.schedule.num_train_timesteps)
-                last = i == len(timesteps) - 1
-                latents = denoise_step(sampler, latents, noise_pred, self.schedule, t, prev_t, last=last, generator=generator)
-                if callback is not None:
-                    callback(i, t, latents)
+            latents = sample(denoise, latents, self.schedule, timesteps, step, callback=callback)
         if latents.shape[0] > 1:
             best = select_particle(latents)
             latents = latents[best : best + 1]
@@ -550,6 +535,20 @@ class SeesrPipeline:
             uncond, text = noise_pred.chunk(2)
             noise_pred = uncond + guidance_scale * (text - uncond)
         return noise_pred
+
+    def conditioned_denoiser(
+        self, prompt_embeds: torch.Tensor, ram_embeds: torch.Tensor, conditioning_scale: float, guidance_scale: float
+    ) -> ConditionedDenoiser:
+        """:meth:`predict_noise` with one image's prompt and RAM conditioning bound: what the
+        sampler's denoisers (:func:`seesr.sampling.tiled_denoiser`) call with latents and their
+        control-image crops."""
+
+        def model(latents: torch.Tensor, timestep: int, condition: torch.Tensor) -> torch.Tensor:
+            return self.predict_noise(
+                latents, timestep, prompt_embeds, ram_embeds, condition, conditioning_scale, guidance_scale
+            )
+
+        return model
 
     def decode(self, latents: torch.Tensor, *, tile: int | None = None) -> torch.Tensor:
         """VAE decode to [-1, 1] (unclamped), tiled when the latent is larger than ``tile``.

@@ -1,9 +1,13 @@
-"""Sampling as small functions (k-diffusion style): schedule, timesteps, noising, one step.
+"""Sampling as small functions (k-diffusion style): schedule, timesteps, noising, one step, the loop.
 
 SeeSR-Turbo starts from the LR latent noised to the last training step (t=999) and takes 1-4
 steps on sd-turbo's "trailing" timestep spacing: deterministic DDIM (eta 0, our default) or the
 stochastic DDPM step of the official turbo script. The last step returns the clean estimate x0
 (what DDPM does when it steps past t=0).
+
+The loop (:func:`sample`) sees the networks only as a :data:`Denoiser`, a function from latents to
+their epsilon prediction. Tiling (:func:`tiled_denoiser`) and Kernel Density Steering
+(:func:`seesr.kds.steered_denoiser`) wrap that function, so the loop is the same for all of them.
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
 from seesr.errors import ConfigError
+from seesr.tiling import Tile, tiled_apply
 
 START_TIMESTEP = 999
 """The official ``--start_steps`` default: the LR latent is noised to the last training step."""
@@ -173,3 +178,71 @@ def denoise_step(
     if last:
         return predict_clean(sample, noise_pred, schedule.alpha(timestep))
     return SAMPLERS[sampler](sample, noise_pred, schedule, timestep, prev_timestep, generator)
+
+
+Denoiser = Callable[[torch.Tensor, int, int], torch.Tensor]
+"""``denoise(latents, timestep, step_index)``: the epsilon prediction for every latent of the batch."""
+ConditionedDenoiser = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]
+"""``model(latents, timestep, condition)``: a denoiser given the control image of exactly these latents
+(one per latent of the batch, ``scale`` times their size)."""
+StepFunction = Callable[..., torch.Tensor]
+"""``step(sample, noise_pred, schedule, timestep, prev_timestep, last=...)``: one sampler update,
+as :func:`denoise_step` with its sampler (and generator) bound."""
+StepCallback = Callable[[int, int, torch.Tensor], None]
+"""``callback(step_index, timestep, latents)`` after each step."""
+
+
+def sample(
+    denoise: Denoiser,
+    latents: torch.Tensor,
+    schedule: NoiseSchedule,
+    timesteps: Sequence[int],
+    step: StepFunction,
+    *,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Denoise ``latents`` over ``timesteps``: the denoiser's prediction (float32), then one
+    ``step`` to the previous timestep; the last step is told so (it returns the clean estimate)."""
+    count = len(timesteps)
+    for index, timestep in enumerate(timesteps):
+        noise_pred = denoise(latents, timestep, index).float()
+        prev_timestep = previous_timestep(timestep, count, schedule.num_train_timesteps)
+        latents = step(latents, noise_pred, schedule, timestep, prev_timestep, last=index == count - 1)
+        if callback is not None:
+            callback(index, timestep, latents)
+    return latents
+
+
+def tiled_denoiser(
+    model: ConditionedDenoiser,
+    condition: torch.Tensor,
+    tiles: Sequence[Tile],
+    *,
+    scale: int,
+    batch_size: int = 1,
+    on_tiles: Callable[[int], None] | None = None,
+) -> Denoiser:
+    """A :data:`Denoiser` over latent ``tiles`` (run ``batch_size`` at a time, predictions blended by
+    :func:`seesr.tiling.tiled_apply`); each tile is given its crop of ``condition`` (1, C, H, W),
+    ``scale`` times the latent. One tile covering the latent is the model called on the whole.
+
+    The crops are views cut once; a batch of them is stacked (one per latent: the KDS particles)
+    when it runs, so the condition is never held again per particle. ``on_tiles(n)`` is told after
+    each batch of ``n`` tiles (a progress bar over steps x tiles)."""
+    crops = {tile: condition[(..., *tile.scaled(scale).slices())] for tile in tiles}
+
+    def stacked(windows: Sequence[Tile], latents_per_tile: int) -> torch.Tensor:
+        return torch.cat([crops[tile] for tile in windows]).repeat_interleave(latents_per_tile, dim=0)
+
+    def denoise(latents: torch.Tensor, timestep: int, step_index: int) -> torch.Tensor:
+        def run(batch: torch.Tensor, windows: Sequence[Tile]) -> torch.Tensor:
+            noise_pred = model(batch, timestep, stacked(windows, latents.shape[0]))
+            if on_tiles is not None:
+                on_tiles(len(windows))
+            return noise_pred
+
+        if len(tiles) == 1:
+            return run(latents, tiles)
+        return tiled_apply(run, latents, tiles, batch_size=batch_size)
+
+    return denoise
