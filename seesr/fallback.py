@@ -78,7 +78,8 @@ class OomInjector:
     """A ``fault_hook`` that raises an out-of-memory error at named stages, a set number of times.
 
     ``OomInjector({"denoise": 2})`` fails the next two runs of the denoising stage. Stage names
-    are those of :data:`seesr.pipeline.STAGES` plus ``"realesrgan"``."""
+    are those of :meth:`seesr.pipeline.SeesrPipeline.stage` (``tag``, ``text``, ``encode``,
+    ``denoise``, ``decode``, ``colorfix``) plus ``"realesrgan"``."""
 
     def __init__(self, failures: dict[str, int]) -> None:
         self.remaining = dict(failures)

@@ -10,7 +10,6 @@ import torch
 from seesr.errors import ConfigError
 from seesr.kds import (
     KdsConfig,
-    kds_memory_factor,
     kds_noise_pred,
     mean_shift_patches,
     particle_noise,
@@ -60,7 +59,7 @@ def test_mean_shift_median_bandwidth_by_hand():
 
 def test_mean_shift_fixed_bandwidth_by_hand():
     # h = 1: k12 = exp(-1/2), k13 = exp(-9), k23 = exp(-11/2)
-    k12, k13, k23 = math.exp(-0.5), math.exp(-9.0), math.exp(-5.5)
+    k12, k13 = math.exp(-0.5), math.exp(-9.0)
     x = three_particles()
     m1 = (k12 * x[1] + k13 * x[2]) / (1 + k12 + k13)
     torch.testing.assert_close(mean_shift_patches(x, 2, 1.0)[0], m1)
@@ -222,7 +221,7 @@ def test_loop_wiring_pulls_particles_together():
     assert torch.equal(run(KdsConfig(particles=4, strength=0.0)), plain)
 
 
-def test_config_is_checked_and_memory_factor_is_the_particle_count():
+def test_config_is_checked():
     for bad in (
         dict(particles=0),
         dict(patch=0),
@@ -234,7 +233,6 @@ def test_config_is_checked_and_memory_factor_is_the_particle_count():
     ):
         with pytest.raises(ConfigError):
             KdsConfig(**bad)
-    assert kds_memory_factor(KdsConfig(particles=6)) == 6.0
     with pytest.raises(ConfigError, match="particles"):
         steer(torch.zeros(3, 4, 8, 8), KdsConfig(particles=4), 0, 2)
 
