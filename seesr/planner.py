@@ -216,9 +216,6 @@ def plan_run(
     latent_h, latent_w = work_height // 8, work_width // 8
     latent_side = max(latent_h, latent_w)
 
-    def largest(candidates: list[int], cost) -> int:
-        return next((c for c in candidates if cost(c) <= stage_budget), candidates[-1])
-
     untiled = latent_h * latent_w <= max_latent_tile**2  # the official area test
     quality_tile = max(latent_side, 8) if untiled else max_latent_tile  # >= RunPlan's minimum on tiny inputs
     latent_tiles = [quality_tile] + [
@@ -226,10 +223,17 @@ def plan_run(
     ]
     decoder_tiles = [max(latent_side, 8)] + [t for t in (256, 192, 128, 96, 64, MIN_VAE_DECODER_TILE) if t < latent_side]
     encoder_tiles = [max(latent_side * 8, 64)] + [t for t in (2048, 1536, 1024, 768, 512, MIN_VAE_ENCODER_TILE) if t < latent_side * 8]
-    for offload in (False, True):
+
+    def tile_px(tile: int) -> int:
+        return min(tile, latent_h) * min(tile, latent_w)
+
+    def plan_with(offload: bool) -> RunPlan:
         resident = 0 if offload and device.type == "cuda" else weights_bytes
         stage_budget = budget - resident - _fixed_bytes(work_width, work_height)
-        tile_px = lambda t: min(t, latent_h) * min(t, latent_w)  # noqa: E731
+
+        def largest(candidates: list[int], cost) -> int:
+            return next((c for c in candidates if cost(c) <= stage_budget), candidates[-1])
+
         latent_tile = largest(latent_tiles, lambda t: denoise_bytes(tile_px(t), batch_multiplier, element))
         tiles = len(plan_tiles(latent_h, latent_w, latent_tile, min(DEFAULT_LATENT_OVERLAP, latent_tile // 3)))
         batch = largest(
@@ -265,7 +269,9 @@ def plan_run(
             weights_bytes=0 if plan.offload and device.type == "cuda" else weights_bytes,
             batch_multiplier=batch_multiplier,
         )
-        plan = dataclasses.replace(plan, estimated_peak_bytes=peak)
-        if peak <= budget or offload or device.type != "cuda" or "offload" in overrides:
-            return plan
+        return dataclasses.replace(plan, estimated_peak_bytes=peak)
+
+    plan = plan_with(offload=False)
+    if plan.estimated_peak_bytes > budget and device.type == "cuda" and "offload" not in overrides:
+        plan = plan_with(offload=True)  # offload only helps where the weights would sit in device memory
     return plan
