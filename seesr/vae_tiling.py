@@ -140,15 +140,6 @@ def pool_group_stats(parts: Sequence[GroupStats]) -> tuple[torch.Tensor, torch.T
     return mean.float(), var.float()
 
 
-def _pool_like_official(parts: Sequence[GroupStats]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The official pooling: count-weighted mean of the per-tile means and of the per-tile variances."""
-    counts = torch.tensor([float(n) for _, _, n in parts], dtype=torch.float32)
-    weights = (counts / counts.sum()).to(parts[0][0].device)
-    mean = (torch.stack([m for m, _, _ in parts]) * weights[:, None, None]).sum(0)
-    var = (torch.stack([v for _, v, _ in parts]) * weights[:, None, None]).sum(0)
-    return mean, var
-
-
 def _apply_group_norm(x: torch.Tensor, norm: nn.GroupNorm, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
     """``norm(x)`` with given (B, groups) statistics; computed in float32, returned in x's dtype."""
     per_channel = x.shape[1] // norm.num_groups
@@ -246,7 +237,6 @@ def _decoder_events(vae: AutoencoderKL) -> list[tuple]:
     return events + [("norm",), ("conv", dec.conv_out)]
 
 
-
 class _WindowPass:
     """Encoder/decoder forward of one window over the diffusers modules, pausing at GroupNorms.
 
@@ -259,13 +249,11 @@ class _WindowPass:
         core: tuple[int, int, int, int],
         *,
         margins: Sequence[int | None] | None = None,
-        window_stats: bool = False,
         offload: bool = False,
     ):
         self.core = core  # (top, left, bottom, right) at the current resolution, window-local
         self.margins = margins  # per GroupNorm: context still needed around the core (None: all)
         self.syncs = 0
-        self.window_stats = window_stats  # official semantics: statistics of the whole window
         self.offload = offload
         self.h: torch.Tensor | None = None
         self.res: torch.Tensor | None = None
@@ -299,11 +287,15 @@ class _WindowPass:
             self.core = (top - y0, left - x0, bottom - y0, right - x0)
 
     # -- synchronisation point ----------------------------------------------------------------
+    def local_stats(self, norm: nn.GroupNorm) -> GroupStats:
+        """This window's share of the whole image's statistics: those of its core (cores partition the image)."""
+        return group_stats(self.crop(self.h), norm.num_groups)
+
     def norm(self, norm: nn.Module):
         """``self.h = norm(self.h)`` with statistics pooled over all windows (a pause)."""
         if not isinstance(norm, nn.GroupNorm):
             raise ConfigError(f"tiled VAE supports GroupNorm only, found {type(norm).__name__}")
-        stats = group_stats(self.h if self.window_stats else self.crop(self.h), norm.num_groups)
+        stats = self.local_stats(norm)
         margin = self.margins[self.syncs] if self.margins is not None else None
         self.syncs += 1
         if margin is not None:
@@ -434,22 +426,21 @@ def _run_windows(
     out: torch.Tensor,
     scale: int,
     offload: bool = False,
-    trim: bool = True,
-    official_stats: bool = False,
+    window_pass: type[_WindowPass] = _WindowPass,
+    pool: Callable[[Sequence[GroupStats]], tuple[torch.Tensor, torch.Tensor]] = pool_group_stats,
 ) -> torch.Tensor:
     """Run every window through the encoder/decoder in lock-step and paste the cores into ``out``.
 
     ``scale`` maps input to output pixels (8 for the decoder; the encoder's output cores are the
-    input cores // 8). ``trim`` cuts parked activations down to what the core still depends on
-    (after the last attention; same result, less memory). ``official_stats`` reproduces the
-    official hook's statistics (whole window, averaged variances; no trimming) for comparisons."""
-    margins = None
-    if trim and not official_stats:
-        margins = _trim_margins(_decoder_events(vae) if decoder else _encoder_events(vae))
+    input cores // 8). Parked activations are cut down to what the core still depends on (after
+    the last attention; same result, less memory). ``window_pass`` (what a window contributes to
+    the statistics) and ``pool`` (how they are combined) can be replaced, e.g. by the official
+    hook's rules to compare against it."""
+    margins = _trim_margins(_decoder_events(vae) if decoder else _encoder_events(vae))
     passes = []
     for win in windows:
         crop = x[(..., *win.window.slices())]
-        runner = _WindowPass(win.local_core(), margins=margins, window_stats=official_stats, offload=offload)
+        runner = window_pass(win.local_core(), margins=margins, offload=offload)
         passes.append(runner.decoder(vae, crop) if decoder else runner.encoder(vae, crop))
 
     def finish(index: int, result: torch.Tensor) -> None:
@@ -457,7 +448,7 @@ def _run_windows(
         top, left = (core.top * scale, core.left * scale) if decoder else (core.top // scale, core.left // scale)
         out[:, :, top : top + result.shape[2], left : left + result.shape[3]] = result
 
-    _lockstep(passes, finish, _pool_like_official if official_stats else pool_group_stats)
+    _lockstep(passes, finish, pool)
     return out
 
 

@@ -8,6 +8,7 @@ import torch
 from diffusers import AutoencoderKL
 from PIL import Image
 
+from official_vae_tiling import OFFICIAL_RULES
 from seesr.errors import InputError
 from seesr.tiling import Tile
 from seesr.vae_tiling import (
@@ -143,11 +144,11 @@ def test_official_grid_and_statistics_reproduce_the_official_tiled_vae(vae, refs
     with torch.no_grad():
         z = vae.post_quant_conv(r["decode.latent_input"])
         out = torch.empty_like(r["decode.tiled"])
-        _run_windows(vae, z, _grid(*OFFICIAL_DECODE_GRID), decoder=True, out=out, scale=8, official_stats=True)
+        _run_windows(vae, z, _grid(*OFFICIAL_DECODE_GRID), decoder=True, out=out, scale=8, **OFFICIAL_RULES)
         assert _diff(out, r["decode.tiled"])[0] < 1e-4
         moments = torch.empty(1, 8, 20, 20)
         windows = _grid(*OFFICIAL_ENCODE_GRID)
-        _run_windows(vae, encode_input, windows, decoder=False, out=moments, scale=8, official_stats=True)
+        _run_windows(vae, encode_input, windows, decoder=False, out=moments, scale=8, **OFFICIAL_RULES)
     mean, logvar = moments.chunk(2, dim=1)
     assert _diff(mean, r["encode.tiled.mean"])[0] < 1e-4
     assert _diff(logvar.clamp(-30, 20), r["encode.tiled.logvar"])[0] < 1e-4

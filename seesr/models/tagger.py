@@ -513,12 +513,6 @@ class RamTagger(nn.Module):
         return model.to(torch_dtype).eval().requires_grad_(False)
 
 
-def build_full_size_tagger_on_meta(config: RamConfig | None = None) -> RamTagger:
-    """The full-size (or ``config``) tagger with parameters on the meta device, for key/shape checks."""
-    with torch.device("meta"):
-        return RamTagger(config or RamConfig())
-
-
 # ------------------------------------------------------------------------------------- load helpers
 
 
