@@ -154,12 +154,11 @@ class SeesrPipeline:
     def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> "SeesrPipeline":
         """Move the networks. The VAE follows ``dtype`` on CUDA, and on the CPU when it is bfloat16
         (oneDNN bf16 kernels, float32's range; see :meth:`decode`), else it stays float32 (float16
-        is slow on CPUs). A bfloat16 VAE on the CPU gets channels_last weights (NHWC oneDNN
-        convolutions without layout reorders; at a 64x64 latent decode 2.0x and encode 2.4x faster
-        than NCHW). A float32 VAE stays NCHW: channels_last was 1.2x faster there but moves the
-        results ~1e-4 away from the official (NCHW) numbers. The tagger stays float32 whatever
-        ``dtype`` (as officially): its tags are thresholded logits, and a tag near its threshold
-        would flip in half precision and change the prompt."""
+        is slow on CPUs). A bfloat16 VAE on the CPU gets channels_last weights: oneDNN runs NHWC
+        convolutions without layout reorders. A float32 VAE stays NCHW, which keeps its results
+        equal to the official (NCHW) numbers. The tagger stays float32 whatever ``dtype`` (as
+        officially): its tags are thresholded logits, and a tag near its threshold would flip in
+        half precision and change the prompt."""
         device = torch.device(device)
         self.execution_device = device
         if self._offload:
@@ -196,9 +195,8 @@ class SeesrPipeline:
     def compile(self, **options: Any) -> None:
         """``torch.compile`` ControlNet + UNet in place (once; ``options`` go to ``torch.compile``).
 
-        Off by default: the first call compiles for minutes, and on the CPU the compiled networks
-        were measured slower (0.64x at a 64x64 latent, bfloat16). Worth trying on a GPU serving
-        many images of one size."""
+        Off by default: the first call compiles for minutes and the compiled networks are not
+        faster on the CPU; worth trying on a GPU serving many images of one size."""
         for model in (self.unet, self.controlnet):
             if getattr(model, "_compiled_call_impl", None) is None:
                 model.compile(**options)
