@@ -13,7 +13,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from seesr.outputs import SUFFIX_FORMATS, format_of
 from seesr.planner import RunPlan, plan_run
 from seesr.presets import Settings, resolve_settings
 from seesr.weights import WeightPaths
+
+if TYPE_CHECKING:
+    from seesr.pipeline import SeesrPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +133,11 @@ class Upscaler:
         self._pipe_key = key
         if settings.compile:
             self._pipe.compile()
+        return self._pipe
+
+    @property
+    def loaded(self) -> SeesrPipeline | None:
+        """The SeeSR pipeline loaded now: None before the first SeeSR call and after :meth:`unload`."""
         return self._pipe
 
     def realesrgan(self, settings: Settings):

@@ -26,8 +26,8 @@ def lr_image(tiny):
 @pytest.fixture(autouse=True)
 def no_faults(upscaler):
     yield
-    if upscaler._pipe is not None:
-        upscaler._pipe.fault_hook = None
+    if upscaler.loaded is not None:
+        upscaler.loaded.fault_hook = None
 
 
 def test_upscale_returns_a_full_result(upscaler, lr_image):
@@ -56,9 +56,9 @@ def test_same_seed_same_image_and_inputs_of_any_kind(upscaler, lr_image, tmp_pat
 
 def test_models_load_once(upscaler, lr_image):
     upscaler.upscale(lr_image, **FAST)
-    pipe = upscaler._pipe
+    pipe = upscaler.loaded
     upscaler.upscale(lr_image, **FAST)
-    assert upscaler._pipe is pipe
+    assert pipe is not None and upscaler.loaded is pipe
 
 
 def test_alpha_and_gray_come_back(upscaler, lr_image):
@@ -89,7 +89,7 @@ def test_offload_rung_then_realesrgan(upscaler, lr_image):
     assert result.engine == "seesr" and "offload" in result.attempts[-1].settings
     assert len(result.attempts) == 3
 
-    upscaler._pipe.fault_hook = OomInjector({"denoise": 3, "realesrgan": 1})
+    upscaler.loaded.fault_hook = OomInjector({"denoise": 3, "realesrgan": 1})
     result = upscaler.upscale(lr_image, **FAST)
     assert result.engine == "realesrgan" and "every rung" in result.fallback_reason
     assert [a.engine for a in result.attempts] == ["seesr"] * 3 + ["realesrgan"] * 2

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gc
+import weakref
 
 import psutil
+import pytest
 from PIL import Image
 
 from seesr.api import Upscaler
@@ -29,8 +31,12 @@ def test_resident_memory_stays_flat_over_100_predictions(tiny, tiny_weights):
 
 def test_models_load_lazily_and_unload(tiny, tiny_weights):
     upscaler = Upscaler(tiny_weights, device="cpu")
-    assert upscaler._pipe is None
+    assert upscaler.loaded is None
+    with pytest.raises(AttributeError):
+        upscaler.loaded = None  # read-only: loading is the Upscaler's business
     upscaler.upscale(Image.open(tiny / "inputs" / "pipeline_lr_crop.png"), scale=2, steps=1, process_size=0, seed=0)
-    assert upscaler._pipe is not None
+    assert upscaler.loaded is not None
+    pipe = weakref.ref(upscaler.loaded)
     upscaler.unload()
-    assert upscaler._pipe is None and upscaler._realesrgan is None
+    gc.collect()
+    assert upscaler.loaded is None and pipe() is None  # nothing else keeps the networks alive

@@ -127,7 +127,7 @@ def test_api_model_defaults_and_options_reach_the_pipeline(seesr_weights, lr_ima
 
     fast = dict(scale=2, steps=2, process_size=0, seed=3)
     turbo = upscaler.upscale(lr_image, **fast)
-    assert upscaler._pipe.model == "seesr-turbo"
+    assert upscaler.loaded.model == "seesr-turbo"
     ddpm = upscaler.upscale(lr_image, sampler="ddpm", **fast)
     noise = upscaler.upscale(lr_image, start_point="noise", **fast)
     early = upscaler.upscale(lr_image, start_steps=500, **fast)
@@ -141,5 +141,5 @@ def test_api_model_defaults_and_options_reach_the_pipeline(seesr_weights, lr_ima
     assert positive.prompt.endswith(",sharp")
 
     seesr = upscaler.upscale(lr_image, model="seesr", steps=2, scale=2, process_size=0, seed=3)
-    assert upscaler._pipe.model == "seesr" and seesr.settings.guidance_scale == 5.5
+    assert upscaler.loaded.model == "seesr" and seesr.settings.guidance_scale == 5.5
     assert seesr.engine == "seesr" and not torch.equal(pixels(turbo), pixels(seesr))
