@@ -187,7 +187,7 @@ def mean_shift_vectors(x0: torch.Tensor, patch: int, bandwidth: float | None = N
     other get an exact zero. Returned in x0's dtype (computed in at least float32).
     """
     _check_latents(x0, patch)
-    n, c, h, w = x0.shape
+    n, _, h, w = x0.shape
     dtype = _compute_dtype(x0)
     if n == 1:
         return torch.zeros_like(x0)

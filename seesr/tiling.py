@@ -117,7 +117,7 @@ def tiled_apply(
     """
     if batch_size < 1:
         raise ConfigError(f"tile batch size must be >= 1, got {batch_size}")
-    b, c, h, w = inputs.shape
+    b, _, h, w = inputs.shape
     output = None
     weight_sum = torch.zeros(1, 1, h * scale, w * scale, device=inputs.device, dtype=torch.float32)
     weights_by_size: dict[tuple[int, int], torch.Tensor] = {}  # made once per tile size, not per tile

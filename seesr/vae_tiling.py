@@ -121,7 +121,7 @@ def plan_windows(height: int, width: int, tile: int, pad: int, *, align: int = 1
 
 def group_stats(x: torch.Tensor, num_groups: int) -> GroupStats:
     """Float32 mean and biased variance per (sample, group) of ``x`` (B, C, H, W), and the count."""
-    b, c = x.shape[:2]
+    c = x.shape[1]
     grouped = x.unflatten(1, (num_groups, c // num_groups)).float()
     var, mean = torch.var_mean(grouped, dim=(2, 3, 4), unbiased=False)
     return mean, var, grouped[0, 0].numel()

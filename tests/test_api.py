@@ -130,6 +130,7 @@ def test_bad_settings_and_bad_input_are_refused(upscaler, lr_image):
 
 def test_plan_without_running(upscaler, lr_image):
     settings, plan, size = upscaler.plan(lr_image, scale=4, latent_tile=16)
+    assert settings.scale == 4 and settings.latent_tile == 16
     assert size == (lr_image.width * 4, lr_image.height * 4)
     assert plan.latent_tile == 16 and plan.estimated_peak_bytes > 0
 

@@ -110,7 +110,7 @@ def _resolve_paths(
                 if not explicit[field].is_file():
                     missing.append((name, str(explicit[field])))
                 continue
-            location, path = _locate(entry, weights_dir)
+            _, path = _locate(entry, weights_dir)
             if path is None:
                 values[field] = weights_dir / name
                 missing.append((name, _looked_in(entry, weights_dir)))
