@@ -226,9 +226,10 @@ def tiled_denoiser(
     :func:`seesr.tiling.tiled_apply`); each tile is given its crop of ``condition`` (1, C, H, W),
     ``scale`` times the latent. One tile covering the latent is the model called on the whole.
 
-    The crops are views cut once; a batch of them is stacked (one per latent: the KDS particles)
-    when it runs, so the condition is never held again per particle. ``on_tiles(n)`` is told after
-    each batch of ``n`` tiles (a progress bar over steps x tiles)."""
+    The crops are views, cut once. A batch's crops are stacked, and repeated for every latent of
+    the batch (the KDS particles), only while that batch runs: no per-particle copy of the whole
+    condition is kept. ``on_tiles(n)`` is told after each batch of ``n`` tiles (a progress bar
+    over steps x tiles)."""
     crops = {tile: condition[(..., *tile.scaled(scale).slices())] for tile in tiles}
 
     def stacked(windows: Sequence[Tile], latents_per_tile: int) -> torch.Tensor:

@@ -57,6 +57,14 @@ def tiny_pipe(tiny_weights):
     return SeesrPipeline.from_pretrained(tiny_weights, device="cpu")
 
 
+@pytest.fixture()
+def lr_image(tiny: Path):
+    """A small real LR photo (RGB), the fixtures' ``pipeline_lr_crop.png``."""
+    from PIL import Image
+
+    return Image.open(tiny / "inputs" / "pipeline_lr_crop.png").convert("RGB")
+
+
 def lay_out_tiny_weights(tiny: Path, root: Path) -> Path:
     """Symlink the tiny fixtures into the standard weights-directory layout under ``root``."""
     links = {

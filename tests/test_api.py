@@ -18,11 +18,6 @@ def upscaler(tiny_weights):
     return Upscaler(tiny_weights, device="cpu")
 
 
-@pytest.fixture()
-def lr_image(tiny):
-    return Image.open(tiny / "inputs" / "pipeline_lr_crop.png").convert("RGB")
-
-
 @pytest.fixture(autouse=True)
 def no_faults(upscaler):
     yield

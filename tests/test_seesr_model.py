@@ -11,7 +11,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 from seesr.api import Upscaler
@@ -29,11 +28,6 @@ def seesr_weights(tiny_weights):
 @pytest.fixture(scope="module")
 def seesr_pipe(seesr_weights):
     return SeesrPipeline.from_pretrained(seesr_weights, model="seesr", device="cpu")
-
-
-@pytest.fixture()
-def lr_image(tiny):
-    return Image.open(tiny / "inputs" / "pipeline_lr_crop.png").convert("RGB")
 
 
 def test_plain_rule_loads_the_seesr_unet_whole(tiny, seesr_pipe):
