@@ -25,6 +25,7 @@ def record(tiny, tmp_path_factory):
     return saved
 
 
+@pytest.mark.slow  # the record fixture: one smoke run of every path
 def test_record_describes_the_run(record):
     saved = record
     assert saved["versions"]["torch"] == torch.__version__
@@ -37,6 +38,7 @@ def test_record_describes_the_run(record):
     assert saved["variants"]["naive"]["attention_processors"]["unet"] == ["AttnProcessor2_0"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["default", "naive", "tuned"])
 def test_every_stage_is_timed(record, variant):
     saved = record
@@ -62,6 +64,7 @@ def test_every_stage_is_timed(record, variant):
         assert run["end_to_end_cpu_s"]["min"] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["default", "naive", "tuned"])
 def test_linear_fit_of_end_to_end_time(record, variant):
     saved = record
@@ -77,6 +80,7 @@ def test_linear_fit_of_end_to_end_time(record, variant):
     assert set(fit["stages"]) == set(result["runs"][0]["stages"])
 
 
+@pytest.mark.slow
 def test_naive_comparison(record):
     saved = record
     naive = {r["lr_size"]: r for r in saved["variants"]["naive"]["runs"]}
@@ -103,6 +107,7 @@ def test_naive_comparison(record):
             assert diff["max_abs"] >= diff["mean_abs"] >= 0
 
 
+@pytest.mark.slow
 def test_tuned_path_runs_the_vae_like_the_networks(record):
     saved = record
     tuned, default = saved["variants"]["tuned"], saved["variants"]["default"]

@@ -107,6 +107,7 @@ def test_rerun_skips_finished_files_and_redoes_the_rest(inputs, tmp_path, tiny_w
     assert (out / "a.png").stat().st_mtime_ns == first and (out / "b.png").exists()
 
 
+@pytest.mark.slow
 def test_two_processes_split_the_work(inputs, tmp_path, tiny_weights_dir):
     """`accelerate launch --num_processes 2 -m seesr.batch`: each file is done by exactly one process."""
     import json

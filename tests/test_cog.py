@@ -334,6 +334,7 @@ def server(tiny, tmp_path_factory):
         yield cog_server
 
 
+@pytest.mark.slow
 def test_server_setup_finds_the_weights_and_serves_the_schema(server):
     logs = server.health["setup"]["logs"]
     assert server.health["setup"]["status"] == "succeeded"
@@ -343,6 +344,7 @@ def test_server_setup_finds_the_weights_and_serves_the_schema(server):
     assert schema == json.loads(SCHEMA_FILE.read_text())  # the file, as loaded by the server
 
 
+@pytest.mark.slow
 def test_server_upscales(server, lr_image):
     status, body = server.predict({"image": data_uri(lr_image), "scale": 2, "steps": 1, "seed": 1})
     assert status == 200, body
@@ -356,6 +358,7 @@ def test_server_upscales(server, lr_image):
     assert "engine seesr" in body["logs"] and "72x48" in body["logs"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "value"),
     [("scale", 100), ("color_fix", "sepia"), ("steps", 0), ("output_format", "gif"), ("preset", "turbo"),
@@ -370,6 +373,7 @@ def test_server_rejects_bad_inputs(server, lr_image, name, value):
     assert json.dumps(value) in problem["msg"], body
 
 
+@pytest.mark.slow
 def test_server_fails_a_value_only_seesr_rejects(server, lr_image):
     """A value the schema lets through (its seed maximum is 2**63 as a float) is a failed prediction
     with seesr's ConfigError message, never a placeholder image."""
@@ -379,6 +383,7 @@ def test_server_fails_a_value_only_seesr_rejects(server, lr_image):
     assert body.get("output") is None
 
 
+@pytest.mark.slow
 def test_server_fails_a_corrupt_image(server):
     corrupt = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n this is not a PNG").decode()
     status, body = server.predict({"image": corrupt, "scale": 2, "steps": 1})
@@ -425,6 +430,7 @@ def call_run(runner, **inputs):
     return runner.run(**values)
 
 
+@pytest.mark.slow
 def test_setup_without_network_falls_back_to_realesrgan(runner_without_network, lr_image, tmp_path, capsys):
     problem = runner_without_network.weights_problem
     assert problem and ("cannot be reached" in problem or "network is unreachable" in problem)

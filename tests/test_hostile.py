@@ -130,6 +130,7 @@ def test_a_read_only_output_folder_is_one_line_before_any_model_loads(photos, tm
         out.chmod(0o755)
 
 
+@pytest.mark.slow
 def test_a_full_disk_fails_the_file_with_one_line_and_no_partial_output(photos, tmp_path, tiny_weights_dir):
     target = tmp_path / "out" / "a.png"
     done = subprocess.run(
@@ -221,6 +222,7 @@ def wait_for_first_result(process: subprocess.Popen) -> str:
     return line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGINT])
 def test_a_killed_folder_run_leaves_no_partial_file_and_resumes(photos, tmp_path, tiny_weights_dir, kill):
     out = tmp_path / "out"

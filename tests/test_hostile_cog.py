@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from test_cog import assert_upscaled, data_uri, decode_data_uri, lr_image, running_cog_server, server  # noqa: F401
 
+pytestmark = pytest.mark.slow  # every test here runs the real Cog server
 NOT_SENT = "the image must be sent with the request"
 
 

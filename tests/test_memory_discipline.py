@@ -15,6 +15,7 @@ REQUESTS = 100
 WARMUP = 10
 
 
+@pytest.mark.slow
 def test_resident_memory_stays_flat_over_100_predictions(tiny, tiny_weights):
     upscaler = Upscaler(tiny_weights, device="cpu")
     lr = Image.open(tiny / "inputs" / "pipeline_lr_crop.png").convert("RGB")

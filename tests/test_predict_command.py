@@ -37,6 +37,7 @@ def predict(photo: Path, *options: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=photo.parent, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_predict_as_typed_writes_a_png(photo):
     done = predict(photo)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -47,6 +48,7 @@ def test_predict_as_typed_writes_a_png(photo):
     assert "engine realesrgan" in done.stdout and "SeeSR weights are missing" in done.stdout
 
 
+@pytest.mark.slow
 def test_predict_with_options(photo):
     done = predict(photo, "scale=2", "output_format=webp", "offload=no", "seed=")
     assert done.returncode == 0, done.stderr[-3000:]

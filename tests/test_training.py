@@ -168,6 +168,7 @@ def test_saved_weights_load_in_the_pipeline_and_change_its_output(two_step_run, 
     assert before.shape == after.shape and (before - after).abs().max() > 1e-3
 
 
+@pytest.mark.slow
 def test_loss_falls_when_overfitting_two_images(hr_dir, tiny_weights_dir, tmp_path):
     pair = tmp_path / "two"
     pair.mkdir()
@@ -192,6 +193,7 @@ def test_resume_continues_bit_identically(hr_dir, tiny_weights_dir, tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_two_process_accelerate_launch(hr_dir, tiny_weights_dir, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -205,6 +207,7 @@ def test_two_process_accelerate_launch(hr_dir, tiny_weights_dir, tmp_path):
     assert len((out / "history.jsonl").read_text().splitlines()) == 2
 
 
+@pytest.mark.slow
 def test_start_script_train_then_upscale_with_its_output(hr_dir, tiny_weights_dir, tmp_path):
     """The README's commands as typed: train, then upscale with the run folder as --weights."""
     out = tmp_path / "run"

@@ -461,6 +461,7 @@ def test_installed_package_uses_a_user_cache_for_weights(tmp_path, monkeypatch):
     assert w.default_weights_dir() == tmp_path / "mine"
 
 
+@pytest.mark.slow
 def test_wheel_ships_the_manifest(tmp_path):
     """An installed seesr must find its manifest: it is package data, built into the wheel."""
     import subprocess
