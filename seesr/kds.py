@@ -166,11 +166,6 @@ def median_bandwidth(sq_distances: torch.Tensor) -> torch.Tensor:
     return (pairs[(k - 1) // 2] + pairs[k // 2]) / 2
 
 
-def patch_bandwidth(x0: torch.Tensor, patch: int) -> torch.Tensor:
-    """(nh, nw) median-heuristic bandwidth of every patch position of the ensemble ``x0``."""
-    return median_bandwidth(patch_sq_distances(x0, patch))
-
-
 def kernel_weights(sq_distances: torch.Tensor, bandwidth: float | torch.Tensor | None) -> torch.Tensor:
     """(N, N, nh, nw) Gaussian weights ``exp(-d^2 / (2 h^2))``; h = 0 keeps only exact equals."""
     h = median_bandwidth(sq_distances) if bandwidth is None else bandwidth
@@ -199,15 +194,6 @@ def mean_shift_vectors(x0: torch.Tensor, patch: int, bandwidth: float | None = N
         numerator += w_j * (patches[j : j + 1] - patches)
     denominator = weights.sum(dim=1)[:, None, :, None, :, None]  # >= 1: the particle's own weight
     return _from_patches(numerator / denominator, h, w).to(x0.dtype)
-
-
-def mean_shift_patches(x0: torch.Tensor, patch: int, bandwidth: float | None = None) -> torch.Tensor:
-    """(N, C, H, W) -> the mean-shift targets ``m_i = sum_j k_ij x0_j / sum_j k_ij`` (same shape).
-
-    ``k_ij = exp(-d_ij^2 / (2 h^2))`` per patch position, d the per-element RMS distance between
-    the particles' patches, h ``bandwidth`` or the median heuristic when None.
-    """
-    return x0 + mean_shift_vectors(x0, patch, bandwidth)
 
 
 def steer(x0: torch.Tensor, config: KdsConfig, step_index: int, num_steps: int) -> torch.Tensor:

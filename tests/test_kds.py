@@ -11,15 +11,26 @@ from seesr.errors import ConfigError
 from seesr.kds import (
     KdsConfig,
     kds_noise_pred,
-    mean_shift_patches,
+    mean_shift_vectors,
+    median_bandwidth,
     particle_noise,
-    patch_bandwidth,
+    patch_sq_distances,
     select_particle,
     steer,
     steered_noise,
     step_size,
 )
 from seesr.sampling import NoiseSchedule, ddim_step, predict_clean, previous_timestep, trailing_timesteps
+
+
+def patch_bandwidth(x0: torch.Tensor, patch: int) -> torch.Tensor:
+    """(nh, nw) median-heuristic bandwidth of every patch position of the ensemble ``x0``."""
+    return median_bandwidth(patch_sq_distances(x0, patch))
+
+
+def mean_shift_patches(x0: torch.Tensor, patch: int, bandwidth: float | None = None) -> torch.Tensor:
+    """The mean-shift targets ``m_i = sum_j k_ij x0_j / sum_j k_ij`` (what ``steer`` moves towards)."""
+    return x0 + mean_shift_vectors(x0, patch, bandwidth)
 
 
 def three_particles() -> torch.Tensor:

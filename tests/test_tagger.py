@@ -269,7 +269,8 @@ def test_config_validation(tiny: Path) -> None:
         RamConfig(vision_width=100)
     with pytest.raises(ConfigError):
         RamConfig.from_official_configs(tiny / "ram/configs", image_size=224)
-    assert RamConfig().num_image_tokens == RAM_NUM_TOKENS
+    config = RamConfig()  # 1 pooled token + the final-stage Swin grid
+    assert 1 + (config.image_size // (config.patch_size * 2 ** (len(config.depths) - 1))) ** 2 == RAM_NUM_TOKENS
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -100,11 +100,6 @@ class RamConfig:
             raise ConfigError("lora_rank and num_classes must be positive")
 
     @property
-    def num_image_tokens(self) -> int:
-        """1 pooled token + the final-stage Swin grid (145 for 384 px)."""
-        return 1 + (self.image_size // (self.patch_size * 2 ** (len(self.depths) - 1))) ** 2
-
-    @property
     def lora_scale(self) -> float:
         return self.lora_alpha / self.lora_rank
 
