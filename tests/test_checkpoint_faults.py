@@ -179,6 +179,7 @@ def test_unusable_weights_never_fall_back_but_missing_ones_do(tiny_weights_dir, 
     assert result.engine == "realesrgan" and "DAPE.pth" in result.fallback_reason
 
 
+@pytest.mark.slow
 def test_cli_folder_run_reports_each_file_in_one_line(tiny_weights_dir, tmp_path, lr_png):
     root = weights_copy(tiny_weights_dir, tmp_path / "w")
     data = (root / FILES["vae"]).read_bytes()

@@ -78,6 +78,7 @@ def test_tiles_are_placed_and_blended_exactly() -> None:
         torch.testing.assert_close(whole, expected, atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow
 def test_tiled_close_to_untiled(engine: resr.RealEsrganUpscaler, crop: Image.Image) -> None:
     """A tile sees less of the image than the whole network does. Without context its borders
     differ (measured 24.7 dB for 24 px tiles overlapping by 8 on this 64 px crop); with 12 px of
