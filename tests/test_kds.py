@@ -209,7 +209,7 @@ def test_steered_noise_inverts_predict_clean():
 
 
 def test_loop_wiring_pulls_particles_together():
-    """The per-step call as the pipeline makes it, on a toy denoiser whose x0 is the particle's noise."""
+    """The per-step KDS update written out, on a toy denoiser whose x0 is the particle's noise."""
     schedule = NoiseSchedule.from_config({})
     steps = 2
     torch.manual_seed(6)
