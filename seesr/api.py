@@ -23,12 +23,13 @@ from seesr.devices import PeakTracker, resolve_device
 from seesr.errors import MissingWeightsError
 from seesr.fallback import Attempt, free_memory, run_ladder
 from seesr.fidelity import FidelityReport, fidelity_report
-from seesr.imaging import plan_working_size, resize
-from seesr.io import LoadedImage, denoise, load_image, recombine, save_image
+from seesr.imaging import denoise, plan_working_size, resize
+from seesr.load import LoadedImage, load_image
 from seesr.models import MODELS
 from seesr.outputs import SUFFIX_FORMATS, format_of
 from seesr.planner import RunPlan, plan_run
 from seesr.presets import Settings, resolve_settings
+from seesr.save import recombine, save_image
 from seesr.weights import WeightPaths
 
 logger = logging.getLogger(__name__)

@@ -204,7 +204,7 @@ def _run_jobs(
 
     from seesr.batch import BatchState, run_jobs, settings_hash
     from seesr.fidelity import side_by_side
-    from seesr.io import save_image
+    from seesr.save import save_image
     from seesr.outputs import format_of
 
     distributed = PartialState(cpu=not torch.cuda.is_available())

@@ -30,6 +30,7 @@ from seesr.colorfix import COLOR_FIX_METHODS
 from seesr.defaults import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, DEFAULT_PROCESS_SIZE
 from seesr.devices import default_dtype
 from seesr.errors import ConfigError
+from seesr.imaging import MAX_DENOISE_STRENGTH
 from seesr.kds import KdsConfig
 from seesr.models import MODELS
 from seesr.planner import RunPlan
@@ -225,7 +226,9 @@ class Settings:
         False, "torch.compile ControlNet and UNet (minutes on the first image; measured slower on the CPU).",
         engines=SEESR_ONLY,
     )  # fmt: skip
-    denoise: float = setting(0.0, "Non-local-means denoising strength before upscaling (0: off).", range=(0.0, 30.0))
+    denoise: float = setting(
+        0.0, "Non-local-means denoising strength before upscaling (0: off).", range=(0.0, MAX_DENOISE_STRENGTH)
+    )
     no_fallback: bool = setting(
         False, "Fail instead of falling back to Real-ESRGAN when SeeSR cannot run.", engines=SEESR_ONLY
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from seesr.errors import ConfigError
-from seesr.io import remove_stale_temp_files
+from seesr.save import remove_stale_temp_files
 from seesr.outputs import format_of, plan_outputs, prepare_folder
 
 
