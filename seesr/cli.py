@@ -60,7 +60,7 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, opposite, dest=name, action=_Switch, default=None, help=help_text)
         else:
             metavar = "{" + ",".join(info.choices) + "}" if info.choices else {int: "N", float: "X"}.get(kind, "TEXT")
-            group.add_argument(flag, dest=name, default=None, metavar=metavar, help=help_text)
+            group.add_argument(flag, *info.aliases, dest=name, default=None, metavar=metavar, help=help_text)
 
 
 def setting_arguments(args: argparse.Namespace) -> dict[str, Any]:
@@ -174,6 +174,7 @@ def upscale_command(args: argparse.Namespace) -> int:
         folder_input=any(Path(pattern).is_dir() for pattern in args.inputs),
         requested_format=settings.output_format if format_asked else None,
         default_format=settings.output_format,
+        suffix=settings.suffix,
         compare=args.compare,
         overwrite=args.overwrite,
     )
@@ -203,7 +204,6 @@ def _run_jobs(
     from tqdm import tqdm
 
     from seesr.batch import BatchState, run_jobs, settings_hash
-    from seesr.fidelity import side_by_side
     from seesr.save import save_image
     from seesr.outputs import format_of
 
@@ -216,8 +216,7 @@ def _run_jobs(
         result = upscaler.upscale(job.source, **arguments)
         result.save(job.target, format=format_of(job.target), overwrite=args.overwrite)
         if job.compare is not None:
-            pair = side_by_side(result.source.rgb.resize(result.image.size), result.image.convert("RGB"))
-            save_image(pair, job.compare, overwrite=args.overwrite)
+            save_image(result.comparison(), job.compare, overwrite=args.overwrite)
         progress.update()
         return result.summary()
 

@@ -68,7 +68,7 @@ MODEL_RANGES: dict[str, dict[str, tuple[float, float]]] = {
 ENGINES = ("seesr", "realesrgan")
 SEESR_ONLY = ("seesr",)
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-OUTPUT_FORMATS = ("png", "jpg", "webp")
+OUTPUT_FORMATS = ("png", "jpg", "webp", "auto")
 SAMPLERS = ("ddim", "ddpm")
 START_POINTS = ("lr", "noise")
 CogInput = Literal["default", "empty"]
@@ -84,7 +84,8 @@ class Setting:
     ``feeds``: ``"target"`` or ``"target:keyword"``, the callee the value is passed to (targets:
     ``pipeline`` = ``SeesrPipeline.__call__``, ``load`` = ``SeesrPipeline.from_pretrained``,
     ``plan`` = a :class:`RunPlan` field the user fixes, ``planner`` = ``plan_run``, ``kds`` =
-    :class:`KdsConfig`); the keyword defaults to the setting's name."""
+    :class:`KdsConfig`); the keyword defaults to the setting's name. ``aliases``: more command-line
+    flags for it (the names users of other upscalers know)."""
 
     help: str
     range: tuple[float, float] | None = None
@@ -92,6 +93,7 @@ class Setting:
     engines: tuple[str, ...] = ENGINES
     cog: CogInput | None = None
     feeds: str | None = None
+    aliases: tuple[str, ...] = ()
 
 
 def setting(
@@ -103,9 +105,11 @@ def setting(
     engines: tuple[str, ...] = ENGINES,
     cog: CogInput | None = None,
     feeds: str | None = None,
+    aliases: tuple[str, ...] = (),
 ) -> Any:
     """A :class:`Settings` field with its :class:`Setting` description as metadata."""
-    return dataclasses.field(default=default, metadata={"setting": Setting(help, range, choices, engines, cog, feeds)})
+    described = Setting(help, range, choices, engines, cog, feeds, aliases)
+    return dataclasses.field(default=default, metadata={"setting": described})
 
 
 @dataclass(frozen=True)
@@ -161,7 +165,15 @@ class Settings:
         DEFAULT_PROCESS_SIZE, "Inputs whose short side is below process_size/scale are enlarged first (0: never).",
         range=(0, 4096), engines=SEESR_ONLY, cog="empty", feeds="pipeline",
     )  # fmt: skip
-    output_format: str = setting("png", "Format of the output file.", choices=OUTPUT_FORMATS, cog="default")
+    output_format: str = setting(
+        "png", "Format of the output file (auto: the input's own when it is PNG, JPEG or WebP, else PNG).",
+        choices=OUTPUT_FORMATS, cog="default", aliases=("--ext",),
+    )  # fmt: skip
+    quality: int = setting(95, "JPEG and WebP quality (PNG is lossless).", range=(1, 100), cog="default")
+    suffix: str | None = setting(
+        None, "Text added to the stem of each output named after its input; empty: _seesr for one input "
+        "written beside it, nothing in an output folder.",
+    )  # fmt: skip
     sampler: str = setting(
         "ddim", "Sampler (ddim: deterministic, ours; ddpm: the official turbo script's stochastic step).",
         choices=SAMPLERS, engines=SEESR_ONLY, cog="default", feeds="pipeline",
