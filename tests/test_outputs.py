@@ -86,7 +86,8 @@ def test_auto_format_follows_each_input(tmp_path):
     assert job.target == tmp_path / "x.webp"
     pair = [tmp_path / "p.jpg", tmp_path / "p.png"]  # auto keeps them apart by format
     touch(*pair)
-    assert [j.target.name for j in plan_outputs(pair, tmp_path / "out", requested_format="auto")[0]] == ["p.jpg", "p.png"]
+    jobs, _ = plan_outputs(pair, tmp_path / "out", requested_format="auto")
+    assert [job.target.name for job in jobs] == ["p.jpg", "p.png"]
 
 
 def test_inputs_that_still_collide_are_listed(tmp_path):
@@ -186,4 +187,5 @@ def test_result_save_uses_quality_and_auto_format(tmp_path):
         assert Image.open(written).format == "WEBP"
         sizes[quality] = written.stat().st_size
     assert sizes[30] < 0.7 * sizes[90]
-    assert Result(image=photo, engine="seesr", settings=Settings(output_format="auto"), seed=None).output_format == "png"
+    without_source = Result(image=photo, engine="seesr", settings=Settings(output_format="auto"), seed=None)
+    assert without_source.output_format == "png"
