@@ -84,8 +84,8 @@ class Setting:
     ``feeds``: ``"target"`` or ``"target:keyword"``, the callee the value is passed to (targets:
     ``pipeline`` = ``SeesrPipeline.__call__``, ``load`` = ``SeesrPipeline.from_pretrained``,
     ``plan`` = a :class:`RunPlan` field the user fixes, ``planner`` = ``plan_run``, ``kds`` =
-    :class:`KdsConfig`); the keyword defaults to the setting's name. ``aliases``: more command-line
-    flags for it (the names users of other upscalers know)."""
+    :class:`KdsConfig`); the keyword defaults to the setting's name. ``extra_flags``: more
+    command-line flags for it (the names users of other upscalers know)."""
 
     help: str
     range: tuple[float, float] | None = None
@@ -93,7 +93,7 @@ class Setting:
     engines: tuple[str, ...] = ENGINES
     cog: CogInput | None = None
     feeds: str | None = None
-    aliases: tuple[str, ...] = ()
+    extra_flags: tuple[str, ...] = ()
 
 
 def setting(
@@ -105,10 +105,10 @@ def setting(
     engines: tuple[str, ...] = ENGINES,
     cog: CogInput | None = None,
     feeds: str | None = None,
-    aliases: tuple[str, ...] = (),
+    extra_flags: tuple[str, ...] = (),
 ) -> Any:
     """A :class:`Settings` field with its :class:`Setting` description as metadata."""
-    described = Setting(help, range, choices, engines, cog, feeds, aliases)
+    described = Setting(help, range, choices, engines, cog, feeds, extra_flags=extra_flags)
     return dataclasses.field(default=default, metadata={"setting": described})
 
 
@@ -167,7 +167,7 @@ class Settings:
     )  # fmt: skip
     output_format: str = setting(
         "png", "Format of the output file (auto: the input's own when it is PNG, JPEG or WebP, else PNG).",
-        choices=OUTPUT_FORMATS, cog="default", aliases=("--ext",),
+        choices=OUTPUT_FORMATS, cog="default", extra_flags=("--ext",),
     )  # fmt: skip
     quality: int = setting(95, "JPEG and WebP quality (PNG is lossless).", range=(1, 100), cog="default")
     suffix: str | None = setting(
