@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, features
 
+from seesr.defaults import MAX_DENOISE_STRENGTH
 from seesr.errors import ConfigError, InputError
 
 LATENT_FACTOR = 8
@@ -19,8 +20,6 @@ DIVIDER_COLOUR = (128, 128, 128)
 COMPARE_DIVIDER = 4
 """Width in pixels of the divider of a ``--compare`` image."""
 INPUT_LABEL = "input (bicubic)"
-MAX_DENOISE_STRENGTH = 30.0
-"""Strongest non-local-means filtering accepted (beyond it the filter paints flat areas)."""
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:

@@ -27,10 +27,9 @@ from typing import Any, Callable, Literal, Mapping
 import torch
 
 from seesr.colorfix import COLOR_FIX_METHODS
-from seesr.defaults import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, DEFAULT_PROCESS_SIZE
+from seesr.defaults import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, DEFAULT_PROCESS_SIZE, MAX_DENOISE_STRENGTH
 from seesr.devices import default_dtype
 from seesr.errors import ConfigError
-from seesr.imaging import MAX_DENOISE_STRENGTH
 from seesr.kds import KdsConfig
 from seesr.models import MODELS
 from seesr.planner import RunPlan
