@@ -156,9 +156,15 @@ class Runner(BaseRunner):
             le=4096,
         ),
         output_format: str = Input(
-            description="Format of the output file.",
+            description="Format of the output file (auto: the input's own when it is PNG, JPEG or WebP, else PNG).",
             default="png",
-            choices=["png", "jpg", "webp"],
+            choices=["png", "jpg", "webp", "auto"],
+        ),
+        quality: int = Input(
+            description="JPEG and WebP quality (PNG is lossless).",
+            default=95,
+            ge=1,
+            le=100,
         ),
         sampler: str = Input(
             description="Sampler (ddim: deterministic, ours; ddpm: the official turbo script's stochastic step).",
@@ -210,7 +216,7 @@ class Runner(BaseRunner):
         for previous in self.outputs.iterdir():
             previous.unlink(missing_ok=True)
         name = f"upscaled-{uuid.uuid4().hex[:12]}"
-        target = result.save(output_file(self.outputs, name, result.settings.output_format))
+        target = result.save(output_file(self.outputs, name, result.output_format))
         print(f"seesr: {result.summary()}")
         print(f"seesr: engine {result.engine}; seed {result.seed}; tags: {result.tags or '-'}")
         if result.fallback_reason:

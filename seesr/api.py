@@ -20,15 +20,16 @@ import torch
 from PIL import Image
 
 from seesr.devices import PeakTracker, resolve_device
-from seesr.errors import MissingWeightsError
+from seesr.errors import ConfigError, MissingWeightsError
 from seesr.fallback import Attempt, free_memory, run_ladder
 from seesr.fidelity import FidelityReport, fidelity_report
-from seesr.imaging import plan_working_size, resize
-from seesr.io import LoadedImage, denoise, load_image, recombine, save_image
+from seesr.imaging import compare_image, denoise, plan_working_size, resize
+from seesr.load import LoadedImage, load_image
 from seesr.models import MODELS
-from seesr.outputs import SUFFIX_FORMATS, format_of
+from seesr.outputs import PILLOW_FORMATS, SUFFIX_FORMATS, concrete_format, format_of
 from seesr.planner import RunPlan, plan_run
 from seesr.presets import Settings, resolve_settings
+from seesr.save import recombine, save_image
 from seesr.weights import WeightPaths
 
 if TYPE_CHECKING:
@@ -57,18 +58,39 @@ class Result:
     fidelity: FidelityReport | None = None
     source: LoadedImage | None = field(default=None, repr=False)
 
+    @property
+    def output_format(self) -> str:
+        """The settings' output format, with ``auto`` resolved from the input's format."""
+        return self._concrete_format(self.settings.output_format)
+
+    def _concrete_format(self, fmt: str) -> str:
+        source = PILLOW_FORMATS.get(self.source.source_format) if self.source is not None else None
+        return concrete_format(fmt, source)
+
     def save(self, path: str | Path, *, format: str | None = None, overwrite: bool = False) -> Path:  # noqa: A002
-        """Write the image atomically in the format its suffix names (else ``format`` or the
-        settings' output format; a contradiction is a ConfigError); a 16-bit input written as PNG
-        stays 16-bit."""
+        """Write the image atomically in the format its suffix names (else ``format`` or
+        :attr:`output_format`; a contradiction is a ConfigError) at the settings' ``quality``; a
+        16-bit input written as PNG stays 16-bit."""
         path = Path(path)
         known = path.suffix.lower() in SUFFIX_FORMATS
-        fmt = format_of(path, format) if known else (format or self.settings.output_format)
+        fmt = format_of(path, format) if known else self._concrete_format(format or self.settings.output_format)
         sixteen = self.source is not None and self.source.bit_depth == 16 and fmt == "png"
         return save_image(
-            self.image, path, format=fmt, overwrite=overwrite, sixteen_bit=sixteen,
+            self.image, path, format=fmt, quality=self.settings.quality, overwrite=overwrite, sixteen_bit=sixteen,
             high_bit_source=self.source if sixteen else None,
         )  # fmt: skip
+
+    def comparison(self) -> Image.Image:
+        """The input (bicubic) | output picture of ``--compare``, labelled with the engine and model."""
+        if self.source is None:
+            raise ConfigError("this result does not keep its input; a comparison needs it")
+        if self.engine == "seesr":
+            model = self.settings.model
+        else:
+            from seesr.realesrgan import OFFICIAL_FILE
+
+            model = Path(OFFICIAL_FILE).stem
+        return compare_image(self.source.rgb, self.image.convert("RGB"), f"output: {self.engine}/{model}")
 
     def summary(self) -> str:
         """One line for a log or a terminal."""

@@ -60,7 +60,7 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, opposite, dest=name, action=_Switch, default=None, help=help_text)
         else:
             metavar = "{" + ",".join(info.choices) + "}" if info.choices else {int: "N", float: "X"}.get(kind, "TEXT")
-            group.add_argument(flag, dest=name, default=None, metavar=metavar, help=help_text)
+            group.add_argument(flag, *info.extra_flags, dest=name, default=None, metavar=metavar, help=help_text)
 
 
 def setting_arguments(args: argparse.Namespace) -> dict[str, Any]:
@@ -91,7 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--compare", action="store_true", help="also write NAME_compare.png (input | output)")
     add_setting_flags(up)
 
-    weights = commands.add_parser("weights", help="download, verify or list the model weights", allow_abbrev=False)
+    weights = commands.add_parser(
+        "weights", help="download, verify or list the model weights (list: a table with sizes and totals)",
+        allow_abbrev=False,
+    )  # fmt: skip
     weights.add_argument("action", choices=["download", "verify", "list"])
     weights.add_argument("names", nargs="*", help="files or groups (sd-turbo, sd2-base, seesr, ram, realesrgan, all)")
     weights.add_argument("--weights", type=Path, help="weights directory")
@@ -174,6 +177,7 @@ def upscale_command(args: argparse.Namespace) -> int:
         folder_input=any(Path(pattern).is_dir() for pattern in args.inputs),
         requested_format=settings.output_format if format_asked else None,
         default_format=settings.output_format,
+        suffix=settings.suffix,
         compare=args.compare,
         overwrite=args.overwrite,
     )
@@ -203,8 +207,7 @@ def _run_jobs(
     from tqdm import tqdm
 
     from seesr.batch import BatchState, run_jobs, settings_hash
-    from seesr.fidelity import side_by_side
-    from seesr.io import save_image
+    from seesr.save import save_image
     from seesr.outputs import format_of
 
     distributed = PartialState(cpu=not torch.cuda.is_available())
@@ -216,8 +219,7 @@ def _run_jobs(
         result = upscaler.upscale(job.source, **arguments)
         result.save(job.target, format=format_of(job.target), overwrite=args.overwrite)
         if job.compare is not None:
-            pair = side_by_side(result.source.rgb.resize(result.image.size), result.image.convert("RGB"))
-            save_image(pair, job.compare, overwrite=args.overwrite)
+            save_image(result.comparison(), job.compare, overwrite=args.overwrite)
         progress.update()
         return result.summary()
 
@@ -234,12 +236,13 @@ def weights_command(args: argparse.Namespace) -> int:
     from seesr import weights
 
     names = args.names or None
+    if args.action == "list":
+        print(weights.weights_table(args.weights, names))
+        return 0
     if args.action == "download":
         statuses = weights.download(names, args.weights, force=args.force, trust_unverified=args.trust_unverified)
-    elif args.action == "verify":
-        statuses = weights.verify(args.weights, names=names)
     else:
-        statuses = weights.list_weights(args.weights)
+        statuses = weights.verify(args.weights, names=names)
     for status in statuses:
         size = f"{status.size / 2**20:9.1f} MiB" if status.size is not None else " " * 13
         where = status.path if status.path is not None else "-"
@@ -249,8 +252,7 @@ def weights_command(args: argparse.Namespace) -> int:
             print(f"    not from {note}")
     if any(s.unverified for s in statuses):
         print("unverified: no published sha256; mirrors are used for these only with --trust-unverified")
-    failed = [s for s in statuses if s.failed]
-    return 1 if failed and args.action != "list" else 0
+    return 1 if any(s.failed for s in statuses) else 0
 
 
 if __name__ == "__main__":

@@ -243,26 +243,6 @@ def color_error(reference: Image.Image, output: Image.Image) -> float:
     return float(np.abs(color_lowpass(reference) - color_lowpass(output)).mean())
 
 
-# ---------------------------------------------------------------------------- display
-def side_by_side(left: Image.Image, right: Image.Image, gap: int = 0) -> Image.Image:
-    """``left | right`` on one RGB canvas; ``left`` is bicubic-resized to ``right``'s height.
-
-    For ``--compare``: the input on the left (so shown as its bicubic upscale), the result on
-    the right. ``gap`` pixels of mid grey separate them.
-    """
-    if gap < 0:
-        raise ConfigError(f"gap must be >= 0, got {gap}")
-    right = right.convert("RGB")
-    left = left.convert("RGB")
-    if left.height != right.height:
-        width = max(1, round(left.width * right.height / left.height))
-        left = left.resize((width, right.height), Image.Resampling.BICUBIC)
-    canvas = Image.new("RGB", (left.width + gap + right.width, right.height), (128, 128, 128))
-    canvas.paste(left, (0, 0))
-    canvas.paste(right, (left.width + gap, 0))
-    return canvas
-
-
 def _require_cv2() -> None:
     if cv2 is None:
         raise ConfigError("the fidelity report needs OpenCV: pip install opencv-python-headless")

@@ -3,7 +3,11 @@ follow these rules, and all of them are checked before any model is loaded.
 
 - Format: an output file's suffix decides it (``.png``, ``.jpg``/``.jpeg``, ``.webp``); an unknown
   suffix, or one that contradicts an explicitly requested format, is a :class:`ConfigError`. A
-  folder output uses the requested format (default PNG).
+  folder output uses the requested format (default PNG); ``auto`` is each input's own format
+  when it is one seesr writes (by the input's suffix), else PNG.
+- Names: an output named after its input is ``<stem><suffix>.<format>``; the suffix defaults to
+  ``_seesr`` for one input written beside it and to nothing in an output folder. An output file
+  named with ``-o`` is written as named (an explicit suffix with it is a ConfigError).
 - Every input gets its own output. Inputs whose names would give the same output
   (``pic.jpg`` and ``pic.png`` -> ``pic.png``) are named after their suffix as well
   (``pic_jpg.png``, ``pic_png.png``); inputs that still collide (``a/pic.png`` and ``b/pic.png``)
@@ -23,12 +27,17 @@ from typing import Sequence
 
 from seesr.batch import Job
 from seesr.errors import ConfigError
-from seesr.io import remove_stale_temp_files
+from seesr.save import remove_stale_temp_files
 
 SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp"}
 """Output file suffixes and the format each one means."""
 FORMAT_SUFFIXES = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
 """The suffix a folder output gets for each format."""
+AUTO = "auto"
+"""The output format that follows the input's: its own when seesr writes it, else :data:`AUTO_FALLBACK`."""
+AUTO_FALLBACK = "png"
+PILLOW_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
+"""Pillow's names of the formats seesr writes (for ``auto`` from a decoded input)."""
 COMPARE_TAG = "_compare"
 """``--compare`` writes ``<output stem>_compare.png`` beside each output."""
 DEFAULT_SINGLE_TAG = "_seesr"
@@ -48,7 +57,7 @@ def format_of(path: Path, requested: str | None = None) -> str:
             f"{', '.join(SUFFIX_FORMATS)} (or give a folder)"
         )
     fmt = SUFFIX_FORMATS[suffix]
-    if requested is not None and requested != fmt:
+    if requested not in (None, AUTO) and requested != fmt:
         raise ConfigError(
             f"output {path} is {fmt.upper()} by its suffix but output_format={requested!r} was asked for; "
             f"use a {FORMAT_SUFFIXES[requested]} name or drop the format setting"
@@ -59,6 +68,16 @@ def format_of(path: Path, requested: str | None = None) -> str:
 def output_file(folder: Path, stem: str, fmt: str) -> Path:
     """``folder/stem.<suffix of fmt>``."""
     return folder / f"{stem}{FORMAT_SUFFIXES[fmt]}"
+
+
+def concrete_format(fmt: str, input_format: str | None) -> str:
+    """``fmt``, or for ``auto`` the input's format (``png``, ``jpg``, ``webp``; None: another) or PNG."""
+    return (input_format or AUTO_FALLBACK) if fmt == AUTO else fmt
+
+
+def _check_suffix(suffix: str) -> None:
+    if any(bad in suffix for bad in ("/", "\\", "\0", os.sep)):
+        raise ConfigError(f"suffix={suffix!r} is added to file names; it may not hold a path separator or a NUL")
 
 
 def compare_file(target: Path) -> Path:
@@ -73,6 +92,7 @@ def plan_outputs(
     folder_input: bool = False,
     requested_format: str | None = None,
     default_format: str = "png",
+    suffix: str | None = None,
     compare: bool = False,
     overwrite: bool = False,
 ) -> tuple[list[Job], Path | None]:
@@ -80,14 +100,27 @@ def plan_outputs(
     a folder run (None for a single file). Raises ConfigError for every rule above, before any work.
 
     ``folder_input``: an input argument was a folder (the output is then a folder too);
-    ``requested_format``: the format asked for explicitly (flag, environment, config), or None."""
+    ``requested_format``: the format asked for explicitly (flag, environment, config), or None;
+    ``suffix``: added to the stem of outputs named after their input (None: the defaults above)."""
     if not inputs:
         raise ConfigError("no input images found")
+    if suffix is not None:
+        _check_suffix(suffix)
+
+    def format_for(source: Path) -> str:
+        return concrete_format(requested_format or default_format, SUFFIX_FORMATS.get(source.suffix.lower()))
+
     single = len(inputs) == 1 and not folder_input
-    if output is None:
-        output = inputs[0].with_name(f"{inputs[0].stem}{DEFAULT_SINGLE_TAG}") if single else DEFAULT_FOLDER
-        if single:
-            output = output.with_name(output.name + FORMAT_SUFFIXES[requested_format or default_format])
+    if output is None and single:
+        tag = DEFAULT_SINGLE_TAG if suffix is None else suffix
+        output = output_file(inputs[0].parent, inputs[0].stem + tag, format_for(inputs[0]))
+    elif output is None:
+        output = DEFAULT_FOLDER
+    elif single and output.suffix and not output.is_dir() and suffix is not None:
+        raise ConfigError(
+            f"-o {output} names the output file, so suffix={suffix!r} has nothing to add to; "
+            "give a folder with -o, or drop the suffix"
+        )
     to_folder = output.is_dir() or not output.suffix or not single
     if to_folder and output.suffix.lower() in SUFFIX_FORMATS and not output.is_dir():
         raise ConfigError(
@@ -95,8 +128,7 @@ def plan_outputs(
             f"{' from a folder' if folder_input else ''}; give a folder"
         )
     if to_folder:
-        fmt = requested_format or default_format
-        targets = _distinct_names(inputs, output, fmt)
+        targets = _distinct_names(inputs, output, [format_for(source) for source in inputs], suffix or "")
     else:
         targets = [output]
         format_of(output, requested_format)
@@ -105,18 +137,19 @@ def plan_outputs(
     return jobs, (output if to_folder else None)
 
 
-def _distinct_names(inputs: Sequence[Path], folder: Path, fmt: str) -> list[Path]:
+def _distinct_names(inputs: Sequence[Path], folder: Path, formats: Sequence[str], suffix: str) -> list[Path]:
     def key(path: Path) -> str:  # case-insensitive file systems make Pic.png and pic.png one file
         return path.name.casefold()
 
-    plain = [output_file(folder, source.stem, fmt) for source in inputs]
+    plain = [output_file(folder, source.stem + suffix, fmt) for source, fmt in zip(inputs, formats)]
     counts: dict[str, int] = {}
     for target in plain:
         counts[key(target)] = counts.get(key(target), 0) + 1
     targets = [
-        target if counts[key(target)] == 1 else output_file(folder, f"{source.stem}_{source.suffix[1:].lower()}", fmt)
-        for source, target in zip(inputs, plain)
-    ]
+        target if counts[key(target)] == 1
+        else output_file(folder, f"{source.stem}_{source.suffix[1:].lower()}{suffix}", fmt)
+        for source, target, fmt in zip(inputs, plain, formats)
+    ]  # fmt: skip
     by_name: dict[str, list[Path]] = {}
     for source, target in zip(inputs, targets):
         by_name.setdefault(key(target), []).append(source)

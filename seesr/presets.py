@@ -27,7 +27,7 @@ from typing import Any, Callable, Literal, Mapping
 import torch
 
 from seesr.colorfix import COLOR_FIX_METHODS
-from seesr.defaults import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, DEFAULT_PROCESS_SIZE
+from seesr.defaults import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, DEFAULT_PROCESS_SIZE, MAX_DENOISE_STRENGTH
 from seesr.devices import default_dtype
 from seesr.errors import ConfigError
 from seesr.kds import KdsConfig
@@ -67,7 +67,7 @@ MODEL_RANGES: dict[str, dict[str, tuple[float, float]]] = {
 ENGINES = ("seesr", "realesrgan")
 SEESR_ONLY = ("seesr",)
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-OUTPUT_FORMATS = ("png", "jpg", "webp")
+OUTPUT_FORMATS = ("png", "jpg", "webp", "auto")
 SAMPLERS = ("ddim", "ddpm")
 START_POINTS = ("lr", "noise")
 CogInput = Literal["default", "empty"]
@@ -83,7 +83,8 @@ class Setting:
     ``feeds``: ``"target"`` or ``"target:keyword"``, the callee the value is passed to (targets:
     ``pipeline`` = ``SeesrPipeline.__call__``, ``load`` = ``SeesrPipeline.from_pretrained``,
     ``plan`` = a :class:`RunPlan` field the user fixes, ``planner`` = ``plan_run``, ``kds`` =
-    :class:`KdsConfig`); the keyword defaults to the setting's name."""
+    :class:`KdsConfig`); the keyword defaults to the setting's name. ``extra_flags``: more
+    command-line flags for it (the names users of other upscalers know)."""
 
     help: str
     range: tuple[float, float] | None = None
@@ -91,6 +92,7 @@ class Setting:
     engines: tuple[str, ...] = ENGINES
     cog: CogInput | None = None
     feeds: str | None = None
+    extra_flags: tuple[str, ...] = ()
 
 
 def setting(
@@ -102,9 +104,11 @@ def setting(
     engines: tuple[str, ...] = ENGINES,
     cog: CogInput | None = None,
     feeds: str | None = None,
+    extra_flags: tuple[str, ...] = (),
 ) -> Any:
     """A :class:`Settings` field with its :class:`Setting` description as metadata."""
-    return dataclasses.field(default=default, metadata={"setting": Setting(help, range, choices, engines, cog, feeds)})
+    described = Setting(help, range, choices, engines, cog, feeds, extra_flags=extra_flags)
+    return dataclasses.field(default=default, metadata={"setting": described})
 
 
 @dataclass(frozen=True)
@@ -160,7 +164,15 @@ class Settings:
         DEFAULT_PROCESS_SIZE, "Inputs whose short side is below process_size/scale are enlarged first (0: never).",
         range=(0, 4096), engines=SEESR_ONLY, cog="empty", feeds="pipeline",
     )  # fmt: skip
-    output_format: str = setting("png", "Format of the output file.", choices=OUTPUT_FORMATS, cog="default")
+    output_format: str = setting(
+        "png", "Format of the output file (auto: the input's own when it is PNG, JPEG or WebP, else PNG).",
+        choices=OUTPUT_FORMATS, cog="default", extra_flags=("--ext",),
+    )  # fmt: skip
+    quality: int = setting(95, "JPEG and WebP quality (PNG is lossless).", range=(1, 100), cog="default")
+    suffix: str | None = setting(
+        None, "Text added to the stem of each output named after its input; empty: _seesr for one input "
+        "written beside it, nothing in an output folder.",
+    )  # fmt: skip
     sampler: str = setting(
         "ddim", "Sampler (ddim: deterministic, ours; ddpm: the official turbo script's stochastic step).",
         choices=SAMPLERS, engines=SEESR_ONLY, cog="default", feeds="pipeline",
@@ -225,7 +237,9 @@ class Settings:
         False, "torch.compile ControlNet and UNet (minutes on the first image; measured slower on the CPU).",
         engines=SEESR_ONLY,
     )  # fmt: skip
-    denoise: float = setting(0.0, "Non-local-means denoising strength before upscaling (0: off).", range=(0.0, 30.0))
+    denoise: float = setting(
+        0.0, "Non-local-means denoising strength before upscaling (0: off).", range=(0.0, MAX_DENOISE_STRENGTH)
+    )
     no_fallback: bool = setting(
         False, "Fail instead of falling back to Real-ESRGAN when SeeSR cannot run.", engines=SEESR_ONLY
     )

@@ -365,7 +365,7 @@ class RealEsrganUpscaler:
         """Upscale a PIL image to ``round(w*scale) x round(h*scale)``.
 
         The network always runs at x4; any other ``scale`` resizes the x4 result (PIL bicubic).
-        Expects an 8-bit image (as :mod:`seesr.io` loads them). Grayscale inputs come back
+        Expects an 8-bit image (as :mod:`seesr.load` loads them). Grayscale inputs come back
         grayscale; an alpha channel (or palette transparency) is resized bicubically and kept.
         """
         if scale <= 0:

@@ -20,6 +20,14 @@ TINY = SHARED / "fixtures" / "seesr_tiny"
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+def shared_input(name: str) -> Path:
+    """A real test image from ``../shared/data/inputs`` (fails the test when the folder is missing)."""
+    path = SHARED / "data" / "inputs" / name
+    if not path.is_file():
+        pytest.fail(f"shared input {path} not found; set SEESR_SHARED to the shared/ folder")
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny() -> Path:
     """Root of the official tiny fixtures (``../shared/fixtures/seesr_tiny``)."""

@@ -74,7 +74,7 @@ def test_realesrgan_engine_and_compare(inputs, tmp_path, capsys):
     assert main(["upscale", str(inputs / "a.png"), "-o", str(out), "--engine", "realesrgan", "--compare", *FAST]) == 0
     assert Image.open(out).size == (72, 48)
     compare = Image.open(tmp_path / "o_compare.png")
-    assert compare.size[0] >= 144 and compare.size[1] == 48
+    assert compare.size[0] == 2 * 72 + 4 and 48 + 10 <= compare.size[1] <= 48 + 40  # halves, divider, labels
     assert "engine realesrgan" in capsys.readouterr().out
 
 
@@ -91,7 +91,7 @@ def test_find_inputs_files_folders_globs(inputs):
 def test_weights_list(tiny_weights_dir, capsys):
     assert main(["weights", "list", "--weights", str(tiny_weights_dir)]) == 0
     listing = capsys.readouterr().out
-    assert "DAPE.pth" in listing and "weights_dir" in listing
+    assert "DAPE.pth" in listing and "weights dir: " in listing
 
 
 def test_rerun_skips_finished_files_and_redoes_the_rest(inputs, tmp_path, tiny_weights_dir, capsys):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from seesr.fidelity import FidelityReport, edge_f1, fidelity_report, side_by_side
+from seesr.fidelity import FidelityReport, edge_f1, fidelity_report
 
 INPUTS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "inputs"
 
@@ -106,16 +106,3 @@ def test_an_input_without_edges_has_no_structure_score_and_lost_edges_score_zero
 def test_summary_names_both_numbers():
     text = FidelityReport(structure=0.8123, color_error=3.456, edge_precision=0.7, edge_recall=0.95).summary()
     assert "structure 0.812" in text and "colour error 3.46" in text and "recall 0.950" in text
-
-
-def test_side_by_side_scales_left_to_the_right_height():
-    left = Image.new("RGB", (30, 20), (255, 0, 0))
-    right = Image.new("RGB", (120, 80), (0, 0, 255))
-    canvas = side_by_side(left, right)
-    assert canvas.size == (240, 80)
-    assert canvas.getpixel((60, 40)) == (255, 0, 0)
-    assert canvas.getpixel((180, 40)) == (0, 0, 255)
-    gapped = side_by_side(left.convert("L"), right, gap=4)
-    assert gapped.size == (244, 80) and gapped.mode == "RGB"
-    assert gapped.getpixel((121, 40)) == (128, 128, 128)
-    assert np.array_equal(np.asarray(gapped)[:, 124:], np.asarray(right))

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from seesr.errors import ConfigError
-from seesr.io import remove_stale_temp_files
 from seesr.outputs import format_of, plan_outputs, prepare_folder
+from seesr.save import remove_stale_temp_files
 
 
 def touch(*paths: Path) -> None:
@@ -56,6 +56,38 @@ def test_same_named_inputs_get_distinct_outputs(tmp_path):
     touch(*inputs)
     jobs, _ = plan_outputs(inputs, tmp_path / "out", folder_input=True)
     assert [job.target.name for job in jobs] == ["pic_jpg.png", "pic_png.png", "other.png"]
+
+
+def test_suffix_is_added_to_every_name_derived_from_an_input(tmp_path):
+    inputs = [tmp_path / "pic.jpg", tmp_path / "pic.png", tmp_path / "other.png"]
+    touch(*inputs)
+    jobs, _ = plan_outputs(inputs, tmp_path / "out", folder_input=True, suffix="_x2", compare=True)
+    assert [job.target.name for job in jobs] == ["pic_jpg_x2.png", "pic_png_x2.png", "other_x2.png"]
+    assert jobs[2].compare.name == "other_x2_compare.png"
+    (job,), _ = plan_outputs(inputs[:1], None, suffix="-up")
+    assert job.target == tmp_path / "pic-up.png"  # beside the input: the suffix replaces _seesr
+    (job,), _ = plan_outputs(inputs[:1], tmp_path / "single", suffix="_x2")
+    assert job.target == tmp_path / "single" / "pic_x2.png"
+    with pytest.raises(ConfigError, match="names the output file, so suffix='_x2' has nothing to add to"):
+        plan_outputs(inputs[:1], tmp_path / "named.png", suffix="_x2")
+    for bad in ("a/b", "a\\b", "a\0b"):
+        with pytest.raises(ConfigError, match="path separator"):
+            plan_outputs(inputs[:1], tmp_path / "out", suffix=bad)
+
+
+def test_auto_format_follows_each_input(tmp_path):
+    inputs = [tmp_path / "a.jpeg", tmp_path / "b.webp", tmp_path / "c.png", tmp_path / "d.tif", tmp_path / "e.bmp"]
+    touch(*inputs)
+    jobs, _ = plan_outputs(inputs, tmp_path / "out", default_format="auto")
+    assert [job.target.name for job in jobs] == ["a.jpg", "b.webp", "c.png", "d.png", "e.png"]
+    (job,), _ = plan_outputs(inputs[:1], None, requested_format="auto")
+    assert job.target == tmp_path / "a_seesr.jpg"
+    (job,), _ = plan_outputs(inputs[:1], tmp_path / "x.webp", requested_format="auto")  # a named file wins
+    assert job.target == tmp_path / "x.webp"
+    pair = [tmp_path / "p.jpg", tmp_path / "p.png"]  # auto keeps them apart by format
+    touch(*pair)
+    jobs, _ = plan_outputs(pair, tmp_path / "out", requested_format="auto")
+    assert [job.target.name for job in jobs] == ["p.jpg", "p.png"]
 
 
 def test_inputs_that_still_collide_are_listed(tmp_path):
@@ -133,3 +165,27 @@ def test_result_save_writes_the_format_its_suffix_names(tmp_path):
     with pytest.raises(ConfigError, match="by its suffix"):
         result.save(tmp_path / "d.png", format="jpg")
     assert not (tmp_path / "d.png").exists()
+
+
+def test_result_save_uses_quality_and_auto_format(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from seesr.api import Result
+    from seesr.load import load_image
+    from seesr.presets import Settings
+
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8), "RGB")
+    photo.save(tmp_path / "in.webp")
+    source = load_image(tmp_path / "in.webp")
+    sizes = {}
+    for quality in (90, 30):
+        settings = Settings(output_format="auto", quality=quality)
+        result = Result(image=photo, engine="realesrgan", settings=settings, seed=None, source=source)
+        assert result.output_format == "webp"
+        written = result.save(tmp_path / f"q{quality}")
+        assert Image.open(written).format == "WEBP"
+        sizes[quality] = written.stat().st_size
+    assert sizes[30] < 0.7 * sizes[90]
+    without_source = Result(image=photo, engine="seesr", settings=Settings(output_format="auto"), seed=None)
+    assert without_source.output_format == "png"

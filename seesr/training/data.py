@@ -26,7 +26,7 @@ from torch.utils.data import Dataset, Sampler
 
 from seesr.cli import find_inputs
 from seesr.errors import InputError
-from seesr.io import load_image
+from seesr.load import load_image
 from seesr.models.tagger import IMAGENET_MEAN, IMAGENET_STD, RAM_IMAGE_SIZE
 from seesr.training.degradation import DegradationConfig, degrade
 

@@ -402,8 +402,7 @@ def validate(models: TrainingModels, dataset: TrainingSamples, settings: TrainSe
              unet, controlnet) -> dict[str, float]:
     """Upscale the fixed validation LR images with the current weights through SeesrPipeline; save
     bicubic | SeeSR | HR side by side; return mean PSNR / SSIM (dB, luma) against the HR crops."""
-    from seesr.fidelity import side_by_side
-    from seesr.imaging import tensor_to_pil
+    from seesr.imaging import side_by_side, tensor_to_pil
 
     pipe = models.pipeline(unet, controlnet)
     was_training = controlnet.training

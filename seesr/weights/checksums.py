@@ -145,16 +145,18 @@ def _status(entry: ManifestEntry, location: str, path: Path | None, hash_it: boo
 def list_weights(
     weights_dir: str | Path | None = None,
     *,
+    names: Iterable[str] | None = None,
     checksums: bool = False,
     explicit: Mapping[str, str | Path] | None = None,
     manifest: str | Path | Manifest | None = None,
 ) -> list[Status]:
-    """Every manifest file: where it was found (explicit path by manifest name, weights dir, HF cache or
-    missing), its size and checksum state. Hashing multi-GB files is slow, so sha256 is computed only
-    with ``checksums=True``."""
+    """Every manifest file (``names``: files or groups only): where it was found (explicit path by
+    manifest name, weights dir, HF cache or missing), its size and checksum state. Hashing multi-GB
+    files is slow, so sha256 is computed only with ``checksums=True``."""
     weights_dir = Path(weights_dir) if weights_dir is not None else default_weights_dir()
+    man = load_manifest(manifest)
     out = []
-    for entry in load_manifest(manifest).entries:
+    for entry in man.select(names) if names is not None else man.entries:
         location, path = _locate(entry, weights_dir, explicit)
         out.append(_status(entry, location, path, hash_it=checksums))
     return out

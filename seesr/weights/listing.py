@@ -1,0 +1,147 @@
+"""``seesr weights list``: every manifest file in a table (file, group, size, status, checksum,
+where found), the totals, and the Real-ESRGAN file the ``realesrgan`` engine actually reads."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from seesr.errors import WeightsError
+from seesr.weights.checksums import SIZE_MISMATCH, Status, list_weights
+from seesr.weights.locate import EXPLICIT, HF_CACHE, MISSING, WEIGHTS_DIR, default_weights_dir
+
+HEADER = ("file", "group", "size", "status", "checksum", "where found")
+PLACES = {WEIGHTS_DIR: "weights dir", HF_CACHE: "HF cache", EXPLICIT: "given path"}
+"""How each location is named in the table."""
+REALESRGAN_GROUP = "realesrgan"
+UNKNOWN_SIZE = "?"
+
+
+@dataclass(frozen=True)
+class RealesrganFile:
+    """The Real-ESRGAN weights the engine reads: ``path`` (None when it cannot run) and how it got there."""
+
+    path: Path | None
+    how: str
+
+
+def realesrgan_in_use(weights_dir: str | Path | None = None) -> RealesrganFile:
+    """Which file :func:`seesr.realesrgan.load_realesrgan` reads with this weights folder: the official
+    ``RealESRGAN_x4plus.pth`` there, else the cached conversion of the bundled ncnn model (made on
+    first use when absent)."""
+    from seesr import realesrgan
+
+    weights_dir = Path(weights_dir) if weights_dir is not None else default_weights_dir()
+    official = weights_dir / realesrgan.OFFICIAL_FILE
+    if official.is_file():
+        return RealesrganFile(official, "the official file")
+    cache = (weights_dir if weights_dir.is_dir() else realesrgan.user_cache_dir()) / realesrgan.CACHE_FILE
+    package = realesrgan.INSTALL_HINT.split()[-1]
+    if cache.is_file():
+        return RealesrganFile(cache, f"converted from the {package} package")
+    try:
+        realesrgan.bundled_ncnn_files()
+    except WeightsError as error:
+        return RealesrganFile(None, str(error))
+    return RealesrganFile(cache, f"not converted yet: made from the {package} package on first use")
+
+
+def human_size(size: int | None) -> str:
+    """Bytes in decimal units (``5.63 GB``, ``67.0 MB``); ``?`` when unknown."""
+    if size is None:
+        return UNKNOWN_SIZE
+    for unit, factor, digits in (("GB", 1e9, 2), ("MB", 1e6, 1), ("KB", 1e3, 1)):
+        if size >= factor:
+            return f"{size / factor:.{digits}f} {unit}"
+    return f"{size} B"
+
+
+def listed_size(status: Status) -> int | None:
+    """The manifest's size when it declares one, else the size on disk (None: neither is known)."""
+    return status.expected_size if status.expected_size is not None else status.size
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table; ``present``: the file is on disk; ``required``: seesr needs it (SeeSR)."""
+
+    name: str
+    group: str
+    size: int | None
+    status: str
+    checksum: str
+    where: str
+    present: bool
+    required: bool = False
+
+    def cells(self) -> tuple[str, ...]:
+        return self.name, self.group, human_size(self.size), self.status, self.checksum, self.where
+
+
+def _row(status: Status) -> Row:
+    if status.location == MISSING:
+        text = "missing" if status.required else "missing (optional)"
+    else:
+        text = "wrong size" if status.checksum == SIZE_MISMATCH else "present"
+    where = "-" if status.path is None else f"{PLACES.get(status.location, status.location)}: {status.path}"
+    checksum = "unverified" if status.unverified else "sha256"
+    present = status.location != MISSING
+    return Row(status.name, status.group, listed_size(status), text, checksum, where, present, status.required)
+
+
+def _realesrgan_rows(rows: list[Row], used: RealesrganFile, weights_dir: Path) -> list[Row]:
+    """``rows`` with the Real-ESRGAN file in use marked (the official file) or added (the conversion)."""
+    if used.path is None:
+        return rows
+    for i, row in enumerate(rows):
+        if row.present and row.where.endswith(str(used.path)):
+            rows[i] = dataclasses.replace(row, status=f"{row.status}, in use")
+            return rows
+    on_disk = used.path.is_file()
+    where = f"{'weights dir' if used.path.parent == weights_dir else 'cache'}: {used.path}"
+    size = used.path.stat().st_size if on_disk else None
+    status = "in use" if on_disk else "made on first use"
+    return [*rows, Row(used.path.name, REALESRGAN_GROUP, size, status, "-", where, on_disk)]
+
+
+def _total(label: str, rows: Sequence[Row]) -> str:
+    """``label: N files (R required), SIZE``; ``at least`` when some sizes are unknown."""
+    sizes = [row.size for row in rows]
+    unknown = sum(size is None for size in sizes)
+    known = human_size(sum(size for size in sizes if size is not None))
+    files = f"{len(rows)} file{'' if len(rows) == 1 else 's'} ({sum(row.required for row in rows)} required)"
+    if not unknown:
+        return f"{label}: {files}, {known}"
+    if unknown == len(rows):
+        return f"{label}: {files}, size unknown"
+    return f"{label}: {files}, at least {known} ({unknown} of unknown size)"
+
+
+def weights_table(
+    weights_dir: str | Path | None = None, names: Iterable[str] | None = None, *, manifest: str | Path | None = None
+) -> str:
+    """The ``seesr weights list`` text: a header and one row per file (``names``: files or groups,
+    default every file), unless filtered out the Real-ESRGAN file in use, and the totals."""
+    weights_dir = Path(weights_dir) if weights_dir is not None else default_weights_dir()
+    statuses = list_weights(weights_dir, names=names, manifest=manifest)
+    rows = [_row(status) for status in statuses]
+    used = None
+    if names is None or any(s.group == REALESRGAN_GROUP for s in statuses):
+        used = realesrgan_in_use(weights_dir)
+        rows = _realesrgan_rows(rows, used, weights_dir)
+    table = [HEADER, *(row.cells() for row in rows)]
+    widths = [max(len(cells[i]) for cells in table) for i in range(len(HEADER) - 1)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(cells, widths)) + "  " + cells[-1] for cells in table]
+    lines += [
+        "",
+        _total("total", rows),
+        _total("present", [row for row in rows if row.present]),
+        _total("missing", [row for row in rows if not row.present]),
+    ]
+    if any(s.unverified for s in statuses):
+        lines.append("unverified: no published sha256; mirrors are used for these only with --trust-unverified")
+    if used is not None:
+        lines.append(f"Real-ESRGAN in use: {used.path or 'none'} ({used.how})")
+    return "\n".join(lines)
