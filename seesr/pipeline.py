@@ -17,7 +17,6 @@ from typing import Any, Callable, Iterator, Literal
 import torch
 from diffusers import AutoencoderKL
 from PIL import Image
-from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from seesr.colorfix import COLOR_FIX_METHODS, apply_color_fix
@@ -31,6 +30,7 @@ from seesr.models.controlnet import SeesrControlNetModel
 from seesr.models.tagger import RamConfig, RamTagger
 from seesr.models.unet import SeesrUNet2DConditionModel
 from seesr.planner import DEFAULT_MAX_LATENT_TILE, RunPlan, plan_run
+from seesr.progress import ProgressCallback, StageCounter
 from seesr.sampling import SAMPLERS, START_TIMESTEP, NoiseSchedule, add_noise, denoise_step, previous_timestep
 from seesr.tiling import plan_tiles, tiled_apply
 from seesr.vae_tiling import tiled_decode, tiled_encode
@@ -87,8 +87,9 @@ class SeesrPipeline:
         """Which of :data:`MODELS` the networks are (set by :meth:`from_pretrained`)."""
         self.execution_device = unet.device
         self.fault_hook: FaultHook | None = None
-        self.show_progress = False
-        """Show a progress bar over denoising steps x latent tiles (for long images)."""
+        self.progress: ProgressCallback | None = None
+        """Receives a :class:`~seesr.progress.StageProgress` as each stage starts, and per batch of
+        latent tiles while denoising (steps x tiles)."""
         self._offload = False
         self._timings: dict[str, float] = {}
 
@@ -364,8 +365,7 @@ class SeesrPipeline:
         # 6. Denoise: ControlNet + UNet at each step (tiled on large latents), sampler update in
         # float32; the last step returns the clean estimate
         tiles = plan_tiles(latents.shape[-2], latents.shape[-1], plan.latent_tile, plan.latent_overlap)
-        bar = tqdm(total=len(timesteps) * len(tiles), unit="tile", desc="denoise", disable=not self.show_progress)
-        with self.stage("denoise", self.unet, self.controlnet), bar:
+        with self.stage("denoise", self.unet, self.controlnet, total=len(timesteps) * len(tiles)) as bar:
             for i, t in enumerate(timesteps):
 
                 def predict(latent_crops: torch.Tensor, crop_tiles) -> torch.Tensor:
@@ -452,9 +452,11 @@ class SeesrPipeline:
             raise ConfigError("; ".join(problems))
 
     @contextmanager
-    def stage(self, name: str, *models: torch.nn.Module | None) -> Iterator[None]:
-        """One stage of the flow: fault injection point, per-stage timing, and with offload the
-        stage's networks on the execution device only while it runs."""
+    def stage(self, name: str, *models: torch.nn.Module | None, total: int = 0) -> Iterator[StageCounter]:
+        """One stage of the flow: progress report (``total`` units counted by the caller), fault
+        injection point, per-stage timing, and with offload the stage's networks on the execution
+        device only while it runs."""
+        counter = StageCounter(self.progress, name, total)
         if self.fault_hook is not None:
             self.fault_hook(name)
         moved = [m for m in models if m is not None] if self._offload else []
@@ -462,7 +464,7 @@ class SeesrPipeline:
             model.to(self.execution_device)
         start = time.perf_counter()
         try:
-            yield
+            yield counter
         finally:
             if self.execution_device.type == "cuda":
                 torch.cuda.synchronize(self.execution_device)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seesr.cli import find_inputs, main
+from seesr.cli import main
+from seesr.inputs import find_inputs
 
 FAST = ["--scale", "2", "--steps", "1", "--seed", "1", "--device", "cpu"]
 
@@ -57,7 +58,8 @@ def test_existing_output_is_not_overwritten(inputs, tmp_path, tiny_weights_dir, 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(inputs, tmp_path, tiny_weights_dir, capsys):
     out = tmp_path / "out"
-    assert main(["upscale", str(inputs / "a.png"), "-o", str(out), "--dry-run", "--latent-tile", "16", *FAST]) == 0
+    args = ["upscale", str(inputs / "a.png"), "-o", str(out), "--dry-run", "--latent-tile", "16", *FAST]
+    assert main([*args, "--weights", str(tiny_weights_dir)]) == 0
     printed = capsys.readouterr().out
     assert "latent tile 16" in printed and "est. peak" in printed and "72x48" in printed
     assert not out.exists()
@@ -108,7 +110,7 @@ def test_rerun_skips_finished_files_and_redoes_the_rest(inputs, tmp_path, tiny_w
 
 
 def test_two_processes_split_the_work(inputs, tmp_path, tiny_weights_dir):
-    """`accelerate launch --num_processes 2 -m seesr.batch`: each file is done by exactly one process."""
+    """`accelerate launch --num_processes 2 -m seesr.cli upscale`: each file is done by exactly one process."""
     import json
     import os
     import subprocess
@@ -119,7 +121,7 @@ def test_two_processes_split_the_work(inputs, tmp_path, tiny_weights_dir):
     Image.open(inputs / "a.png").rotate(90, expand=True).save(inputs / "c.png")
     env = {**os.environ, "SEESR_PROCESS_SIZE": "0", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "seesr.batch", str(inputs), "-o", str(out),
+               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "seesr.cli", "upscale", str(inputs), "-o", str(out),
                "--weights", str(tiny_weights_dir), "--scale", "2", "--steps", "1", "--seed", "1", "--device", "cpu"]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
