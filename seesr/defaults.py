@@ -6,3 +6,5 @@ DEFAULT_NEGATIVE_PROMPT = "dotted, noise, blur, lowres, smooth"
 """Official ``--negative_prompt`` default (used only when guidance_scale > 1)."""
 DEFAULT_PROCESS_SIZE = 512
 """Official ``--process_size``: inputs whose short side is below process_size/scale are enlarged first."""
+COLOR_FIX_METHODS: tuple[str, ...] = ("wavelet", "adain", "none")
+"""Colour fixes (:mod:`seesr.colorfix`): the official wavelet and AdaIN, or none."""

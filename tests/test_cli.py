@@ -120,9 +120,9 @@ def test_two_processes_split_the_work(inputs, tmp_path, tiny_weights_dir):
     (inputs / "broken.png").unlink()
     Image.open(inputs / "a.png").rotate(90, expand=True).save(inputs / "c.png")
     env = {**os.environ, "SEESR_PROCESS_SIZE": "0", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "seesr.cli", "upscale", str(inputs), "-o", str(out),
-               "--weights", str(tiny_weights_dir), "--scale", "2", "--steps", "1", "--seed", "1", "--device", "cpu"]  # fmt: skip
+    accelerate = Path(sys.executable).parent / "accelerate"  # as the README types it
+    command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "-m", "seesr.cli", "upscale", str(inputs),
+               "-o", str(out), "--weights", str(tiny_weights_dir), "--scale", "2", "--steps", "1", "--seed", "1"]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     records = [json.loads(line) for log in (out / ".seesr-batch").glob("rank*.jsonl") for line in log.read_text().splitlines()]
