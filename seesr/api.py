@@ -331,7 +331,8 @@ class Upscaler:
             where = "the given weight paths"
         else:
             where = f"{Path(self.weights) if self.weights is not None else default_weights_dir()} or the Hugging Face cache"
-        return f"SeeSR weights are missing: {what} not found in {where}; run `seesr weights download`"
+        listed = "" if len(missing) <= MISSING_NAMED else " (`seesr weights list` names them)"
+        return f"SeeSR weights are missing: {what} not found in {where}{listed}; run `seesr weights download`"
 
 
 def upscale(image: ImageInput, preset: str = "balanced", scale: float = 4, **arguments: Any) -> Result:

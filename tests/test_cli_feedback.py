@@ -82,7 +82,7 @@ def test_json_and_a_missing_weights_fallback_said_once_and_complete(images, tmp_
         assert set(record["fidelity"]) == {"structure", "color_error", "edge_precision", "edge_recall"}
         assert record["fallback_reason"] == (
             f"SeeSR weights are missing: 20 files (sd-turbo 11, seesr 5, ram 4) not found in {empty} or the Hugging "
-            "Face cache; run `seesr weights download`"
+            "Face cache (`seesr weights list` names them); run `seesr weights download`"
         )
     assert done.stdout.count("SeeSR weights are missing") == 2  # once per image, nowhere else
 
