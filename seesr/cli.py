@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import seesr
 from seesr.batch import BatchReport, Job
 from seesr.errors import SeesrError
 from seesr.inputs import IMAGE_SUFFIXES, find_inputs
@@ -92,18 +93,11 @@ def add_report_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def package_version() -> str:
-    """The installed package's version (its metadata: pyproject.toml's ``version``)."""
-    from importlib.metadata import version
-
-    return version("seesr")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seesr", description="Semantics-aware diffusion super-resolution (SeeSR-Turbo).", allow_abbrev=False
     )
-    parser.add_argument("--version", action="version", version=f"seesr {package_version()}")
+    parser.add_argument("--version", action="version", version=f"seesr {seesr.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser(
@@ -143,16 +137,22 @@ def main(argv: list[str] | None = None) -> int:
             return train_command(args)
         return upscale_command(args)
     except SeesrError as error:
-        print(f"seesr: {error}", file=sys.stderr)
+        _error(f"seesr: {error}")
         return 2
     except OSError as error:  # the file system refused something the checks above could not foresee
         where = f" ({error.filename})" if error.filename else ""
-        print(f"seesr: {error.strerror or error}{where}", file=sys.stderr)
+        _error(f"seesr: {error.strerror or error}{where}")
         return 2
     except KeyboardInterrupt:
-        print("seesr: interrupted; finished outputs are kept, run the same command again to do the rest",
-              file=sys.stderr)  # fmt: skip
+        _error("seesr: interrupted; finished outputs are kept, run the same command again to do the rest")
         return 130
+
+
+def _error(line: str) -> None:
+    """One line on stderr, below an erased progress line."""
+    if LOG_HANDLER.display is not None:
+        LOG_HANDLER.display.clear()
+    print(line, file=sys.stderr)
 
 
 class _ClearingHandler(logging.StreamHandler):
@@ -276,6 +276,7 @@ def _run_jobs(
     distributed = PartialState(cpu=not torch.cuda.is_available())
     if distributed.num_processes > 1 and settings.device is None:
         arguments["device"] = str(distributed.device)
+
     def process(job: Job) -> Result:
         if display is not None:
             display.image(jobs.index(job) + 1, len(jobs), job.source.name)

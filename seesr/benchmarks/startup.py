@@ -8,8 +8,9 @@ does anything with the image.
 Each row runs the command line in a fresh process (``python -c`` calling ``seesr.cli.main``)
 and measures, from just before the process starts:
 
-- ``realesrgan``, ``seesr``: until the first forward of any network (a global forward pre-hook;
-  the process then exits, so only the start is timed);
+- ``realesrgan``, ``seesr``, ``fallback`` (SeeSR asked for, its weights missing): until the first
+  forward of any network (a global forward pre-hook; the process then exits, so only the start
+  is timed);
 - ``dry-run realesrgan``, ``dry-run seesr``: until the plan's line is printed;
 - ``version``: until ``seesr --version`` exits.
 
@@ -47,13 +48,16 @@ sys.exit(main(sys.argv[1:]))
 MARK = "SEESR_FIRST_WORK "
 
 
-def rows(image: Path, weights: Path | None, out: Path) -> dict[str, tuple[list[str], str]]:
+def rows(image: Path, weights: Path | None, folder: Path) -> dict[str, tuple[list[str], str]]:
     """Row name -> (seesr arguments, what ends the measurement: forward, line or exit)."""
-    base = ["upscale", str(image), "-o", str(out), "--overwrite", "--device", "cpu"]
+    base = ["upscale", str(image), "-o", str(folder / "out.png"), "--overwrite", "--device", "cpu"]
+    empty = folder / "no-weights"
+    empty.mkdir(exist_ok=True)
     seesr_weights = ["--weights", str(weights)] if weights is not None else []
     return {
         "realesrgan": ([*base, "--engine", "realesrgan", *seesr_weights], "forward"),
         "seesr": ([*base, *seesr_weights], "forward"),
+        "fallback": ([*base, "--weights", str(empty)], "forward"),
         "dry-run realesrgan": ([*base, "--engine", "realesrgan", "--dry-run"], "line"),
         "dry-run seesr": ([*base, "--dry-run", *seesr_weights], "line"),
         "version": (["--version"], "exit"),
@@ -62,7 +66,8 @@ def rows(image: Path, weights: Path | None, out: Path) -> dict[str, tuple[list[s
 
 def measure(source: Path, arguments: list[str], until: str, timeout: float) -> float:
     """Seconds from process start to the event ``until`` (forward, line or exit)."""
-    env = {**os.environ, "PYTHONPATH": str(source), "SEESR_STARTUP_HOOK": until, "SEESR_PROCESS_SIZE": "0"}
+    env = {**os.environ, "PYTHONPATH": str(source), "SEESR_STARTUP_HOOK": until, "SEESR_PROCESS_SIZE": "0",
+           "HF_HUB_OFFLINE": "1"}  # fmt: skip
     start = time.time()
     process = subprocess.Popen(
         [sys.executable, "-c", DRIVER, *arguments], env=env, cwd=source, text=True,
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     image, weights = args.image.resolve(), args.weights.resolve() if args.weights else None
     results: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as folder:
-        table = rows(image, weights, Path(folder) / "out.png")
+        table = rows(image, weights, Path(folder))
         names = [n for n in table if not args.only or n in args.only]
         for name in names:
             arguments, until = table[name]
