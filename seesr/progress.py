@@ -13,7 +13,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, TextIO, Union
+from typing import Any, Callable, Sequence, TextIO, TypeVar, Union
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class StageProgress:
 
 ProgressEvent = Union[RunStart, StageProgress]
 ProgressCallback = Callable[[ProgressEvent], None]
+Output = TypeVar("Output")
 
 
 class StageCounter:
@@ -67,10 +68,10 @@ class StageCounter:
         self.done += units
         self._emit()
 
-    def counting(self, function: Callable[..., object]) -> Callable[..., object]:
+    def counting(self, function: Callable[[Any, Sequence[Any]], Output]) -> Callable[[Any, Sequence[Any]], Output]:
         """``function(batch, windows)`` that counts one unit per window (for :func:`~seesr.tiling.tiled_apply`)."""
 
-        def counted(batch, windows):  # noqa: ANN001, ANN202
+        def counted(batch: Any, windows: Sequence[Any]) -> Output:
             result = function(batch, windows)
             self.update(len(windows))
             return result
@@ -149,7 +150,7 @@ class TerminalProgress:
             line = event.describe() if event.retry is None else f"{event.retry}; retrying: {event.describe()}"
             if line != self._last_start:
                 self._last_start = line
-                self.print(line)
+                self.say(line)
             return
         if event.stage != self._stage:
             self._stage, self._stage_started = event.stage, now
@@ -183,7 +184,7 @@ class TerminalProgress:
             self.stream.flush()
             self._shown = False
 
-    def print(self, line: str) -> None:
+    def say(self, line: str) -> None:
         """A line of its own above the progress line."""
         self.clear()
         print(line, file=self.stream, flush=True)

@@ -200,3 +200,16 @@ def test_bad_flag_values_are_listed_together(inputs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "scale='big' (argument: must be a number)" in err and "sampler='euler'" in err and "steps=101 (allowed: 1 to 100)" in err
+
+
+def test_batch_is_a_leaf():
+    """Folder runs import nothing of seesr but its errors: the command line calls them, never the reverse."""
+    import ast
+
+    import seesr.batch
+
+    tree = ast.parse(Path(seesr.batch.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert {name for name in imported if name.startswith("seesr")} == {"seesr.errors"}
+    assert not hasattr(seesr.batch, "main")
