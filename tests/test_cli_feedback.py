@@ -213,3 +213,16 @@ def test_terminal_progress_repeats_the_engine_line_only_when_it_changes():
         "engine realesrgan, model realesrgan-x4plus, cpu float32; tiles of 256 px",
         "out of memory in denoise; retrying: engine seesr, model seesr-turbo, cpu float32, 1 step; untiled",
     ]
+
+
+def test_help_lists_the_report_flags_from_their_declaration(capsys, monkeypatch):
+    from seesr.cli import REPORT_FLAGS, build_parser
+
+    monkeypatch.setenv("COLUMNS", "10000")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["upscale", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "what is printed: --quiet" in help_text and set(REPORT_FLAGS) == {"quiet", "verbose", "json"}
+    for name, text in REPORT_FLAGS.items():
+        assert f"--{name} {' '.join(text.split())}" in help_text
+    assert ", ".join(RECORD_FIELDS) in REPORT_FLAGS["json"]
