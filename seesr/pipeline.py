@@ -365,7 +365,8 @@ class SeesrPipeline:
         # 6. Denoise: ControlNet + UNet at each step (tiled on large latents), sampler update in
         # float32; the last step returns the clean estimate
         tiles = plan_tiles(latents.shape[-2], latents.shape[-1], plan.latent_tile, plan.latent_overlap)
-        with self.stage("denoise", self.unet, self.controlnet, total=len(timesteps) * len(tiles)) as bar:
+        bar = StageCounter(self.progress, "denoise", len(timesteps) * len(tiles))
+        with self.stage("denoise", self.unet, self.controlnet):
             for i, t in enumerate(timesteps):
 
                 def predict(latent_crops: torch.Tensor, crop_tiles) -> torch.Tensor:
@@ -452,11 +453,10 @@ class SeesrPipeline:
             raise ConfigError("; ".join(problems))
 
     @contextmanager
-    def stage(self, name: str, *models: torch.nn.Module | None, total: int = 0) -> Iterator[StageCounter]:
-        """One stage of the flow: progress report (``total`` units counted by the caller), fault
-        injection point, per-stage timing, and with offload the stage's networks on the execution
-        device only while it runs."""
-        counter = StageCounter(self.progress, name, total)
+    def stage(self, name: str, *models: torch.nn.Module | None) -> Iterator[None]:
+        """One stage of the flow: progress report, fault injection point, per-stage timing, and
+        with offload the stage's networks on the execution device only while it runs."""
+        StageCounter(self.progress, name)
         if self.fault_hook is not None:
             self.fault_hook(name)
         moved = [m for m in models if m is not None] if self._offload else []
@@ -464,7 +464,7 @@ class SeesrPipeline:
             model.to(self.execution_device)
         start = time.perf_counter()
         try:
-            yield counter
+            yield
         finally:
             if self.execution_device.type == "cuda":
                 torch.cuda.synchronize(self.execution_device)

@@ -154,8 +154,8 @@ class TerminalProgress:
             return
         if event.stage != self._stage:
             self._stage, self._stage_started = event.stage, now
-        elif now - self._drawn < self.MIN_INTERVAL and event.done < event.total:
-            return
+        elif not event.total or (now - self._drawn < self.MIN_INTERVAL and event.done < event.total):
+            return  # nothing new: the stage's start again, or too soon after the last redraw
         self._draw(event, now)
 
     def _draw(self, event: StageProgress, now: float) -> None:

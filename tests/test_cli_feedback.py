@@ -186,6 +186,7 @@ def test_terminal_progress_draws_steps_tiles_and_eta():
     display.image(2, 3, "a.png")
     display(RunStart("seesr", "seesr-turbo", "cpu", "float32", 2, "latent 16x16 in 2x2 tiles of 8"))
     display(StageProgress("denoise", 0, 8))
+    display(StageProgress("denoise", 0, 0))  # the stage's start once more: nothing new
     clock.now = 4.0
     display(StageProgress("denoise", 4, 8))
     clock.now = 4.05  # too soon: not drawn
