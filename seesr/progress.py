@@ -13,13 +13,15 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence, TextIO, TypeVar, Union
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO, TypeVar
 
 logger = logging.getLogger(__name__)
 
 RECORD_FIELDS = ("size", "engine", "model", "seed", "seconds", "tags", "fallback_reason", "fidelity")
 """What a result reports to a machine (:meth:`seesr.api.Result.record`; ``seesr upscale --json``
 adds ``input``, ``output`` and ``status``)."""
+
 
 @dataclass(frozen=True)
 class RunStart:
@@ -52,7 +54,7 @@ class StageProgress:
     total: int
 
 
-ProgressEvent = Union[RunStart, StageProgress]
+ProgressEvent = RunStart | StageProgress
 ProgressCallback = Callable[[ProgressEvent], None]
 Output = TypeVar("Output")
 

@@ -62,7 +62,9 @@ def test_explicit_engine_prints_result_lines_only_and_no_fallback(images, tmp_pa
     lines = done.stdout.splitlines()
     assert [line.split(":")[0] for line in lines] == [str(out / "a.png"), str(out / "b.png")]
     assert all("engine realesrgan" in line and "fallback" not in line for line in lines)
-    assert done.stderr.splitlines() == [f"{images / 'broken.png'}: failed: " + done.stderr.split(": failed: ")[1].strip()]
+    assert done.stderr.splitlines() == [
+        f"{images / 'broken.png'}: failed: " + done.stderr.split(": failed: ")[1].strip()
+    ]
     assert not any(escape in done.stdout + done.stderr for escape in ESCAPES)  # not a terminal: no progress
     assert Image.open(out / "a.png").size == (72, 48)
 
@@ -92,7 +94,9 @@ def test_quiet_prints_nothing_on_success(images, tmp_path):
     done = seesr(tmp_path, "upscale", str(images / "a.png"), "-o", str(out), "--engine", "realesrgan", "--quiet", *FAST)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
     assert Image.open(out).size == (72, 48)
-    again = seesr(tmp_path, "upscale", str(images / "a.png"), "-o", str(out), "--engine", "realesrgan", "--quiet", *FAST)
+    again = seesr(
+        tmp_path, "upscale", str(images / "a.png"), "-o", str(out), "--engine", "realesrgan", "--quiet", *FAST
+    )
     assert (again.returncode, again.stdout, again.stderr) == (0, "", "")  # a skip is no error
 
 
@@ -107,9 +111,13 @@ def test_dry_run_plans_the_engine_that_would_run(images, tmp_path, tiny_weights_
     image, out = str(images / "a.png"), str(tmp_path / "o.png")
     esrgan = seesr(tmp_path, "upscale", image, "-o", out, "--engine", "realesrgan", "--dry-run", *FAST)
     assert esrgan.returncode == 0 and esrgan.stderr == ""
-    assert esrgan.stdout.startswith(f"{image} -> {out} (72x48): engine realesrgan, model realesrgan-x4plus, cpu float32;")
+    assert esrgan.stdout.startswith(
+        f"{image} -> {out} (72x48): engine realesrgan, model realesrgan-x4plus, cpu float32;"
+    )
     assert "x4 network, resized to x2; tiles of 256 px" in esrgan.stdout and "est. peak 0.1 GiB" in esrgan.stdout
-    turbo = seesr(tmp_path, "upscale", image, "-o", out, "--weights", str(tiny_weights_dir), "--dry-run", "--json", *FAST)
+    turbo = seesr(
+        tmp_path, "upscale", image, "-o", out, "--weights", str(tiny_weights_dir), "--dry-run", "--json", *FAST
+    )
     (plan,) = [json.loads(line) for line in turbo.stdout.splitlines()]
     assert plan["status"] == "planned" and plan["engine"] == "seesr" and plan["model"] == "seesr-turbo"
     assert plan["steps"] == 2 and plan["device"] == "cpu" and plan["estimated_peak_bytes"] > 0
@@ -164,7 +172,9 @@ def test_progress_line_on_a_terminal(images, tmp_path, tiny_weights_dir):
     assert process.wait(timeout=600) == 0
     terminal = shown.decode()
     first = next(line for line in terminal.split("\r\n") if line.startswith("engine "))
-    assert first.startswith("engine seesr, model seesr-turbo, cpu ") and ", 2 steps; latent 9x6 in 2x1 tiles of 8" in first
+    assert (
+        first.startswith("engine seesr, model seesr-turbo, cpu ") and ", 2 steps; latent 9x6 in 2x1 tiles of 8" in first
+    )
     assert "\r\x1b[Ka.png: denoising  step 1/2, tile 0/2" in terminal  # a stage start is always drawn
     assert "\r\x1b[Ka.png: denoising  step 2/2, tile 2/2" in terminal and "\r\x1b[Ka.png: VAE decode" in terminal
     assert terminal.endswith("\r\x1b[K")  # the progress line is erased at the end

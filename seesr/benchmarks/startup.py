@@ -81,7 +81,7 @@ def measure(source: Path, arguments: list[str], until: str, timeout: float) -> f
             if not line:
                 raise RuntimeError(f"no plan printed by {arguments}: {process.stderr}")
             return seen - start
-        stdout, stderr = process.communicate(timeout=timeout)
+        _, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         raise
