@@ -12,8 +12,8 @@ import logging
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TextIO, TypeVar
 
 logger = logging.getLogger(__name__)
