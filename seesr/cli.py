@@ -21,7 +21,7 @@ import seesr
 from seesr.batch import BatchReport, Job
 from seesr.errors import SeesrError
 from seesr.inputs import IMAGE_SUFFIXES, find_inputs
-from seesr.progress import RECORD_FIELDS, TerminalProgress
+from seesr.progress import RECORD_FIELDS, StageProgress, TerminalProgress
 from seesr.training.settings import add_train_parser, train_command
 
 if TYPE_CHECKING:
@@ -216,14 +216,17 @@ class _Report(BatchReport["Result"]):
 
 def upscale_command(args: argparse.Namespace) -> int:
     """Check everything (settings, device, inputs, outputs, output folders), then run."""
+    display = TerminalProgress(sys.stderr) if sys.stderr.isatty() and not args.quiet else None
+    LOG_HANDLER.display = display
+    if display is not None:  # something to see while torch is imported
+        display.image(1, 1, "seesr")
+        display(StageProgress("start", 0, 0))
     from seesr.api import Upscaler
     from seesr.devices import resolve_device
     from seesr.outputs import plan_outputs, prepare_folder
     from seesr.presets import config_file_settings, environment_settings
 
     arguments = setting_arguments(args)
-    display = TerminalProgress(sys.stderr) if sys.stderr.isatty() and not args.quiet else None
-    LOG_HANDLER.display = display
     upscaler = Upscaler(args.weights, download=args.download, config_file=args.config, progress=display, **arguments)
     settings = upscaler.settings(arguments)
     if settings.device is not None:

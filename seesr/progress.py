@@ -102,6 +102,7 @@ class StageTracker:
 
 
 STAGE_NAMES = {
+    "start": "starting",
     "load": "loading the networks",
     "tag": "tagging (RAM)",
     "text": "encoding the prompt",

@@ -175,6 +175,7 @@ def test_progress_line_on_a_terminal(images, tmp_path, tiny_weights_dir):
     assert (
         first.startswith("engine seesr, model seesr-turbo, cpu ") and ", 2 steps; latent 9x6 in 2x1 tiles of 8" in first
     )
+    assert terminal.startswith("\r\x1b[Kseesr: starting  0:00")  # before torch is imported
     assert "\r\x1b[Ka.png: denoising  step 1/2, tile 0/2" in terminal  # a stage start is always drawn
     assert "\r\x1b[Ka.png: denoising  step 2/2, tile 2/2" in terminal and "\r\x1b[Ka.png: VAE decode" in terminal
     assert terminal.endswith("\r\x1b[K")  # the progress line is erased at the end

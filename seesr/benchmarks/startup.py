@@ -11,6 +11,8 @@ and measures, from just before the process starts:
 - ``realesrgan``, ``seesr``, ``fallback`` (SeeSR asked for, its weights missing): until the first
   forward of any network (a global forward pre-hook; the process then exits, so only the start
   is timed);
+- ``seesr on a terminal``: SeeSR with stderr on a pseudo-terminal, until the first thing is
+  shown there (progress, or any message);
 - ``dry-run realesrgan``, ``dry-run seesr``: until the plan's line is printed;
 - ``version``: until ``seesr --version`` exits.
 
@@ -58,6 +60,7 @@ def rows(image: Path, weights: Path | None, folder: Path) -> dict[str, tuple[lis
         "realesrgan": ([*base, "--engine", "realesrgan", *seesr_weights], "forward"),
         "seesr": ([*base, *seesr_weights], "forward"),
         "fallback": ([*base, "--weights", str(empty)], "forward"),
+        "seesr on a terminal": ([*base, *seesr_weights], "terminal"),
         "dry-run realesrgan": ([*base, "--engine", "realesrgan", "--dry-run"], "line"),
         "dry-run seesr": ([*base, "--dry-run", *seesr_weights], "line"),
         "version": (["--version"], "exit"),
@@ -65,7 +68,9 @@ def rows(image: Path, weights: Path | None, folder: Path) -> dict[str, tuple[lis
 
 
 def measure(source: Path, arguments: list[str], until: str, timeout: float) -> float:
-    """Seconds from process start to the event ``until`` (forward, line or exit)."""
+    """Seconds from process start to the event ``until`` (forward, terminal, line or exit)."""
+    if until == "terminal":
+        return _first_shown(source, arguments, timeout)
     env = {**os.environ, "PYTHONPATH": str(source), "SEESR_STARTUP_HOOK": until, "SEESR_PROCESS_SIZE": "0",
            "HF_HUB_OFFLINE": "1"}  # fmt: skip
     start = time.time()
@@ -91,6 +96,28 @@ def measure(source: Path, arguments: list[str], until: str, timeout: float) -> f
         if line.startswith(MARK):
             return float(line[len(MARK) :]) - start
     raise RuntimeError(f"no network ran for {arguments} (exit {process.returncode}): {stderr[-1500:]}")
+
+
+def _first_shown(source: Path, arguments: list[str], timeout: float) -> float:
+    """Seconds until the command first writes to its terminal (stderr on a pseudo-terminal)."""
+    import pty
+    import select
+
+    env = {**os.environ, "PYTHONPATH": str(source), "SEESR_PROCESS_SIZE": "0", "HF_HUB_OFFLINE": "1"}
+    primary, secondary = pty.openpty()
+    start = time.time()
+    process = subprocess.Popen([sys.executable, "-c", DRIVER, *arguments], env=env, cwd=source,
+                               stdout=subprocess.DEVNULL, stderr=secondary)  # fmt: skip
+    os.close(secondary)
+    try:
+        ready, _, _ = select.select([primary], [], [], timeout)
+        if not ready:
+            raise RuntimeError(f"nothing shown within {timeout} s by {arguments}")
+        return time.time() - start
+    finally:
+        process.kill()
+        process.wait()
+        os.close(primary)
 
 
 def main(argv: list[str] | None = None) -> int:
