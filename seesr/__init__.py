@@ -20,11 +20,15 @@ __all__ = [
     "InputError",
     "OutOfMemoryError",
 ]
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """Import the heavy parts (torch, diffusers) only when they are used."""
+    """Import the heavy parts (torch, diffusers) only when they are used; ``__version__`` is the
+    installed package's (pyproject.toml's ``version``)."""
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("seesr")
     if name in ("upscale", "Upscaler", "Result"):
         from seesr import api
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,7 @@ from PIL import Image
 
 from seesr.devices import PeakTracker, resolve_device
 from seesr.errors import ConfigError, MissingWeightsError
-from seesr.fallback import Attempt, free_memory, run_ladder
+from seesr.fallback import REALESRGAN_TILES, Attempt, free_memory, run_ladder
 from seesr.fidelity import FidelityReport, fidelity_report
 from seesr.imaging import compare_image, denoise, plan_working_size, resize
 from seesr.load import LoadedImage, load_image
@@ -29,8 +29,9 @@ from seesr.models import MODELS
 from seesr.outputs import PILLOW_FORMATS, SUFFIX_FORMATS, concrete_format, format_of
 from seesr.planner import RunPlan, plan_run
 from seesr.presets import Settings, resolve_settings
+from seesr.progress import RECORD_FIELDS, ProgressCallback, RunStart, StageProgress, StageTracker
 from seesr.save import recombine, save_image
-from seesr.weights import WeightPaths
+from seesr.weights import WeightPaths, default_weights_dir, load_manifest
 
 if TYPE_CHECKING:
     from seesr.pipeline import SeesrPipeline
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ImageInput = str | Path | bytes | Image.Image | np.ndarray
+
+REALESRGAN_MODEL = "realesrgan-x4plus"
+"""The Real-ESRGAN network the engine and the fallback run."""
 
 
 @dataclass
@@ -48,6 +52,7 @@ class Result:
     engine: str
     settings: Settings
     seed: int | None
+    model: str | None = None
     tags: str | None = None
     prompt: str | None = None
     plan: RunPlan | None = None
@@ -92,6 +97,25 @@ class Result:
             model = Path(OFFICIAL_FILE).stem
         return compare_image(self.source.rgb, self.image.convert("RGB"), f"output: {self.engine}/{model}")
 
+    @property
+    def seconds(self) -> float:
+        """Wall time of the whole call."""
+        return self.timings.get("total", sum(self.timings.values()))
+
+    def record(self) -> dict[str, Any]:
+        """What a machine reads about the result (:data:`RECORD_FIELDS`), JSON-ready."""
+        values = {
+            "size": list(self.image.size),
+            "engine": self.engine,
+            "model": self.model,
+            "seed": self.seed,
+            "seconds": round(self.seconds, 3),
+            "tags": self.tags,
+            "fallback_reason": self.fallback_reason,
+            "fidelity": asdict(self.fidelity) if self.fidelity is not None else None,
+        }
+        return {key: values[key] for key in RECORD_FIELDS}
+
     def summary(self) -> str:
         """One line for a log or a terminal."""
         parts = [f"{self.image.width}x{self.image.height}", f"engine {self.engine}"]
@@ -101,7 +125,7 @@ class Result:
             parts.append(f"tags: {self.tags}")
         if self.fidelity is not None:
             parts.append(self.fidelity.summary())
-        parts.append(f"{sum(self.timings.values()):.1f} s")
+        parts.append(f"{self.seconds:.1f} s")
         return ", ".join(parts)
 
 
@@ -110,7 +134,8 @@ class Upscaler:
 
     ``weights``: a weights directory or :class:`WeightPaths` (default: ``weights/`` or
     ``$SEESR_WEIGHTS``, then the Hugging Face cache); ``download``: fetch missing weights;
-    ``progress``: progress bars over denoising steps and tiles.
+    ``progress``: receives :mod:`seesr.progress` events (engine started, stage, steps x tiles;
+    :class:`~seesr.progress.TerminalProgress` draws them).
     Other keyword arguments are default settings for every call (see :class:`Settings`)."""
 
     def __init__(
@@ -119,7 +144,7 @@ class Upscaler:
         *,
         download: bool = False,
         config_file: str | Path | None = None,
-        progress: bool = False,
+        progress: ProgressCallback | None = None,
         **defaults: Any,
     ) -> None:
         self.weights = weights
@@ -135,21 +160,17 @@ class Upscaler:
     # ---------------------------------------------------------------- models
     def pipeline(self, settings: Settings):
         """The SeeSR pipeline for these settings' model, device and dtype (loaded once per model;
-        WeightsError if missing)."""
-        from seesr.pipeline import SeesrPipeline
-
+        WeightsError if missing, found before diffusers is imported)."""
         device = resolve_device(settings.device)
         dtype = settings.torch_dtype(device)
         key = (device, dtype)
         if self._pipe is not None and self._pipe.model != settings.model:
             self.unload()  # one model's networks at a time
         if self._pipe is None:
-            need = [MODELS[settings.model].base]
-            paths = self.weights if isinstance(self.weights, WeightPaths) else WeightPaths.resolve(
-                self.weights, download=self.download, need=need
-            )
+            paths = self.weight_paths(settings, download=self.download).check()
+            from seesr.pipeline import SeesrPipeline
+
             self._pipe = SeesrPipeline.from_pretrained(paths, model=settings.model, device=device, torch_dtype=dtype)
-            self._pipe.show_progress = self.progress
         elif self._pipe_key != key:
             self._pipe.to(device, dtype)
         self._pipe_key = key
@@ -161,6 +182,12 @@ class Upscaler:
     def loaded(self) -> SeesrPipeline | None:
         """The SeeSR pipeline loaded now: None before the first SeeSR call and after :meth:`unload`."""
         return self._pipe
+
+    def weight_paths(self, settings: Settings, *, download: bool = False) -> WeightPaths:
+        """Where the SeeSR weights of ``settings.model`` are (MissingWeightsError naming the missing ones)."""
+        if isinstance(self.weights, WeightPaths):
+            return self.weights
+        return WeightPaths.resolve(self.weights, download=download, need=[MODELS[settings.model].base])
 
     def realesrgan(self, settings: Settings):
         """The Real-ESRGAN engine (bundled weights unless RealESRGAN_x4plus.pth is in the weights dir)."""
@@ -198,6 +225,34 @@ class Upscaler:
     def settings(self, arguments: dict[str, Any]) -> Settings:
         return resolve_settings({**self.defaults, **arguments}, config_file=self.config_file)
 
+    def dry_run(self, image: ImageInput, **arguments: Any) -> DryRun:
+        """What :meth:`upscale` would run on ``image``: the engine (Real-ESRGAN when asked for, or
+        when SeeSR's weights are missing and the fallback is allowed), model, device, dtype, tile
+        plan and estimated peak memory. Loads no network and imports no diffusers."""
+        settings = self.settings(arguments)
+        reason = None
+        if settings.engine == "seesr" and self._pipe is None and not self.download:
+            try:
+                self.weight_paths(settings).check()
+            except MissingWeightsError as error:
+                if settings.no_fallback:
+                    raise
+                reason = self._missing_reason(error)
+        if settings.engine == "realesrgan" or reason is not None:
+            loaded = load_image(image)
+            device = resolve_device(settings.device)
+            dtype = realesrgan_dtype(device)
+            tile = REALESRGAN_TILES[0]
+            start = RunStart("realesrgan", REALESRGAN_MODEL, str(device), _dtype_name(dtype), None,
+                             realesrgan_tiles(tile, settings.scale))  # fmt: skip
+            size = plan_working_size(*loaded.size, settings.scale, 0).output_size
+            return DryRun(start, size, realesrgan_peak_bytes(*loaded.size, tile, dtype), reason)
+        settings, plan, size = self.plan(image, **arguments)
+        device = resolve_device(settings.device)
+        dtype = _dtype_name(settings.torch_dtype(device))
+        start = RunStart("seesr", settings.model, str(device), dtype, settings.steps, plan.describe())
+        return DryRun(start, size, plan.estimated_peak_bytes)
+
     def upscale(self, image: ImageInput, **arguments: Any) -> Result:
         """Upscale one image (path, bytes, PIL image or numpy array); see :class:`Settings`."""
         settings = self.settings(arguments)
@@ -206,7 +261,7 @@ class Upscaler:
         seed = settings.seed if settings.seed is not None else random.randrange(2**32)
         start = time.perf_counter()
         with PeakTracker(resolve_device(settings.device)) as peak:
-            ladder = self._run(rgb, settings, seed)
+            ladder = self._run(rgb, settings, seed, StageTracker(self.progress))
         image_out = recombine(ladder.image, loaded)
         reference = resize(loaded.rgb, ladder.image.size)
         output = ladder.seesr_output
@@ -217,6 +272,7 @@ class Upscaler:
             engine=ladder.engine,
             settings=settings,
             seed=seed if ladder.engine == "seesr" else None,
+            model=settings.model if ladder.engine == "seesr" else REALESRGAN_MODEL,
             tags=getattr(output, "tags", None),
             prompt=getattr(output, "prompt", None),
             plan=ladder.plan,
@@ -231,26 +287,32 @@ class Upscaler:
         free_memory()
         return result
 
-    def _run(self, rgb: Image.Image, settings: Settings, seed: int):
-        def realesrgan_only(reason: str):
+    def _run(self, rgb: Image.Image, settings: Settings, seed: int, report: StageTracker):
+        def load_realesrgan():
+            if self._realesrgan is None:
+                report(StageProgress("load", 0, 0))
+            engine = self.realesrgan(settings)
+            engine.progress = report
+            tiles = realesrgan_tiles(REALESRGAN_TILES[0], settings.scale)
+            report(RunStart("realesrgan", REALESRGAN_MODEL, str(engine.device), _dtype_name(engine.dtype), None, tiles))
+            return engine
+
+        def realesrgan_only(reason: str | None):
             return run_ladder(
-                rgb,
-                scale=settings.scale,
-                plan=settings.full_plan(),
-                run_seesr=None,
-                load_realesrgan=lambda: self.realesrgan(settings),
-                skip_reason=reason,
+                rgb, scale=settings.scale, plan=None, run_seesr=None, load_realesrgan=load_realesrgan, skip_reason=reason
             )
 
         if settings.engine == "realesrgan":
-            return realesrgan_only("engine 'realesrgan' was asked for")
+            return realesrgan_only(None)
         try:
+            if self._pipe is None or self._pipe.model != settings.model:
+                report(StageProgress("load", 0, 0))
             pipe = self.pipeline(settings)
         except MissingWeightsError as error:  # absent only: unusable weights are the user's error to see
             if settings.no_fallback:
                 raise
-            named = ", ".join(error.missing) or " ".join(str(error).split())
-            return realesrgan_only(f"SeeSR weights are missing ({named}); run `seesr weights download`")
+            return realesrgan_only(self._missing_reason(error))
+        pipe.progress = report
         sizes = plan_working_size(rgb.width, rgb.height, settings.scale, settings.process_size)
         plan = pipe.plan_for(
             *sizes.work_size,
@@ -258,9 +320,15 @@ class Upscaler:
             max_latent_tile=settings.max_latent_tile,
             overrides=settings.plan_overrides(),
         )
+        keywords = settings.arguments_for("pipeline")
+        tried: list[str] = []
 
         def run_seesr(rung: RunPlan):
-            keywords = settings.arguments_for("pipeline")
+            retry = f"out of memory in {report.stage or 'setup'}" if tried else None
+            tried.append(rung.describe())
+            start = RunStart("seesr", settings.model, str(pipe.device), _dtype_name(pipe.dtype), settings.steps, rung.describe(), retry)
+            report(start)
+            report.stage = None
             return pipe(rgb, **keywords, plan=rung, kds=settings.kds_config(), seed=seed)
 
         return run_ladder(
@@ -268,10 +336,33 @@ class Upscaler:
             scale=settings.scale,
             plan=plan,
             run_seesr=run_seesr,
-            load_realesrgan=lambda: self.realesrgan(settings),
+            load_realesrgan=load_realesrgan,
             allow_fallback=not settings.no_fallback,
             fault_hook=pipe.fault_hook,
+            stage=lambda: report.stage,
         )
+
+    def _missing_reason(self, error: MissingWeightsError) -> str:
+        """Why SeeSR cannot run, in one line: the missing files (by group when many) and where."""
+        if not error.missing:
+            return "SeeSR weights are missing: " + " ".join(str(error).split())
+        manifest = load_manifest()
+        known = {entry.name: entry.group for entry in manifest.entries}
+        missing = list(error.missing)
+        if len(missing) <= MISSING_NAMED:
+            what = ", ".join(missing)
+        else:
+            groups: dict[str, int] = {}
+            for name in missing:
+                group = known.get(name, name.split("/")[0])
+                groups[group] = groups.get(group, 0) + 1
+            what = f"{len(missing)} files ({', '.join(f'{group} {count}' for group, count in groups.items())})"
+        if isinstance(self.weights, WeightPaths):
+            where = "the given weight paths"
+        else:
+            where = f"{Path(self.weights) if self.weights is not None else default_weights_dir()} or the Hugging Face cache"
+        listed = "" if len(missing) <= MISSING_NAMED else " (`seesr weights list` names them)"
+        return f"SeeSR weights are missing: {what} not found in {where}{listed}; run `seesr weights download`"
 
 
 def upscale(image: ImageInput, preset: str = "balanced", scale: float = 4, **arguments: Any) -> Result:
@@ -280,9 +371,59 @@ def upscale(image: ImageInput, preset: str = "balanced", scale: float = 4, **arg
     return Upscaler(weights).upscale(image, preset=preset, scale=scale, **arguments)
 
 
+MISSING_NAMED = 3
+"""Up to this many missing weight files are named one by one; more are counted by group."""
+
 FULL_SIZE_PARAMETERS = int(2.25e9)
 """Parameters of the full-size networks, for plans made before the networks are loaded."""
 
 
 def _full_size_weights_bytes(dtype: torch.dtype) -> int:
     return FULL_SIZE_PARAMETERS * (torch.finfo(dtype).bits // 8)
+
+
+REALESRGAN_PARAMETERS = 16_697_987
+"""Parameters of RealESRGAN_x4plus (RRDBNet, 23 blocks, 64 features)."""
+REALESRGAN_FEATURES = 64
+"""Feature channels of RRDBNet's upsampling convolutions, which hold the largest activations."""
+
+
+def realesrgan_dtype(device: torch.device) -> torch.dtype:
+    """What :func:`seesr.realesrgan.load_realesrgan` runs in: float16 on CUDA, else float32."""
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def realesrgan_tiles(tile: int, scale: float) -> str:
+    """The Real-ESRGAN plan in words: network scale, resize, tile size."""
+    resize_to = "" if scale == 4 else f", resized to x{scale:g}"
+    return f"x4 network{resize_to}; tiles of {tile} px (smaller on out-of-memory)"
+
+
+def realesrgan_peak_bytes(width: int, height: int, tile: int, dtype: torch.dtype) -> int:
+    """Rough peak memory of Real-ESRGAN on a ``width`` x ``height`` input in ``tile`` px tiles:
+    the weights, two x4-resolution feature maps of one tile, and the float32 output with its
+    blending weights."""
+    side = min(tile, max(width, height))
+    element = torch.finfo(dtype).bits // 8
+    features = 2 * REALESRGAN_FEATURES * (4 * side) ** 2 * element
+    output = (3 + 1) * (4 * width) * (4 * height) * 4
+    return REALESRGAN_PARAMETERS * element + features + output
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What :meth:`Upscaler.upscale` would do with one image (``seesr upscale --dry-run``)."""
+
+    start: RunStart
+    output_size: tuple[int, int]
+    estimated_peak_bytes: int
+    fallback_reason: str | None = None
+
+    def describe(self) -> str:
+        peak = "" if "est. peak" in self.start.tiles else f", est. peak {self.estimated_peak_bytes / 2**30:.1f} GiB"
+        why = f" (fallback: {self.fallback_reason})" if self.fallback_reason else ""
+        return f"{self.start.describe()}{peak}{why}"

@@ -1,9 +1,11 @@
 """Folder runs: resumable, and split across processes or GPUs with accelerate.
 
-    seesr upscale photos/ -o out/                          # one process
-    accelerate launch --multi_gpu --num_processes 2 -m seesr.batch photos/ -o out/   # one per GPU
+    seesr upscale photos/ -o out/                                                          # one process
+    accelerate launch --multi_gpu --num_processes 2 -m seesr.cli upscale photos/ -o out/   # one per GPU
 
-Without GPUs the same command runs N CPU processes (gloo). Each process records what it does in ``OUT/.seesr-batch/rank<N>.jsonl`` (JSON lines, no pickle):
+Without GPUs the same command runs N CPU processes (gloo). The command line splits the jobs
+between processes; this module only runs a share of them. Each process records what it does in
+``OUT/.seesr-batch/rank<N>.jsonl`` (JSON lines, no pickle):
 ``started`` then ``done`` or ``failed`` per file, with a hash of the settings. A re-run skips files
 whose output exists (never overwritten without ``--overwrite``) and redoes the rest: outputs are
 written atomically, so a file interrupted mid-way has no output and is simply done again.
@@ -18,7 +20,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Generic, Sequence, TypeVar
 
 from seesr.errors import ConfigError, SeesrError
 
@@ -81,49 +83,55 @@ class BatchState:
             raise ConfigError(f"cannot write the run log {self.log}: {error.strerror or error}") from None
 
 
+Outcome = TypeVar("Outcome")
+
+
+class BatchReport(Generic[Outcome]):
+    """What a folder run says per file: one line on stdout per file done, one on stderr per file
+    skipped or failed. The command line subclasses it for ``--json`` and ``--quiet``."""
+
+    def done(self, job: Job, outcome: Outcome) -> None:
+        print(f"{job.target}: {outcome}")
+
+    def skipped(self, job: Job, reason: str) -> None:
+        print(f"{job.source}: skipped, {reason}", file=sys.stderr)
+
+    def failed(self, job: Job, error: str) -> None:
+        print(f"{job.source}: failed: {error}", file=sys.stderr)
+
+
 def run_jobs(
     jobs: Sequence[Job],
-    process: Callable[[Job], str],
+    process: Callable[[Job], Outcome],
     *,
     settings: str,
     state: BatchState | None,
     overwrite: bool = False,
-    report: Callable[[str], None] = print,
-    report_error: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+    report: BatchReport[Outcome] | None = None,
 ) -> tuple[int, int, int]:
-    """Run ``process(job)`` for each job not already done; one line per file. Returns
+    """Run ``process(job)`` for each job not already done, reporting each file once. Returns
     (done, skipped, failed). A failure of one file does not stop the others."""
+    report = report if report is not None else BatchReport()
     finished = state.finished() if state is not None else {}
     done = skipped = failed = 0
     for job in jobs:
         if job.target.exists() and not overwrite:
             earlier = "finished by an earlier run" if finished.get(str(job.target)) == settings else "exists"
-            report_error(f"{job.source}: skipped, {job.target} {earlier} (use --overwrite to redo)")
+            report.skipped(job, f"{job.target} {earlier} (use --overwrite to redo)")
             skipped += 1
             continue
         if state is not None:
             state.record(job, "started", settings)
         try:
-            summary = process(job)
+            outcome = process(job)
         except SeesrError as error:
             failed += 1
             if state is not None:
                 state.record(job, "failed", settings, error=str(error).splitlines()[0])
-            report_error(f"{job.source}: failed: {str(error).splitlines()[0]}")
+            report.failed(job, str(error).splitlines()[0])
             continue
         if state is not None:
             state.record(job, "done", settings)
         done += 1
-        report(f"{job.target}: {summary}")
+        report.done(job, outcome)
     return done, skipped, failed
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``seesr upscale`` for a process group: each process takes its share of the inputs."""
-    from seesr.cli import main as cli_main
-
-    return cli_main(["upscale", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,28 +1,41 @@
 """Command line: ``seesr upscale INPUT... -o OUT`` and ``seesr weights download|verify|list``.
 
 A thin adapter over :class:`seesr.api.Upscaler` and :mod:`seesr.weights`: it parses flags, finds
-the files, shows progress, writes outputs atomically and reports one line per failed file.
+the files, shows progress (one updating line on a terminal), writes outputs atomically and reports
+one line (or one JSON object) per file.
+
+Under ``accelerate launch -m seesr.cli upscale ...`` each process takes its share of the inputs.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
+import json
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import seesr
+from seesr.batch import BatchReport, Job
 from seesr.errors import SeesrError
+from seesr.inputs import IMAGE_SUFFIXES, find_inputs
+from seesr.progress import RECORD_FIELDS, StageProgress, TerminalProgress
 from seesr.training.settings import add_train_parser, train_command
 
 if TYPE_CHECKING:
-    from seesr.api import Upscaler
-    from seesr.batch import Job
+    from seesr.api import DryRun, Result, Upscaler
     from seesr.presets import Settings
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+REPORT_FLAGS: dict[str, str] = {
+    "quiet": "print errors only: no progress, no result lines, no notes (the exit code says how it went)",
+    "verbose": "debug logging from seesr on stderr (engine, plan, retries, fallbacks)",
+    "json": "one JSON object per input on stdout instead of the result lines: input, output, status "
+    f"(done, skipped, failed, planned) and, for a file done, {', '.join(RECORD_FIELDS)}",
+}
+"""Flags that change what seesr prints, not what it computes (so they are not settings);
+``quiet`` and ``verbose`` exclude each other."""
 SETTINGS_EPILOG = (
     "Every setting flag --NAME is also the environment variable SEESR_NAME (upper case, underscores) and the key "
     "NAME (underscores) of a --config YAML file. Precedence: flags > environment > config file > the model's "
@@ -70,10 +83,21 @@ def setting_arguments(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in DECLARED if getattr(args, name) is not None}
 
 
+def add_report_flags(parser: argparse.ArgumentParser) -> None:
+    """The :data:`REPORT_FLAGS`, in a group of their own."""
+    group = parser.add_argument_group("what is printed")
+    exclusive = group.add_mutually_exclusive_group()
+    for name, help_text in REPORT_FLAGS.items():
+        (exclusive if name in ("quiet", "verbose") else group).add_argument(
+            f"--{name}", action="store_true", help=help_text
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seesr", description="Semantics-aware diffusion super-resolution (SeeSR-Turbo).", allow_abbrev=False
     )
+    parser.add_argument("--version", action="version", version=f"seesr {seesr.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser(
@@ -89,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     up.add_argument("--dry-run", action="store_true", help="print the plan and estimated memory, run nothing")
     up.add_argument("--compare", action="store_true", help="also write NAME_compare.png (input | output)")
+    add_report_flags(up)
     add_setting_flags(up)
 
     weights = commands.add_parser(
@@ -107,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=os.environ.get("SEESR_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
     try:
         if args.command == "weights":
             return weights_command(args)
@@ -115,56 +140,102 @@ def main(argv: list[str] | None = None) -> int:
             return train_command(args)
         return upscale_command(args)
     except SeesrError as error:
-        print(f"seesr: {error}", file=sys.stderr)
+        _error(f"seesr: {error}")
         return 2
     except OSError as error:  # the file system refused something the checks above could not foresee
         where = f" ({error.filename})" if error.filename else ""
-        print(f"seesr: {error.strerror or error}{where}", file=sys.stderr)
+        _error(f"seesr: {error.strerror or error}{where}")
         return 2
     except KeyboardInterrupt:
-        print("seesr: interrupted; finished outputs are kept, run the same command again to do the rest",
-              file=sys.stderr)  # fmt: skip
+        _error("seesr: interrupted; finished outputs are kept, run the same command again to do the rest")
         return 130
 
 
-def find_inputs(patterns: list[str]) -> tuple[list[Path], list[Path]]:
-    """(images, skipped): files named, images inside folders (sorted), and glob matches, without
-    duplicates; ``skipped`` are the files in those folders that are not images seesr reads (by
-    suffix; hidden files are not counted)."""
-    found: list[Path] = []
-    skipped: list[Path] = []
-    for pattern in patterns:
-        path = Path(pattern)
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-            found += [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-            skipped += [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
-        elif any(ch in pattern for ch in "*?["):
-            found += sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
-        else:
-            found.append(path)
-    unique: dict[Path, None] = {}
-    for path in found:
-        unique.setdefault(path, None)
-    return list(unique), skipped
+def _error(line: str) -> None:
+    """One line on stderr, below an erased progress line."""
+    if LOG_HANDLER.display is not None:
+        LOG_HANDLER.display.clear()
+    print(line, file=sys.stderr)
+
+
+class _ClearingHandler(logging.StreamHandler):
+    """Log lines on stderr that first erase the progress line (if one is drawn)."""
+
+    display: TerminalProgress | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.display is not None:
+            self.display.clear()
+        super().emit(record)
+
+
+LOG_HANDLER = _ClearingHandler(sys.stderr)
+LOG_HANDLER.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+
+def configure_logging(quiet: bool, verbose: bool) -> None:
+    """Warnings by default (``SEESR_LOG_LEVEL`` changes it); ``--quiet``: errors only (Python
+    warnings included); ``--verbose``: seesr's debug messages, other libraries' warnings."""
+    root = logging.getLogger()
+    if LOG_HANDLER not in root.handlers:
+        root.addHandler(LOG_HANDLER)
+    LOG_HANDLER.stream, LOG_HANDLER.display = sys.stderr, None
+    root.setLevel("ERROR" if quiet else "WARNING" if verbose else os.environ.get("SEESR_LOG_LEVEL", "WARNING"))
+    logging.getLogger("seesr").setLevel("DEBUG" if verbose else logging.NOTSET)
+    logging.captureWarnings(quiet)
+
+
+class _Report(BatchReport["Result"]):
+    """Result lines (or JSON objects) on stdout, skips and failures on stderr, as the flags say."""
+
+    def __init__(self, args: argparse.Namespace, display: TerminalProgress | None) -> None:
+        self.quiet, self.json, self.display = args.quiet, args.json, display
+
+    def _say(self, job: Job, status: str, line: str, fields: dict[str, Any]) -> None:
+        if self.display is not None:
+            self.display.clear()
+        if self.json:
+            print(json.dumps({"input": str(job.source), "output": str(job.target), "status": status, **fields}), flush=True)
+        result_line = status in ("done", "planned")  # stdout; the JSON object stands for it
+        if status == "failed" or not (self.quiet or self.json and result_line):
+            print(line, file=sys.stdout if result_line else sys.stderr, flush=True)
+
+    def done(self, job: Job, outcome: Result) -> None:
+        self._say(job, "done", f"{job.target}: {outcome.summary()}", outcome.record())
+
+    def planned(self, job: Job, plan: DryRun) -> None:
+        start, (width, height) = plan.start, plan.output_size
+        fields = {"size": [width, height], "engine": start.engine, "model": start.model, "device": start.device,
+                  "dtype": start.dtype, "steps": start.steps, "tiles": start.tiles,
+                  "estimated_peak_bytes": plan.estimated_peak_bytes, "fallback_reason": plan.fallback_reason}  # fmt: skip
+        self._say(job, "planned", f"{job.source} -> {job.target} ({width}x{height}): {plan.describe()}", fields)
+
+    def skipped(self, job: Job, reason: str) -> None:
+        self._say(job, "skipped", f"{job.source}: skipped, {reason}", {"reason": reason})
+
+    def failed(self, job: Job, error: str) -> None:
+        self._say(job, "failed", f"{job.source}: failed: {error}", {"error": error})
 
 
 def upscale_command(args: argparse.Namespace) -> int:
     """Check everything (settings, device, inputs, outputs, output folders), then run."""
+    display = TerminalProgress(sys.stderr) if sys.stderr.isatty() and not args.quiet else None
+    LOG_HANDLER.display = display
+    if display is not None:  # something to see while torch is imported
+        display.image(1, 1, "seesr")
+        display(StageProgress("start", 0, 0))
     from seesr.api import Upscaler
     from seesr.devices import resolve_device
     from seesr.outputs import plan_outputs, prepare_folder
     from seesr.presets import config_file_settings, environment_settings
 
     arguments = setting_arguments(args)
-    upscaler = Upscaler(
-        args.weights, download=args.download, config_file=args.config, progress=sys.stderr.isatty(), **arguments
-    )
+    upscaler = Upscaler(args.weights, download=args.download, config_file=args.config, progress=display, **arguments)
     settings = upscaler.settings(arguments)
     if settings.device is not None:
         resolve_device(settings.device)
     inputs, skipped = find_inputs(args.inputs)
-    if skipped:
+    if skipped and not args.quiet:
         names = ", ".join(p.name for p in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
         print(f"seesr: skipped {len(skipped)} file(s) that are not images seesr reads "
               f"({', '.join(sorted(IMAGE_SUFFIXES))}): {names}", file=sys.stderr)  # fmt: skip
@@ -181,30 +252,28 @@ def upscale_command(args: argparse.Namespace) -> int:
         compare=args.compare,
         overwrite=args.overwrite,
     )
+    report = _Report(args, display)
     if args.dry_run:
         failed = 0
         for job in jobs:
             try:
-                _, plan, size = upscaler.plan(job.source, **arguments)
+                report.planned(job, upscaler.dry_run(job.source, **arguments))
             except SeesrError as error:
                 failed += 1
-                print(f"{job.source}: failed: {str(error).splitlines()[0]}", file=sys.stderr)
-                continue
-            print(f"{job.source} -> {job.target} ({size[0]}x{size[1]}): {plan.describe()}")
+                report.failed(job, str(error).splitlines()[0])
         return 1 if failed else 0
     for parent in dict.fromkeys(job.target.parent for job in jobs):
         prepare_folder(parent)
-    return _run_jobs(upscaler, jobs, folder, settings, arguments, args)
+    return _run_jobs(upscaler, jobs, folder, settings, arguments, args, report, display)
 
 
 def _run_jobs(
     upscaler: Upscaler, jobs: list[Job], folder: Path | None, settings: Settings, arguments: dict[str, Any],
-    args: argparse.Namespace,
+    args: argparse.Namespace, report: _Report, display: TerminalProgress | None,
 ) -> int:
     """Run the planned jobs (split between processes under ``accelerate launch``)."""
     import torch
     from accelerate import PartialState
-    from tqdm import tqdm
 
     from seesr.batch import BatchState, run_jobs, settings_hash
     from seesr.save import save_image
@@ -213,22 +282,23 @@ def _run_jobs(
     distributed = PartialState(cpu=not torch.cuda.is_available())
     if distributed.num_processes > 1 and settings.device is None:
         arguments["device"] = str(distributed.device)
-    progress = tqdm(total=len(jobs), unit="image", disable=len(jobs) < 2 or not sys.stderr.isatty())
 
-    def process(job: Job) -> str:
+    def process(job: Job) -> Result:
+        if display is not None:
+            display.image(jobs.index(job) + 1, len(jobs), job.source.name)
         result = upscaler.upscale(job.source, **arguments)
         result.save(job.target, format=format_of(job.target), overwrite=args.overwrite)
         if job.compare is not None:
             save_image(result.comparison(), job.compare, overwrite=args.overwrite)
-        progress.update()
-        return result.summary()
+        return result
 
     state = BatchState(folder, distributed.process_index) if folder is not None else None
     with distributed.split_between_processes(jobs) as my_jobs:
         _, _, failed = run_jobs(
-            my_jobs, process, settings=settings_hash(settings), state=state, overwrite=args.overwrite
+            my_jobs, process, settings=settings_hash(settings), state=state, overwrite=args.overwrite, report=report
         )
-    progress.close()
+    if display is not None:
+        display.clear()
     return 1 if failed else 0
 
 

@@ -13,10 +13,10 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from seesr.defaults import COLOR_FIX_METHODS
 from seesr.errors import ConfigError
 
 ColorFix = Literal["wavelet", "adain", "none"]
-COLOR_FIX_METHODS: tuple[str, ...] = ("wavelet", "adain", "none")
 WAVELET_LEVELS = 5
 ADAIN_EPS = 1e-5
 

@@ -8,3 +8,6 @@ DEFAULT_PROCESS_SIZE = 512
 """Official ``--process_size``: inputs whose short side is below process_size/scale are enlarged first."""
 MAX_DENOISE_STRENGTH = 30.0
 """Strongest non-local-means pre-filter (:func:`seesr.imaging.denoise`); beyond it flat areas are painted."""
+
+COLOR_FIX_METHODS: tuple[str, ...] = ("wavelet", "adain", "none")
+"""Colour fixes (:mod:`seesr.colorfix`): the official wavelet and AdaIN, or none."""

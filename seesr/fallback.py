@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 REALESRGAN_TILES = (256, 128, 64)
 """Real-ESRGAN tile sizes tried in turn (input pixels)."""
+SEESR_RUNGS = ("planned tiles", "smaller tiles", "smaller tiles with CPU offload")
+"""The SeeSR rungs of :func:`seesr_rungs`, in words."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class OomInjector:
 
 
 def seesr_rungs(plan: RunPlan) -> list[RunPlan]:
-    """The SeeSR rungs: the plan, a smaller plan, the smaller plan with CPU offload."""
+    """The SeeSR rungs (:data:`SEESR_RUNGS`): the plan, a smaller plan, the smaller plan with CPU offload."""
     smaller = plan.smaller()
     return [plan, smaller, dataclasses.replace(smaller, offload=True)]
 
@@ -102,31 +104,40 @@ def run_ladder(
     image: Image.Image,
     *,
     scale: float,
-    plan: RunPlan,
+    plan: RunPlan | None,
     run_seesr: Callable[[RunPlan], object] | None,
     load_realesrgan: Callable[[], object],
     allow_fallback: bool = True,
     skip_reason: str | None = None,
     fault_hook: Callable[[str], None] | None = None,
+    stage: Callable[[], str | None] = lambda: None,
 ) -> LadderResult:
     """Upscale ``image``, going down the ladder on out-of-memory errors.
 
     ``run_seesr(plan)`` returns a pipeline output (``images[0]`` is the result); None means SeeSR
-    cannot run (``skip_reason`` says why, e.g. missing weights). ``load_realesrgan()`` returns an
-    engine with ``upscale(image, scale=, tile=)``. With ``allow_fallback=False`` only the first
-    rung runs and an out-of-memory error is raised as :class:`OutOfMemoryError` with advice.
+    cannot run (``skip_reason`` says why, e.g. missing weights; None: Real-ESRGAN was asked for,
+    which is no fallback). ``load_realesrgan()`` returns an engine with ``upscale(image, scale=,
+    tile=)``. ``stage()`` names the stage running when memory ran out (for the reason). With
+    ``allow_fallback=False`` only the first rung runs and an out-of-memory error is raised as
+    :class:`OutOfMemoryError` with advice.
     """
     attempts: list[Attempt] = []
     if run_seesr is not None:
-        for rung_plan in seesr_rungs(plan) if allow_fallback else [plan]:
+        if plan is None:
+            raise ValueError("run_ladder needs the SeeSR plan to run SeeSR")
+        failed_in: list[str] = []
+        for label, rung_plan in zip(SEESR_RUNGS, seesr_rungs(plan) if allow_fallback else [plan]):
             start = time.perf_counter()
             try:
                 output = run_seesr(rung_plan)
             except Exception as error:
                 if not is_out_of_memory(error):
                     raise
-                attempts.append(Attempt("seesr", rung_plan.describe(), f"out of memory: {error}", _since(start)))
-                logger.warning("SeeSR ran out of memory (%s); %s", rung_plan.describe(), error)
+                where = stage() or "setup"
+                failed_in.append(f"{label}: {where}")
+                outcome = f"out of memory in {where}: {error}"
+                attempts.append(Attempt("seesr", rung_plan.describe(), outcome, _since(start)))
+                logger.info("SeeSR ran out of memory in %s with %s (%s); %s", where, label, rung_plan.describe(), error)
                 del error
                 free_memory()
                 continue
@@ -134,10 +145,10 @@ def run_ladder(
             return LadderResult(output.images[0], "seesr", attempts, seesr_output=output)
         if not allow_fallback:
             raise OutOfMemoryError(
-                f"SeeSR ran out of memory ({plan.describe()}). Use the 'memory' preset, a smaller scale, "
-                "smaller tiles, or allow the fallback chain (drop no_fallback)."
+                f"SeeSR ran out of memory in {where} ({plan.describe()}). Use the 'memory' "
+                "preset, a smaller scale, smaller tiles, or allow the fallback chain (drop no_fallback)."
             )
-        skip_reason = "SeeSR ran out of memory on every rung"
+        skip_reason = f"SeeSR ran out of memory on every rung ({'; '.join(failed_in)})"
     elif not allow_fallback:
         raise WeightsError(skip_reason or "SeeSR cannot run and the fallback is off")
 
@@ -156,7 +167,8 @@ def run_ladder(
             free_memory()
             continue
         attempts.append(Attempt("realesrgan", f"tile {tile}", "ok", _since(start)))
-        logger.warning("upscaled with Real-ESRGAN instead of SeeSR: %s", skip_reason)
+        if skip_reason is not None:
+            logger.info("upscaled with Real-ESRGAN instead of SeeSR: %s", skip_reason)
         return LadderResult(result, "realesrgan", attempts, reason=skip_reason)
     raise OutOfMemoryError(
         "out of memory on every rung, Real-ESRGAN with 64 px tiles included: free memory (close other "

@@ -18,7 +18,6 @@ from typing import Any, Callable, Iterator, Literal
 import torch
 from diffusers import AutoencoderKL
 from PIL import Image
-from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from seesr.colorfix import COLOR_FIX_METHODS, apply_color_fix
@@ -32,6 +31,7 @@ from seesr.models.controlnet import SeesrControlNetModel
 from seesr.models.tagger import RamConfig, RamTagger
 from seesr.models.unet import SeesrUNet2DConditionModel
 from seesr.planner import DEFAULT_MAX_LATENT_TILE, RunPlan, plan_run
+from seesr.progress import ProgressCallback, StageCounter
 from seesr.sampling import (
     SAMPLERS, START_TIMESTEP, ConditionedDenoiser, NoiseSchedule, StepCallback, add_noise, denoise_step, sample, tiled_denoiser,
 )  # fmt: skip
@@ -87,8 +87,9 @@ class SeesrPipeline:
         """Which of :data:`MODELS` the networks are (set by :meth:`from_pretrained`)."""
         self.execution_device = unet.device
         self.fault_hook: FaultHook | None = None
-        self.show_progress = False
-        """Show a progress bar over denoising steps x latent tiles (for long images)."""
+        self.progress: ProgressCallback | None = None
+        """Receives a :class:`~seesr.progress.StageProgress` as each stage starts, and per batch of
+        latent tiles while denoising (steps x tiles)."""
         self._offload = False
         self._timings: dict[str, float] = {}
 
@@ -362,7 +363,7 @@ class SeesrPipeline:
         # 6. Denoise: ControlNet + UNet on latent tiles (one tile when the latent is small), KDS
         # steering the particles, the sampler's update in float32; the last step returns x0
         tiles = plan_tiles(latents.shape[-2], latents.shape[-1], plan.latent_tile, plan.latent_overlap)
-        bar = tqdm(total=len(timesteps) * len(tiles), unit="tile", desc="denoise", disable=not self.show_progress)
+        bar = StageCounter(self.progress, "denoise", len(timesteps) * len(tiles))
         model = self.conditioned_denoiser(prompt_embeds, ram_embeds, conditioning_scale, guidance_scale)
         denoise = tiled_denoiser(
             model, condition, tiles, scale=VAE_SCALE, batch_size=plan.tile_batch_size, on_tiles=bar.update
@@ -370,7 +371,7 @@ class SeesrPipeline:
         if kds is not None:
             denoise = steered_denoiser(denoise, self.schedule, kds, len(timesteps))
         step = partial(denoise_step, sampler, generator=generator)
-        with self.stage("denoise", self.unet, self.controlnet), bar:
+        with self.stage("denoise", self.unet, self.controlnet):
             latents = sample(denoise, latents, self.schedule, timesteps, step, callback=callback)
         if latents.shape[0] > 1:
             best = select_particle(latents)
@@ -436,8 +437,9 @@ class SeesrPipeline:
 
     @contextmanager
     def stage(self, name: str, *models: torch.nn.Module | None) -> Iterator[None]:
-        """One stage of the flow: fault injection point, per-stage timing, and with offload the
-        stage's networks on the execution device only while it runs."""
+        """One stage of the flow: progress report, fault injection point, per-stage timing, and
+        with offload the stage's networks on the execution device only while it runs."""
+        StageCounter(self.progress, name)
         if self.fault_hook is not None:
             self.fault_hook(name)
         moved = [m for m in models if m is not None] if self._offload else []

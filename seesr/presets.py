@@ -22,17 +22,19 @@ import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
-import torch
-
-from seesr.colorfix import COLOR_FIX_METHODS
-from seesr.defaults import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, DEFAULT_PROCESS_SIZE, MAX_DENOISE_STRENGTH
-from seesr.devices import default_dtype
+from seesr.defaults import (
+    COLOR_FIX_METHODS, DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, DEFAULT_PROCESS_SIZE, MAX_DENOISE_STRENGTH,
+)  # fmt: skip
 from seesr.errors import ConfigError
-from seesr.kds import KdsConfig
 from seesr.models import MODELS
-from seesr.planner import RunPlan
+
+if TYPE_CHECKING:  # light module: the command line reads the declaration before torch is needed
+    import torch
+
+    from seesr.kds import KdsConfig
+    from seesr.planner import RunPlan
 
 PRESETS: dict[str, dict[str, Any]] = {
     "speed": {"steps": 1},
@@ -269,11 +271,17 @@ class Settings:
 
     def full_plan(self) -> RunPlan:
         """A RunPlan from the fixed values and RunPlan's defaults (when no planner is used)."""
+        from seesr.planner import RunPlan
+
         return RunPlan(**self.plan_overrides())
 
     def torch_dtype(self, device: torch.device) -> torch.dtype:
         """``auto``: float16 on CUDA, bfloat16 on a CPU with native bf16, float32 elsewhere. float16
         on the CPU becomes bfloat16 (same size, but with fast CPU kernels and no overflow)."""
+        import torch
+
+        from seesr.devices import default_dtype
+
         if self.dtype == "auto":
             return default_dtype(device)
         if self.dtype == "float16" and device.type == "cpu":
@@ -284,6 +292,8 @@ class Settings:
         """Kernel Density Steering settings, None with a single particle (plain sampling)."""
         if self.kds_particles <= 1:
             return None
+        from seesr.kds import KdsConfig
+
         return KdsConfig(**self.arguments_for("kds"))
 
     def batch_multiplier(self) -> int:

@@ -25,6 +25,7 @@ from PIL import Image
 from seesr.devices import resolve_device
 from seesr.errors import ConfigError, WeightsError
 from seesr.imaging import pil_to_tensor
+from seesr.progress import ProgressCallback, StageCounter
 from seesr.tiling import Tile, plan_tiles, tiled_apply
 from seesr.weights.checkpoints import read_checkpoint
 
@@ -301,6 +302,8 @@ class RealEsrganUpscaler:
         self.device = torch.device(device)
         self.dtype = dtype
         self.source = source
+        self.progress: ProgressCallback | None = None
+        """Receives a :class:`~seesr.progress.StageProgress` ("realesrgan", tiles done, tiles)."""
         # channels-last convolutions are faster on CPU (oneDNN) and on CUDA tensor cores
         self.model = model.to(device=self.device, dtype=dtype, memory_format=torch.channels_last)
         self.model.eval().requires_grad_(False)
@@ -341,11 +344,14 @@ class RealEsrganUpscaler:
             x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
         padded_h, padded_w = x.shape[-2:]
         if tile == 0 or (tile >= padded_h and tile >= padded_w):
+            counter = StageCounter(self.progress, "realesrgan", 1)
             out = self._run(x)
+            counter.update()
         else:
             tiles = plan_tiles(padded_h, padded_w, tile, tile_overlap)
+            counter = StageCounter(self.progress, "realesrgan", len(tiles))
             out = tiled_apply(
-                self._run, x, tiles, scale=self.scale, batch_size=tile_batch_size, context=tile_context
+                counter.counting(self._run), x, tiles, scale=self.scale, batch_size=tile_batch_size, context=tile_context
             )
         if pad > 0:
             crop = pad * self.scale

@@ -153,3 +153,38 @@ def test_compile_is_opt_in(tiny_weights, monkeypatch):
     from seesr.cli import build_parser
 
     assert build_parser().parse_args(["upscale", "x.png", "--compile"]).compile is True
+
+
+def test_progress_events_and_the_out_of_memory_reason(upscaler, lr_image):
+    """Each rung starts with a RunStart (a retry says why), stages report as they start, and the
+    fallback reason names the stage that ran out of memory on each rung."""
+    from seesr.progress import RunStart, StageProgress
+
+    events = []
+    upscaler.progress = events.append
+    try:
+        upscaler.pipeline(upscaler.settings(FAST)).fault_hook = OomInjector({"tag": 1, "denoise": 2})
+        result = upscaler.upscale(lr_image, **FAST)
+    finally:
+        upscaler.progress = None
+    assert result.engine == "realesrgan" and result.model == "realesrgan-x4plus"
+    assert result.fallback_reason == (
+        "SeeSR ran out of memory on every rung (planned tiles: tag; smaller tiles: denoise; "
+        "smaller tiles with CPU offload: denoise)"
+    )
+    starts = [e for e in events if isinstance(e, RunStart)]
+    assert [(s.engine, s.retry) for s in starts] == [
+        ("seesr", None), ("seesr", "out of memory in tag"), ("seesr", "out of memory in denoise"), ("realesrgan", None)
+    ]
+    assert starts[0].model == "seesr-turbo" and starts[0].steps == 1 and starts[0].device == "cpu"
+    assert "offload" in starts[2].tiles
+    starts = [e.stage for e in events if isinstance(e, StageProgress) and e.done == 0 and e.stage != "load"]
+    stages = [stage for i, stage in enumerate(starts) if i == 0 or stage != starts[i - 1]]
+    assert stages == ["tag", "text", "encode", "denoise", "tag", "text", "encode", "denoise", "realesrgan"]
+    assert [e.done for e in events if isinstance(e, StageProgress) and e.stage == "realesrgan"] == [0, 1]
+
+
+def test_an_engine_asked_for_is_no_fallback(upscaler, lr_image):
+    result = upscaler.upscale(lr_image, engine="realesrgan", scale=2)
+    assert result.engine == "realesrgan" and result.fallback_reason is None and "fallback" not in result.summary()
+    assert result.record()["model"] == "realesrgan-x4plus" and result.record()["size"] == [72, 48]

@@ -205,7 +205,7 @@ def test_a_mistyped_weights_dir_is_never_created(tmp_path, lr_png, monkeypatch):
 
     typo = tmp_path / "typo" / "dir"
     result = Upscaler(typo).upscale(lr_png, device="cpu", scale=2, steps=1)
-    assert result.engine == "realesrgan" and "sd-turbo/" in result.fallback_reason
+    assert result.engine == "realesrgan" and f"(sd-turbo 11, seesr 5, ram 4) not found in {typo}" in result.fallback_reason
     assert not (tmp_path / "typo").exists()
     assert (tmp_path / "xdg-cache" / "seesr" / "RealESRGAN_x4plus_from_ncnn.safetensors").is_file()
     with pytest.raises(MissingWeightsError, match=f"the weights directory {typo} does not exist"):

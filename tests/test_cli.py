@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seesr.cli import find_inputs, main
+from seesr.cli import main
+from seesr.inputs import find_inputs
 
 FAST = ["--scale", "2", "--steps", "1", "--seed", "1", "--device", "cpu"]
 
@@ -57,7 +58,8 @@ def test_existing_output_is_not_overwritten(inputs, tmp_path, tiny_weights_dir, 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(inputs, tmp_path, tiny_weights_dir, capsys):
     out = tmp_path / "out"
-    assert main(["upscale", str(inputs / "a.png"), "-o", str(out), "--dry-run", "--latent-tile", "16", *FAST]) == 0
+    args = ["upscale", str(inputs / "a.png"), "-o", str(out), "--dry-run", "--latent-tile", "16", *FAST]
+    assert main([*args, "--weights", str(tiny_weights_dir)]) == 0
     printed = capsys.readouterr().out
     assert "latent tile 16" in printed and "est. peak" in printed and "72x48" in printed
     assert not out.exists()
@@ -109,7 +111,7 @@ def test_rerun_skips_finished_files_and_redoes_the_rest(inputs, tmp_path, tiny_w
 
 @pytest.mark.slow
 def test_two_processes_split_the_work(inputs, tmp_path, tiny_weights_dir):
-    """`accelerate launch --num_processes 2 -m seesr.batch`: each file is done by exactly one process."""
+    """`accelerate launch --num_processes 2 -m seesr.cli upscale`: each file is done by exactly one process."""
     import json
     import os
     import subprocess
@@ -119,9 +121,9 @@ def test_two_processes_split_the_work(inputs, tmp_path, tiny_weights_dir):
     (inputs / "broken.png").unlink()
     Image.open(inputs / "a.png").rotate(90, expand=True).save(inputs / "c.png")
     env = {**os.environ, "SEESR_PROCESS_SIZE": "0", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "seesr.batch", str(inputs), "-o", str(out),
-               "--weights", str(tiny_weights_dir), "--scale", "2", "--steps", "1", "--seed", "1", "--device", "cpu"]  # fmt: skip
+    accelerate = Path(sys.executable).parent / "accelerate"  # as the README types it
+    command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "-m", "seesr.cli", "upscale", str(inputs),
+               "-o", str(out), "--weights", str(tiny_weights_dir), "--scale", "2", "--steps", "1", "--seed", "1"]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     records = [json.loads(line) for log in (out / ".seesr-batch").glob("rank*.jsonl") for line in log.read_text().splitlines()]
@@ -199,3 +201,16 @@ def test_bad_flag_values_are_listed_together(inputs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "scale='big' (argument: must be a number)" in err and "sampler='euler'" in err and "steps=101 (allowed: 1 to 100)" in err
+
+
+def test_batch_is_a_leaf():
+    """Folder runs import nothing of seesr but its errors: the command line calls them, never the reverse."""
+    import ast
+
+    import seesr.batch
+
+    tree = ast.parse(Path(seesr.batch.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert {name for name in imported if name.startswith("seesr")} == {"seesr.errors"}
+    assert not hasattr(seesr.batch, "main")

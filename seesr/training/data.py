@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
-from seesr.cli import find_inputs
+from seesr.inputs import find_inputs
 from seesr.errors import InputError
 from seesr.load import load_image
 from seesr.models.tagger import IMAGENET_MEAN, IMAGENET_STD, RAM_IMAGE_SIZE

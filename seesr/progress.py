@@ -1,0 +1,193 @@
+"""What an upscale is doing, as events, and the one-line terminal display of them.
+
+The library never prints: :class:`~seesr.api.Upscaler` (``progress=callback``), the SeeSR pipeline
+(``pipe.progress``) and the Real-ESRGAN engine (``engine.progress``) send :data:`ProgressEvent`
+values to a callback. The command line draws them with :class:`TerminalProgress` when stderr is a
+terminal. Light module (no torch).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO, TypeVar
+
+logger = logging.getLogger(__name__)
+
+RECORD_FIELDS = ("size", "engine", "model", "seed", "seconds", "tags", "fallback_reason", "fidelity")
+"""What a result reports to a machine (:meth:`seesr.api.Result.record`; ``seesr upscale --json``
+adds ``input``, ``output`` and ``status``)."""
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """An engine starts on an image: the first line of the display.
+
+    ``steps``: denoising steps (SeeSR only); ``tiles``: the tile plan in words; ``retry``: why this
+    is a second try with the same engine (out of memory with larger tiles), else None. A switch
+    to Real-ESRGAN is not a retry: its reason is the result's ``fallback_reason``."""
+
+    engine: str
+    model: str
+    device: str
+    dtype: str
+    steps: int | None
+    tiles: str
+    retry: str | None = None
+
+    def describe(self) -> str:
+        steps = f", {self.steps} step{'s' if self.steps != 1 else ''}" if self.steps is not None else ""
+        return f"engine {self.engine}, model {self.model}, {self.device} {self.dtype}{steps}; {self.tiles}"
+
+
+@dataclass(frozen=True)
+class StageProgress:
+    """``done`` of ``total`` units of a stage (denoise: steps x tiles; realesrgan: tiles); a stage
+    that runs as a whole starts with ``total`` 0."""
+
+    stage: str
+    done: int
+    total: int
+
+
+ProgressEvent = RunStart | StageProgress
+ProgressCallback = Callable[[ProgressEvent], None]
+Output = TypeVar("Output")
+
+
+class StageCounter:
+    """Counts the units of one stage and reports each step (``callback`` None: counts silently)."""
+
+    def __init__(self, callback: ProgressCallback | None, stage: str, total: int = 0) -> None:
+        self.callback, self.stage, self.total, self.done = callback, stage, total, 0
+        self._emit()
+
+    def update(self, units: int = 1) -> None:
+        self.done += units
+        self._emit()
+
+    def counting(self, function: Callable[[Any, Sequence[Any]], Output]) -> Callable[[Any, Sequence[Any]], Output]:
+        """``function(batch, windows)`` that counts one unit per window (for :func:`~seesr.tiling.tiled_apply`)."""
+
+        def counted(batch: Any, windows: Sequence[Any]) -> Output:
+            result = function(batch, windows)
+            self.update(len(windows))
+            return result
+
+        return counted
+
+    def _emit(self) -> None:
+        if self.callback is not None:
+            self.callback(StageProgress(self.stage, self.done, self.total))
+
+
+class StageTracker:
+    """Passes events on and remembers the stage running (to say where memory ran out)."""
+
+    def __init__(self, callback: ProgressCallback | None = None) -> None:
+        self.callback = callback
+        self.stage: str | None = None
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if isinstance(event, StageProgress):
+            self.stage = event.stage
+        else:
+            logger.info("%s%s", f"{event.retry}; retrying: " if event.retry else "", event.describe())
+        if self.callback is not None:
+            self.callback(event)
+
+
+STAGE_NAMES = {
+    "start": "starting",
+    "load": "loading the networks",
+    "tag": "tagging (RAM)",
+    "text": "encoding the prompt",
+    "encode": "VAE encode",
+    "denoise": "denoising",
+    "decode": "VAE decode",
+    "colorfix": "colour fix",
+    "realesrgan": "Real-ESRGAN",
+}
+"""How the display names each stage."""
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds + 0.5), 60)
+    return f"{minutes}:{seconds:02d}"
+
+
+class TerminalProgress:
+    """One updating line on a terminal per image: ``[i/n] name: stage  count  elapsed  ETA``,
+    preceded by the engine line (:meth:`RunStart.describe`) whenever that changes. The line is
+    cleared before anything else is printed (:meth:`clear`)."""
+
+    MIN_INTERVAL = 0.1
+    """Seconds between redraws of the same stage."""
+
+    def __init__(self, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.clock = clock
+        self.prefix = ""
+        self.steps: int | None = None
+        self._last_start: str | None = None
+        self._stage: str | None = None
+        self._stage_started = 0.0
+        self._image_started = 0.0
+        self._drawn = 0.0
+        self._shown = False
+
+    def image(self, index: int, count: int, name: str) -> None:
+        """A new image starts (``index`` from 1)."""
+        self.prefix = f"[{index}/{count}] {name}" if count > 1 else name
+        self._image_started = self.clock()
+        self._stage = None
+
+    def __call__(self, event: ProgressEvent) -> None:
+        now = self.clock()
+        if isinstance(event, RunStart):
+            self.steps = event.steps
+            line = event.describe() if event.retry is None else f"{event.retry}; retrying: {event.describe()}"
+            if line != self._last_start:
+                self._last_start = line
+                self.say(line)
+            return
+        if event.stage != self._stage:
+            self._stage, self._stage_started = event.stage, now
+        elif not event.total or (now - self._drawn < self.MIN_INTERVAL and event.done < event.total):
+            return  # nothing new: the stage's start again, or too soon after the last redraw
+        self._draw(event, now)
+
+    def _draw(self, event: StageProgress, now: float) -> None:
+        parts = [f"{self.prefix}: {STAGE_NAMES.get(event.stage, event.stage)}"]
+        if event.total:
+            per_step = event.total // self.steps if event.stage == "denoise" and self.steps else 0
+            if per_step and per_step * self.steps == event.total:
+                step = max(event.done - 1, 0) // per_step + 1
+                tile = event.done - (step - 1) * per_step
+                parts.append(f"step {step}/{self.steps}, tile {tile}/{per_step}")
+            else:
+                parts.append(f"{event.done}/{event.total}")
+        parts.append(_clock(now - self._image_started))
+        if event.total and event.done:
+            remaining = (now - self._stage_started) / event.done * (event.total - event.done)
+            parts.append(f"ETA {_clock(remaining)}")
+        width = shutil.get_terminal_size((80, 24)).columns - 1
+        self.stream.write("\r\x1b[K" + "  ".join(parts)[:width])
+        self.stream.flush()
+        self._drawn, self._shown = now, True
+
+    def clear(self) -> None:
+        """Erase the progress line (before a result or error line is printed)."""
+        if self._shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._shown = False
+
+    def say(self, line: str) -> None:
+        """A line of its own above the progress line."""
+        self.clear()
+        print(line, file=self.stream, flush=True)
