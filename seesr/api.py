@@ -44,6 +44,8 @@ class Result:
     engine: str
     settings: Settings
     seed: int | None
+    model: str | None = None
+    """The model that made the image (a Real-ESRGAN file: its name, architecture and scale)."""
     tags: str | None = None
     prompt: str | None = None
     plan: RunPlan | None = None
@@ -69,7 +71,7 @@ class Result:
 
     def summary(self) -> str:
         """One line for a log or a terminal."""
-        parts = [f"{self.image.width}x{self.image.height}", f"engine {self.engine}"]
+        parts = [f"{self.image.width}x{self.image.height}", f"engine {self.engine}" + (f" ({self.model})" if self.model else "")]
         if self.fallback_reason:
             parts.append(f"fallback: {self.fallback_reason}")
         if self.tags:
@@ -106,6 +108,7 @@ class Upscaler:
         self._pipe = None
         self._pipe_key: tuple | None = None
         self._realesrgan = None
+        self._realesrgan_key: tuple | None = None
 
     # ---------------------------------------------------------------- models
     def pipeline(self, settings: Settings):
@@ -133,12 +136,17 @@ class Upscaler:
         return self._pipe
 
     def realesrgan(self, settings: Settings):
-        """The Real-ESRGAN engine (bundled weights unless RealESRGAN_x4plus.pth is in the weights dir)."""
-        from seesr.realesrgan import load_realesrgan
+        """The Real-ESRGAN engine: the settings' Real-ESRGAN model, else (the SeeSR fallback) x4plus;
+        loaded once per model, device and precision."""
+        from seesr.realesrgan import DEFAULT_MODEL, is_realesrgan_model, load_realesrgan
 
-        if self._realesrgan is None:
+        model = settings.model if is_realesrgan_model(settings.model) else DEFAULT_MODEL
+        key = (model, settings.device, settings.fp32)
+        if self._realesrgan is None or self._realesrgan_key != key:
+            self._realesrgan = None
             weights_dir = None if isinstance(self.weights, WeightPaths) or self.weights is None else Path(self.weights)
-            self._realesrgan = load_realesrgan(weights_dir=weights_dir, device=settings.device)
+            self._realesrgan = load_realesrgan(weights_dir, device=settings.device, model=model, fp32=settings.fp32)
+            self._realesrgan_key = key
         return self._realesrgan
 
     def unload(self) -> None:
@@ -177,8 +185,12 @@ class Upscaler:
         start = time.perf_counter()
         with PeakTracker(resolve_device(settings.device)) as peak:
             ladder = self._run(rgb, settings, seed)
-        image_out = recombine(ladder.image, loaded)
         reference = resize(loaded.rgb, ladder.image.size)
+        if ladder.engine == "realesrgan":
+            from seesr.realesrgan import color_fix_image
+
+            ladder.image = color_fix_image(ladder.image, reference, settings.color_fix)
+        image_out = recombine(ladder.image, loaded)
         output = ladder.seesr_output
         timings = dict(getattr(output, "timings", {}) or {})
         timings["total"] = time.perf_counter() - start
@@ -187,6 +199,7 @@ class Upscaler:
             engine=ladder.engine,
             settings=settings,
             seed=seed if ladder.engine == "seesr" else None,
+            model=settings.model if ladder.engine == "seesr" else self._realesrgan.name,
             tags=getattr(output, "tags", None),
             prompt=getattr(output, "prompt", None),
             plan=ladder.plan,
@@ -210,6 +223,8 @@ class Upscaler:
                 run_seesr=None,
                 load_realesrgan=lambda: self.realesrgan(settings),
                 skip_reason=reason,
+                realesrgan_tile=settings.tile,
+                realesrgan_tile_pad=settings.tile_pad,
             )
 
         if settings.engine == "realesrgan":
@@ -241,6 +256,8 @@ class Upscaler:
             load_realesrgan=lambda: self.realesrgan(settings),
             allow_fallback=not settings.no_fallback,
             fault_hook=pipe.fault_hook,
+            realesrgan_tile=settings.tile,
+            realesrgan_tile_pad=settings.tile_pad,
         )
 
 

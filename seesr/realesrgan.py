@@ -29,7 +29,8 @@ from PIL import Image
 
 from seesr.devices import cpu_has_native_bf16, resolve_device
 from seesr.errors import ConfigError, WeightsError
-from seesr.imaging import pil_to_tensor
+from seesr.colorfix import apply_color_fix
+from seesr.imaging import pil_to_tensor, tensor_to_pil
 from seesr.tiling import plan_tiles, tiled_paste
 from seesr.weights.checkpoints import read_checkpoint
 
@@ -491,6 +492,12 @@ class RealEsrganUpscaler:
             return 0
         return next((t for t in AUTO_TILES if (t + 2 * tile_pad) ** 2 <= budget), AUTO_TILES[-1])
 
+    def tile_rungs(self, height: int, width: int, tile: int = 0, tile_pad: int = DEFAULT_TILE_PAD) -> list[int]:
+        """Tiles to try in turn on out-of-memory errors: ``tile`` (0: :meth:`plan_tile`), then the
+        smaller of :data:`AUTO_TILES`."""
+        first = tile or self.plan_tile(height, width, tile_pad)
+        return [first, *(t for t in AUTO_TILES if first == 0 or t < first)]
+
     @torch.inference_mode()
     def upscale_tensor(
         self, x: torch.Tensor, *, tile: int = 0, tile_pad: int = DEFAULT_TILE_PAD, pre_pad: int = 0
@@ -551,3 +558,12 @@ class RealEsrganUpscaler:
         if alpha is not None:
             result.putalpha(alpha.resize(size, Image.Resampling.BICUBIC))
         return result
+
+
+def color_fix_image(image: Image.Image, reference: Image.Image, method: str) -> Image.Image:
+    """``image`` with the colours of ``reference`` (the bicubic-upscaled input, same size) by
+    :func:`seesr.colorfix.apply_color_fix`; ``none`` returns ``image`` itself."""
+    if method == "none":
+        return image
+    fixed = apply_color_fix(pil_to_tensor(image), pil_to_tensor(reference.convert("RGB")), method)
+    return tensor_to_pil(fixed)
