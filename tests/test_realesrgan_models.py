@@ -181,3 +181,14 @@ def test_contradiction_is_one_line(photo: Path, weights: Path, tmp_path: Path) -
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "is a Real-ESRGAN model but engine='seesr'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_readme_table_is_the_declaration() -> None:
+    """The README's model table lists exactly the declared models, scales, networks and aliases."""
+    text = (REPO_ROOT / "README.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| `real")]
+    expected = [
+        f"| `{name}` | x{spec.scale} | {spec.architecture} | {', '.join(f'`{a}`' for a in spec.aliases)} |"
+        for name, spec in resr.REALESRGAN_MODELS.items()
+    ]
+    assert [" ".join(row.split()) for row in rows] == [" ".join(row.split()) for row in expected]
