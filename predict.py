@@ -34,7 +34,7 @@ from seesr.api import Upscaler
 from seesr.devices import resolve_device
 from seesr.errors import InputError
 from seesr.outputs import output_file
-from seesr.presets import resolve_settings
+from seesr.presets import resolve_settings, setting_info
 from seesr.weights import WeightPaths, default_weights_dir
 
 logger = logging.getLogger("seesr.cog")
@@ -206,6 +206,8 @@ class Runner(BaseRunner):
         ),
     ) -> Path:
         """Upscale one image; a bad value fails the prediction with seesr's message."""
+        if model is not None and model not in setting_info("model").choices:  # never a file on the server
+            raise InputError(f"model must be one of: {', '.join(setting_info('model').choices)}")
         result = self.upscaler.upscale(request_image_bytes(image), **_settings(locals()))
         for previous in self.outputs.iterdir():
             previous.unlink(missing_ok=True)

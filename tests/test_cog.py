@@ -456,6 +456,22 @@ def test_bad_values_fail_with_the_library_message(runner_without_network, lr_ima
         call_run(runner_without_network, image=cog.Path(broken))
 
 
+def test_model_input_chooses_a_realesrgan_model(runner_without_network, lr_image, tmp_path, capsys):
+    """model=<a bundled Real-ESRGAN model> runs it (the engine follows); a path is refused."""
+    from seesr.errors import InputError
+
+    source = tmp_path / "in.png"
+    lr_image.crop((0, 0, 8, 6)).save(source)
+    output = call_run(runner_without_network, image=cog.Path(source), model="realesr-animevideov3-x2", scale=2)
+    with Image.open(output) as image:
+        assert image.size == (16, 12)
+    assert "engine realesrgan (realesr-animevideov3-x2)" in capsys.readouterr().out
+    weights = tmp_path / "RealESRGAN_x4plus.pth"
+    weights.write_bytes(b"server file")
+    with pytest.raises(InputError, match="model must be one of: seesr-turbo, seesr, realesrgan-x4plus"):
+        call_run(runner_without_network, image=cog.Path(source), model=str(weights))
+
+
 def test_run_passes_every_setting_input_by_name(predict_module, lr_image, tmp_path):
     """run() hands each input but the image to the Upscaler under its own (the setting's) name."""
 
