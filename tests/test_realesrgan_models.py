@@ -78,7 +78,7 @@ def test_bundled_models_are_declared_once() -> None:
 def test_the_engine_follows_the_model(given: dict, engine: str, model: str) -> None:
     settings = resolve_settings(given, environ={})
     assert (settings.engine, settings.model) == (engine, model)
-    assert settings.color_fix == ("none" if engine == "realesrgan" else "wavelet")
+    assert settings.color_fix == ("adain" if engine == "realesrgan" else "wavelet")
 
 
 def test_a_model_file_means_realesrgan(compact_file: Path) -> None:
@@ -134,11 +134,14 @@ def test_api_names_the_model(compact_file: Path, photo: Path, weights: Path) -> 
     result = upscaler.upscale(photo, model=str(compact_file), scale=2)
     assert result.engine == "realesrgan" and result.image.size == (80, 64)
     assert "RealESRGAN Compact x2" in result.model and "RealESRGAN Compact x2" in result.summary()
-    anime = upscaler.upscale(photo, model="realesr-animevideov3-x3", scale=3, color_fix="wavelet")
+    anime = upscaler.upscale(photo, model="realesr-animevideov3-x3", scale=3)
     assert anime.model == "realesr-animevideov3-x3" and anime.image.size == (120, 96)
-    plain = upscaler.upscale(photo, model="realesr-animevideov3-x3", scale=3)
-    assert plain.settings.color_fix == "none"
+    assert anime.settings.color_fix == "adain"
+    plain = upscaler.upscale(photo, model="realesr-animevideov3-x3", scale=3, color_fix="none")
     assert not np.array_equal(np.asarray(anime.image), np.asarray(plain.image))  # the colour fix ran
+    engine = upscaler.realesrgan(plain.settings)
+    expected = engine.upscale(Image.open(photo), scale=3)
+    assert np.array_equal(np.asarray(plain.image), np.asarray(expected))
 
 
 # ------------------------------------------------------------------ as a user types it
