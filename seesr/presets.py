@@ -8,7 +8,7 @@ upscale`` flags (``--name-with-dashes``) and their help (:func:`describe`); a te
 literal ``Input`` list equal to it.
 
 Precedence, highest first: explicit arguments (API keyword / CLI flag / Cog input) -> ``SEESR_*``
-environment variables -> a YAML config file -> the model's defaults -> the preset -> the
+environment variables -> a YAML config file -> the model's defaults -> the engine's -> the preset -> the
 declared defaults. The winning value of each setting is the only one converted and validated (a
 bad environment value overridden by a flag is no error); every problem is reported at once, each
 with what is allowed.
@@ -510,7 +510,7 @@ def resolve_settings(
     environ: Mapping[str, str] | None = None,
     config_file: str | Path | None = None,
 ) -> Settings:
-    """Merge arguments > environment > config file > model > preset > defaults, then validate.
+    """Merge arguments > environment > config file > model > engine > preset > defaults, then validate.
 
     ``None`` in ``arguments`` means "not given". Only the winning value of each setting is
     converted and checked; unknown names and bad values are reported together in one
