@@ -34,7 +34,7 @@ from seesr.api import Upscaler
 from seesr.devices import resolve_device
 from seesr.errors import InputError
 from seesr.outputs import output_file
-from seesr.presets import resolve_settings
+from seesr.presets import resolve_settings, setting_info
 from seesr.weights import WeightPaths, default_weights_dir
 
 logger = logging.getLogger("seesr.cog")
@@ -92,15 +92,15 @@ class Runner(BaseRunner):
             default="balanced",
             choices=["speed", "balanced", "quality", "memory"],
         ),
-        engine: str = Input(
-            description="Upscaling engine (realesrgan: fast, with bundled weights).",
-            default="seesr",
+        engine: Optional[str] = Input(
+            description="Upscaling engine (realesrgan: fast, with bundled weights); empty: realesrgan for a Real-ESRGAN model, else seesr.",
+            default=None,
             choices=["seesr", "realesrgan"],
         ),
-        model: str = Input(
-            description="SeeSR weights (seesr: the original, 50 steps with guidance 5.5).",
-            default="seesr-turbo",
-            choices=["seesr-turbo", "seesr"],
+        model: Optional[str] = Input(
+            description="Model: SeeSR weights (seesr: the original, 50 steps with guidance 5.5) or a Real-ESRGAN model (implies engine realesrgan; engine realesrgan alone: realesrgan-x4plus).",
+            default=None,
+            choices=["seesr-turbo", "seesr", "realesrgan-x4plus", "realesrgan-x4plus-anime", "realesr-animevideov3-x2", "realesr-animevideov3-x3", "realesr-animevideov3-x4"],
         ),
         scale: float = Input(
             description="Upscaling factor.",
@@ -144,9 +144,9 @@ class Runner(BaseRunner):
             ge=0.0,
             le=2.0,
         ),
-        color_fix: str = Input(
-            description="Colour correction from the input (wavelet: ours; the official scripts default to adain).",
-            default="wavelet",
+        color_fix: Optional[str] = Input(
+            description="Colour correction from the input (wavelet: ours; the official scripts default to adain); empty: the engine's.",
+            default=None,
             choices=["wavelet", "adain", "none"],
         ),
         process_size: Optional[int] = Input(
@@ -212,6 +212,8 @@ class Runner(BaseRunner):
         ),
     ) -> Path:
         """Upscale one image; a bad value fails the prediction with seesr's message."""
+        if model is not None and model not in setting_info("model").choices:  # never a file on the server
+            raise InputError(f"model must be one of: {', '.join(setting_info('model').choices)}")
         result = self.upscaler.upscale(request_image_bytes(image), **_settings(locals()))
         for previous in self.outputs.iterdir():
             previous.unlink(missing_ok=True)

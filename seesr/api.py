@@ -21,7 +21,7 @@ from PIL import Image
 
 from seesr.devices import PeakTracker, resolve_device
 from seesr.errors import ConfigError, MissingWeightsError
-from seesr.fallback import REALESRGAN_TILES, Attempt, free_memory, run_ladder
+from seesr.fallback import Attempt, free_memory, run_ladder
 from seesr.fidelity import FidelityReport, fidelity_report
 from seesr.imaging import compare_image, denoise, plan_working_size, resize
 from seesr.load import LoadedImage, load_image
@@ -40,10 +40,6 @@ logger = logging.getLogger(__name__)
 
 ImageInput = str | Path | bytes | Image.Image | np.ndarray
 
-REALESRGAN_MODEL = "realesrgan-x4plus"
-"""The Real-ESRGAN network the engine and the fallback run."""
-
-
 @dataclass
 class Result:
     """One upscaled image and how it was made."""
@@ -53,6 +49,7 @@ class Result:
     settings: Settings
     seed: int | None
     model: str | None = None
+    """The model that made the image (a Real-ESRGAN file: its name, architecture and scale)."""
     tags: str | None = None
     prompt: str | None = None
     plan: RunPlan | None = None
@@ -118,7 +115,7 @@ class Result:
 
     def summary(self) -> str:
         """One line for a log or a terminal."""
-        parts = [f"{self.image.width}x{self.image.height}", f"engine {self.engine}"]
+        parts = [f"{self.image.width}x{self.image.height}", f"engine {self.engine}" + (f" ({self.model})" if self.model else "")]
         if self.fallback_reason:
             parts.append(f"fallback: {self.fallback_reason}")
         if self.tags:
@@ -156,6 +153,7 @@ class Upscaler:
         self._pipe = None
         self._pipe_key: tuple | None = None
         self._realesrgan = None
+        self._realesrgan_key: tuple | None = None
 
     # ---------------------------------------------------------------- models
     def pipeline(self, settings: Settings):
@@ -190,12 +188,17 @@ class Upscaler:
         return WeightPaths.resolve(self.weights, download=download, need=[MODELS[settings.model].base])
 
     def realesrgan(self, settings: Settings):
-        """The Real-ESRGAN engine (bundled weights unless RealESRGAN_x4plus.pth is in the weights dir)."""
-        from seesr.realesrgan import load_realesrgan
+        """The Real-ESRGAN engine: the settings' Real-ESRGAN model, else (the SeeSR fallback) x4plus;
+        loaded once per model, device and precision."""
+        from seesr.realesrgan import DEFAULT_MODEL, is_realesrgan_model, load_realesrgan
 
-        if self._realesrgan is None:
+        model = settings.model if is_realesrgan_model(settings.model) else DEFAULT_MODEL
+        key = (model, settings.device, settings.fp32)
+        if self._realesrgan is None or self._realesrgan_key != key:
+            self._realesrgan = None
             weights_dir = None if isinstance(self.weights, WeightPaths) or self.weights is None else Path(self.weights)
-            self._realesrgan = load_realesrgan(weights_dir=weights_dir, device=settings.device)
+            self._realesrgan = load_realesrgan(weights_dir, device=settings.device, model=model, fp32=settings.fp32)
+            self._realesrgan_key = key
         return self._realesrgan
 
     def unload(self) -> None:
@@ -239,13 +242,19 @@ class Upscaler:
                     raise
                 reason = self._missing_reason(error)
         if settings.engine == "realesrgan" or reason is not None:
+            from seesr.models import DEFAULT_MODEL, REALESRGAN_MODELS, canonical_model, is_realesrgan_model
+            from seesr.realesrgan import AUTO_TILES, planned_precision
+
             loaded = load_image(image)
             device = resolve_device(settings.device)
-            dtype = realesrgan_dtype(device)
-            tile = REALESRGAN_TILES[0]
-            start = RunStart("realesrgan", REALESRGAN_MODEL, str(device), _dtype_name(dtype), None,
-                             realesrgan_tiles(tile, settings.scale))  # fmt: skip
+            dtype = planned_precision(device, settings.fp32)
+            model = canonical_model(settings.model) if is_realesrgan_model(settings.model) else DEFAULT_MODEL
+            bundled = REALESRGAN_MODELS.get(model)
+            net_scale = bundled.network_scale if bundled is not None else None
+            start = RunStart("realesrgan", model, str(device), _dtype_name(dtype), None,
+                             realesrgan_tiles(settings.tile, settings.scale, net_scale))  # fmt: skip
             size = plan_working_size(*loaded.size, settings.scale, 0).output_size
+            tile = settings.tile or AUTO_TILES[0]
             return DryRun(start, size, realesrgan_peak_bytes(*loaded.size, tile, dtype), reason)
         settings, plan, size = self.plan(image, **arguments)
         device = resolve_device(settings.device)
@@ -262,8 +271,12 @@ class Upscaler:
         start = time.perf_counter()
         with PeakTracker(resolve_device(settings.device)) as peak:
             ladder = self._run(rgb, settings, seed, StageTracker(self.progress))
-        image_out = recombine(ladder.image, loaded)
         reference = resize(loaded.rgb, ladder.image.size)
+        if ladder.engine == "realesrgan":
+            from seesr.realesrgan import color_fix_image
+
+            ladder.image = color_fix_image(ladder.image, reference, settings.color_fix)
+        image_out = recombine(ladder.image, loaded)
         output = ladder.seesr_output
         timings = dict(getattr(output, "timings", {}) or {})
         timings["total"] = time.perf_counter() - start
@@ -272,7 +285,7 @@ class Upscaler:
             engine=ladder.engine,
             settings=settings,
             seed=seed if ladder.engine == "seesr" else None,
-            model=settings.model if ladder.engine == "seesr" else REALESRGAN_MODEL,
+            model=settings.model if ladder.engine == "seesr" else self._realesrgan.name,
             tags=getattr(output, "tags", None),
             prompt=getattr(output, "prompt", None),
             plan=ladder.plan,
@@ -293,13 +306,20 @@ class Upscaler:
                 report(StageProgress("load", 0, 0))
             engine = self.realesrgan(settings)
             engine.progress = report
-            tiles = realesrgan_tiles(REALESRGAN_TILES[0], settings.scale)
-            report(RunStart("realesrgan", REALESRGAN_MODEL, str(engine.device), _dtype_name(engine.dtype), None, tiles))
+            tiles = realesrgan_tiles(settings.tile, settings.scale, engine.net_scale)
+            report(RunStart("realesrgan", engine.name, str(engine.device), _dtype_name(engine.dtype), None, tiles))
             return engine
 
         def realesrgan_only(reason: str | None):
             return run_ladder(
-                rgb, scale=settings.scale, plan=None, run_seesr=None, load_realesrgan=load_realesrgan, skip_reason=reason
+                rgb,
+                scale=settings.scale,
+                plan=None,
+                run_seesr=None,
+                load_realesrgan=load_realesrgan,
+                skip_reason=reason,
+                realesrgan_tile=settings.tile,
+                realesrgan_tile_pad=settings.tile_pad,
             )
 
         if settings.engine == "realesrgan":
@@ -340,6 +360,8 @@ class Upscaler:
             allow_fallback=not settings.no_fallback,
             fault_hook=pipe.fault_hook,
             stage=lambda: report.stage,
+            realesrgan_tile=settings.tile,
+            realesrgan_tile_pad=settings.tile_pad,
         )
 
     def _missing_reason(self, error: MissingWeightsError) -> str:
@@ -388,15 +410,12 @@ REALESRGAN_FEATURES = 64
 """Feature channels of RRDBNet's upsampling convolutions, which hold the largest activations."""
 
 
-def realesrgan_dtype(device: torch.device) -> torch.dtype:
-    """What :func:`seesr.realesrgan.load_realesrgan` runs in: float16 on CUDA, else float32."""
-    return torch.float16 if device.type == "cuda" else torch.float32
-
-
-def realesrgan_tiles(tile: int, scale: float) -> str:
-    """The Real-ESRGAN plan in words: network scale, resize, tile size."""
-    resize_to = "" if scale == 4 else f", resized to x{scale:g}"
-    return f"x4 network{resize_to}; tiles of {tile} px (smaller on out-of-memory)"
+def realesrgan_tiles(tile: int, scale: float, net_scale: int | None) -> str:
+    """The Real-ESRGAN plan in words: network scale, resize, tiles."""
+    network = f"x{net_scale} network" if net_scale else "the model file's network"
+    resize_to = "" if scale == net_scale else f", resized to x{scale:g}"
+    tiles = f"tiles of {tile} px" if tile else "untiled when it fits the free memory, else tiles"
+    return f"{network}{resize_to}; {tiles} (smaller on out-of-memory)"
 
 
 def realesrgan_peak_bytes(width: int, height: int, tile: int, dtype: torch.dtype) -> int:

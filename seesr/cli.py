@@ -73,7 +73,8 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, opposite, dest=name, action=_Switch, default=None, help=help_text)
         else:
             metavar = "{" + ",".join(info.choices) + "}" if info.choices else {int: "N", float: "X"}.get(kind, "TEXT")
-            group.add_argument(flag, *info.extra_flags, dest=name, default=None, metavar=metavar, help=help_text)
+            metavar = "NAME|FILE" if info.file_suffixes else metavar
+            group.add_argument(*info.extra_flags, flag, dest=name, default=None, metavar=metavar, help=help_text)
 
 
 def setting_arguments(args: argparse.Namespace) -> dict[str, Any]:

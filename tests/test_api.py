@@ -99,9 +99,12 @@ def test_no_fallback_raises_typed_error_with_advice(upscaler, lr_image):
 
 
 def test_everything_out_of_memory_is_a_typed_error(upscaler, lr_image):
-    upscaler.pipeline(upscaler.settings(FAST)).fault_hook = OomInjector({"denoise": 3, "realesrgan": 3})
+    """Real-ESRGAN's rungs: its planned tile (untiled for this small image), then 256, 128, 64."""
+    injector = OomInjector({"denoise": 3, "realesrgan": 4})
+    upscaler.pipeline(upscaler.settings(FAST)).fault_hook = injector
     with pytest.raises(OutOfMemoryError, match="every rung"):
         upscaler.upscale(lr_image, **FAST)
+    assert injector.raised == ["denoise"] * 3 + ["realesrgan"] * 4
 
 
 def test_missing_weights_fall_back_to_realesrgan_and_say_why(tmp_path, lr_image):

@@ -172,9 +172,9 @@ def test_boolean_settings_have_both_switches():
     assert parse(["upscale", "x.png", "--fallback"]).no_fallback is False
 
 
-@pytest.mark.parametrize("flag", ["--tile", "--tile-batch", "--kds", "--over", "--steps-"])
+@pytest.mark.parametrize("flag", ["--til", "--tile-batch", "--tile-p", "--kds", "--over", "--steps-"])
 def test_abbreviations_are_errors(flag, capsys):
-    """`--tile 64` is not `--tile-batch-size 64`: prefixes of a flag are refused."""
+    """`--tile-batch 64` is not `--tile-batch-size 64`: prefixes of a flag are refused."""
     from seesr.cli import build_parser
 
     with pytest.raises(SystemExit) as exit_info:

@@ -79,7 +79,7 @@ def test_runner_inputs_match_the_library(predict_module):
     """Literal values in predict.py (so cog build can read them) must be the settings' declaration:
     the settings flagged for Cog, in declaration order, with their types, defaults, choices, widest
     range over the models, and help text as description."""
-    from seesr.presets import DECLARED, MODEL_DEFAULTS, MODEL_RANGES, PRESETS, setting_info, value_kind
+    from seesr.presets import DECLARED, ENGINE_DEFAULTS, MODEL_DEFAULTS, MODEL_RANGES, PRESETS, setting_info, value_kind
 
     inputs = run_inputs(predict_module.Runner)
     assert inputs[0][0] == "image" and inputs[0][2].description
@@ -97,7 +97,9 @@ def test_runner_inputs_match_the_library(predict_module):
         ranges = [setting.range] + [r[name] for r in MODEL_RANGES.values() if name in r] if setting.range else []
         expected_range = (min(low for low, _ in ranges), max(high for _, high in ranges)) if ranges else (None, None)
         assert (info.ge, info.le) == expected_range, name
-        changed_elsewhere = any(name in values for values in [*PRESETS.values(), *MODEL_DEFAULTS.values()])
+        changed_elsewhere = any(
+            name in values for values in [*PRESETS.values(), *MODEL_DEFAULTS.values(), *ENGINE_DEFAULTS.values()]
+        )
         assert empty or not changed_elsewhere, f"{name}: a preset or model sets it, so its input must default to empty"
     assert predict_module.Runner.__mro__[1] is cog.BaseRunner  # the current API, not BasePredictor
 
@@ -458,6 +460,22 @@ def test_bad_values_fail_with_the_library_message(runner_without_network, lr_ima
     broken.write_bytes(b"not an image")
     with pytest.raises(InputError, match="not an image file"):
         call_run(runner_without_network, image=cog.Path(broken))
+
+
+def test_model_input_chooses_a_realesrgan_model(runner_without_network, lr_image, tmp_path, capsys):
+    """model=<a bundled Real-ESRGAN model> runs it (the engine follows); a path is refused."""
+    from seesr.errors import InputError
+
+    source = tmp_path / "in.png"
+    lr_image.crop((0, 0, 8, 6)).save(source)
+    output = call_run(runner_without_network, image=cog.Path(source), model="realesr-animevideov3-x2", scale=2)
+    with Image.open(output) as image:
+        assert image.size == (16, 12)
+    assert "engine realesrgan (realesr-animevideov3-x2)" in capsys.readouterr().out
+    weights = tmp_path / "RealESRGAN_x4plus.pth"
+    weights.write_bytes(b"server file")
+    with pytest.raises(InputError, match="model must be one of: seesr-turbo, seesr, realesrgan-x4plus"):
+        call_run(runner_without_network, image=cog.Path(source), model=str(weights))
 
 
 def test_run_passes_every_setting_input_by_name(predict_module, lr_image, tmp_path):

@@ -141,7 +141,7 @@ def test_new_settings_are_validated_together():
         )
     message = str(error.value)
     for expected in ("sampler='euler' (allowed: ddim, ddpm)", "start_point='middle' (allowed: lr, noise)",
-                     "start_steps=0 (allowed: 1 to 999)", "model='sdxl' (allowed: seesr-turbo, seesr)",
+                     "start_steps=0 (allowed: 1 to 999)", "model='sdxl' (allowed: seesr-turbo, seesr, realesrgan-x4plus",
                      "max_latent_tile=4 (allowed: 8 to 1024)"):  # fmt: skip
         assert expected in message, expected
     settings = resolve_settings({"sampler": "ddpm", "start_point": "noise", "start_steps": 500}, environ={})

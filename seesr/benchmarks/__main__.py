@@ -9,7 +9,7 @@ BENCHMARKS = {
     "pipeline": "speed of the whole pipeline at full size: per stage, end to end, peak memory, naive vs default",
     "memory": "working memory of each stage at full size; the planner's estimates against measured peaks",
     "training": "training throughput and peak memory of `seesr train` (fp32/bf16, gradient checkpointing)",
-    "realesrgan": "Real-ESRGAN x4plus, our PyTorch engine against the ncnn runtime (quality and speed)",
+    "realesrgan": "Real-ESRGAN models, our PyTorch engine against the ncnn runtime (quality, colour fix, tiles, strips)",
 }
 
 
