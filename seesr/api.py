@@ -86,12 +86,7 @@ class Result:
         """The input (bicubic) | output picture of ``--compare``, labelled with the engine and model."""
         if self.source is None:
             raise ConfigError("this result does not keep its input; a comparison needs it")
-        if self.engine == "seesr":
-            model = self.settings.model
-        else:
-            from seesr.realesrgan import OFFICIAL_FILE
-
-            model = Path(OFFICIAL_FILE).stem
+        model = self.model or self.settings.model
         return compare_image(self.source.rgb, self.image.convert("RGB"), f"output: {self.engine}/{model}")
 
     @property
@@ -190,7 +185,8 @@ class Upscaler:
     def realesrgan(self, settings: Settings):
         """The Real-ESRGAN engine: the settings' Real-ESRGAN model, else (the SeeSR fallback) x4plus;
         loaded once per model, device and precision."""
-        from seesr.realesrgan import DEFAULT_MODEL, is_realesrgan_model, load_realesrgan
+        from seesr.models import DEFAULT_MODEL, is_realesrgan_model
+        from seesr.realesrgan import load_realesrgan
 
         model = settings.model if is_realesrgan_model(settings.model) else DEFAULT_MODEL
         key = (model, settings.device, settings.fp32)

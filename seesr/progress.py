@@ -12,9 +12,9 @@ import logging
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TextIO, TypeVar
+from typing import TextIO, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -69,16 +69,6 @@ class StageCounter:
     def update(self, units: int = 1) -> None:
         self.done += units
         self._emit()
-
-    def counting(self, function: Callable[[Any, Sequence[Any]], Output]) -> Callable[[Any, Sequence[Any]], Output]:
-        """``function(batch, windows)`` that counts one unit per window (for :func:`~seesr.tiling.tiled_apply`)."""
-
-        def counted(batch: Any, windows: Sequence[Any]) -> Output:
-            result = function(batch, windows)
-            self.update(len(windows))
-            return result
-
-        return counted
 
     def _emit(self) -> None:
         if self.callback is not None:

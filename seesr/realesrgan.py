@@ -474,9 +474,13 @@ class RealEsrganUpscaler:
         else:
             tiles = plan_tiles(padded_h, padded_w, tile, 0)
             counter = StageCounter(self.progress, "realesrgan", len(tiles))
-            out = tiled_paste(
-                counter.counting(self._run), x, tiles, scale=self.scale, context=tile_pad, batch_pixels=self.batch_pixels()
-            )
+
+            def run(crops: torch.Tensor) -> torch.Tensor:
+                out = self._run(crops)
+                counter.update(crops.shape[0])
+                return out
+
+            out = tiled_paste(run, x, tiles, scale=self.scale, context=tile_pad, batch_pixels=self.batch_pixels())
         if pad > 0:
             crop = pad * self.scale
             out = out[..., crop : crop + height * self.scale, crop : crop + width * self.scale]
