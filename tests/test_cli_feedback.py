@@ -13,6 +13,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from seesr.progress import RECORD_FIELDS, RunStart, StageProgress, TerminalProgress
@@ -100,11 +101,18 @@ def test_quiet_prints_nothing_on_success(images, tmp_path):
     assert (again.returncode, again.stdout, again.stderr) == (0, "", "")  # a skip is no error
 
 
+def cpu_dtype() -> str:
+    """The precision Real-ESRGAN runs in on this CPU (bfloat16 where the CPU has native bf16)."""
+    from seesr.realesrgan import planned_precision
+
+    return str(planned_precision(torch.device("cpu"))).removeprefix("torch.")
+
+
 def test_verbose_logs_the_engine_line(images, tmp_path):
     done = seesr(tmp_path, "upscale", str(images / "a.png"), "-o", str(tmp_path / "o.png"), "--engine", "realesrgan",
                  "--verbose", *FAST)  # fmt: skip
     assert done.returncode == 0
-    assert "INFO seesr.progress: engine realesrgan, model realesrgan-x4plus, cpu float32; x4 network" in done.stderr
+    assert f"INFO seesr.progress: engine realesrgan, model realesrgan-x4plus, cpu {cpu_dtype()}; x4 network" in done.stderr
 
 
 def test_dry_run_plans_the_engine_that_would_run(images, tmp_path, tiny_weights_dir):
@@ -112,9 +120,12 @@ def test_dry_run_plans_the_engine_that_would_run(images, tmp_path, tiny_weights_
     esrgan = seesr(tmp_path, "upscale", image, "-o", out, "--engine", "realesrgan", "--dry-run", *FAST)
     assert esrgan.returncode == 0 and esrgan.stderr == ""
     assert esrgan.stdout.startswith(
-        f"{image} -> {out} (72x48): engine realesrgan, model realesrgan-x4plus, cpu float32;"
+        f"{image} -> {out} (72x48): engine realesrgan, model realesrgan-x4plus, cpu {cpu_dtype()};"
     )
-    assert "x4 network, resized to x2; tiles of 256 px" in esrgan.stdout and "est. peak 0.1 GiB" in esrgan.stdout
+    assert "x4 network, resized to x2; untiled when it fits the free memory" in esrgan.stdout
+    assert "est. peak 0.0 GiB" in esrgan.stdout
+    tiled = seesr(tmp_path, "upscale", image, "-o", out, "-n", "realesr-animevideov3-x2", "-t", "32", "--dry-run", *FAST)
+    assert "model realesr-animevideov3-x2" in tiled.stdout and "x4 network, resized to x2; tiles of 32 px" in tiled.stdout
     turbo = seesr(
         tmp_path, "upscale", image, "-o", out, "--weights", str(tiny_weights_dir), "--dry-run", "--json", *FAST
     )

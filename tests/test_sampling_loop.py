@@ -117,14 +117,16 @@ def test_the_loop_with_steering_pulls_particles_together(sampler):
     assert torch.equal(run(KdsConfig(particles=4, strength=0.0)), plain)
 
 
-def test_progress_bar_counts_steps_times_tiles(tiny, tiny_pipe, capsys):
-    """``show_progress``: one bar over denoising steps x latent tiles, advanced per tile batch."""
+def test_progress_counts_steps_times_tiles(tiny, tiny_pipe):
+    """``progress``: the denoise stage counts steps x latent tiles, advanced per tile batch."""
     lr = Image.open(tiny / "inputs" / "pipeline_input.png")
     plan = RunPlan(latent_tile=8, latent_overlap=4, tile_batch_size=3)  # 12x18 latent: 8 tiles
-    tiny_pipe.show_progress = True
+    events = []
+    tiny_pipe.progress = events.append
     try:
         tiny_pipe(lr, scale=1, process_size=0, num_inference_steps=2, seed=0, plan=plan, color_fix="none")
     finally:
-        tiny_pipe.show_progress = False
-    err = capsys.readouterr().err
-    assert "denoise" in err and "16/16" in err
+        tiny_pipe.progress = None
+    denoise = [(event.done, event.total) for event in events if getattr(event, "stage", None) == "denoise"]
+    assert denoise[-1] == (16, 16)
+    assert [done for done, total in denoise if total == 16] == [0, 3, 6, 8, 11, 14, 16]
