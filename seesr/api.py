@@ -240,7 +240,7 @@ class Upscaler:
             run_seesr=run_seesr,
             load_realesrgan=lambda: self.realesrgan(settings),
             allow_fallback=not settings.no_fallback,
-            fault_hook=pipe.fault_hook,
+            stage_hook=pipe.stage_hook,
         )
 
 

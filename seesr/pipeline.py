@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
@@ -40,9 +40,9 @@ from seesr.weights.checkpoints import load_pretrained
 logger = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, int, torch.Tensor], None]
-FaultHook = Callable[[str], None]
+StageHook = Callable[[str], AbstractContextManager[object]]
 STAGES = ("tag", "text", "encode", "denoise", "decode", "colorfix")
-"""Stage names, as used in timings and by fault injection (``SeesrPipeline.fault_hook``)."""
+"""Stage names, as used in timings and by the stage hook (``SeesrPipeline.stage_hook``)."""
 
 
 @dataclass
@@ -86,7 +86,9 @@ class SeesrPipeline:
         self.model = "seesr-turbo"
         """Which of :data:`MODELS` the networks are (set by :meth:`from_pretrained`)."""
         self.execution_device = unet.device
-        self.fault_hook: FaultHook | None = None
+        self.stage_hook: StageHook | None = None
+        """Called with a stage's name as it starts; the context manager it returns is held while the
+        stage runs (an out-of-memory injector raises from the call, a benchmark clock times the stage)."""
         self.show_progress = False
         """Show a progress bar over denoising steps x latent tiles (for long images)."""
         self._offload = False
@@ -453,22 +455,21 @@ class SeesrPipeline:
 
     @contextmanager
     def stage(self, name: str, *models: torch.nn.Module | None) -> Iterator[None]:
-        """One stage of the flow: fault injection point, per-stage timing, and with offload the
-        stage's networks on the execution device only while it runs."""
-        if self.fault_hook is not None:
-            self.fault_hook(name)
-        moved = [m for m in models if m is not None] if self._offload else []
-        for model in moved:
-            model.to(self.execution_device)
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self.execution_device.type == "cuda":
-                torch.cuda.synchronize(self.execution_device)
-            self._timings[name] = self._timings.get(name, 0.0) + time.perf_counter() - start
+        """One stage of the flow: the stage hook, per-stage timing, and with offload the stage's
+        networks on the execution device only while it runs."""
+        with self.stage_hook(name) if self.stage_hook is not None else nullcontext():
+            moved = [m for m in models if m is not None] if self._offload else []
             for model in moved:
-                model.to("cpu")
+                model.to(self.execution_device)
+            start = time.perf_counter()
+            try:
+                yield
+            finally:
+                if self.execution_device.type == "cuda":
+                    torch.cuda.synchronize(self.execution_device)
+                self._timings[name] = self._timings.get(name, 0.0) + time.perf_counter() - start
+                for model in moved:
+                    model.to("cpu")
 
     def tag(self, image: Image.Image):
         """RAM + DAPE on the LR image, in float32: tags (prompt) and (1, 145, 512) image embeddings

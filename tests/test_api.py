@@ -27,7 +27,7 @@ def lr_image(tiny):
 def no_faults(upscaler):
     yield
     if upscaler._pipe is not None:
-        upscaler._pipe.fault_hook = None
+        upscaler._pipe.stage_hook = None
 
 
 def test_upscale_returns_a_full_result(upscaler, lr_image):
@@ -73,7 +73,7 @@ def test_alpha_and_gray_come_back(upscaler, lr_image):
 
 @pytest.mark.parametrize("stage", ["tag", "encode", "denoise", "decode"])
 def test_out_of_memory_at_any_stage_goes_to_a_smaller_plan(upscaler, lr_image, stage):
-    upscaler.pipeline(upscaler.settings(FAST)).fault_hook = injector = OomInjector({stage: 1})
+    upscaler.pipeline(upscaler.settings(FAST)).stage_hook = injector = OomInjector({stage: 1})
     result = upscaler.upscale(lr_image, **FAST)
     assert injector.raised == [stage]
     assert result.engine == "seesr"
@@ -84,12 +84,12 @@ def test_out_of_memory_at_any_stage_goes_to_a_smaller_plan(upscaler, lr_image, s
 
 
 def test_offload_rung_then_realesrgan(upscaler, lr_image):
-    upscaler.pipeline(upscaler.settings(FAST)).fault_hook = OomInjector({"denoise": 2})
+    upscaler.pipeline(upscaler.settings(FAST)).stage_hook = OomInjector({"denoise": 2})
     result = upscaler.upscale(lr_image, **FAST)
     assert result.engine == "seesr" and "offload" in result.attempts[-1].settings
     assert len(result.attempts) == 3
 
-    upscaler._pipe.fault_hook = OomInjector({"denoise": 3, "realesrgan": 1})
+    upscaler._pipe.stage_hook = OomInjector({"denoise": 3, "realesrgan": 1})
     result = upscaler.upscale(lr_image, **FAST)
     assert result.engine == "realesrgan" and "every rung" in result.fallback_reason
     assert [a.engine for a in result.attempts] == ["seesr"] * 3 + ["realesrgan"] * 2
@@ -98,13 +98,13 @@ def test_offload_rung_then_realesrgan(upscaler, lr_image):
 
 
 def test_no_fallback_raises_typed_error_with_advice(upscaler, lr_image):
-    upscaler.pipeline(upscaler.settings(FAST)).fault_hook = OomInjector({"denoise": 1})
+    upscaler.pipeline(upscaler.settings(FAST)).stage_hook = OomInjector({"denoise": 1})
     with pytest.raises(OutOfMemoryError, match="memory"):
         upscaler.upscale(lr_image, no_fallback=True, **FAST)
 
 
 def test_everything_out_of_memory_is_a_typed_error(upscaler, lr_image):
-    upscaler.pipeline(upscaler.settings(FAST)).fault_hook = OomInjector({"denoise": 3, "realesrgan": 3})
+    upscaler.pipeline(upscaler.settings(FAST)).stage_hook = OomInjector({"denoise": 3, "realesrgan": 3})
     with pytest.raises(OutOfMemoryError, match="every rung"):
         upscaler.upscale(lr_image, **FAST)
 

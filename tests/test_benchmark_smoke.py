@@ -9,17 +9,20 @@ import pytest
 import torch
 
 from seesr.benchmarks import pipeline as bench
+from seesr.benchmarks import report
+from seesr.benchmarks.common import cpu_description
+from seesr.devices import default_dtype
 
 PIPELINE_STAGES = ("tag", "text", "encode", "denoise", "decode", "colorfix")
 
 
 @pytest.fixture(scope="module")
-def record(tiny, tmp_path_factory):
-    """One smoke run of the three paths (default, naive, tuned), 2 sizes, 2 steps, 1 warm-up, 2 repeats."""
+def record(tiny_weights_dir, tmp_path_factory):
+    """One smoke run of the two paths (default, naive), 2 sizes, 2 steps, 1 warm-up, 2 repeats."""
     path = tmp_path_factory.mktemp("bench") / "bench.json"
     threads = torch.get_num_threads()
     start = time.perf_counter()
-    returned = bench.main(["--smoke", "--naive", "--tuned", "--steps", "2", "--warmup", "1", "--repeats", "2", "--json", str(path)])
+    returned = bench.main(["--smoke", "--weights", str(tiny_weights_dir), "--naive", "--steps", "2", "--warmup", "1", "--repeats", "2", "--json", str(path)])
     elapsed = time.perf_counter() - start
     assert torch.get_num_threads() == threads, "the harness must restore the thread count"
     saved = json.loads(path.read_text())
@@ -31,15 +34,17 @@ def test_record_describes_the_run(record):
     saved, _ = record
     assert saved["versions"]["torch"] == torch.__version__
     assert saved["machine"]["logical_cpus"] >= 1 and saved["machine"]["torch_threads"] >= 1
+    model, flags = cpu_description()
+    assert saved["machine"]["cpu"] == model and saved["machine"]["cpu_flags"] == flags
     settings = saved["settings"]
-    assert settings["smoke"] is True and settings["sizes"] == list(bench.SMOKE_SIZES)
+    assert settings["smoke"] is True and settings["sizes"] == list(bench.SMOKE_SIZES) and settings["weights"]
     assert settings["steps"] == [2] and settings["repeats"] == 2 and settings["warmup"] == 1
-    assert set(saved["variants"]) == {"default", "naive", "tuned"}
+    assert set(saved["variants"]) == {"default", "naive"}
     assert saved["variants"]["naive"]["network_dtypes"]["unet"] == "float32"
     assert saved["variants"]["naive"]["attention_processors"]["unet"] == ["AttnProcessor2_0"]
 
 
-@pytest.mark.parametrize("variant", ["default", "naive", "tuned"])
+@pytest.mark.parametrize("variant", ["default", "naive"])
 def test_every_stage_is_timed(record, variant):
     saved, _ = record
     result = saved["variants"][variant]
@@ -64,7 +69,7 @@ def test_every_stage_is_timed(record, variant):
         assert run["end_to_end_cpu_s"]["min"] > 0
 
 
-@pytest.mark.parametrize("variant", ["default", "naive", "tuned"])
+@pytest.mark.parametrize("variant", ["default", "naive"])
 def test_linear_fit_of_end_to_end_time(record, variant):
     saved, _ = record
     result = saved["variants"][variant]
@@ -84,7 +89,7 @@ def test_naive_comparison(record):
     naive = {r["lr_size"]: r for r in saved["variants"]["naive"]["runs"]}
     default = {r["lr_size"]: r for r in saved["variants"]["default"]["runs"]}
     pairs = [(c["reference"], c["test"]) for c in saved["comparisons"]]
-    assert pairs == [("naive", "default"), ("naive", "tuned"), ("default", "tuned")]
+    assert pairs == [("naive", "default")]
     comparison = saved["comparisons"][0]
     assert [r["lr_size"] for r in comparison["rows"]] == list(bench.SMOKE_SIZES)
     for row in comparison["rows"]:
@@ -97,21 +102,12 @@ def test_naive_comparison(record):
     # the naive path runs the official tile (scaled down for the tiny models) one tile at a time, in float32
     big = naive[bench.SMOKE_SIZES[-1]]
     assert big["plan"]["tile_batch_size"] == 1 and big["latent_tiles"] > 1
-    assert saved["variants"]["default"]["network_dtypes"]["unet"] == bench.default_dtype("cpu")
-    assert set(saved["latent_difference"]) == {"default", "tuned"}
+    assert saved["variants"]["default"]["network_dtypes"]["unet"] == bench.dtype_name(default_dtype("cpu"))
+    assert set(saved["latent_difference"]) == {"default"}
     for diffs in saved["latent_difference"].values():
         assert [d["lr_size"] for d in diffs] == list(bench.SMOKE_SIZES)
         for diff in diffs:
             assert diff["max_abs"] >= diff["mean_abs"] >= 0
-
-
-def test_tuned_path_runs_the_vae_like_the_networks(record):
-    saved, _ = record
-    tuned, default = saved["variants"]["tuned"], saved["variants"]["default"]
-    # the library now runs the VAE like the networks on a bf16 CPU (the tuned variant, adopted)
-    assert default["network_dtypes"]["vae"] == tuned["network_dtypes"]["vae"]
-    assert tuned["network_dtypes"]["vae"] == tuned["network_dtypes"]["unet"] == bench.default_dtype("cpu")
-    assert tuned["variant"]["channels_last"] == ("vae" if bench.default_dtype("cpu") == "bfloat16" else "none")
 
 
 def test_time_is_attributed_to_the_right_stage(tiny_pipe, monkeypatch):
@@ -130,28 +126,27 @@ def test_time_is_attributed_to_the_right_stage(tiny_pipe, monkeypatch):
 
     monkeypatch.setattr(tiny_pipe, "decode", slow_decode)
     monkeypatch.setattr(tiny_pipe, "predict_noise", slow_predict)
-    settings = bench.Settings(sizes=[32], steps=[2], repeats=1, warmup=0, smoke=True)
+    settings = bench.HarnessSettings(sizes=[32], steps=[2], repeats=1, warmup=0, smoke=True)
     record, latents = bench.measure_size(tiny_pipe, bench.Variant("naive", "float32", "naive"), settings, 32, bench.RunSpec(2))
     stages = record["stages"]
     tiles = record["latent_tiles"]
     assert tiles > 1 and len(calls) == 2 * tiles  # one call per tile per step (tile batch 1)
     assert stages["decode"]["min"] >= 0.2
     assert stages["step_1"]["min"] >= 0.05 * tiles and stages["step_2"]["min"] >= 0.05 * tiles
-    assert stages["encode"]["min"] < 0.2 and stages["text"]["min"] < 0.2
     assert stages["end_to_end"]["min"] >= 0.2 + 0.1 * tiles
     assert latents.shape == (1, 4, 16, 16)
 
 
 def test_linear_fit():
-    fit = bench.linear_fit([1.0, 2.0, 3.0], [3.0, 5.0, 7.5])
+    fit = report.linear_fit([1.0, 2.0, 3.0], [3.0, 5.0, 7.5])
     assert fit["slope"] == pytest.approx(2.25) and fit["intercept"] == pytest.approx(2.0 / 3.0)
     assert 0.99 < fit["r2"] <= 1.0
-    assert bench.linear_fit([1.0], [2.0])["slope"] is None
+    assert report.linear_fit([1.0], [2.0])["slope"] is None
 
 
-def test_presets_are_measured_as_the_api_runs_them(tmp_path):
+def test_presets_are_measured_as_the_api_runs_them(tiny_weights_dir, tmp_path):
     """``--presets``: each preset's steps, fixed tiles, KDS particles and offload, per size."""
-    returned = bench.main(["--smoke", "--sizes", "16", "--presets", "speed", "quality", "memory",
+    returned = bench.main(["--smoke", "--weights", str(tiny_weights_dir), "--sizes", "16", "--presets", "speed", "quality", "memory",
                            "--warmup", "0", "--repeats", "1", "--json", str(tmp_path / "presets.json")])  # fmt: skip
     runs = {run["preset"]: run for run in returned["variants"]["default"]["runs"]}
     assert set(runs) == {"speed", "quality", "memory"}
@@ -162,4 +157,6 @@ def test_presets_are_measured_as_the_api_runs_them(tmp_path):
     assert set(runs["quality"]["stages"]) == set(bench.stage_names(4))
     assert [f["preset"] for f in returned["variants"]["default"]["fits"]] == ["speed", "quality", "memory"]
     with pytest.raises(SystemExit, match="default path only"):
-        bench.main(["--smoke", "--presets", "speed", "--naive"])
+        bench.main(["--smoke", "--weights", str(tiny_weights_dir), "--presets", "speed", "--naive"])
+    with pytest.raises(SystemExit, match="--smoke needs --weights"):
+        bench.main(["--smoke"])
