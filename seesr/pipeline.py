@@ -58,6 +58,22 @@ class SeesrPipelineOutput:
     latents: torch.Tensor = field(repr=False)
 
 
+def network_dtypes(device: torch.device, dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """The dtype of each network when the pipeline runs in ``dtype`` on ``device``. The VAE follows
+    ``dtype`` on CUDA, and on the CPU when it is bfloat16 (oneDNN bf16 kernels, float32's range; see
+    :meth:`SeesrPipeline.decode`), else it stays float32 (float16 is slow on CPUs). The tagger stays
+    float32 whatever ``dtype`` (as officially): its tags are thresholded logits, and a tag near its
+    threshold would flip in half precision and change the prompt."""
+    follows = device.type == "cuda" or dtype == torch.bfloat16
+    return {
+        "text_encoder": dtype,
+        "unet": dtype,
+        "controlnet": dtype,
+        "tagger": torch.float32,
+        "vae": dtype if follows else torch.float32,
+    }
+
+
 def build_prompt(tags: str, user_prompt: str = "", positive_prompt: str = DEFAULT_POSITIVE_PROMPT) -> str:
     """The official prompt: ``f"{tags}, {user_prompt},"`` followed by the positive prompt."""
     return f"{tags}, {user_prompt}," + positive_prompt
@@ -130,16 +146,21 @@ class SeesrPipeline:
             )
         device = torch.device(device) if device is not None else default_device()
         dtype = torch_dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+        dtypes = network_dtypes(device, dtype)  # each network read straight into its dtype
 
         paths.warn_on_checksum_mismatch()
-        vae, _ = load_pretrained(AutoencoderKL, base / "vae", f"{base.name} VAE")
-        text_encoder, _ = load_pretrained(CLIPTextModel, base / "text_encoder", f"{base.name} text encoder")
+        vae, _ = load_pretrained(AutoencoderKL, base / "vae", f"{base.name} VAE", torch_dtype=dtypes["vae"])
+        text_encoder, _ = load_pretrained(
+            CLIPTextModel, base / "text_encoder", f"{base.name} text encoder", torch_dtype=dtypes["text_encoder"]
+        )
         tokenizer = CLIPTokenizer.from_pretrained(base / "tokenizer")
         if spec.unet_rule == "turbo":
-            unet = SeesrUNet2DConditionModel.from_turbo(base, paths.seesr)
+            unet = SeesrUNet2DConditionModel.from_turbo(base, paths.seesr, torch_dtype=dtypes["unet"])
         else:
-            unet = SeesrUNet2DConditionModel.from_pretrained(paths.seesr, subfolder="unet")
-        controlnet = SeesrControlNetModel.from_pretrained(paths.seesr, subfolder="controlnet")
+            unet = SeesrUNet2DConditionModel.from_pretrained(paths.seesr, subfolder="unet", torch_dtype=dtypes["unet"])
+        controlnet = SeesrControlNetModel.from_pretrained(
+            paths.seesr, subfolder="controlnet", torch_dtype=dtypes["controlnet"]
+        )
         tagger = RamTagger.from_pretrained(
             paths.ram_checkpoint,
             paths.dape_checkpoint,
@@ -154,27 +175,18 @@ class SeesrPipeline:
         return pipe.to(device, dtype)
 
     def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> "SeesrPipeline":
-        """Move the networks. The VAE follows ``dtype`` on CUDA, and on the CPU when it is bfloat16
-        (oneDNN bf16 kernels, float32's range; see :meth:`decode`), else it stays float32 (float16
-        is slow on CPUs). A bfloat16 VAE on the CPU gets channels_last weights (NHWC oneDNN
-        convolutions without layout reorders; at a 64x64 latent decode 2.0x and encode 2.4x faster
-        than NCHW). A float32 VAE stays NCHW: channels_last was 1.2x faster there but moves the
-        results ~1e-4 away from the official (NCHW) numbers. The tagger stays float32 whatever
-        ``dtype`` (as officially): its tags are thresholded logits, and a tag near its threshold
-        would flip in half precision and change the prompt."""
+        """Move the networks, each to its dtype for ``dtype`` (:func:`network_dtypes`; None: keep).
+        A bfloat16 VAE on the CPU gets channels_last weights (NHWC oneDNN convolutions without
+        layout reorders; at a 64x64 latent decode 2.0x and encode 2.4x faster than NCHW). A float32
+        VAE stays NCHW: channels_last was 1.2x faster there but moves the results ~1e-4 away from
+        the official (NCHW) numbers."""
         device = torch.device(device)
         self.execution_device = device
         if self._offload:
             device = torch.device("cpu")
-        follows = self.execution_device.type == "cuda" or dtype == torch.bfloat16
-        vae_dtype = None if dtype is None else dtype if follows else torch.float32  # None: keep
-        for model, want in (
-            (self.text_encoder, dtype),
-            (self.unet, dtype),
-            (self.controlnet, dtype),
-            (self.tagger, None if dtype is None else torch.float32),
-            (self.vae, vae_dtype),
-        ):
+        dtypes = network_dtypes(self.execution_device, dtype) if dtype is not None else {}
+        for name in ("text_encoder", "unet", "controlnet", "tagger", "vae"):
+            model, want = getattr(self, name), dtypes.get(name)
             if model is None:
                 continue
             if want is not None and want != next(model.parameters()).dtype:
