@@ -160,3 +160,74 @@ def test_presets_are_measured_as_the_api_runs_them(tiny_weights_dir, tmp_path):
         bench.main(["--smoke", "--weights", str(tiny_weights_dir), "--presets", "speed", "--naive"])
     with pytest.raises(SystemExit, match="--smoke needs --weights"):
         bench.main(["--smoke"])
+
+
+FAKE_OFFICIAL_TOOL = '''
+import argparse, json
+ap = argparse.ArgumentParser()
+for name in ("--src", "--size", "--steps", "--runs", "--tile", "--threads", "--json-out"):
+    ap.add_argument(name)
+a = ap.parse_args()
+stages = {"end_to_end_s": {"min": 90.0, "median": 100.0}, "ram_tagging_s": {"min": 1.0, "median": 1.0}}
+official = {"untiled_summary": {"n": int(a.runs), "stages": stages, "pipeline": {"denoise_total_s": {"min": 50.0, "median": 50.0}}},
+            "process_peak_rss_mib": 8192.0, "config": {"threads": int(a.threads)}, "env": {"size": int(a.size)}}
+open(a.json_out, "w").write(json.dumps({"official": official}))
+'''
+
+
+def fake_official_reference(root) -> tuple:
+    """An official environment whose harness reports 100 s and 8 GiB (the real one takes minutes)."""
+    import sys
+
+    (root / "venv" / "bin").mkdir(parents=True)
+    (root / "venv" / "bin" / "python").symlink_to(sys.executable)
+    (root / "src").mkdir()
+    (root / "src" / "test_seesr_turbo.py").write_text("")
+    tool = root / "official_speed.py"
+    tool.write_text(FAKE_OFFICIAL_TOOL)
+    return root, tool
+
+
+def test_against_official_prints_the_ratios_and_their_targets(tiny_weights_dir, tmp_path, capsys):
+    ref, tool = fake_official_reference(tmp_path / "ref")
+    record = bench.main(["--smoke", "--weights", str(tiny_weights_dir), "--sizes", "16", "--steps", "1", "--warmup", "0",
+                         "--repeats", "1", "--against-official", str(ref), "--official-tool", str(tool)])  # fmt: skip
+    assert record["official"]["end_to_end_s"]["median"] == 100.0 and record["official"]["process_peak_rss_bytes"] == 8 * 2**30
+    assert set(record["variants"]) == {"default", "naive"}  # the float32 parity path comes along
+    rows = {row["path"]: row for row in record["official_ratios"]}
+    default, naive = rows["default"], rows["naive"]
+    ours = record["variants"]["default"]["runs"][0]["stages"]["end_to_end"]["median"]
+    assert default["time_ratio"] == pytest.approx(ours / 100.0) and default["time_ok"] is (ours <= 33.0)
+    peak = record["variants"]["default"]["process_peak_rss_bytes"]
+    assert default["memory_ratio"] == pytest.approx(peak / (8 * 2**30)) and default["memory_target"] == 0.5
+    assert naive["time_target"] == 1.0 and naive["memory_target"] is None
+    out = capsys.readouterr().out
+    assert "ours (default) vs official, 16->64 steps 1: time" in out and "(target <= 0.33: met)" in out
+    assert "ours (naive) vs official" in out
+    with pytest.raises(SystemExit, match="official reference not usable"):
+        bench.main(["--smoke", "--weights", str(tiny_weights_dir), "--against-official", str(tmp_path / "nowhere")])
+
+
+def test_report_prints_a_record_and_compares_only_records_of_one_machine(record, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    saved, _ = record
+    first, same, other = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    first.write_text(json.dumps(saved))
+    same.write_text(json.dumps(saved))
+    elsewhere = {**saved, "machine": {**saved["machine"], "cpu": "Another CPU", "cpu_flags": ["avx2"]}}
+    other.write_text(json.dumps(elsewhere))
+
+    def report(*paths):
+        return subprocess.run([sys.executable, "-m", "seesr.benchmarks.report", *map(str, paths)], capture_output=True,
+                              text=True, env={"PYTHONPATH": str(REPO_ROOT), "PATH": ""}, timeout=120)  # fmt: skip
+
+    done = report(first, same)
+    assert done.returncode == 0, done.stderr
+    assert saved["machine"]["cpu"] in done.stdout and "== default:" in done.stdout
+    assert "default, 16->64 steps 2: a.json" in done.stdout and "= x1.00" in done.stdout
+    refused = report(first, other)
+    assert refused.returncode == 2 and "not compared" in refused.stderr and "Another CPU [avx2]" in refused.stderr

@@ -137,7 +137,8 @@ def official_ratios(record: dict) -> list[dict]:
     return rows
 
 
-def print_report(record: dict, out=sys.stdout) -> None:
+def print_report(record: dict, out=None) -> None:
+    out = out or sys.stdout
     print(f"\n{machine_line(record['machine'])}, torch {record['versions']['torch']}", file=out)
     for name, result in record["variants"].items():
         print(f"\n== {result['description']}  (built in {result['build_s']:.0f} s, weights "
