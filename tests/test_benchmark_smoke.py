@@ -231,3 +231,33 @@ def test_report_prints_a_record_and_compares_only_records_of_one_machine(record,
     assert "default, 16->64 steps 2: a.json" in done.stdout and "= x1.00" in done.stdout
     refused = report(first, other)
     assert refused.returncode == 2 and "not compared" in refused.stderr and "Another CPU [avx2]" in refused.stderr
+
+
+def test_candidates_profile_and_unet_run_as_typed(tiny_weights_dir, tmp_path):
+    """``python -m seesr.benchmarks.candidates profile unet`` as the README types it (tiny weights)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    out = tmp_path / "candidates.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "seesr.benchmarks.candidates", "profile", "unet", "--latent", "8", "--warmup", "0",
+         "--repeats", "1", "--threads", "1", "--weights", str(tiny_weights_dir), "--json", str(out)],
+        capture_output=True, text=True, timeout=600, env={"PYTHONPATH": str(REPO_ROOT), "PATH": "", "OMP_WAIT_POLICY": "PASSIVE"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads(out.read_text())
+    assert record["machine"]["cpu"] and "cpu_flags" in record["machine"]
+    profiles = record["candidates"]["profile"]
+    assert [p["what"] for p in profiles][:2] == ["controlnet+unet forward", "vae decode"]
+    for profile in profiles:
+        shares = [op["share"] for op in profile["top_ops"]]
+        assert 0 < sum(shares) <= 1.0 + 1e-9 and shares == sorted(shares, reverse=True)
+        assert all(op["calls"] >= 1 and op["op"] for op in profile["top_ops"])
+    assert any(op["op"].startswith("aten::") for op in profiles[0]["top_ops"])
+    assert "| op | calls | self s | share |" in done.stdout
+    unet = record["candidates"]["unet"]
+    assert [(r["dtype"], r["channels_last"]) for r in unet] == [("float32", False), ("float32", True),
+                                                                ("bfloat16", False), ("bfloat16", True)]  # fmt: skip
+    assert all(r["median"] > 0 for r in unet)

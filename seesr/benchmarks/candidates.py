@@ -2,6 +2,7 @@
 
     python -m seesr.benchmarks.candidates quality precision sdpa unet threads vae tile_batch compile profile
         [--device cpu|cuda] [--latent 64] [--warmup 1] [--repeats 2] [--threads N] [--json out.json]
+        [--weights DIR]     # measure a weights folder's networks instead of full-size random ones
 
 See ``CANDIDATES``: bf16 vs float32 and channels_last for ControlNet + UNet and for the VAE, thread
 count, tile batching, ``torch.compile``, the attention processor in use, the numerical cost of bf16
@@ -42,6 +43,8 @@ class CandidateSettings:
     warmup: int = 1
     repeats: int = 2
     threads: int | None = None
+    weights: str | None = None
+    """A weights folder to measure instead of full-size random networks (tests: the tiny fixtures)."""
 
 
 def _predict_inputs(pipe, latent: int, batch: int = 1) -> tuple:
@@ -49,7 +52,7 @@ def _predict_inputs(pipe, latent: int, batch: int = 1) -> tuple:
     device, dtype = pipe.device, pipe.dtype
     latents = torch.randn(batch, 4, latent, latent, generator=g).to(device)
     condition = torch.rand(batch, 3, latent * 8, latent * 8, generator=g).to(device)
-    text = torch.randn(1, 77, 1024, generator=g).to(device, dtype)
+    text = torch.randn(1, 77, pipe.unet.config.cross_attention_dim, generator=g).to(device, dtype)
     ram = torch.randn(1, 145, 512, generator=g).to(device, dtype)
     return latents, condition, text, ram
 
@@ -226,11 +229,18 @@ CANDIDATES = ("quality", "precision", "sdpa", "profile", "unet", "threads", "vae
 
 
 def run_candidates(names: Sequence[str], settings: CandidateSettings, latent: int = 64) -> dict:
-    """Measure the named candidates in this process (full-size networks without the tagger)."""
-    from seesr.benchmarks.fullsize import build_full_size_pipeline
-
+    """Measure the named candidates in this process (full-size networks without the tagger, or the
+    networks of ``settings.weights``)."""
     device = torch.device(settings.device)
-    pipe = build_full_size_pipeline(device, torch.float32, with_tagger=False)
+    if settings.weights:
+        from seesr.pipeline import SeesrPipeline
+        from seesr.weights import WeightPaths
+
+        pipe = SeesrPipeline.from_pretrained(WeightPaths.from_dir(settings.weights), device=device, torch_dtype=torch.float32)
+    else:
+        from seesr.benchmarks.fullsize import build_full_size_pipeline
+
+        pipe = build_full_size_pipeline(device, torch.float32, with_tagger=False)
     results: dict[str, list[dict] | dict] = {}
     unknown = sorted(set(names) - set(CANDIDATES))
     if unknown:
@@ -321,12 +331,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, help="write the record here")
+    parser.add_argument("--weights", type=Path, help="a weights folder to measure instead of full-size random networks")
     args = parser.parse_args(argv)
     threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        settings = CandidateSettings(args.device, args.warmup, args.repeats, args.threads)
+        settings = CandidateSettings(args.device, args.warmup, args.repeats, args.threads,
+                                     str(args.weights) if args.weights else None)
         record = {"benchmark": "seesr.benchmarks.candidates", "machine": machine_info(args.device),
                   "versions": versions(), "settings": asdict(settings)}  # fmt: skip
         record["candidates"] = run_candidates(args.names, settings, args.latent)
