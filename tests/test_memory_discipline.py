@@ -41,8 +41,8 @@ def test_half_precision_weights_are_read_straight_into_their_dtype(tiny_weights,
     the values of the float32 load rounded once; no network is ever cast after loading."""
     import torch
 
-    import seesr.weights.checkpoints as checkpoints
     from seesr.pipeline import SeesrPipeline
+    from seesr.weights import checkpoints
 
     read_dtypes = []
     read = checkpoints.read_checkpoint

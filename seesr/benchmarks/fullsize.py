@@ -12,7 +12,6 @@ import json
 import math
 import tempfile
 from pathlib import Path
-
 from typing import Callable
 
 import torch
