@@ -165,7 +165,7 @@ def test_presets_are_measured_as_the_api_runs_them(tiny_weights_dir, tmp_path):
 FAKE_OFFICIAL_TOOL = '''
 import argparse, json
 ap = argparse.ArgumentParser()
-for name in ("--src", "--size", "--steps", "--runs", "--tile", "--threads", "--json-out"):
+for name in ("--src", "--size", "--steps", "--runs", "--tile", "--threads", "--budget-s", "--json-out"):
     ap.add_argument(name)
 a = ap.parse_args()
 stages = {"end_to_end_s": {"min": 90.0, "median": 100.0}, "ram_tagging_s": {"min": 1.0, "median": 1.0}}
