@@ -65,6 +65,9 @@ def test_every_stage_is_timed(record, variant):
             total = sum(stages[name]["samples"][i] for name in (*PIPELINE_STAGES, "other"))
             assert total == pytest.approx(stages["end_to_end"]["samples"][i], rel=1e-6, abs=1e-6)
         assert run["peak_memory"]["peak_bytes"] > 0 and run["peak_memory"]["working_bytes"] >= 0
+        stage_peaks = run["peak_memory"]["stage_peak_bytes"]  # which stage holds the call's peak
+        assert set(stage_peaks) == set(PIPELINE_STAGES)
+        assert 0 < max(stage_peaks.values()) <= run["peak_memory"]["peak_bytes"] * 1.001
         assert run["warmup_end_to_end_s"] and run["warmup_end_to_end_s"][0] > 0
         assert run["end_to_end_cpu_s"]["min"] > 0
 

@@ -46,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -243,18 +243,24 @@ def plan_for(variant: Variant, pipe, work_w: int, work_h: int, settings: Harness
 
 class StageClock:
     """A stage hook (``SeesrPipeline.stage_hook``) with the step callback: the start of the
-    ``denoise`` stage and the end of every step, hence each step's time."""
+    ``denoise`` stage and the end of every step, hence each step's time; on the CPU also each
+    stage's peak RSS (which stage sets the call's peak)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.denoise_start: float | None = None
         self.step_ends: list[float] = []
+        self.stage_peak_bytes: dict[str, int] = {}
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
-        if stage == "denoise":
-            self.denoise_start = time.perf_counter()
-        yield
+        # CUDA peak statistics are global: only the call's own PeakMemory reads them
+        with PeakMemory(self.device) if self.device.type == "cpu" else nullcontext() as peak:
+            if stage == "denoise":
+                self.denoise_start = time.perf_counter()
+            yield
+        if peak is not None:
+            self.stage_peak_bytes[stage] = max(self.stage_peak_bytes.get(stage, 0), peak.base + peak.peak)
 
     def callback(self, i: int, t: int, latents: torch.Tensor) -> None:
         synchronize(self.device)
@@ -301,6 +307,7 @@ def one_run(pipe, image: Image.Image, steps: int, plan: RunPlan | None, seed: in
                   "peak_bytes": peak.peak + peak.base}  # fmt: skip
     else:
         memory = {"kind": "cpu_rss", "working_bytes": peak.peak, "peak_bytes": peak.peak + rss_before}
+    memory["stage_peak_bytes"] = clock.stage_peak_bytes
     return {"times": times, "cpu_s": cpu, "memory": memory, "load_average_1m": load, "output": output}
 
 
@@ -346,6 +353,8 @@ def measure_size(pipe, variant: Variant, settings: HarnessSettings, lr_size: int
             "kind": runs[0]["memory"]["kind"],
             "working_bytes": max(r["memory"]["working_bytes"] for r in warmups + runs),
             "peak_bytes": max(r["memory"]["peak_bytes"] for r in warmups + runs),
+            "stage_peak_bytes": {name: max(r["memory"]["stage_peak_bytes"].get(name, 0) for r in warmups + runs)
+                                 for name in runs[0]["memory"]["stage_peak_bytes"]},  # fmt: skip
         },
         "load_average_1m": [r["load_average_1m"] for r in warmups + runs],
     }

@@ -150,6 +150,9 @@ def print_report(record: dict, out=None) -> None:
             print(f"  {run['lr_size']}->{run['output_size']} {what}steps {run['steps']}  [{run['plan_description']}; "
                   f"{run['latent_tiles']} latent tile(s)]  peak {fmt_bytes(run['peak_memory']['peak_bytes'])} "
                   f"(working {fmt_bytes(run['peak_memory']['working_bytes'])})", file=out)  # fmt: skip
+            if run["peak_memory"].get("stage_peak_bytes"):
+                print("    peak RSS by stage: " + ", ".join(f"{name} {fmt_bytes(n)}" for name, n in
+                                                       run["peak_memory"]["stage_peak_bytes"].items()), file=out)  # fmt: skip
             print("    " + "  ".join(f"{k:>10s}" for k in ("stage", "min s", "median s")), file=out)
             for stage, stats in stages.items():
                 print(f"    {stage:>10s}  {stats['min']:10.3f}  {stats['median']:10.3f}", file=out)
