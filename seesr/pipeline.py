@@ -26,6 +26,7 @@ from seesr.devices import default_device
 from seesr.errors import ConfigError, InputError, MissingWeightsError
 from seesr.imaging import pil_to_tensor, plan_working_size, resize, tensor_to_pil
 from seesr.kds import KdsConfig, kds_noise_pred, particle_noise, select_particle
+from seesr.memory import trim_host_heap
 from seesr.models import MODELS
 from seesr.models.controlnet import SeesrControlNetModel
 from seesr.models.tagger import RamConfig, RamTagger
@@ -482,6 +483,8 @@ class SeesrPipeline:
                 self._timings[name] = self._timings.get(name, 0.0) + time.perf_counter() - start
                 for model in moved:
                     model.to("cpu")
+                if self.execution_device.type == "cpu":
+                    trim_host_heap()  # the next stage's peak starts from the weights, not this stage's leftovers
 
     def tag(self, image: Image.Image):
         """RAM + DAPE on the LR image, in float32: tags (prompt) and (1, 145, 512) image embeddings

@@ -6,7 +6,6 @@ its numbers: :func:`same_machine` says whether two records may be compared.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import os
 import platform
@@ -21,6 +20,8 @@ import numpy as np
 import psutil
 import torch
 from PIL import Image
+
+from seesr.memory import trim_host_heap
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCALE = 4
@@ -108,10 +109,7 @@ def release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    trim_host_heap()
 
 
 def process_peak_rss_bytes() -> int:
