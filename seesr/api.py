@@ -354,7 +354,7 @@ class Upscaler:
             run_seesr=run_seesr,
             load_realesrgan=load_realesrgan,
             allow_fallback=not settings.no_fallback,
-            fault_hook=pipe.fault_hook,
+            stage_hook=pipe.stage_hook,
             stage=lambda: report.stage,
             realesrgan_tile=settings.tile,
             realesrgan_tile_pad=settings.tile_pad,

@@ -13,6 +13,7 @@ import dataclasses
 import gc
 import logging
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -75,7 +76,8 @@ def free_memory() -> None:
 
 
 class OomInjector:
-    """A ``fault_hook`` that raises an out-of-memory error at named stages, a set number of times.
+    """A stage hook (``SeesrPipeline.stage_hook``) that raises an out-of-memory error as named
+    stages start, a set number of times.
 
     ``OomInjector({"denoise": 2})`` fails the next two runs of the denoising stage. Stage names
     are those of :meth:`seesr.pipeline.SeesrPipeline.stage` (``tag``, ``text``, ``encode``,
@@ -85,11 +87,12 @@ class OomInjector:
         self.remaining = dict(failures)
         self.raised: list[str] = []
 
-    def __call__(self, stage: str) -> None:
+    def __call__(self, stage: str) -> AbstractContextManager[None]:
         if self.remaining.get(stage, 0) > 0:
             self.remaining[stage] -= 1
             self.raised.append(stage)
             raise torch.OutOfMemoryError(f"injected out-of-memory at stage {stage!r}")
+        return nullcontext()
 
 
 def seesr_rungs(plan: RunPlan) -> list[RunPlan]:
@@ -107,7 +110,7 @@ def run_ladder(
     load_realesrgan: Callable[[], object],
     allow_fallback: bool = True,
     skip_reason: str | None = None,
-    fault_hook: Callable[[str], None] | None = None,
+    stage_hook: Callable[[str], AbstractContextManager[object]] | None = None,
     stage: Callable[[], str | None] = lambda: None,
     realesrgan_tile: int = 0,
     realesrgan_tile_pad: int | None = None,
@@ -160,9 +163,8 @@ def run_ladder(
         start = time.perf_counter()
         described = f"tile {tile}" if tile else "untiled"
         try:
-            if fault_hook is not None:
-                fault_hook("realesrgan")
-            result = engine.upscale(image, scale=scale, tile=tile, **pad)
+            with stage_hook("realesrgan") if stage_hook is not None else nullcontext():
+                result = engine.upscale(image, scale=scale, tile=tile, **pad)
         except Exception as error:
             if not is_out_of_memory(error):
                 raise

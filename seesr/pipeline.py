@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -26,6 +26,7 @@ from seesr.devices import default_device
 from seesr.errors import ConfigError, InputError, MissingWeightsError
 from seesr.imaging import pil_to_tensor, plan_working_size, resize, tensor_to_pil
 from seesr.kds import KdsConfig, particle_noise, select_particle, steered_denoiser
+from seesr.memory import trim_host_heap
 from seesr.models import MODELS
 from seesr.models.controlnet import SeesrControlNetModel
 from seesr.models.tagger import RamConfig, RamTagger
@@ -42,7 +43,7 @@ from seesr.weights.checkpoints import load_pretrained
 
 logger = logging.getLogger(__name__)
 
-FaultHook = Callable[[str], None]
+StageHook = Callable[[str], AbstractContextManager[object]]
 
 
 @dataclass
@@ -56,6 +57,22 @@ class SeesrPipelineOutput:
     plan: RunPlan
     timings: dict[str, float]
     latents: torch.Tensor = field(repr=False)
+
+
+def network_dtypes(device: torch.device, dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """The dtype of each network when the pipeline runs in ``dtype`` on ``device``. The VAE follows
+    ``dtype`` on CUDA, and on the CPU when it is bfloat16 (oneDNN bf16 kernels, float32's range; see
+    :meth:`SeesrPipeline.decode`), else it stays float32 (float16 is slow on CPUs). The tagger stays
+    float32 whatever ``dtype`` (as officially): its tags are thresholded logits, and a tag near its
+    threshold would flip in half precision and change the prompt."""
+    follows = device.type == "cuda" or dtype == torch.bfloat16
+    return {
+        "text_encoder": dtype,
+        "unet": dtype,
+        "controlnet": dtype,
+        "tagger": torch.float32,
+        "vae": dtype if follows else torch.float32,
+    }
 
 
 def build_prompt(tags: str, user_prompt: str = "", positive_prompt: str = DEFAULT_POSITIVE_PROMPT) -> str:
@@ -86,7 +103,9 @@ class SeesrPipeline:
         self.model = "seesr-turbo"
         """Which of :data:`MODELS` the networks are (set by :meth:`from_pretrained`)."""
         self.execution_device = unet.device
-        self.fault_hook: FaultHook | None = None
+        self.stage_hook: StageHook | None = None
+        """Called with a stage's name as it starts; the context manager it returns is held while the
+        stage runs (an out-of-memory injector raises from the call, a benchmark clock times the stage)."""
         self.progress: ProgressCallback | None = None
         """Receives a :class:`~seesr.progress.StageProgress` as each stage starts, and per batch of
         latent tiles while denoising (steps x tiles)."""
@@ -129,16 +148,21 @@ class SeesrPipeline:
             )
         device = torch.device(device) if device is not None else default_device()
         dtype = torch_dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+        dtypes = network_dtypes(device, dtype)  # each network read straight into its dtype
 
         paths.warn_on_checksum_mismatch()
-        vae, _ = load_pretrained(AutoencoderKL, base / "vae", f"{base.name} VAE")
-        text_encoder, _ = load_pretrained(CLIPTextModel, base / "text_encoder", f"{base.name} text encoder")
+        vae, _ = load_pretrained(AutoencoderKL, base / "vae", f"{base.name} VAE", torch_dtype=dtypes["vae"])
+        text_encoder, _ = load_pretrained(
+            CLIPTextModel, base / "text_encoder", f"{base.name} text encoder", torch_dtype=dtypes["text_encoder"]
+        )
         tokenizer = CLIPTokenizer.from_pretrained(base / "tokenizer")
         if spec.unet_rule == "turbo":
-            unet = SeesrUNet2DConditionModel.from_turbo(base, paths.seesr)
+            unet = SeesrUNet2DConditionModel.from_turbo(base, paths.seesr, torch_dtype=dtypes["unet"])
         else:
-            unet = SeesrUNet2DConditionModel.from_pretrained(paths.seesr, subfolder="unet")
-        controlnet = SeesrControlNetModel.from_pretrained(paths.seesr, subfolder="controlnet")
+            unet = SeesrUNet2DConditionModel.from_pretrained(paths.seesr, subfolder="unet", torch_dtype=dtypes["unet"])
+        controlnet = SeesrControlNetModel.from_pretrained(
+            paths.seesr, subfolder="controlnet", torch_dtype=dtypes["controlnet"]
+        )
         tagger = RamTagger.from_pretrained(
             paths.ram_checkpoint,
             paths.dape_checkpoint,
@@ -153,26 +177,17 @@ class SeesrPipeline:
         return pipe.to(device, dtype)
 
     def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> "SeesrPipeline":
-        """Move the networks. The VAE follows ``dtype`` on CUDA, and on the CPU when it is bfloat16
-        (oneDNN bf16 kernels, float32's range; see :meth:`decode`), else it stays float32 (float16
-        is slow on CPUs). A bfloat16 VAE on the CPU gets channels_last weights: oneDNN runs NHWC
-        convolutions without layout reorders. A float32 VAE stays NCHW, which keeps its results
-        equal to the official (NCHW) numbers. The tagger stays float32 whatever ``dtype`` (as
-        officially): its tags are thresholded logits, and a tag near its threshold would flip in
-        half precision and change the prompt."""
+        """Move the networks, each to its dtype for ``dtype`` (:func:`network_dtypes`; None: keep).
+        A bfloat16 VAE on the CPU gets channels_last weights: oneDNN runs NHWC convolutions without
+        layout reorders. A float32 VAE stays NCHW, which keeps its results equal to the official
+        (NCHW) numbers."""
         device = torch.device(device)
         self.execution_device = device
         if self._offload:
             device = torch.device("cpu")
-        follows = self.execution_device.type == "cuda" or dtype == torch.bfloat16
-        vae_dtype = None if dtype is None else dtype if follows else torch.float32  # None: keep
-        for model, want in (
-            (self.text_encoder, dtype),
-            (self.unet, dtype),
-            (self.controlnet, dtype),
-            (self.tagger, None if dtype is None else torch.float32),
-            (self.vae, vae_dtype),
-        ):
+        dtypes = network_dtypes(self.execution_device, dtype) if dtype is not None else {}
+        for name in ("text_encoder", "unet", "controlnet", "tagger", "vae"):
+            model, want = getattr(self, name), dtypes.get(name)
             if model is None:
                 continue
             if want is not None and want != next(model.parameters()).dtype:
@@ -437,23 +452,24 @@ class SeesrPipeline:
 
     @contextmanager
     def stage(self, name: str, *models: torch.nn.Module | None) -> Iterator[None]:
-        """One stage of the flow: progress report, fault injection point, per-stage timing, and
-        with offload the stage's networks on the execution device only while it runs."""
+        """One stage of the flow: progress report, the stage hook, per-stage timing, and with
+        offload the stage's networks on the execution device only while it runs."""
         StageCounter(self.progress, name)
-        if self.fault_hook is not None:
-            self.fault_hook(name)
-        moved = [m for m in models if m is not None] if self._offload else []
-        for model in moved:
-            model.to(self.execution_device)
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self.execution_device.type == "cuda":
-                torch.cuda.synchronize(self.execution_device)
-            self._timings[name] = self._timings.get(name, 0.0) + time.perf_counter() - start
+        with self.stage_hook(name) if self.stage_hook is not None else nullcontext():
+            moved = [m for m in models if m is not None] if self._offload else []
             for model in moved:
-                model.to("cpu")
+                model.to(self.execution_device)
+            start = time.perf_counter()
+            try:
+                yield
+            finally:
+                if self.execution_device.type == "cuda":
+                    torch.cuda.synchronize(self.execution_device)
+                self._timings[name] = self._timings.get(name, 0.0) + time.perf_counter() - start
+                for model in moved:
+                    model.to("cpu")
+                if self.execution_device.type == "cpu":
+                    trim_host_heap()  # the next stage's peak starts from the weights, not this stage's leftovers
 
     def tag(self, image: Image.Image):
         """RAM + DAPE on the LR image, in float32: tags (prompt) and (1, 145, 512) image embeddings

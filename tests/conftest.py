@@ -9,9 +9,10 @@ from pathlib import Path
 # running a second process (server, accelerate workers): ~10x slower tests under contention.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_layout import lay_out_tiny_weights, tiny_weight_paths
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SEESR_SHARED", REPO_ROOT.parent / "shared"))
@@ -52,9 +53,7 @@ def refs(tiny: Path):
 @pytest.fixture(scope="session")
 def tiny_weights(tiny: Path):
     """The tiny fixtures described as a :class:`seesr.weights.WeightPaths` (official layout)."""
-    from seesr.benchmarks.pipeline import tiny_fixture_weights
-
-    return tiny_fixture_weights(tiny)
+    return tiny_weight_paths(tiny)
 
 
 @pytest.fixture(scope="session")
@@ -71,25 +70,6 @@ def lr_image(tiny: Path):
     from PIL import Image
 
     return Image.open(tiny / "inputs" / "pipeline_lr_crop.png").convert("RGB")
-
-
-def lay_out_tiny_weights(tiny: Path, root: Path) -> Path:
-    """Symlink the tiny fixtures into the standard weights-directory layout under ``root``."""
-    links = {
-        "sd-turbo": tiny / "sd_turbo",
-        "seesr": tiny / "seesr",
-        "DAPE.pth": tiny / "ram" / "DAPE_tiny.pth",
-        "ram_swin_large_14m.pth": tiny / "ram" / "ram_swin_large_14m_tiny.pth",
-        "ram/ram_tag_list.txt": tiny / "ram" / "data" / "ram_tag_list.txt",
-        "ram/ram_tag_list_chinese.txt": tiny / "ram" / "data" / "ram_tag_list_chinese.txt",
-        "ram/ram_tag_list_threshold.txt": tiny / "ram" / "data" / "ram_tag_list_threshold.txt",
-        "ram/configs": tiny / "ram" / "configs",
-    }
-    for name, target in links.items():
-        link = root / name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(target)
-    return root
 
 
 @pytest.fixture(scope="session")

@@ -9,16 +9,19 @@ import pytest
 import torch
 
 from seesr.benchmarks import pipeline as bench
+from seesr.benchmarks import report
+from seesr.benchmarks.common import cpu_description
+from seesr.devices import default_dtype
 
 PIPELINE_STAGES = ("tag", "text", "encode", "denoise", "decode", "colorfix")
 
 
 @pytest.fixture(scope="module")
-def record(tiny, tmp_path_factory):
-    """One smoke run of the three paths (default, naive, tuned), 2 sizes, 2 steps, 1 warm-up, 2 repeats."""
+def record(tiny_weights_dir, tmp_path_factory):
+    """One smoke run of the two paths (default, naive), 2 sizes, 2 steps, 1 warm-up, 2 repeats."""
     path = tmp_path_factory.mktemp("bench") / "bench.json"
     threads = torch.get_num_threads()
-    returned = bench.main(["--smoke", "--naive", "--tuned", "--steps", "2", "--warmup", "1", "--repeats", "2", "--json", str(path)])
+    returned = bench.main(["--smoke", "--weights", str(tiny_weights_dir), "--naive", "--steps", "2", "--warmup", "1", "--repeats", "2", "--json", str(path)])
     assert torch.get_num_threads() == threads, "the harness must restore the thread count"
     saved = json.loads(path.read_text())
     assert saved["settings"] == returned["settings"]
@@ -30,16 +33,18 @@ def test_record_describes_the_run(record):
     saved = record
     assert saved["versions"]["torch"] == torch.__version__
     assert saved["machine"]["logical_cpus"] >= 1 and saved["machine"]["torch_threads"] >= 1
+    model, flags = cpu_description()
+    assert saved["machine"]["cpu"] == model and saved["machine"]["cpu_flags"] == flags
     settings = saved["settings"]
-    assert settings["smoke"] is True and settings["sizes"] == list(bench.SMOKE_SIZES)
+    assert settings["smoke"] is True and settings["sizes"] == list(bench.SMOKE_SIZES) and settings["weights"]
     assert settings["steps"] == [2] and settings["repeats"] == 2 and settings["warmup"] == 1
-    assert set(saved["variants"]) == {"default", "naive", "tuned"}
+    assert set(saved["variants"]) == {"default", "naive"}
     assert saved["variants"]["naive"]["network_dtypes"]["unet"] == "float32"
     assert saved["variants"]["naive"]["attention_processors"]["unet"] == ["AttnProcessor2_0"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["default", "naive", "tuned"])
+@pytest.mark.parametrize("variant", ["default", "naive"])
 def test_every_stage_is_timed(record, variant):
     saved = record
     result = saved["variants"][variant]
@@ -60,12 +65,15 @@ def test_every_stage_is_timed(record, variant):
             total = sum(stages[name]["samples"][i] for name in (*PIPELINE_STAGES, "other"))
             assert total == pytest.approx(stages["end_to_end"]["samples"][i], rel=1e-6, abs=1e-6)
         assert run["peak_memory"]["peak_bytes"] > 0 and run["peak_memory"]["working_bytes"] >= 0
+        stage_peaks = run["peak_memory"]["stage_peak_bytes"]  # which stage holds the call's peak
+        assert set(stage_peaks) == set(PIPELINE_STAGES)
+        assert 0 < max(stage_peaks.values()) <= run["peak_memory"]["peak_bytes"] * 1.001
         assert run["warmup_end_to_end_s"] and run["warmup_end_to_end_s"][0] > 0
         assert run["end_to_end_cpu_s"]["min"] > 0
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["default", "naive", "tuned"])
+@pytest.mark.parametrize("variant", ["default", "naive"])
 def test_linear_fit_of_end_to_end_time(record, variant):
     saved = record
     result = saved["variants"][variant]
@@ -86,7 +94,7 @@ def test_naive_comparison(record):
     naive = {r["lr_size"]: r for r in saved["variants"]["naive"]["runs"]}
     default = {r["lr_size"]: r for r in saved["variants"]["default"]["runs"]}
     pairs = [(c["reference"], c["test"]) for c in saved["comparisons"]]
-    assert pairs == [("naive", "default"), ("naive", "tuned"), ("default", "tuned")]
+    assert pairs == [("naive", "default")]
     comparison = saved["comparisons"][0]
     assert [r["lr_size"] for r in comparison["rows"]] == list(bench.SMOKE_SIZES)
     for row in comparison["rows"]:
@@ -99,22 +107,12 @@ def test_naive_comparison(record):
     # the naive path runs the official tile (scaled down for the tiny models) one tile at a time, in float32
     big = naive[bench.SMOKE_SIZES[-1]]
     assert big["plan"]["tile_batch_size"] == 1 and big["latent_tiles"] > 1
-    assert saved["variants"]["default"]["network_dtypes"]["unet"] == bench.default_dtype("cpu")
-    assert set(saved["latent_difference"]) == {"default", "tuned"}
+    assert saved["variants"]["default"]["network_dtypes"]["unet"] == bench.dtype_name(default_dtype("cpu"))
+    assert set(saved["latent_difference"]) == {"default"}
     for diffs in saved["latent_difference"].values():
         assert [d["lr_size"] for d in diffs] == list(bench.SMOKE_SIZES)
         for diff in diffs:
             assert diff["max_abs"] >= diff["mean_abs"] >= 0
-
-
-@pytest.mark.slow
-def test_tuned_path_runs_the_vae_like_the_networks(record):
-    saved = record
-    tuned, default = saved["variants"]["tuned"], saved["variants"]["default"]
-    # the library now runs the VAE like the networks on a bf16 CPU (the tuned variant, adopted)
-    assert default["network_dtypes"]["vae"] == tuned["network_dtypes"]["vae"]
-    assert tuned["network_dtypes"]["vae"] == tuned["network_dtypes"]["unet"] == bench.default_dtype("cpu")
-    assert tuned["variant"]["channels_last"] == ("vae" if bench.default_dtype("cpu") == "bfloat16" else "none")
 
 
 def test_time_is_attributed_to_the_right_stage(tiny_pipe, monkeypatch):
@@ -133,28 +131,27 @@ def test_time_is_attributed_to_the_right_stage(tiny_pipe, monkeypatch):
 
     monkeypatch.setattr(tiny_pipe, "decode", slow_decode)
     monkeypatch.setattr(tiny_pipe, "predict_noise", slow_predict)
-    settings = bench.Settings(sizes=[32], steps=[2], repeats=1, warmup=0, smoke=True)
+    settings = bench.HarnessSettings(sizes=[32], steps=[2], repeats=1, warmup=0, smoke=True)
     record, latents = bench.measure_size(tiny_pipe, bench.Variant("naive", "float32", "naive"), settings, 32, bench.RunSpec(2))
     stages = record["stages"]
     tiles = record["latent_tiles"]
     assert tiles > 1 and len(calls) == 2 * tiles  # one call per tile per step (tile batch 1)
     assert stages["decode"]["min"] >= 0.2
     assert stages["step_1"]["min"] >= 0.05 * tiles and stages["step_2"]["min"] >= 0.05 * tiles
-    assert stages["encode"]["min"] < 0.2 and stages["text"]["min"] < 0.2
     assert stages["end_to_end"]["min"] >= 0.2 + 0.1 * tiles
     assert latents.shape == (1, 4, 16, 16)
 
 
 def test_linear_fit():
-    fit = bench.linear_fit([1.0, 2.0, 3.0], [3.0, 5.0, 7.5])
+    fit = report.linear_fit([1.0, 2.0, 3.0], [3.0, 5.0, 7.5])
     assert fit["slope"] == pytest.approx(2.25) and fit["intercept"] == pytest.approx(2.0 / 3.0)
     assert 0.99 < fit["r2"] <= 1.0
-    assert bench.linear_fit([1.0], [2.0])["slope"] is None
+    assert report.linear_fit([1.0], [2.0])["slope"] is None
 
 
-def test_presets_are_measured_as_the_api_runs_them(tmp_path):
+def test_presets_are_measured_as_the_api_runs_them(tiny_weights_dir, tmp_path):
     """``--presets``: each preset's steps, fixed tiles, KDS particles and offload, per size."""
-    returned = bench.main(["--smoke", "--sizes", "16", "--presets", "speed", "quality", "memory",
+    returned = bench.main(["--smoke", "--weights", str(tiny_weights_dir), "--sizes", "16", "--presets", "speed", "quality", "memory",
                            "--warmup", "0", "--repeats", "1", "--json", str(tmp_path / "presets.json")])  # fmt: skip
     runs = {run["preset"]: run for run in returned["variants"]["default"]["runs"]}
     assert set(runs) == {"speed", "quality", "memory"}
@@ -165,4 +162,107 @@ def test_presets_are_measured_as_the_api_runs_them(tmp_path):
     assert set(runs["quality"]["stages"]) == set(bench.stage_names(4))
     assert [f["preset"] for f in returned["variants"]["default"]["fits"]] == ["speed", "quality", "memory"]
     with pytest.raises(SystemExit, match="default path only"):
-        bench.main(["--smoke", "--presets", "speed", "--naive"])
+        bench.main(["--smoke", "--weights", str(tiny_weights_dir), "--presets", "speed", "--naive"])
+    with pytest.raises(SystemExit, match="--smoke needs --weights"):
+        bench.main(["--smoke"])
+
+
+FAKE_OFFICIAL_TOOL = '''
+import argparse, json
+ap = argparse.ArgumentParser()
+for name in ("--src", "--size", "--steps", "--runs", "--tile", "--threads", "--budget-s", "--json-out"):
+    ap.add_argument(name)
+a = ap.parse_args()
+stages = {"end_to_end_s": {"min": 90.0, "median": 100.0}, "ram_tagging_s": {"min": 1.0, "median": 1.0}}
+official = {"untiled_summary": {"n": int(a.runs), "stages": stages, "pipeline": {"denoise_total_s": {"min": 50.0, "median": 50.0}}},
+            "process_peak_rss_mib": 8192.0, "config": {"threads": int(a.threads)}, "env": {"size": int(a.size)}}
+open(a.json_out, "w").write(json.dumps({"official": official}))
+'''
+
+
+def fake_official_reference(root) -> tuple:
+    """An official environment whose harness reports 100 s and 8 GiB (the real one takes minutes)."""
+    import sys
+
+    (root / "venv" / "bin").mkdir(parents=True)
+    (root / "venv" / "bin" / "python").symlink_to(sys.executable)
+    (root / "src").mkdir()
+    (root / "src" / "test_seesr_turbo.py").write_text("")
+    tool = root / "official_speed.py"
+    tool.write_text(FAKE_OFFICIAL_TOOL)
+    return root, tool
+
+
+def test_against_official_prints_the_ratios_and_their_targets(tiny_weights_dir, tmp_path, capsys):
+    ref, tool = fake_official_reference(tmp_path / "ref")
+    record = bench.main(["--smoke", "--weights", str(tiny_weights_dir), "--sizes", "16", "--steps", "1", "--warmup", "0",
+                         "--repeats", "1", "--against-official", str(ref), "--official-tool", str(tool)])  # fmt: skip
+    assert record["official"]["end_to_end_s"]["median"] == 100.0 and record["official"]["process_peak_rss_bytes"] == 8 * 2**30
+    assert set(record["variants"]) == {"default", "naive"}  # the float32 parity path comes along
+    rows = {row["path"]: row for row in record["official_ratios"]}
+    default, naive = rows["default"], rows["naive"]
+    ours = record["variants"]["default"]["runs"][0]["stages"]["end_to_end"]["median"]
+    assert default["time_ratio"] == pytest.approx(ours / 100.0) and default["time_ok"] is (ours <= 33.0)
+    peak = record["variants"]["default"]["process_peak_rss_bytes"]
+    assert default["memory_ratio"] == pytest.approx(peak / (8 * 2**30)) and default["memory_target"] == 0.5
+    assert naive["time_target"] == 1.0 and naive["memory_target"] is None
+    out = capsys.readouterr().out
+    assert "ours (default) vs official, 16->64 steps 1: time" in out and "(target <= 0.33: met)" in out
+    assert "ours (naive) vs official" in out
+    with pytest.raises(SystemExit, match="official reference not usable"):
+        bench.main(["--smoke", "--weights", str(tiny_weights_dir), "--against-official", str(tmp_path / "nowhere")])
+
+
+def test_report_prints_a_record_and_compares_only_records_of_one_machine(record, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    saved, _ = record
+    first, same, other = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    first.write_text(json.dumps(saved))
+    same.write_text(json.dumps(saved))
+    elsewhere = {**saved, "machine": {**saved["machine"], "cpu": "Another CPU", "cpu_flags": ["avx2"]}}
+    other.write_text(json.dumps(elsewhere))
+
+    def report(*paths):
+        return subprocess.run([sys.executable, "-m", "seesr.benchmarks.report", *map(str, paths)], capture_output=True,
+                              text=True, env={"PYTHONPATH": str(REPO_ROOT), "PATH": ""}, timeout=120)  # fmt: skip
+
+    done = report(first, same)
+    assert done.returncode == 0, done.stderr
+    assert saved["machine"]["cpu"] in done.stdout and "== default:" in done.stdout
+    assert "default, 16->64 steps 2: a.json" in done.stdout and "= x1.00" in done.stdout
+    refused = report(first, other)
+    assert refused.returncode == 2 and "not compared" in refused.stderr and "Another CPU [avx2]" in refused.stderr
+
+
+def test_candidates_profile_and_unet_run_as_typed(tiny_weights_dir, tmp_path):
+    """``python -m seesr.benchmarks.candidates profile unet`` as the README types it (tiny weights)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    out = tmp_path / "candidates.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "seesr.benchmarks.candidates", "profile", "unet", "--latent", "8", "--warmup", "0",
+         "--repeats", "1", "--threads", "1", "--weights", str(tiny_weights_dir), "--json", str(out)],
+        capture_output=True, text=True, timeout=600, env={"PYTHONPATH": str(REPO_ROOT), "PATH": "", "OMP_WAIT_POLICY": "PASSIVE"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads(out.read_text())
+    assert record["machine"]["cpu"] and "cpu_flags" in record["machine"]
+    profiles = record["candidates"]["profile"]
+    assert [p["what"] for p in profiles][:2] == ["controlnet+unet forward", "vae decode"]
+    for profile in profiles:
+        shares = [op["share"] for op in profile["top_ops"]]
+        assert 0 < sum(shares) <= 1.0 + 1e-9 and shares == sorted(shares, reverse=True)
+        assert all(op["calls"] >= 1 and op["op"] for op in profile["top_ops"])
+    assert any(op["op"].startswith("aten::") for op in profiles[0]["top_ops"])
+    assert "| op | calls | self s | share |" in done.stdout
+    unet = record["candidates"]["unet"]
+    assert [(r["dtype"], r["channels_last"]) for r in unet] == [("float32", False), ("float32", True),
+                                                                ("bfloat16", False), ("bfloat16", True)]  # fmt: skip
+    assert all(r["median"] > 0 for r in unet)

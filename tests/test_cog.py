@@ -24,19 +24,19 @@ import socket
 import subprocess
 import sys
 import time
-import tomllib
 import typing
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import cog
 import numpy as np
 import pytest
+import tomllib
 import yaml
-from PIL import Image
-
-import cog
 from cog_schema import COG_VERSION, build_openapi_schema, run_inputs
+from PIL import Image
+from tiny_layout import lay_out_tiny_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_FILE = REPO_ROOT / ".cog" / "openapi_schema.json"
@@ -173,23 +173,6 @@ def decode_data_uri(uri: str) -> tuple[str, bytes]:
     header, payload = uri.split(",", 1)
     assert header.endswith(";base64"), header
     return header[len("data:"):-len(";base64")], base64.b64decode(payload)
-
-
-def lay_out_tiny_weights(tiny: Path, root: Path) -> Path:
-    """The tiny official fixtures in the standard weights layout (symlinks)."""
-    root.mkdir(parents=True)
-    (root / "ram").mkdir()
-    links = {
-        "sd-turbo": tiny / "sd_turbo",
-        "seesr": tiny / "seesr",
-        "DAPE.pth": tiny / "ram" / "DAPE_tiny.pth",
-        "ram_swin_large_14m.pth": tiny / "ram" / "ram_swin_large_14m_tiny.pth",
-        "ram/configs": tiny / "ram" / "configs",
-        **{f"ram/{p.name}": p for p in (tiny / "ram" / "data").iterdir()},
-    }
-    for name, source in links.items():
-        (root / name).symlink_to(source, target_is_directory=source.is_dir())
-    return root
 
 
 def assert_upscaled(image: Image.Image, size: tuple[int, int], min_colours: int = 50) -> None:

@@ -41,3 +41,41 @@ def test_models_load_lazily_and_unload(tiny, tiny_weights):
     upscaler.unload()
     gc.collect()
     assert upscaler.loaded is None and pipe() is None  # nothing else keeps the networks alive
+
+
+
+def test_half_precision_weights_are_read_straight_into_their_dtype(tiny_weights, tiny_pipe, monkeypatch):
+    """bfloat16 loading reads each network in its dtype (the tagger and nothing else in float32), with
+    the values of the float32 load rounded once; no network is ever cast after loading."""
+    import torch
+
+    from seesr.pipeline import SeesrPipeline
+    from seesr.weights import checkpoints
+
+    read_dtypes = []
+    read = checkpoints.read_checkpoint
+
+    def spy(*args, **kwargs):
+        state = read(*args, **kwargs)
+        read_dtypes.extend({v.dtype for v in state.values() if hasattr(v, "is_floating_point") and v.is_floating_point()})
+        return state
+
+    monkeypatch.setattr("seesr.models.unet.read_checkpoint", spy)
+    casts = []
+    module_to = torch.nn.Module.to
+
+    def to(self, *args, **kwargs):
+        if kwargs.get("dtype") is not None or any(isinstance(arg, torch.dtype) for arg in args):
+            casts.append(type(self).__name__)
+        return module_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "to", to)
+    pipe = SeesrPipeline.from_pretrained(tiny_weights, device="cpu", torch_dtype=torch.bfloat16)
+    monkeypatch.undo()
+    assert set(read_dtypes) == {torch.bfloat16}  # the UNet's checkpoint tensors, cast as read
+    assert not {"SeesrUNet2DConditionModel", "SeesrControlNetModel", "AutoencoderKL", "CLIPTextModel"} & set(casts)
+    for name in ("unet", "controlnet", "vae", "text_encoder"):
+        ours, reference = getattr(pipe, name).state_dict(), getattr(tiny_pipe, name).state_dict()
+        assert all(t.dtype == torch.bfloat16 for t in ours.values() if t.is_floating_point()), name
+        assert all(torch.equal(ours[k], v.to(torch.bfloat16)) for k, v in reference.items() if v.is_floating_point()), name
+    assert next(pipe.tagger.parameters()).dtype == torch.float32

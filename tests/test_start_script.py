@@ -27,15 +27,17 @@ def test_python_runs_in_the_project_environment(tmp_path):
 
 
 @pytest.mark.slow
-def test_benchmark_smoke_writes_its_record(tmp_path):
+def test_benchmark_smoke_writes_its_record(tiny_weights_dir, tmp_path):
     record = tmp_path / "bench.json"
     done = run_script(
-        "benchmark", "--smoke", "--steps", "1", "--warmup", "0", "--repeats", "1", "--json", str(record), cwd=tmp_path
+        "benchmark", "--smoke", "--weights", str(tiny_weights_dir), "--steps", "1", "--warmup", "0", "--repeats", "1",
+        "--json", str(record), cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     saved = json.loads(record.read_text())
     runs = saved["variants"]["default"]["runs"]
     assert runs and all(run["stages"]["end_to_end"]["median"] > 0 for run in runs)
+    assert saved["machine"]["cpu"] in done.stdout  # the printed table names the machine
 
 
 def test_the_test_command_runs_the_slow_tests_unless_told_not_to(tmp_path):

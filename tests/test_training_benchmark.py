@@ -1,4 +1,4 @@
-"""The training benchmark in smoke mode (tiny fixtures): every variant measured, JSON and table."""
+"""The training benchmark on the tiny fixtures: every variant measured, JSON and table."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 from seesr.benchmarks import training as bench
 
 
-def test_smoke_measures_every_variant(tmp_path, capsys):
+def test_smoke_measures_every_variant(tiny_weights_dir, tmp_path, capsys):
     out = tmp_path / "train.json"
-    assert bench.main(["--smoke", "--crop", "64", "--steps", "1", "--json", str(out)]) == 0
+    assert bench.main(["--weights", str(tiny_weights_dir), "--crop", "64", "--steps", "1", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
     assert [(r["dtype"], r["gradient_checkpointing"]) for r in rows] == bench.VARIANTS
     for row in rows:

@@ -13,43 +13,14 @@ import socket
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 import fake_hub
+import pytest
+from tiny_layout import SD_TURBO_FILES, SEESR_FILES, TINY_FILES, lay_out_tiny_weights
 
 from seesr import weights as w
 from seesr.errors import ConfigError, WeightsError
 from seesr.weights import WeightPaths
 
-SD_TURBO_FILES = [
-    "unet/config.json",
-    "unet/diffusion_pytorch_model.safetensors",
-    "vae/config.json",
-    "vae/diffusion_pytorch_model.safetensors",
-    "text_encoder/config.json",
-    "text_encoder/model.safetensors",
-    "tokenizer/vocab.json",
-    "tokenizer/merges.txt",
-    "tokenizer/special_tokens_map.json",
-    "tokenizer/tokenizer_config.json",
-    "scheduler/scheduler_config.json",
-]
-SEESR_FILES = [
-    "unet/config.json",
-    "unet/diffusion_pytorch_model.safetensors",
-    "controlnet/config.json",
-    "controlnet/diffusion_pytorch_model.safetensors",
-]
-TINY_FILES = {
-    **{f"sd-turbo/{rel}": f"sd_turbo/{rel}" for rel in SD_TURBO_FILES},
-    **{f"seesr/{rel}": f"seesr/{rel}" for rel in SEESR_FILES},
-    "DAPE.pth": "ram/DAPE_tiny.pth",
-    "ram_swin_large_14m.pth": "ram/ram_swin_large_14m_tiny.pth",
-    "ram/ram_tag_list.txt": "ram/data/ram_tag_list.txt",
-    "ram/ram_tag_list_chinese.txt": "ram/data/ram_tag_list_chinese.txt",
-    "ram/ram_tag_list_threshold.txt": "ram/data/ram_tag_list_threshold.txt",
-}
-"""Manifest name -> the tiny fixture file standing in for it."""
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
@@ -89,21 +60,9 @@ def test_manifest(tmp_path, tiny_manifest_records):
     return path
 
 
-def lay_out(tiny: Path, root: Path, names=None, configs: bool = True) -> Path:
-    """Symlink the tiny files into the standard layout under ``root``."""
-    for name in names if names is not None else TINY_FILES:
-        dest = root / name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.symlink_to(tiny / TINY_FILES[name])
-    if configs:
-        (root / "ram").mkdir(parents=True, exist_ok=True)
-        (root / "ram" / "configs").symlink_to(tiny / "ram" / "configs", target_is_directory=True)
-    return root
-
-
 @pytest.fixture
 def weights_dir(tiny, tmp_path):
-    return lay_out(tiny, tmp_path / "weights")
+    return lay_out_tiny_weights(tiny, tmp_path / "weights")
 
 
 def fake_hf_cache(cache: Path, repo_id: str, files: dict[str, Path], commit: str = COMMIT) -> Path:
@@ -207,7 +166,7 @@ def test_resolution_order_explicit_then_weights_dir_then_hf_cache(tiny, tmp_path
     assert status["DAPE.pth"].location == w.HF_CACHE and status["DAPE.pth"].checksum == w.NOT_COMPUTED
     assert status["ram_swin_large_14m.pth"].location == w.MISSING and status["ram_swin_large_14m.pth"].failed
 
-    local = lay_out(tiny, tmp_path / "local", ["DAPE.pth"], configs=False)
+    local = lay_out_tiny_weights(tiny, tmp_path / "local", ["DAPE.pth"], configs=False)
     assert w.resolve("DAPE.pth", weights_dir=local, manifest=test_manifest) == local / "DAPE.pth"
     assert {s.name: s for s in w.list_weights(local, manifest=test_manifest)}["DAPE.pth"].location == w.WEIGHTS_DIR
 
@@ -229,7 +188,7 @@ def test_hf_cache_maps_sd_turbo_to_its_snapshot_folder(tiny, tmp_path, isolated_
     snapshot = fake_hf_cache(isolated_env, "stabilityai/sd-turbo",
                              {rel: tiny / "sd_turbo" / rel for rel in SD_TURBO_FILES})
     names = [n for n in TINY_FILES if not n.startswith("sd-turbo/")]
-    root = lay_out(tiny, tmp_path / "weights", names)
+    root = lay_out_tiny_weights(tiny, tmp_path / "weights", names)
     paths = WeightPaths.resolve(root, manifest=test_manifest)
     assert paths.sd_turbo == snapshot
     assert paths.seesr == root / "seesr" and paths.dape_checkpoint == root / "DAPE.pth"
@@ -240,7 +199,7 @@ def test_hf_cache_maps_sd_turbo_to_its_snapshot_folder(tiny, tmp_path, isolated_
     (root / "sd-turbo" / "unet" / "config.json").symlink_to(tiny / "sd_turbo" / "unet" / "config.json")
     assert WeightPaths.resolve(root, manifest=test_manifest).sd_turbo == snapshot
     # ... and a complete one wins over it; explicit beats both
-    lay_out(tiny, root, [f"sd-turbo/{rel}" for rel in SD_TURBO_FILES[1:]], configs=False)
+    lay_out_tiny_weights(tiny, root, [f"sd-turbo/{rel}" for rel in SD_TURBO_FILES[1:]], configs=False)
     assert WeightPaths.resolve(root, manifest=test_manifest).sd_turbo == root / "sd-turbo"
     explicit = WeightPaths.resolve(root, manifest=test_manifest,
                                    explicit={"sd_turbo": snapshot, "dape_checkpoint": None})
@@ -248,7 +207,7 @@ def test_hf_cache_maps_sd_turbo_to_its_snapshot_folder(tiny, tmp_path, isolated_
 
 
 def test_legacy_bin_weights_count_as_present(tiny, tmp_path, test_manifest):
-    root = lay_out(tiny, tmp_path / "weights")
+    root = lay_out_tiny_weights(tiny, tmp_path / "weights")
     unet = root / "sd-turbo" / "unet"
     (unet / "diffusion_pytorch_model.safetensors").unlink()
     (unet / "diffusion_pytorch_model.bin").write_bytes(b"pickle")
@@ -259,7 +218,7 @@ def test_legacy_bin_weights_count_as_present(tiny, tmp_path, test_manifest):
 
 def test_missing_files_are_named_with_where_and_how(tiny, tmp_path, test_manifest):
     names = [n for n in TINY_FILES if n not in ("DAPE.pth", "seesr/controlnet/config.json")]
-    root = lay_out(tiny, tmp_path / "weights", names)
+    root = lay_out_tiny_weights(tiny, tmp_path / "weights", names)
     with pytest.raises(WeightsError) as err:
         WeightPaths.resolve(root, manifest=test_manifest)
     message = str(err.value)
@@ -311,7 +270,7 @@ def test_verify_detects_checksum_and_size_mismatch(tiny, weights_dir, tmp_path, 
 def test_offline_mode_never_downloads(tiny, tmp_path, monkeypatch, test_manifest):
     no_network(monkeypatch)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    root = lay_out(tiny, tmp_path / "weights", [n for n in TINY_FILES if n != "DAPE.pth"])
+    root = lay_out_tiny_weights(tiny, tmp_path / "weights", [n for n in TINY_FILES if n != "DAPE.pth"])
     for call in (
         lambda: w.resolve("DAPE.pth", weights_dir=root, download=True, manifest=test_manifest),
         lambda: w.download(weights_dir=root, manifest=test_manifest),
@@ -403,7 +362,7 @@ def test_hub_download_goes_through_hf_hub_download(tiny, tmp_path, monkeypatch, 
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_hf_hub_download)
     monkeypatch.setattr(w.fetch, "_reachable", lambda address: True)
-    root = lay_out(tiny, tmp_path / "weights", [n for n in TINY_FILES if n not in ("DAPE.pth",)])
+    root = lay_out_tiny_weights(tiny, tmp_path / "weights", [n for n in TINY_FILES if n not in ("DAPE.pth",)])
     (root / "seesr" / "controlnet" / "config.json").unlink()
     paths = WeightPaths.resolve(root, download=True, manifest=test_manifest)
     assert sorted(calls) == [("CSWRY/SeeSR", "DAPE.pth", root), ("CSWRY/SeeSR", "seesr/controlnet/config.json", root)]
@@ -445,7 +404,7 @@ def test_unreachable_hub_fails_at_once_naming_what_is_missing(tiny, tmp_path, mo
         port = probe.getsockname()[1]
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: pytest.fail("no download may start"))
-    root = lay_out(tiny, tmp_path / "weights", [n for n in TINY_FILES if n != "DAPE.pth"])
+    root = lay_out_tiny_weights(tiny, tmp_path / "weights", [n for n in TINY_FILES if n != "DAPE.pth"])
     with pytest.raises(WeightsError, match=f"127.0.0.1:{port} cannot be reached(.|\\n)*DAPE.pth"):
         WeightPaths.resolve(root, download=True, manifest=test_manifest)
 

@@ -6,7 +6,11 @@ import importlib
 import sys
 
 BENCHMARKS = {
-    "pipeline": "speed of the whole pipeline at full size: per stage, end to end, peak memory, naive vs default",
+    "pipeline": "speed of the whole pipeline at full size: per stage, end to end, peak memory, naive vs default, "
+    "against the official pipeline",
+    "report": "print a pipeline record; compare two records of one machine",
+    "candidates": "candidate speed-ups one by one (bf16, channels_last, threads, compile, ...) and the operator profile",
+    "gpu": "everything to measure on a CUDA GPU in one run (half-precision parity, presets, Real-ESRGAN fp16)",
     "memory": "working memory of each stage at full size; the planner's estimates against measured peaks",
     "training": "training throughput and peak memory of `seesr train` (fp32/bf16, gradient checkpointing)",
     "realesrgan": "Real-ESRGAN models, our PyTorch engine against the ncnn runtime (quality, colour fix, tiles, strips)",

@@ -12,7 +12,6 @@ import json
 import math
 import tempfile
 from pathlib import Path
-
 from typing import Callable
 
 import torch
@@ -20,10 +19,11 @@ from accelerate import init_empty_weights
 from diffusers import AutoencoderKL
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from seesr.benchmarks.common import release_memory
 from seesr.models.controlnet import SeesrControlNetModel
 from seesr.models.tagger import RAM_NUM_CLASSES, RamConfig, RamTagger
 from seesr.models.unet import SeesrUNet2DConditionModel
-from seesr.pipeline import SeesrPipeline
+from seesr.pipeline import SeesrPipeline, network_dtypes
 from seesr.sampling import NoiseSchedule
 
 SD_TURBO_UNET_CONFIG = dict(
@@ -70,27 +70,30 @@ OPENCLIP_VIT_H_TEXT_CONFIG = dict(
 """stabilityai/sd-turbo ``text_encoder/config.json`` (OpenCLIP ViT-H/14 text tower, 23 layers)."""
 
 
-def randomized(build: Callable[[], torch.nn.Module], seed: int = 0) -> torch.nn.Module:
+def randomized(build: Callable[[], torch.nn.Module], seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     """Build a model with its parameters on the meta device (skipping the slow default init), then
-    give each one real values: weights N(0, 1/fan_in), norm scales 1, biases 0. Buffers are built
-    normally."""
+    give each one real values in ``dtype``: weights N(0, 1/fan_in), norm scales 1, biases 0 (drawn
+    in float32 one parameter at a time, so the values do not depend on ``dtype`` beyond its
+    rounding and no float32 copy of the model is ever whole). Buffers are built normally."""
     generator = torch.Generator().manual_seed(seed)
     with init_empty_weights(include_buffers=False):
         model = build()
     for module_name, module in model.named_modules():
         for name, param in list(module.named_parameters(recurse=False)):
+            # the kept tensor first, the float32 draw after it: freeing the draw leaves no hole
+            # below the weights in the heap (else the build's RSS stays ~30 % above the weights)
+            values = torch.empty(param.shape, dtype=dtype)
             if param.dim() > 1:
-                values = torch.randn(param.shape, generator=generator) / math.sqrt(math.prod(param.shape[1:]))
-            elif name.endswith("bias"):
-                values = torch.zeros(param.shape)
+                values.copy_(torch.randn(param.shape, generator=generator).div_(math.sqrt(math.prod(param.shape[1:]))))
             else:
-                values = torch.ones(param.shape)
+                values.fill_(0.0 if name.endswith("bias") else 1.0)
             setattr(module, name, torch.nn.Parameter(values, requires_grad=False))
     if hasattr(model, "reset_buffers"):
         model.reset_buffers()
     meta = [name for name, buffer in model.named_buffers() if buffer.is_meta]
     if meta:
         raise RuntimeError(f"buffers left on the meta device: {meta[:5]}")
+    release_memory()  # the draws' heap back to the OS before the next network is built
     return model
 
 
@@ -109,15 +112,19 @@ def _tiny_clip_tokenizer() -> CLIPTokenizer:
 def build_full_size_pipeline(
     device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, *, with_tagger: bool = True
 ) -> SeesrPipeline:
-    """SeesrPipeline with every network at its real size and random weights."""
-    unet = randomized(lambda: SeesrUNet2DConditionModel(**SD_TURBO_UNET_CONFIG), seed=1)
-    controlnet = randomized(lambda: SeesrControlNetModel.from_unet(unet, load_weights_from_unet=False), seed=2)
-    vae = randomized(lambda: AutoencoderKL(**SD_VAE_CONFIG), seed=3)
-    text_encoder = randomized(lambda: CLIPTextModel(CLIPTextConfig(**OPENCLIP_VIT_H_TEXT_CONFIG)), seed=4)
+    """SeesrPipeline with every network at its real size and random weights, each built straight
+    in its dtype for ``dtype`` (:func:`seesr.pipeline.network_dtypes`), as loading real weights does."""
+    dtypes = network_dtypes(torch.device(device), dtype)
+    unet = randomized(lambda: SeesrUNet2DConditionModel(**SD_TURBO_UNET_CONFIG), seed=1, dtype=dtypes["unet"])
+    controlnet = randomized(lambda: SeesrControlNetModel.from_unet(unet, load_weights_from_unet=False), seed=2,
+                            dtype=dtypes["controlnet"])  # fmt: skip
+    vae = randomized(lambda: AutoencoderKL(**SD_VAE_CONFIG), seed=3, dtype=dtypes["vae"])
+    text_encoder = randomized(lambda: CLIPTextModel(CLIPTextConfig(**OPENCLIP_VIT_H_TEXT_CONFIG)), seed=4,
+                              dtype=dtypes["text_encoder"])  # fmt: skip
     tagger = None
     if with_tagger:
         tag_names = [f"tag{i}" for i in range(RAM_NUM_CLASSES)]
-        tagger = randomized(lambda: RamTagger(RamConfig(), tag_list=tag_names), seed=5)
+        tagger = randomized(lambda: RamTagger(RamConfig(), tag_list=tag_names), seed=5, dtype=dtypes["tagger"])
     schedule = NoiseSchedule.from_config({"timestep_spacing": "trailing"})  # sd-turbo's
     pipe = SeesrPipeline(vae, text_encoder, _tiny_clip_tokenizer(), unet, controlnet, tagger, schedule)
     return pipe.to(device, dtype)

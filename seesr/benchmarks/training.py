@@ -8,7 +8,8 @@ the training step itself), float32 vs bf16 autocast, with and without gradient c
 step = VAE encode, text encoder, RAM embeddings, ControlNet + UNet forward and backward, gradient
 clipping and AdamW, exactly as :func:`seesr.training.loop.training_loss` and the loop run them.
 Each variant runs in a fresh subprocess so one variant's allocator cache does not hide another's
-peak. ``--smoke`` runs every variant in-process on the tiny fixtures (CI).
+peak. ``--weights DIR`` measures the networks of a weights folder instead, every variant in-process
+(CI: the tiny fixtures).
 """
 
 from __future__ import annotations
@@ -25,16 +26,16 @@ import torch
 VARIANTS = [("float32", False), ("float32", True), ("bfloat16", False), ("bfloat16", True)]
 
 
-def build_models(smoke: bool):
-    """Full-size networks with random weights (or the tiny fixtures), frozen/trainable as in training."""
+def build_models(weights: str | None):
+    """Full-size networks with random weights (or those of the ``weights`` folder), frozen/trainable as in training."""
     from diffusers import DDPMScheduler
 
     from seesr.training.loop import TrainingModels
 
-    if smoke:
-        from seesr.benchmarks.pipeline import tiny_fixture_weights
+    if weights:
+        from seesr.weights import WeightPaths
 
-        models = TrainingModels.load(tiny_fixture_weights())
+        models = TrainingModels.load(WeightPaths.from_dir(weights))
     else:
         from seesr.benchmarks.fullsize import build_full_size_pipeline
 
@@ -45,7 +46,7 @@ def build_models(smoke: bool):
     return models
 
 
-def measure(device: str, dtype_name: str, checkpointing: bool, crop: int, steps: int, smoke: bool) -> dict:
+def measure(device: str, dtype_name: str, checkpointing: bool, crop: int, steps: int, weights: str | None = None) -> dict:
     """Images per second over ``steps`` timed steps (after one warm-up step) and the peak memory."""
     from seesr.devices import PeakTracker
     from seesr.training.data import ram_input
@@ -54,7 +55,7 @@ def measure(device: str, dtype_name: str, checkpointing: bool, crop: int, steps:
     dtype = getattr(torch, dtype_name)
     target = torch.device(device)
     with PeakTracker(target) as peak:
-        models = build_models(smoke)
+        models = build_models(weights)
         params = models.set_trainable()
         if checkpointing:
             models.unet.enable_gradient_checkpointing()
@@ -111,17 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, default=256, help="HR crop size (default 256)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant after one warm-up")
     parser.add_argument("--json", type=Path, help="write the rows here")
-    parser.add_argument("--smoke", action="store_true", help="tiny fixtures, in-process (CI)")
+    parser.add_argument("--weights", help="a weights folder to measure in-process instead of full-size networks (CI: tiny)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # one variant in this process (set by the parent)
     args = parser.parse_args(argv)
     if args.variant:
         dtype_name, checkpointing = args.variant.split(":")
-        print(json.dumps(measure(args.device, dtype_name, checkpointing == "1", args.crop, args.steps, args.smoke)))
+        print(json.dumps(measure(args.device, dtype_name, checkpointing == "1", args.crop, args.steps)))
         return 0
     rows = []
     for dtype_name, checkpointing in VARIANTS:
-        if args.smoke:
-            rows.append(measure(args.device, dtype_name, checkpointing, args.crop, args.steps, smoke=True))
+        if args.weights:
+            rows.append(measure(args.device, dtype_name, checkpointing, args.crop, args.steps, args.weights))
             continue
         command = [sys.executable, "-m", "seesr.benchmarks.training", "--device", args.device, "--crop", str(args.crop),
                    "--steps", str(args.steps), "--variant", f"{dtype_name}:{int(checkpointing)}"]

@@ -222,10 +222,11 @@ class SeesrUNet2DConditionModel(CheckedPretrainedMixin, UNet2DConditionModel):
         if not (base_dir / "config.json").is_file():
             raise WeightsError(f"no config.json in {base_dir}; expected the sd-turbo UNet folder")
         base_file, seesr_file = model_file(base_dir), model_file(seesr_dir)
-        image_state = read_checkpoint(seesr_file, "SeeSR UNet weights", select=_IMAGE_KEY)
+        dtype = torch_dtype or torch.get_default_dtype()
+        image_state = read_checkpoint(seesr_file, "SeeSR UNet weights", select=_IMAGE_KEY, dtype=dtype)
         if not image_state:
             raise WeightsError(f"{seesr_file} has no '{_IMAGE_KEY}' weights; seesr_path must hold a SeeSR UNet")
-        base_state = read_checkpoint(base_file, "sd-turbo UNet weights")
+        base_state = read_checkpoint(base_file, "sd-turbo UNet weights", dtype=dtype)
         state = {**base_state, **image_state}
 
         config = dict(cls.load_config(base_dir))
@@ -242,8 +243,5 @@ class SeesrUNet2DConditionModel(CheckedPretrainedMixin, UNet2DConditionModel):
             check_keys(f"{file} ({'SeeSR image attention' if part is image_state else 'sd-turbo UNet'})",
                        missing, unexpected, mismatched=mismatched)
         state = {k: v for k, v in state.items() if k in expected}
-
-        dtype = torch_dtype or torch.get_default_dtype()
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         model.load_state_dict(state, strict=True, assign=True)
         return model.eval()

@@ -68,9 +68,17 @@ def _load_pickle(path: Path, what: str) -> Mapping[str, Any]:
     return obj
 
 
-def read_checkpoint(path: str | Path, what: str, *, select: str | None = None) -> dict[str, torch.Tensor]:
+def read_checkpoint(
+    path: str | Path, what: str, *, select: str | None = None, dtype: torch.dtype | None = None
+) -> dict[str, torch.Tensor]:
     """The tensors of a ``.safetensors`` file or a weights-only pickle (all, or those whose key
-    contains ``select``). Nested pickles (``{"model": {...}}``) are returned as stored."""
+    contains ``select``). Nested pickles (``{"model": {...}}``) are returned as stored. ``dtype``:
+    floating-point tensors are cast to it one at a time as they are read, so a float32 file loaded
+    in half precision never holds the whole file in float32."""
+
+    def cast(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{what} not found: {path}; run `seesr weights download`")
@@ -79,13 +87,13 @@ def read_checkpoint(path: str | Path, what: str, *, select: str | None = None) -
 
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
-                return {k: f.get_tensor(k) for k in f.keys() if select is None or select in k}
+                return {k: cast(f.get_tensor(k)) for k in f.keys() if select is None or select in k}
         except MemoryError:
             raise
         except Exception as error:  # noqa: BLE001 - SafetensorError, OSError: an unusable file
             raise _unreadable(what, path, f"not a complete safetensors file ({str(error).splitlines()[0]})") from None
-    state = _load_pickle(path, what)
-    return {k: v for k, v in state.items() if select is None or select in k}
+    state = _load_pickle(path, what)  # memory-mapped: a cast tensor is the only copy in memory
+    return {k: cast(v) if hasattr(v, "is_floating_point") else v for k, v in state.items() if select is None or select in k}
 
 
 def read_shapes(path: str | Path, what: str) -> dict[str, Shape]:
