@@ -166,7 +166,7 @@ def test_progress_events_and_the_out_of_memory_reason(upscaler, lr_image):
     events = []
     upscaler.progress = events.append
     try:
-        upscaler.pipeline(upscaler.settings(FAST)).fault_hook = OomInjector({"tag": 1, "denoise": 2})
+        upscaler.pipeline(upscaler.settings(FAST)).stage_hook = OomInjector({"tag": 1, "denoise": 2})
         result = upscaler.upscale(lr_image, **FAST)
     finally:
         upscaler.progress = None

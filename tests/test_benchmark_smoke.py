@@ -219,7 +219,7 @@ def test_report_prints_a_record_and_compares_only_records_of_one_machine(record,
 
     from conftest import REPO_ROOT
 
-    saved, _ = record
+    saved = record
     first, same, other = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
     first.write_text(json.dumps(saved))
     same.write_text(json.dumps(saved))

@@ -173,7 +173,7 @@ def test_oom_ladder_steps_down_the_tiles(engine: resr.RealEsrganUpscaler, crop: 
     injector = OomInjector({"realesrgan": 2})
     result = run_ladder(
         crop, scale=2, plan=RunPlan(), run_seesr=None, load_realesrgan=lambda: engine, skip_reason="test",
-        fault_hook=injector, realesrgan_tile=0, realesrgan_tile_pad=4,
+        stage_hook=injector, realesrgan_tile=0, realesrgan_tile_pad=4,
     )  # fmt: skip
     assert [a.settings for a in result.attempts] == ["untiled", "tile 256", "tile 128"]
     assert [a.ok for a in result.attempts] == [False, False, True]
