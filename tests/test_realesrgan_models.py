@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import seesr.realesrgan as resr
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, SHARED
 from seesr.errors import ConfigError, WeightsError
 from seesr.presets import resolve_settings
 
@@ -28,7 +28,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 40x32 crop of a real photo."""
     path = tmp_path_factory.mktemp("photos") / "photo.png"
-    shared = REPO_ROOT.parent / "shared" / "data" / "realsr" / "lr"
+    shared = SHARED / "data" / "realsr" / "lr"
     Image.open(sorted(shared.glob("*.png"))[0]).convert("RGB").crop((10, 20, 50, 52)).save(path)
     return path
 
