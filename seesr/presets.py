@@ -37,7 +37,6 @@ if TYPE_CHECKING:  # light module: the command line reads the declaration before
     import torch
 
     from seesr.kds import KdsConfig
-    from seesr.planner import RunPlan
 
 PRESETS: dict[str, dict[str, Any]] = {
     "speed": {"steps": 1},
@@ -292,12 +291,6 @@ class Settings:
     def plan_overrides(self) -> dict[str, Any]:
         """The tiling settings the user (or preset) fixed; the planner chooses the rest."""
         return self.arguments_for("plan")
-
-    def full_plan(self) -> RunPlan:
-        """A RunPlan from the fixed values and RunPlan's defaults (when no planner is used)."""
-        from seesr.planner import RunPlan
-
-        return RunPlan(**self.plan_overrides())
 
     def torch_dtype(self, device: torch.device) -> torch.dtype:
         """``auto``: float16 on CUDA, bfloat16 on a CPU with native bf16, float32 elsewhere. float16

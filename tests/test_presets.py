@@ -23,7 +23,7 @@ def test_presets_set_steps(preset, steps):
 def test_memory_preset_is_small_and_offloaded():
     settings = resolve_settings({"preset": "memory"}, environ={})
     assert settings.offload is True and settings.latent_tile == PRESETS["memory"]["latent_tile"]
-    assert settings.full_plan().vae_decoder_tile == PRESETS["memory"]["vae_decoder_tile"]
+    assert settings.plan_overrides()["vae_decoder_tile"] == PRESETS["memory"]["vae_decoder_tile"]
 
 
 def test_precedence_argument_over_env_over_file_over_preset(tmp_path):
