@@ -266,3 +266,12 @@ def test_candidates_profile_and_unet_run_as_typed(tiny_weights_dir, tmp_path):
     assert [(r["dtype"], r["channels_last"]) for r in unet] == [("float32", False), ("float32", True),
                                                                 ("bfloat16", False), ("bfloat16", True)]  # fmt: skip
     assert all(r["median"] > 0 for r in unet)
+
+
+def test_every_listed_benchmark_is_a_module_with_a_main():
+    import importlib
+
+    from seesr.benchmarks.__main__ import BENCHMARKS
+
+    for name in BENCHMARKS:
+        assert callable(importlib.import_module(f"seesr.benchmarks.{name}").main), name

@@ -8,6 +8,8 @@ import sys
 BENCHMARKS = {
     "pipeline": "speed of the whole pipeline at full size: per stage, end to end, peak memory, naive vs default, "
     "against the official pipeline",
+    "roofline": "the fastest this machine allows: each stage's FLOPs at its dtype's matrix-multiply peak, "
+    "against a pipeline record",
     "report": "print a pipeline record; compare two records of one machine",
     "candidates": "candidate speed-ups one by one (bf16, channels_last, threads, compile, ...) and the operator profile",
     "gpu": "everything to measure on a CUDA GPU in one run (half-precision parity, presets, Real-ESRGAN fp16)",
