@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from seesr.benchmarks.common import machine_info, machine_line, versions
+
 VARIANTS = [("float32", False), ("float32", True), ("bfloat16", False), ("bfloat16", True)]
 
 
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--crop", type=int, default=256, help="HR crop size (default 256)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant after one warm-up")
-    parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument("--json", type=Path, help="write the record (machine, versions, settings, rows) here")
     parser.add_argument("--weights", help="a weights folder to measure in-process instead of full-size networks (CI: tiny)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # one variant in this process (set by the parent)
     args = parser.parse_args(argv)
@@ -131,9 +133,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{dtype_name} checkpointing={checkpointing}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
             return 1
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    machine = machine_info(args.device)
+    print(machine_line(machine))
     print(table(rows))
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        record = {"benchmark": "seesr.benchmarks.training", "machine": machine, "versions": versions(),
+                  "settings": {"device": args.device, "crop": args.crop, "steps": args.steps, "weights": args.weights},
+                  "rows": rows}  # fmt: skip
+        args.json.write_text(json.dumps(record, indent=1))
     return 0
 
 
