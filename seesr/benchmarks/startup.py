@@ -156,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         summary[name] = {"median_seconds": medians, "runs": by_source}
         ratio = f"   {medians[labels[0]] / medians[labels[1]]:.2f}x" if len(labels) == 2 else ""
         print(f"{name:20s}" + "".join(f"{medians[label]:13.2f}s" for label in labels) + ratio)
-    record = {"image": str(image), "weights": str(weights) if weights else None, "repeat": args.repeat,
+    from seesr.benchmarks.common import machine_info  # torch in this process only now: the starts are timed
+
+    record = {"machine": machine_info("cpu"), "image": str(image), "weights": str(weights) if weights else None,
+              "repeat": args.repeat,
               "sources": {label: str(path) for label, path in sources.items()}, "rows": summary}  # fmt: skip
     print(json.dumps(record))
     if args.json is not None:

@@ -1,0 +1,29 @@
+"""The start-up benchmark: fresh processes timed until their first work, the record naming the machine."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from seesr.benchmarks import startup
+from seesr.benchmarks.common import cpu_description
+
+
+@pytest.mark.slow  # fresh processes
+def test_rows_are_timed_and_recorded(tiny_weights_dir, lr_image, tmp_path, capsys):
+    image = tmp_path / "in.png"
+    lr_image.save(image)
+    out = tmp_path / "startup.json"
+    only = ["--only", "version", "--only", "dry-run seesr"]
+    assert startup.main(["--image", str(image), "--weights", str(tiny_weights_dir), "--repeat", "2", *only,
+                         "--json", str(out)]) == 0  # fmt: skip
+    record = json.loads(out.read_text())
+    assert record["machine"]["cpu"] == cpu_description()[0]
+    assert set(record["rows"]) == {"version", "dry-run seesr"}
+    for row in record["rows"].values():
+        runs = row["runs"]["this"]
+        assert len(runs) == 2 and all(0 < seconds < 120 for seconds in runs)
+        assert min(runs) <= row["median_seconds"]["this"] <= max(runs)
+    printed = capsys.readouterr().out
+    assert "dry-run seesr" in printed and "version" in printed
