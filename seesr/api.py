@@ -239,7 +239,13 @@ class Upscaler:
                 reason = self._missing_reason(error)
         if settings.engine == "realesrgan" or reason is not None:
             from seesr.models import DEFAULT_MODEL, REALESRGAN_MODELS, canonical_model, is_realesrgan_model
-            from seesr.realesrgan import AUTO_TILES, planned_precision
+            from seesr.realesrgan import (
+                auto_tile,
+                batch_pixels_for,
+                estimated_peak_bytes,
+                free_memory_bytes,
+                planned_precision,
+            )
 
             loaded = load_image(image)
             device = resolve_device(settings.device)
@@ -250,8 +256,12 @@ class Upscaler:
             start = RunStart("realesrgan", model, str(device), _dtype_name(dtype), None,
                              realesrgan_tiles(settings.tile, settings.scale, net_scale))  # fmt: skip
             size = plan_working_size(*loaded.size, settings.scale, 0).output_size
-            tile = settings.tile or AUTO_TILES[0]
-            return DryRun(start, size, realesrgan_peak_bytes(*loaded.size, tile, dtype), reason)
+            width, height = loaded.size
+            scale = net_scale or 4  # a model file's scale is known once it is read: plan for x4
+            budget = batch_pixels_for(free_memory_bytes(device), scale, dtype)
+            tile = settings.tile or auto_tile(height, width, budget, settings.tile_pad)
+            peak = estimated_peak_bytes(height, width, tile, scale, dtype, budget, settings.tile_pad)
+            return DryRun(start, size, peak, reason)
         settings, plan, size = self.plan(image, **arguments)
         device = resolve_device(settings.device)
         dtype = _dtype_name(settings.torch_dtype(device))
@@ -400,29 +410,12 @@ def _full_size_weights_bytes(dtype: torch.dtype) -> int:
     return FULL_SIZE_PARAMETERS * (torch.finfo(dtype).bits // 8)
 
 
-REALESRGAN_PARAMETERS = 16_697_987
-"""Parameters of RealESRGAN_x4plus (RRDBNet, 23 blocks, 64 features)."""
-REALESRGAN_FEATURES = 64
-"""Feature channels of RRDBNet's upsampling convolutions, which hold the largest activations."""
-
-
 def realesrgan_tiles(tile: int, scale: float, net_scale: int | None) -> str:
     """The Real-ESRGAN plan in words: network scale, resize, tiles."""
     network = f"x{net_scale} network" if net_scale else "the model file's network"
     resize_to = "" if scale == net_scale else f", resized to x{scale:g}"
     tiles = f"tiles of {tile} px" if tile else "untiled when it fits the free memory, else tiles"
     return f"{network}{resize_to}; {tiles} (smaller on out-of-memory)"
-
-
-def realesrgan_peak_bytes(width: int, height: int, tile: int, dtype: torch.dtype) -> int:
-    """Rough peak memory of Real-ESRGAN on a ``width`` x ``height`` input in ``tile`` px tiles:
-    the weights, two x4-resolution feature maps of one tile, and the float32 output with its
-    blending weights."""
-    side = min(tile, max(width, height))
-    element = torch.finfo(dtype).bits // 8
-    features = 2 * REALESRGAN_FEATURES * (4 * side) ** 2 * element
-    output = (3 + 1) * (4 * width) * (4 * height) * 4
-    return REALESRGAN_PARAMETERS * element + features + output
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

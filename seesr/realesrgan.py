@@ -382,6 +382,47 @@ def free_memory_bytes(device: torch.device) -> int:
     return psutil.virtual_memory().available
 
 
+X4PLUS_PARAMETERS = 16_697_987
+"""Parameters of RealESRGAN_x4plus (RRDBNet, 23 blocks), the largest bundled network: the weights
+in estimates made before a model is loaded."""
+
+
+def bytes_per_input_pixel(net_scale: int, dtype: torch.dtype) -> int:
+    """Activation memory one input pixel costs at the network's peak
+    (:data:`ACTIVATION_VALUES_PER_OUTPUT_PIXEL` values per output pixel)."""
+    return ACTIVATION_VALUES_PER_OUTPUT_PIXEL * net_scale**2 * torch.finfo(dtype).bits // 8
+
+
+def batch_pixels_for(free_bytes: int, net_scale: int, dtype: torch.dtype) -> int:
+    """Input pixels one forward may take within :data:`MEMORY_SHARE` of ``free_bytes``."""
+    return max(1, int(free_bytes * MEMORY_SHARE) // bytes_per_input_pixel(net_scale, dtype))
+
+
+def auto_tile(height: int, width: int, batch_pixels: int, tile_pad: int = DEFAULT_TILE_PAD) -> int:
+    """The automatic tile: 0 (untiled) when the whole input fits ``batch_pixels``, else the largest
+    of :data:`AUTO_TILES` whose padded window does (the smallest when none does)."""
+    if height * width <= batch_pixels:
+        return 0
+    return next((t for t in AUTO_TILES if (t + 2 * tile_pad) ** 2 <= batch_pixels), AUTO_TILES[-1])
+
+
+def estimated_peak_bytes(
+    height: int, width: int, tile: int, net_scale: int, dtype: torch.dtype, batch_pixels: int,
+    tile_pad: int = DEFAULT_TILE_PAD, parameters: int = X4PLUS_PARAMETERS,
+) -> int:  # fmt: skip
+    """Rough peak memory of one upscale: the weights, the activations of the largest forward (the
+    whole input untiled, else as many padded tile windows as ``batch_pixels`` lets one forward
+    take, as :meth:`RealEsrganUpscaler.upscale_tensor` batches them) and the float32 output."""
+    if tile == 0 or (tile >= height and tile >= width):
+        pixels = height * width
+    else:
+        window = (min(tile, height) + 2 * tile_pad) * (min(tile, width) + 2 * tile_pad)
+        tiles = -(-height // tile) * -(-width // tile)
+        pixels = window * max(1, min(tiles, batch_pixels // window))
+    output = 3 * (net_scale * height) * (net_scale * width) * 4
+    return parameters * torch.finfo(dtype).bits // 8 + pixels * bytes_per_input_pixel(net_scale, dtype) + output
+
+
 class RealEsrganUpscaler:
     """A spandrel image model plus tiling, batching and resizing to any output scale.
 
@@ -427,16 +468,11 @@ class RealEsrganUpscaler:
 
     def batch_pixels(self) -> int:
         """Input pixels one forward may take, from the free memory of the device."""
-        bytes_per_pixel = ACTIVATION_VALUES_PER_OUTPUT_PIXEL * self.net_scale**2 * torch.finfo(self.dtype).bits // 8
-        return max(1, int(free_memory_bytes(self.device) * MEMORY_SHARE) // bytes_per_pixel)
+        return batch_pixels_for(free_memory_bytes(self.device), self.net_scale, self.dtype)
 
     def plan_tile(self, height: int, width: int, tile_pad: int = DEFAULT_TILE_PAD) -> int:
-        """The automatic tile: 0 (untiled) when the whole input fits :meth:`batch_pixels`, else the
-        largest of :data:`AUTO_TILES` whose padded window does."""
-        budget = self.batch_pixels()
-        if height * width <= budget:
-            return 0
-        return next((t for t in AUTO_TILES if (t + 2 * tile_pad) ** 2 <= budget), AUTO_TILES[-1])
+        """The automatic tile (:func:`auto_tile`) for this model and the device's free memory now."""
+        return auto_tile(height, width, self.batch_pixels(), tile_pad)
 
     def tile_rungs(self, height: int, width: int, tile: int = 0, tile_pad: int = DEFAULT_TILE_PAD) -> list[int]:
         """Tiles to try in turn on out-of-memory errors: ``tile`` (0: :meth:`plan_tile`), then the

@@ -20,12 +20,11 @@ def fast_env(monkeypatch):
 
 
 @pytest.fixture()
-def inputs(tiny, tmp_path):
+def inputs(lr_image, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
-    lr = Image.open(tiny / "inputs" / "pipeline_lr_crop.png").convert("RGB")
-    lr.save(folder / "a.png")
-    lr.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / "b.jpg", quality=95)
+    lr_image.save(folder / "a.png")
+    lr_image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / "b.jpg", quality=95)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     return folder
 

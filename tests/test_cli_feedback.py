@@ -36,12 +36,11 @@ def seesr(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture()
-def images(tiny, tmp_path) -> Path:
+def images(lr_image, tmp_path) -> Path:
     folder = tmp_path / "in"
     folder.mkdir()
-    lr = Image.open(tiny / "inputs" / "pipeline_lr_crop.png").convert("RGB")
-    lr.save(folder / "a.png")
-    lr.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / "b.png")
+    lr_image.save(folder / "a.png")
+    lr_image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / "b.png")
     return folder
 
 

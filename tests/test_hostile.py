@@ -30,14 +30,13 @@ def fast_env(monkeypatch):
 
 
 @pytest.fixture()
-def photos(tiny, tmp_path) -> Path:
+def photos(lr_image, tmp_path) -> Path:
     """A folder of three small real images."""
     folder = tmp_path / "photos"
     folder.mkdir()
-    lr = Image.open(tiny / "inputs" / "pipeline_lr_crop.png").convert("RGB")
-    lr.save(folder / "a.png")
-    recoloured(lr, "BGR").save(folder / "b.png")
-    recoloured(lr, "GBR").save(folder / "c.png")
+    lr_image.save(folder / "a.png")
+    recoloured(lr_image, "BGR").save(folder / "b.png")
+    recoloured(lr_image, "GBR").save(folder / "c.png")
     return folder
 
 

@@ -166,6 +166,37 @@ def test_tile_rungs_and_plan(engine: resr.RealEsrganUpscaler, monkeypatch: pytes
     assert engine.plan_tile(1000, 1000) == 128 and engine.tile_rungs(1000, 1000, 0) == [128, 64]
 
 
+def test_peak_estimate_follows_the_engines_batching() -> None:
+    """What one forward holds, by the rule the engine sizes its batches with."""
+    bpp = resr.bytes_per_input_pixel(4, torch.float32)
+    assert bpp == resr.ACTIVATION_VALUES_PER_OUTPUT_PIXEL * 16 * 4
+    weights, output = resr.X4PLUS_PARAMETERS * 4, 3 * 400 * 400 * 4
+    assert resr.estimated_peak_bytes(100, 100, 0, 4, torch.float32, 10**9) == weights + 100 * 100 * bpp + output
+    window = (32 + 2 * 10) ** 2
+    one = resr.estimated_peak_bytes(100, 100, 32, 4, torch.float32, window, tile_pad=10)
+    assert one == weights + window * bpp + output
+    every = resr.estimated_peak_bytes(100, 100, 32, 4, torch.float32, 10**9, tile_pad=10)
+    assert every == weights + 16 * window * bpp + output  # 4x4 tiles of 32 on 100 px, one forward
+    assert resr.batch_pixels_for(2**30, 4, torch.bfloat16) == int(2**30 * resr.MEMORY_SHARE) // (bpp // 2)
+    assert resr.auto_tile(100, 100, 100 * 100) == 0
+    assert resr.auto_tile(1000, 1000, (256 + 20) ** 2, tile_pad=10) == 256
+    assert resr.auto_tile(1000, 1000, 1, tile_pad=10) == 64
+
+
+def test_dry_run_plans_the_tile_and_peak_the_engine_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    from seesr.api import Upscaler
+
+    free = 64 * 2**20
+    monkeypatch.setattr(resr, "free_memory_bytes", lambda device: free)
+    image = Image.new("RGB", (300, 200), "gray")
+    plan = Upscaler(device="cpu").dry_run(image, engine="realesrgan", scale=4)
+    dtype = resr.planned_precision(torch.device("cpu"), False)
+    budget = resr.batch_pixels_for(free, 4, dtype)
+    tile = resr.auto_tile(200, 300, budget)
+    assert tile > 0, "64 MiB free must not fit 300x200 untiled"
+    assert plan.estimated_peak_bytes == resr.estimated_peak_bytes(200, 300, tile, 4, dtype, budget)
+
+
 def test_oom_ladder_steps_down_the_tiles(engine: resr.RealEsrganUpscaler, crop: Image.Image) -> None:
     from seesr.fallback import OomInjector, run_ladder
     from seesr.planner import RunPlan
