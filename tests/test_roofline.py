@@ -54,7 +54,7 @@ def test_matmul_peak_is_a_throughput():
 def _record(machine: dict, lr_size: int, steps: int, official: bool = True) -> dict:
     stages = {name: {"median": seconds} for name, seconds in
               {"tag": 0.5, "text": 0.1, "encode": 0.2, "denoise": 1.0, "decode": 0.4, "end_to_end": 2.5}.items()}  # fmt: skip
-    record = {"machine": machine, "variants": {"default": {"runs": [{"lr_size": lr_size, "steps": steps, "stages": stages}]}}}
+    record = {"benchmark": "seesr.benchmarks.pipeline", "machine": machine, "variants": {"default": {"runs": [{"lr_size": lr_size, "steps": steps, "stages": stages}]}}}
     if official:
         record["official"] = {"lr_size": lr_size, "steps": steps, "end_to_end_s": {"median": 10.0}}
     return record
@@ -75,6 +75,21 @@ def test_a_record_from_another_machine_is_refused(tmp_path):
     path.write_text(json.dumps(_record(other, 16, 2)))
     with pytest.raises(SystemExit, match="another machine"):
         roofline.main(["--smoke", "--weights", str(tmp_path), "--record", str(path)])
+
+
+def test_what_is_not_a_pipeline_record_is_refused_in_one_line(tmp_path):
+    missing, training = tmp_path / "missing.json", tmp_path / "train.json"
+    training.write_text(json.dumps({"benchmark": "seesr.benchmarks.training", "rows": []}))
+    with pytest.raises(SystemExit, match="cannot read the record"):
+        roofline.main(["--smoke", "--weights", str(tmp_path), "--record", str(missing)])
+    with pytest.raises(SystemExit, match="is not a record of `python -m seesr.benchmarks.pipeline --json`"):
+        roofline.main(["--smoke", "--weights", str(tmp_path), "--record", str(training)])
+
+
+def test_missing_weights_are_one_line(tmp_path):
+    with pytest.raises(SystemExit, match="SeeSR weights not found") as exit_info:
+        roofline.main(["--smoke", "--weights", str(tmp_path / "none")])
+    assert "Traceback" not in str(exit_info.value)
 
 
 @pytest.mark.slow  # a subprocess: the command as typed

@@ -31,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from seesr.benchmarks.common import SCALE, log, machine_info, machine_line, random_image, same_machine, versions
 from seesr.benchmarks.pipeline import stage_hook
 from seesr.benchmarks.report import TIME_TARGET
+from seesr.errors import SeesrError
 
 STAGE_NETWORKS = {"tag": "tagger", "text": "text_encoder", "encode": "vae", "denoise": "unet", "decode": "vae"}
 """The network whose dtype each counted stage runs in."""
@@ -122,6 +123,17 @@ def stage_bounds(flops: dict[str, int], dtypes: dict[str, torch.dtype], peaks: d
     return rows
 
 
+def read_pipeline_record(path: Path) -> dict:
+    """A ``seesr.benchmarks.pipeline`` record, or a one-line exit saying what ``path`` is instead."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"cannot read the record {path}: {error}") from None
+    if not isinstance(record, dict) or record.get("benchmark") != "seesr.benchmarks.pipeline":
+        raise SystemExit(f"{path} is not a record of `python -m seesr.benchmarks.pipeline --json`")
+    return record
+
+
 def record_times(record: dict, lr_size: int, steps: int) -> tuple[dict[str, float], float | None, float | None]:
     """From a pipeline benchmark record: the default path's median stage times and end-to-end time
     at ``lr_size`` and ``steps``, and the official pipeline's end-to-end time there (None if absent)."""
@@ -196,13 +208,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
     machine = machine_info(args.device)
     measured, ours_s, official_s = {}, None, None
     if args.record:
-        record = json.loads(args.record.read_text())
+        record = read_pipeline_record(args.record)
         if not same_machine(record["machine"], machine):
             raise SystemExit(f"{args.record} was measured on another machine ({machine_line(record['machine'])})")
         measured, ours_s, official_s = record_times(record, size, args.steps)
 
     log("building the pipeline")
-    pipe = build(args, device)
+    try:
+        pipe = build(args, device)
+    except SeesrError as error:  # e.g. --weights without the files: one line, no traceback
+        raise SystemExit(str(error)) from None
     log(f"counting FLOPs of one {size}->{size * SCALE} call, {args.steps} steps")
     flops = count_stage_flops(pipe, size, args.steps)
     dtypes = stage_dtypes(pipe)
