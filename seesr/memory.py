@@ -10,6 +10,27 @@ import time
 import psutil
 import torch
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_BYTES = 32 << 20
+"""Blocks above this get their own mapping, returned to the OS when freed: glibc's own ceiling for
+its moving threshold on 64-bit systems, fixed here so that it cannot start lower."""
+TRIM_THRESHOLD_BYTES = 1 << 30
+"""Free memory at the heap's top that glibc keeps instead of trimming at once."""
+
+
+def keep_heap_within_stage() -> None:
+    """Stop glibc from trimming the heap's top whenever a tensor is freed (``mallopt``; elsewhere
+    nothing): the next activation then reuses those pages instead of faulting in fresh zeroed
+    ones, which is slow on virtual machines. The pages go back to the OS at the end of each stage
+    (:func:`trim_host_heap`)."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+            libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+        except (OSError, AttributeError):
+            pass
+
 
 def trim_host_heap() -> None:
     """Hand the C heap's free pages back to the OS (glibc ``malloc_trim``; elsewhere nothing).

@@ -26,7 +26,7 @@ from seesr.devices import default_device
 from seesr.errors import ConfigError, InputError, MissingWeightsError
 from seesr.imaging import pil_to_tensor, plan_working_size, resize, tensor_to_pil
 from seesr.kds import KdsConfig, particle_noise, select_particle, steered_denoiser
-from seesr.memory import trim_host_heap
+from seesr.memory import keep_heap_within_stage, trim_host_heap
 from seesr.models import MODELS
 from seesr.models.controlnet import SeesrControlNetModel
 from seesr.models.tagger import RamConfig, RamTagger
@@ -457,6 +457,8 @@ class SeesrPipeline:
         StageCounter(self.progress, name)
         with self.stage_hook(name) if self.stage_hook is not None else nullcontext():
             moved = [m for m in models if m is not None] if self._offload else []
+            if self.execution_device.type == "cpu":
+                keep_heap_within_stage()
             for model in moved:
                 model.to(self.execution_device)
             start = time.perf_counter()

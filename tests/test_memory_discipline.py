@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import gc
+import sys
 import weakref
 
 import psutil
 import pytest
+import torch
 from PIL import Image
 
 from seesr.api import Upscaler
+from seesr.memory import keep_heap_within_stage, trim_host_heap
 
 REQUESTS = 100
 WARMUP = 10
@@ -79,3 +82,20 @@ def test_half_precision_weights_are_read_straight_into_their_dtype(tiny_weights,
         assert all(t.dtype == torch.bfloat16 for t in ours.values() if t.is_floating_point()), name
         assert all(torch.equal(ours[k], v.to(torch.bfloat16)) for k, v in reference.items() if v.is_floating_point()), name
     assert next(pipe.tagger.parameters()).dtype == torch.float32
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_freed_activations_stay_for_reuse_until_the_stage_ends():
+    """Within a stage, a freed tensor's pages stay in the heap for the next one (no fresh page
+    faults); at the stage's end they go back to the OS."""
+    keep_heap_within_stage()
+    process = psutil.Process()
+    trim_host_heap()
+    before = process.memory_info().rss
+    block = torch.ones(16 << 20, dtype=torch.uint8)  # 16 MiB: under the mapping threshold, in the heap
+    del block
+    kept = process.memory_info().rss
+    trim_host_heap()
+    after = process.memory_info().rss
+    assert kept - before > 12 << 20, (before, kept)
+    assert kept - after > 12 << 20, (kept, after)
