@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -28,7 +27,9 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from seesr.benchmarks.common import SCALE, log, machine_info, machine_line, random_image, same_machine, versions
+from seesr.benchmarks.common import (
+    SCALE, log, machine_info, machine_line, random_image, same_machine, timed, versions,
+)  # fmt: skip
 from seesr.benchmarks.pipeline import stage_hook
 from seesr.benchmarks.report import TIME_TARGET
 from seesr.errors import SeesrError
@@ -84,15 +85,7 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, shapes: Sequence[tuple
     for m, k, n in shapes:
         a = torch.randn(m, k, device=device).to(dtype)
         b = torch.randn(k, n, device=device).to(dtype)
-        for i in range(repeats + 1):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            torch.matmul(a, b)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if i:  # the first is a warm-up
-                best = max(best, 2 * m * k * n / (time.perf_counter() - start))
+        best = max(best, 2 * m * k * n / timed(lambda: torch.matmul(a, b), device, 1, repeats)["min"])
     return best
 
 
