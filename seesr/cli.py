@@ -392,11 +392,14 @@ def evaluate_command(args: argparse.Namespace) -> int:
                                      device=arguments.get("device"), progress=progress)  # fmt: skip
     if progress is not None:
         print("\r\033[K", end="", file=sys.stderr, flush=True)
-    for line in [*evaluation.unavailable.values(), *evaluation.problems]:
+    unavailable = [evaluation.unavailable[name] for name in evaluation.metrics if name in evaluation.unavailable]
+    for line in [*unavailable, *evaluation.problems]:
         _error(line)
     print(json.dumps(evaluation.record()) if args.json else evaluation.table(), flush=True)
     if args.csv is not None:
-        args.csv.write_text(evaluation.csv())
+        from seesr.save import _atomic_write
+
+        _atomic_write(args.csv, evaluation.csv().encode(), overwrite=True)
     return 1 if evaluation.partial else 0
 
 

@@ -167,7 +167,7 @@ class Metric:
     """``full-reference`` (SR against HR), ``no-reference`` (SR alone) or ``set`` (two folders)."""
     higher_is_better: bool
     package: str
-    """Where the numbers come from: ``seesr`` or the PyPI package (with its licence)."""
+    """Where the numbers come from: :data:`FORMULA` or the PyPI package (with its licence)."""
     load: Callable[[Metric, str], Any]
     """(metric, device) -> a :class:`Scorer` (a :class:`FrechetInception` for ``set``)."""
     weights: tuple[WeightFile, ...] = ()
@@ -200,7 +200,7 @@ def _gray(image: np.ndarray) -> bool:
     return image.ndim == 2 or image.shape[2] == 1 or bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
 
 
-_TV = "https://download.pytorch.org/models/"
+_TV = "https://download.pytorch.org/models/"  # torchvision's IMAGENET1K_V1 weights of AlexNet and VGG-16
 ALEXNET = WeightFile("alexnet-owt-7be5be79.pth", "torch hub", _TV + "alexnet-owt-7be5be79.pth")
 VGG16 = WeightFile("vgg16-397923af.pth", "torch hub", _TV + "vgg16-397923af.pth")
 INCEPTION = WeightFile(
@@ -299,7 +299,7 @@ def _load_pyiqa(metric: Metric, device: str) -> Scorer:
     except ImportError:
         raise MetricUnavailable(
             f"{metric.name}: needs pyiqa ({PYIQA_LICENCE} licence, not installed by default): "
-            f"pip install 'seesr[{PYIQA_EXTRA}]'"
+            f"pip install 'seesr[{metric.extra}]'"
         ) from None
     import torch
 
@@ -451,5 +451,6 @@ def metric_table(names: Sequence[str] | None = None) -> str:
     rows = ["| metric | what | better | from | downloads on first use |", "|---|---|---|---|---|"]
     for metric in (METRICS[n] for n in names or METRICS):
         files = ", ".join(f"`{w.name}`" for w in metric.weights) or "nothing"
-        rows.append(f"| `{metric.name}` | {metric.description} | {metric.arrow} | {metric.package} | {files} |")
+        package = metric.package + (f", extra `seesr[{metric.extra}]`" if metric.extra else "")
+        rows.append(f"| `{metric.name}` | {metric.description} | {metric.arrow} | {package} | {files} |")
     return "\n".join(rows)

@@ -244,6 +244,37 @@ def test_metric_without_weights_offline_is_one_line_and_the_rest_is_reported(fol
     assert lines[-3].split() == ["method", "images", "psnr", "ssim"] and lines[-2].split()[:2] == ["sr", "3"]
 
 
+def test_paper_metrics_offline_leave_psnr_and_ssim(folders, empty_caches, capsys):
+    """`seesr evaluate out/ hr/ --metrics paper` on a machine without any metric weights."""
+    sr_dir, hr_dir, _ = folders
+    code, record, errors = evaluate_json(capsys, str(sr_dir), str(hr_dir), "--metrics", "paper")
+    assert code == 1 and record["metrics"] == ["psnr", "ssim"] and record["rows"][0]["images"] == 3
+    learned = [m for m in metrics.METRIC_GROUPS["paper"] if m not in ("psnr", "ssim")]
+    assert sorted(record["unavailable"]) == sorted(learned) and len(errors) == len(learned)
+    assert all(line.startswith(f"{name}: ") for name, line in record["unavailable"].items())
+
+
+@pytest.mark.filterwarnings("ignore:.*(pretrained|weight enum).*:UserWarning")
+def test_lpips_runs_from_the_torch_hub_cache(empty_caches, tmp_path):
+    """With the trunk file in the cache (random AlexNet weights here: the real ones cannot be
+    downloaded) LPIPS loads offline and scores as the lpips package does on [-1, 1] inputs."""
+    import lpips
+    import torch
+    import torchvision
+
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.alexnet().state_dict(), checkpoints / metrics.ALEXNET.name)
+    score = metrics.load_metric("lpips")
+    sr, hr = (a[:64, :64].astype(np.float64) for a in realsr_pair(PAIRS[0]))
+    reference = lpips.LPIPS(net="alex", verbose=False).eval()
+    with torch.no_grad():
+        expected = reference(*(torch.from_numpy(a.transpose(2, 0, 1) / 127.5 - 1).float()[None] for a in (sr, hr)))
+    assert score(sr, hr) == pytest.approx(float(expected), rel=1e-5) and score(sr, hr) > 0
+    assert score(hr, hr) == 0
+
+
 def test_failed_download_names_the_file(empty_caches, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE")
     unreachable = dataclasses.replace(metrics.ALEXNET, url="http://127.0.0.1:9/alexnet-owt-7be5be79.pth")
@@ -262,6 +293,16 @@ def test_pyiqa_metrics_name_their_extra(folders, empty_caches, capsys):
     assert code == 1 and record["metrics"] == ["psnr"]
     assert errors == ["niqe: needs pyiqa (PolyForm Noncommercial 1.0.0 licence, not installed by default): "
                       "pip install 'seesr[iqa]'"]  # fmt: skip
+
+
+def test_declared_weight_files_are_the_libraries_own():
+    import torchvision
+    from cleanfid.downloads_helper import inception_url
+
+    assert metrics.ALEXNET.url == torchvision.models.AlexNet_Weights.IMAGENET1K_V1.url
+    assert metrics.VGG16.url == torchvision.models.VGG16_Weights.IMAGENET1K_V1.url
+    assert metrics.INCEPTION.url == inception_url
+    assert all(w.name == w.url.rsplit("/", 1)[1] for w in (metrics.ALEXNET, metrics.VGG16, metrics.INCEPTION))
 
 
 def test_metric_table_matches_the_readme():
