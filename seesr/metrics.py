@@ -308,6 +308,8 @@ def _load_pyiqa(metric: Metric, device: str) -> Scorer:
     try:
         with _quiet():
             net = pyiqa.create_metric(metric.name, device=torch.device(device), as_loss=False)
+    except ImportError as error:  # e.g. CLIP-IQA's pkg_resources, gone from setuptools 81 on
+        raise MetricUnavailable(f"{metric.name}: pyiqa needs the module {error.name}, which is not installed here") from None
     except Exception as error:  # noqa: BLE001 - pyiqa raises whatever its downloads and loaders raise
         missing = [w for w in metric.weights if not w.present()] or list(metric.weights)
         files = ", ".join(f"{w.name} ({w.cache} cache, {w.folder()})" for w in missing)
@@ -403,15 +405,14 @@ def _offline() -> bool:
 
 
 def _fetch(metric: Metric) -> None:
-    """Put the metric's downloadable files in their caches, or raise one line naming the first
-    that is missing and why it could not be had."""
+    """Put the metric's files in their caches (pyiqa's: only check them, offline), or raise one
+    line naming the first that is missing and why it could not be had."""
     for weight in metric.weights:
         if weight.present():
             continue
         where = f"{weight.name} is not in {weight.folder()}"
-        if _offline() or weight.url is None:
-            reason = "downloads are off (HF_HUB_OFFLINE=1)" if _offline() else "it is downloaded by pyiqa"
-            raise MetricUnavailable(f"{metric.name}: {where} and {reason}")
+        if _offline() or weight.url is None:  # pyiqa's files (no url here) are only looked for offline
+            raise MetricUnavailable(f"{metric.name}: {where} and downloads are off (HF_HUB_OFFLINE=1)")
         import torch
 
         target = weight.folder() / weight.name
@@ -430,13 +431,18 @@ def _first_line(error: BaseException) -> str:
 
 @contextlib.contextmanager
 def _quiet():
-    """Keep the libraries' prints and deprecation warnings out of our output (logged at debug)."""
-    chatter = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
-        warnings.simplefilter("ignore")
-        yield
-    if chatter.getvalue().strip():
-        logger.debug("%s", chatter.getvalue().strip())
+    """Keep the libraries' prints, warnings and log lines out of our output while a metric loads
+    (its failure is one line of ours; the prints are logged at debug)."""
+    chatter, disabled = io.StringIO(), logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(disabled)
+        if chatter.getvalue().strip():
+            logger.debug("%s", chatter.getvalue().strip())
 
 
 def _tensor(image: np.ndarray, device: str) -> torch.Tensor:
