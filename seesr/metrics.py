@@ -416,7 +416,7 @@ def _fetch(metric: Metric) -> None:
         import torch
 
         target = weight.folder() / weight.name
-        logger.info("%s: downloading %s to %s", metric.name, weight.url, target)
+        logger.info("%s: downloading %s to %s (first use)", metric.name, weight.url, target)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             torch.hub.download_url_to_file(weight.url, str(target), progress=False)
