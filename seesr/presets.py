@@ -28,6 +28,7 @@ from seesr.defaults import (
     COLOR_FIX_METHODS, DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, DEFAULT_PROCESS_SIZE, MAX_DENOISE_STRENGTH,
 )  # fmt: skip
 from seesr.errors import ConfigError
+from seesr.files import checked_file, read_text
 from seesr.models import (
     DEFAULT_MODEL as REALESRGAN_DEFAULT_MODEL, DEFAULT_TILE_PAD, MODEL_ALIASES, MODEL_FILE_SUFFIXES, MODELS,
     REALESRGAN_MODELS, canonical_model, is_model_file, is_realesrgan_model,
@@ -460,20 +461,7 @@ def config_file_settings(path: str | Path | None) -> dict[str, Any]:
     import yaml
 
     path = Path(path)
-    try:
-        if path.stat().st_size > CONFIG_FILE_MAX_BYTES:
-            raise ConfigError(
-                f"config file {path} is over {CONFIG_FILE_MAX_BYTES // 1024} KiB; it should hold a few settings"
-            )
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config file {path} is a directory; give a YAML file") from None
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"config file {path} is not UTF-8 text (byte {error.start}); give a YAML file") from None
-    except OSError as error:
-        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
+    text = read_text(path, "config file", CONFIG_FILE_MAX_BYTES, ConfigError)
     try:
         if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
             raise ConfigError(f"config file {path} uses YAML aliases (*name); write each value out")
@@ -500,8 +488,13 @@ def _engine_and_model(given: dict[str, Any]) -> list[str]:
         if engine == "seesr":
             return [f"model={model!r} is a Real-ESRGAN model but engine='seesr' (drop engine, or choose a SeeSR "
                     f"model: {seesr_models})"]  # fmt: skip
-        if is_model_file(model) and not Path(model).is_file():
-            return [f"model={model!r} (no such file; give an existing model file)"]
+        if is_model_file(model):
+            from seesr.weights.checkpoints import MODEL_FILE_MAX_BYTES
+
+            try:
+                checked_file(model, "it", MODEL_FILE_MAX_BYTES, ConfigError, shown="")
+            except ConfigError as problem:
+                return [f"model={model!r} ({problem}; give a model file)"]
         given["engine"] = "realesrgan"
     elif engine == "realesrgan" and model in MODEL_DEFAULTS:
         return [f"model={model!r} is a SeeSR model but engine='realesrgan' (drop engine, or choose a Real-ESRGAN "
