@@ -154,7 +154,7 @@ def save_image(
         if isinstance(image, np.ndarray):
             image = _array_to_pil(image)
         data = _encode_8bit(image, fmt, quality, background, icc_profile, path)
-    _atomic_write(path, data, overwrite=overwrite)
+    write_atomically(path, data, overwrite=overwrite)
     return path
 
 
@@ -267,7 +267,7 @@ def _png_with_icc(png: bytes, profile: bytes) -> bytes:
 
 
 _TEMP_FILE = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.tmp$")
-"""``.<name>.<pid>-<random>.tmp``: the hidden temporary file :func:`_atomic_write` renames into place."""
+"""``.<name>.<pid>-<random>.tmp``: the hidden temporary file :func:`write_atomically` renames into place."""
 
 
 def remove_stale_temp_files(folder: Path) -> list[Path]:
@@ -302,7 +302,7 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _atomic_write(path: Path, data: bytes, *, overwrite: bool) -> None:
+def write_atomically(path: Path, data: bytes, *, overwrite: bool) -> None:
     """Write to a hidden temp file in the target folder, fsync, then rename (or link) into place.
 
     ``overwrite=False`` uses ``os.link``, which fails if the target appeared meanwhile, so an
