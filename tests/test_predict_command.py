@@ -110,7 +110,7 @@ def test_predict_never_overwrites_an_earlier_result(photo):
 def test_predict_overwrite_replaces_an_earlier_result(photo):
     earlier = photo.with_name("photo_seesr.png")
     earlier.write_bytes(b"an earlier result")
-    done = predict(photo, "scale=2", "--overwrite")
+    done = predict(photo, "--overwrite")  # as the README types it
     assert done.returncode == 0, done.stderr[-3000:]
     with Image.open(earlier) as image:
-        assert image.format == "PNG" and image.size == (24, 16)
+        assert image.format == "PNG" and image.size == (48, 32)
