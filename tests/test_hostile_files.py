@@ -229,3 +229,16 @@ def test_an_unexpected_error_is_one_line_and_a_json_line_for_every_input(photo, 
     assert one_line(captured.err) == f"seesr: {error}"
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["photo.png"]
     assert Image.open(out / "photo.png").size == (24, 16)
+
+
+def test_a_run_log_that_is_not_a_file_is_one_line(photo, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(photo.read_bytes())
+    (tmp_path / "out" / ".seesr-batch").mkdir(parents=True)
+    os.mkfifo(tmp_path / "out" / ".seesr-batch" / "rank0.jsonl")
+    done = seesr("upscale", "in", "-o", "out", "--json", *FAST, cwd=tmp_path)
+    assert done.returncode == 2
+    assert one_line(done.stderr) == "seesr: run log out/.seesr-batch/rank0.jsonl is a pipe (FIFO), not a file"
+    (record,) = [json.loads(line) for line in done.stdout.splitlines()]
+    assert (record["input"], record["status"]) == ("in/a.png", "failed") and "is a pipe" in record["error"]
