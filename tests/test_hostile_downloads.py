@@ -18,30 +18,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import fake_hub
 from seesr import weights as w
 from seesr.errors import MissingWeightsError
 from seesr.weights import fetch
+from test_weights_sources import hub, isolated_env  # noqa: F401 - the same loopback hub and clean environment
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BLOB = bytes(range(256)) * 400  # 102400 bytes
 NAME = "model/x.bin"
-
-
-@pytest.fixture(autouse=True)
-def isolated_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "SEESR_WEIGHTS", "SEESR_WEIGHTS_MANIFEST",
-                "SEESR_WEIGHTS_SOURCES", "HF_ENDPOINT"):  # fmt: skip
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-
-
-@pytest.fixture
-def hub():
-    with fake_hub.serve() as server:
-        yield server
 
 
 def manifest(tmp_path: Path, url: str, *, size: int | None = None, name: str = NAME) -> Path:
