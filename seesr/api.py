@@ -238,7 +238,9 @@ class Upscaler:
                     raise
                 reason = self._missing_reason(error)
         if settings.engine == "realesrgan" or reason is not None:
-            from seesr.models import DEFAULT_MODEL, REALESRGAN_MODELS, canonical_model, is_model_file, is_realesrgan_model
+            from seesr.models import (
+                DEFAULT_MODEL, REALESRGAN_MODELS, canonical_model, is_model_file, is_realesrgan_model,
+            )  # fmt: skip
             from seesr.realesrgan import (
                 auto_tile,
                 batch_pixels_for,

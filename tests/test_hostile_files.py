@@ -67,7 +67,7 @@ def test_a_hostile_input_is_one_failed_line(kind, tmp_path):
     make(tmp_path / "in.png")
     done = seesr("upscale", "in.png", "--json", *FAST, cwd=tmp_path)
     assert done.returncode == 1, done.stderr
-    assert one_line(done.stderr) == f"in.png: failed: input in.png {says}" + ("; point it at a file" if "loop" in says else "")
+    assert one_line(done.stderr).startswith(f"in.png: failed: input in.png {says}")
     (record,) = [json.loads(line) for line in done.stdout.splitlines()]
     assert record["status"] == "failed" and record["input"] == "in.png" and says in record["error"]
     assert not (tmp_path / "in_seesr.png").exists()
@@ -89,8 +89,9 @@ def test_a_hostile_model_file_is_named_for_what_it_is(kind, photo, tmp_path):
     done = seesr("upscale", photo.name, "--model", "net.pth", "--dry-run", *FAST, cwd=tmp_path)
     assert done.returncode == 2
     assert one_line(done.stderr).startswith(f"seesr: invalid settings: model='net.pth' (it {says}")
-    with pytest.raises(WeightsError, match=f"model file {tmp_path / 'net.pth'} {says}".replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(WeightsError) as refused:
         resr.load_realesrgan(model=str(tmp_path / "net.pth"), device="cpu")
+    assert str(refused.value).startswith(f"model file {tmp_path / 'net.pth'} {says}")
 
 
 # ------------------------------------------------------------------ model files
@@ -118,7 +119,8 @@ def test_the_architecture_is_detected_before_any_tensor_is_read(tmp_path, monkey
         resr.load_realesrgan(model=str(giant), device="cpu")
     monkeypatch.setattr(resr, "read_checkpoint", lambda *a, **k: pytest.fail("a tensor was read"))
     big = sparse_safetensors(tmp_path / "big.safetensors", "encoder.weight", 2**28)  # 1 GiB, unknown keys
-    with pytest.raises(WeightsError, match=r"not a model spandrel can load: no architecture it knows has these keys \(encoder\.weight\)"):
+    unknown = r"not a model spandrel can load: no architecture it knows has these keys \(encoder\.weight\)"
+    with pytest.raises(WeightsError, match=unknown):
         resr.load_realesrgan(model=str(big), device="cpu")
     with pytest.raises(WeightsError, match="no architecture it knows"):
         resr.inspect_model_file(big)
@@ -224,7 +226,8 @@ def test_an_unexpected_error_is_one_line_and_a_json_line_for_every_input(photo, 
     records = [json.loads(line) for line in captured.out.splitlines()]
     assert [(Path(r["input"]).name, r["status"]) for r in records] == [
         ("photo.png", "done"), ("second.png", "failed"), ("third.png", "failed")]  # fmt: skip
-    error = "unexpected error: RuntimeError: something nobody foresaw on two lines (a bug in seesr; --verbose shows the traceback)"
+    error = ("unexpected error: RuntimeError: something nobody foresaw on two lines "
+             "(a bug in seesr; --verbose shows the traceback)")
     assert records[1]["error"] == records[2]["error"] == error
     assert one_line(captured.err) == f"seesr: {error}"
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["photo.png"]

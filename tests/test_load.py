@@ -322,7 +322,10 @@ def test_unreadable_sources(tmp_path):
         (lambda p: os.mkfifo(p), "is a pipe (FIFO), not a file"),
         (lambda p: p.symlink_to("/dev/zero"), "is a device, not a file"),
         (lambda p: p.symlink_to(p), "is a symbolic link loop"),
-        (lambda p: p.write_bytes(b"") or os.truncate(p, input_file_limit() + 2**30), "is 1.3 GiB, over the 272 MiB limit"),
+        (
+            lambda p: p.write_bytes(b"") or os.truncate(p, input_file_limit() + 2**30),  # sparse: no disk used
+            "is 1.3 GiB, over the 272 MiB limit",
+        ),
     ],
     ids=["fifo", "dev-zero", "symlink-loop", "sparse-giant"],
 )

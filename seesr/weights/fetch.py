@@ -84,7 +84,8 @@ def user_sources(weights_dir: Path) -> list[str]:
 def _user_source(base: str, entry: ManifestEntry) -> Source:
     parts = urllib.parse.urlsplit(base)
     if parts.scheme in ("http", "https"):  # the file's path goes after the base's path, before its query
-        return Source(url=urllib.parse.urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{urllib.parse.quote(entry.name)}")))
+        path = f"{parts.path.rstrip('/')}/{urllib.parse.quote(entry.name)}"
+        return Source(url=urllib.parse.urlunsplit(parts._replace(path=path)))
     folder = Path(base[len("file://"):] if base.startswith("file://") else base).expanduser()
     return Source(folder=folder / entry.name)
 
@@ -251,7 +252,12 @@ def _expected(entry: ManifestEntry, response: http.client.HTTPResponse, offset: 
 
 
 def _receive(
-    entry: ManifestEntry, response: http.client.HTTPResponse, partial: Path, offset: int, total: int | None, progress: bool
+    entry: ManifestEntry,
+    response: http.client.HTTPResponse,
+    partial: Path,
+    offset: int,
+    total: int | None,
+    progress: bool,
 ) -> None:
     """Stream the body into ``partial`` from ``offset``, within the file's size cap and deadline."""
     try:
