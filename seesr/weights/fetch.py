@@ -154,7 +154,6 @@ def _download_url(entry: ManifestEntry, url: str, dest: Path, progress: bool = T
     """Stream ``url`` to ``dest.partial`` (resuming it with a Range request), check it, rename it."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".partial")
-    shown = redact_url(url)
     for attempt in range(2):
         offset = _size(partial) or 0
         if offset > size_cap(entry):
@@ -177,7 +176,6 @@ def _download_url(entry: ManifestEntry, url: str, dest: Path, progress: bool = T
                 continue
             raise
         os.replace(partial, dest)
-        logger.debug("%s: downloaded from %s", entry.name, shown)
         return dest
     raise AssertionError("unreachable")
 
