@@ -98,7 +98,7 @@ class Runner(BaseRunner):
             choices=["seesr", "realesrgan"],
         ),
         model: Optional[str] = Input(
-            description="Model: SeeSR weights (seesr: the original, 50 steps with guidance 5.5) or a Real-ESRGAN model (implies engine realesrgan; engine realesrgan alone: realesrgan-x4plus).",
+            description="Model: SeeSR weights (seesr: the original on SD-2-base, with steps 50, guidance_scale 5.5, sampler ddpm, latent_overlap 4) or a Real-ESRGAN model (implies engine realesrgan; engine realesrgan alone: realesrgan-x4plus).",
             default=None,
             choices=["seesr-turbo", "seesr", "realesrgan-x4plus", "realesrgan-x4plus-anime", "realesr-animevideov3-x2", "realesr-animevideov3-x3", "realesr-animevideov3-x4"],
         ),
@@ -109,7 +109,7 @@ class Runner(BaseRunner):
             le=8.0,
         ),
         steps: Optional[int] = Input(
-            description="Denoising steps; empty: the preset's (the seesr model: 50).",
+            description="Denoising steps; empty: the model's (seesr: 50), else the preset's.",
             default=None,
             ge=1,
             le=100,
@@ -166,9 +166,9 @@ class Runner(BaseRunner):
             ge=1,
             le=100,
         ),
-        sampler: str = Input(
-            description="Sampler (ddim: deterministic, ours; ddpm: the official turbo script's stochastic step).",
-            default="ddim",
+        sampler: Optional[str] = Input(
+            description="Sampler (ddim: deterministic, ours; ddpm: the official scripts' stochastic step); empty: the model's (seesr-turbo: ddim, seesr: ddpm).",
+            default=None,
             choices=["ddim", "ddpm"],
         ),
         start_point: str = Input(
@@ -177,7 +177,7 @@ class Runner(BaseRunner):
             choices=["lr", "noise"],
         ),
         start_steps: int = Input(
-            description="Timestep the input latent is noised to when start_point is lr (999: the official start).",
+            description="Denoising runs the timesteps up to this one, from the input latent noised to it when start_point is lr (999, the official default: every step runs).",
             default=999,
             ge=1,
             le=999,

@@ -54,17 +54,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 """What each preset changes from the defaults. The tile sizes are in latent pixels (denoiser, VAE
-decoder) and image pixels (VAE encoder); the official defaults are 96/32 (turbo script) and
-320/4 (Cog demo) for the latent tiles."""
+decoder) and image pixels (VAE encoder); the official latent tiles are 96 with overlap 32 (turbo
+script) or 4 (``test_seesr.py``)."""
 
+TURBO = MODELS["seesr-turbo"]
+"""The default model, whose official defaults are the declared defaults of its settings."""
+MODEL_SETTINGS = ("steps", "guidance_scale", "sampler", "max_latent_tile", "latent_overlap")
+"""The settings a model brings (:class:`~seesr.models.ModelSpec` fields of the same names)."""
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    name: {key: value for key, value in (("steps", spec.steps), ("guidance_scale", spec.guidance_scale))
-           if value != getattr(MODELS["seesr-turbo"], key)}
+    name: {key: getattr(spec, key) for key in MODEL_SETTINGS if getattr(spec, key) != getattr(TURBO, key)}
     for name, spec in MODELS.items()
-}  # fmt: skip
-"""What each model changes from the defaults (SeeSR-Turbo's), over the preset."""
+}
+"""What each model changes from the defaults (SeeSR-Turbo's), over the preset: a preset's latent
+tiles keep the model's overlap (``--model seesr --preset quality``: tiles 64 with overlap 4)."""
 MODEL_RANGES: dict[str, dict[str, tuple[float, float]]] = {
-    name: {"steps": (1, spec.max_steps)} for name, spec in MODELS.items() if spec.max_steps != MODELS["seesr-turbo"].max_steps
+    name: {"steps": (1, spec.max_steps)} for name, spec in MODELS.items() if spec.max_steps != TURBO.max_steps
 }
 """Ranges that differ per model (everything else: the declared range)."""
 ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {"realesrgan": {"color_fix": "adain"}}
@@ -81,6 +85,11 @@ CogInput = Literal["default", "empty"]
 """How a setting is a Cog input: ``default`` (the input's default is the setting's) or ``empty``
 (an Optional input whose default, empty, leaves the value to the preset, the model or the
 server's ``SEESR_*`` environment)."""
+
+
+def _per_model(name: str) -> str:
+    """What the models other than the default one set ``name`` to, for help texts (``seesr: 50``)."""
+    return ", ".join(f"{model}: {values[name]}" for model, values in MODEL_DEFAULTS.items() if name in values)
 
 
 @dataclass(frozen=True)
@@ -139,13 +148,15 @@ class Settings:
         choices=ENGINES, cog="empty",
     )  # fmt: skip
     model: str = setting(
-        "seesr-turbo", "Model: SeeSR weights (seesr: the original, 50 steps with guidance 5.5) or a Real-ESRGAN model (implies engine realesrgan; engine realesrgan alone: realesrgan-x4plus).",
+        "seesr-turbo", "Model: SeeSR weights (seesr: the original on SD-2-base, with "
+        + ", ".join(f"{key} {value}" for key, value in MODEL_DEFAULTS["seesr"].items())
+        + ") or a Real-ESRGAN model (implies engine realesrgan; engine realesrgan alone: realesrgan-x4plus).",
         choices=(*MODEL_DEFAULTS, *REALESRGAN_MODELS), cog="empty", feeds="load", extra_flags=("-n",),
         aliases=MODEL_ALIASES, file_suffixes=MODEL_FILE_SUFFIXES,
     )  # fmt: skip
     scale: float = setting(4.0, "Upscaling factor.", range=(1.0, 8.0), cog="default", feeds="pipeline", extra_flags=("-s",))
     steps: int = setting(
-        2, "Denoising steps; empty: the preset's (the seesr model: 50).",
+        TURBO.steps, f"Denoising steps; empty: the model's ({_per_model('steps')}), else the preset's.",
         range=(1, 8), engines=SEESR_ONLY, cog="empty", feeds="pipeline:num_inference_steps",
     )  # fmt: skip
     seed: int | None = setting(
@@ -164,7 +175,8 @@ class Settings:
         engines=SEESR_ONLY, cog="default", feeds="pipeline",
     )  # fmt: skip
     guidance_scale: float = setting(
-        1.0, "Classifier-free guidance scale (1: off, as SeeSR-Turbo runs); empty: the model's (seesr: 5.5).",
+        TURBO.guidance_scale,
+        f"Classifier-free guidance scale (1: off, as SeeSR-Turbo runs); empty: the model's ({_per_model('guidance_scale')}).",
         range=(1.0, 20.0), engines=SEESR_ONLY, cog="empty", feeds="pipeline",
     )  # fmt: skip
     conditioning_scale: float = setting(
@@ -189,15 +201,17 @@ class Settings:
         "written beside it, nothing in an output folder.",
     )  # fmt: skip
     sampler: str = setting(
-        "ddim", "Sampler (ddim: deterministic, ours; ddpm: the official turbo script's stochastic step).",
-        choices=SAMPLERS, engines=SEESR_ONLY, cog="default", feeds="pipeline",
+        TURBO.sampler, "Sampler (ddim: deterministic, ours; ddpm: the official scripts' stochastic step); empty: the "
+        f"model's (seesr-turbo: {TURBO.sampler}, {_per_model('sampler')}).",
+        choices=SAMPLERS, engines=SEESR_ONLY, cog="empty", feeds="pipeline",
     )  # fmt: skip
     start_point: str = setting(
         "lr", "Where denoising starts: lr (the noised input latent, official) or noise (pure noise).",
         choices=START_POINTS, engines=SEESR_ONLY, cog="default", feeds="pipeline",
     )  # fmt: skip
     start_steps: int = setting(
-        999, "Timestep the input latent is noised to when start_point is lr (999: the official start).",
+        999, "Denoising runs the timesteps up to this one, from the input latent noised to it when start_point is "
+        "lr (999, the official default: every step runs).",
         range=(1, 999), engines=SEESR_ONLY, cog="default", feeds="pipeline",
     )  # fmt: skip
     kds_particles: int = setting(
@@ -230,11 +244,13 @@ class Settings:
         range=(8, 1024), engines=SEESR_ONLY, feeds="plan",
     )  # fmt: skip
     latent_overlap: int | None = setting(
-        None, "Overlap of denoiser tiles in latent pixels; empty: a third of the tile, at most 32.",
+        TURBO.latent_overlap,
+        f"Overlap of denoiser tiles in latent pixels; empty: the model's ({_per_model('latent_overlap')}), else a third "
+        "of the tile, at most 32.",
         range=(0, 512), engines=SEESR_ONLY, feeds="plan",
     )  # fmt: skip
     max_latent_tile: int = setting(
-        96, "Largest denoiser tile the planner chooses, in latent pixels (96: the official tile).",
+        TURBO.max_latent_tile, "Largest denoiser tile the planner chooses, in latent pixels (96: the official tile).",
         range=(8, 1024), engines=SEESR_ONLY, feeds="planner",
     )  # fmt: skip
     tile_batch_size: int | None = setting(
