@@ -122,6 +122,8 @@ class SeesrPipeline:
         torch_dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
         download: bool = False,
+        unet: SeesrUNet2DConditionModel | None = None,
+        controlnet: SeesrControlNetModel | None = None,
     ) -> "SeesrPipeline":
         """Load every component from the official on-disk layout.
 
@@ -133,7 +135,8 @@ class SeesrPipeline:
         VAE, text encoder, tokenizer and scheduler from sd-turbo; UNet config and weights from
         sd-turbo with only the ``image_attentions`` weights from SeeSR. ``"seesr"`` (the official
         ``test_seesr.py``): the same components from SD-2-base (``WeightPaths.sd2_base``) and
-        SeeSR's UNet whole. The ControlNet comes from SeeSR for both.
+        SeeSR's UNet whole. The ControlNet comes from SeeSR for both. ``unet``/``controlnet``:
+        networks to use instead of loading SeeSR's (as diffusers pipelines take components).
         """
         if model not in MODELS:
             raise ConfigError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
@@ -156,13 +159,14 @@ class SeesrPipeline:
             CLIPTextModel, base / "text_encoder", f"{base.name} text encoder", torch_dtype=dtypes["text_encoder"]
         )
         tokenizer = CLIPTokenizer.from_pretrained(base / "tokenizer")
-        if spec.unet_rule == "turbo":
+        if unet is None and spec.unet_rule == "turbo":
             unet = SeesrUNet2DConditionModel.from_turbo(base, paths.seesr, torch_dtype=dtypes["unet"])
-        else:
+        elif unet is None:
             unet = SeesrUNet2DConditionModel.from_pretrained(paths.seesr, subfolder="unet", torch_dtype=dtypes["unet"])
-        controlnet = SeesrControlNetModel.from_pretrained(
-            paths.seesr, subfolder="controlnet", torch_dtype=dtypes["controlnet"]
-        )
+        if controlnet is None:
+            controlnet = SeesrControlNetModel.from_pretrained(
+                paths.seesr, subfolder="controlnet", torch_dtype=dtypes["controlnet"]
+            )
         tagger = RamTagger.from_pretrained(
             paths.ram_checkpoint,
             paths.dape_checkpoint,

@@ -252,3 +252,20 @@ def test_help_says_default_presets_models_and_range():
     for name in DECLARED:
         assert setting_info(name).help and "Default:" in describe(name), name
     assert list(DECLARED) == [f.name for f in Settings.__dataclass_fields__.values()]
+
+
+def test_readme_model_table_is_the_declaration():
+    """The README's table of SeeSR models says what MODELS declares (steps, guidance, sampler, tiles)."""
+    from pathlib import Path
+
+    from seesr.models import MODELS
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = {line.split("|")[1].split("`")[1]: [c.strip() for c in line.split("|")[2:-1]]
+            for line in text.splitlines() if line.startswith("| `seesr")}  # fmt: skip
+    assert rows.keys() == MODELS.keys()
+    for name, spec in MODELS.items():
+        overlap = spec.latent_overlap if spec.latent_overlap is not None else "a third of the tile, at most 32"
+        expected = [f"{spec.steps} ({spec.max_steps})", str(spec.guidance_scale), spec.sampler,
+                    f"{spec.max_latent_tile} / {overlap}"]  # fmt: skip
+        assert rows[name][1:5] == expected, name

@@ -1,11 +1,13 @@
 """The Real-ESRGAN second-order degradation (Wang et al. 2021) that makes SeeSR's training LR images.
 
-Written on torch + OpenCV after the official ``dataloaders/realesrgan.py`` (basicsr): blur (isotropic,
-anisotropic, generalized and plateau Gaussians, or a sinc), random resize, Gaussian or Poisson noise,
-JPEG; twice; then resize to HR/scale with a final sinc filter before or after the last JPEG. The
-parameters are data (:class:`DegradationConfig`, a YAML in the official ``params_realesrgan.yml``
-layout; defaults = its values) and every random draw comes from one ``numpy.random.Generator``, so
-an LR image is a pure function of (HR image, config, seed, index).
+Written on torch + OpenCV after the official ``utils_data/make_paired_data.py`` (basicsr): the HR
+image USM-sharpened (basicsr ``USMSharp``), then blur (isotropic, anisotropic, generalized and
+plateau Gaussians, or a sinc), random resize, Gaussian or Poisson noise, JPEG; twice; then resize to
+HR/scale with a final sinc filter before or after the last JPEG. The parameters are data
+(:class:`DegradationConfig`, a YAML in the official ``params_realesrgan.yml`` layout): the default
+file holds ``make_paired_data.py``'s values, ``realesrgan`` names ``params_realesrgan.yml``'s. Every
+random draw comes from one ``numpy.random.Generator``, so an LR image is a pure function of (HR
+image, config, seed, index).
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from seesr.errors import ConfigError
 from seesr.presets import config_file_settings
 
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("degradation.yml")
+"""``make_paired_data.py``'s values (lines 43-96), with which SeeSR's training pairs were made."""
+NAMED_CONFIGS = {"realesrgan": Path(__file__).with_name("degradation_realesrgan.yml")}
+"""Shipped alternatives to the default, by name (``--degradation realesrgan``): the Real-ESRGAN
+values of the official ``dataloaders/params_realesrgan.yml``, without USM sharpening."""
 KERNEL_SIZES = tuple(2 * v + 1 for v in range(3, 11))
 """Blur kernel sizes drawn uniformly (7..21), as in the official ``kernel_range``."""
 PADDED_KERNEL_SIZE = 21
@@ -33,39 +39,47 @@ LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 """ITU-R 601 luma weights (torchvision ``rgb_to_grayscale``)."""
 RESIZE_MODES = ("area", "bilinear", "bicubic")
 KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
+USM_KERNEL_SIZE = 51
+"""basicsr ``USMSharp(radius=50, sigma=0)``: a 51x51 Gaussian (the radius made odd) whose sigma
+OpenCV derives from the size: 0.3 * ((51 - 1) / 2 - 1) + 0.8 = 8.0."""
+USM_WEIGHT, USM_THRESHOLD = 0.5, 10
+"""``USMSharp.forward`` defaults (``make_paired_data.py`` line 111 calls it with them): half the
+residual added, where it exceeds 10 levels of 255."""
 
 
 @dataclass(frozen=True)
 class DegradationConfig:
-    """The official degradation parameters; ``*2`` keys are the second pass's."""
+    """The degradation parameters (keys of ``degradation.yml``); ``*2`` keys are the second pass's."""
 
-    scale: int = 4
-    color_jitter_prob: float = 0.0
-    gray_prob: float = 0.0
-    resize_prob: tuple[float, float, float] = (0.2, 0.7, 0.1)
-    resize_range: tuple[float, float] = (0.3, 1.5)
-    gaussian_noise_prob: float = 0.5
-    noise_range: tuple[float, float] = (1, 15)
-    poisson_scale_range: tuple[float, float] = (0.05, 2.0)
-    gray_noise_prob: float = 0.4
-    jpeg_range: tuple[float, float] = (60, 95)
-    second_blur_prob: float = 0.5
-    resize_prob2: tuple[float, float, float] = (0.3, 0.4, 0.3)
-    resize_range2: tuple[float, float] = (0.6, 1.2)
-    gaussian_noise_prob2: float = 0.5
-    noise_range2: tuple[float, float] = (1, 12)
-    poisson_scale_range2: tuple[float, float] = (0.05, 1.0)
-    gray_noise_prob2: float = 0.4
-    jpeg_range2: tuple[float, float] = (60, 100)
+    scale: int
+    color_jitter_prob: float
+    gray_prob: float
+    use_usm: bool
+    resize_prob: tuple[float, float, float]
+    resize_range: tuple[float, float]
+    gaussian_noise_prob: float
+    noise_range: tuple[float, float]
+    poisson_scale_range: tuple[float, float]
+    gray_noise_prob: float
+    jpeg_range: tuple[float, float]
+    second_blur_prob: float
+    resize_prob2: tuple[float, float, float]
+    resize_range2: tuple[float, float]
+    gaussian_noise_prob2: float
+    noise_range2: tuple[float, float]
+    poisson_scale_range2: tuple[float, float]
+    gray_noise_prob2: float
+    jpeg_range2: tuple[float, float]
     kernel_info: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "DegradationConfig":
-        """The defaults (``degradation.yml``), overridden by the keys of ``path`` when given."""
+        """The defaults (``degradation.yml``), overridden by the keys of ``path`` when given: a
+        YAML file, or the name of a shipped one (:data:`NAMED_CONFIGS`)."""
         defaults = yaml.safe_load(DEFAULT_CONFIG_FILE.read_text())
         values = dict(defaults)
         if path is not None:
-            given = config_file_settings(path)
+            given = config_file_settings(NAMED_CONFIGS.get(str(path), path))
             values = {**values, **given, "kernel_info": {**values["kernel_info"], **given.get("kernel_info", {})}}
         unknown = set(values) - {f.name for f in fields(cls)}
         unknown |= set(values["kernel_info"]) - set(defaults["kernel_info"])
@@ -190,6 +204,34 @@ def random_resize(
     return _interpolate(image, size, mode), {"direction": direction, "scale": scale, "mode": mode}
 
 
+def usm_sharpen(image: torch.Tensor) -> torch.Tensor:
+    """Unsharp masking as basicsr's ``USMSharp``: the residual from a Gaussian blur, half of it added
+    (clipped to [0, 1]), blended in by the same blur of the mask where the residual exceeds 10/255."""
+    blur = filter2d(image, USM_KERNEL)
+    residual = image - blur
+    mask = (residual.abs() * 255 > USM_THRESHOLD).to(image.dtype)
+    soft_mask = filter2d(mask, USM_KERNEL)
+    sharp = (image + USM_WEIGHT * residual).clamp(0, 1)
+    return soft_mask * sharp + (1 - soft_mask) * image
+
+
+def _gaussian_kernel(size: int) -> torch.Tensor:
+    """A normalised 2-D Gaussian of ``size`` with OpenCV's sigma for it (``getGaussianKernel(size, 0)``)."""
+    sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8
+    x = np.arange(size) - (size - 1) / 2
+    g = np.exp(-(x**2) / (2 * sigma**2))
+    g /= g.sum()
+    return torch.from_numpy(np.outer(g, g)).float()
+
+
+USM_KERNEL = _gaussian_kernel(USM_KERNEL_SIZE)
+
+
+def to_8bit(image: torch.Tensor) -> torch.Tensor:
+    """Rounded to 8-bit levels (what the official pair files hold), still in [0, 1]."""
+    return (image * 255).round().clamp(0, 255) / 255
+
+
 def _interpolate(image: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
     return F.interpolate(image, size=size, mode=mode, **({} if mode == "area" else {"align_corners": False}))
 
@@ -228,13 +270,17 @@ def jpeg(rng: np.random.Generator, image: torch.Tensor, quality_range) -> tuple[
 
 # ------------------------------------------------------------------------------------ the model
 def degrade(hr: torch.Tensor, config: DegradationConfig, rng: np.random.Generator) -> Degraded:
-    """Random horizontal flip, then the official two degradation passes and the final resize.
+    """Random horizontal flip, USM sharpening (``use_usm``), then the official two degradation
+    passes and the final resize. The sharpened HR is the training target, rounded to 8 bits as
+    ``make_paired_data.py`` writes it (line 278); the LR is made from it unrounded (line 111).
 
     ``hr``: (1, 3, H, W) in [0, 1], H and W multiples of ``config.scale``."""
     trace: dict[str, Any] = {}
     trace["flipped"] = bool(rng.uniform() < 0.5)
     if trace["flipped"]:
         hr = hr.flip(-1)
+    if config.use_usm:
+        hr = usm_sharpen(hr)
     kernel1, trace["kernel1"] = blur_kernel(rng, config, second=False)
     kernel2, trace["kernel2"] = blur_kernel(rng, config, second=True)
     sinc, trace["sinc"] = final_sinc(rng, config)
@@ -270,5 +316,4 @@ def degrade(hr: torch.Tensor, config: DegradationConfig, rng: np.random.Generato
         out = filter2d(_interpolate(out, (h // s, w // s), mode), sinc)
     if rng.uniform() < config.gray_prob:
         out = (out * LUMA.to(out)).sum(1, keepdim=True).expand_as(out)
-    lr = ((out * 255).round().clamp(0, 255) / 255).contiguous()
-    return Degraded(hr=hr.contiguous(), lr=lr, trace=trace)
+    return Degraded(hr=to_8bit(hr).contiguous(), lr=to_8bit(out).contiguous(), trace=trace)

@@ -1,5 +1,7 @@
 """The SeeSR training loop on accelerate, after the official ``train_seesr.py``.
 
+Either model: SeeSR-Turbo (on sd-turbo) or SeeSR (on SD-2-base), from its released weights or, with
+``from_base``, from its base alone (new image attention, the ControlNet initialised from the UNet).
 Trainable: the whole ControlNet and the UNet's ``image_attentions``; VAE, text encoder, the rest of
 the UNet and the RAM tagger are frozen. Per micro-batch: HR -> VAE latent (a posterior sample) x
 scaling factor; noise; timesteps uniform in [0, 1000); DDPM ``add_noise``; prompt = HR tags (or "");
@@ -7,8 +9,8 @@ RAM embeddings of the LR image; ControlNet on the LR image upscaled to the HR si
 MSE(UNet epsilon, noise) in float32; AdamW; gradients clipped over ControlNet + UNet.
 
 Outputs under OUT: ``seesr/controlnet`` and ``seesr/unet`` (safetensors + config, the official
-layout), links to the base sd-turbo and RAM files (so OUT is a complete weights folder for
-``seesr upscale --weights OUT``), ``checkpoints/checkpoint-N`` (accelerate state for ``--resume``),
+layout), links to the base model folders and RAM files (so OUT is a complete weights folder for
+``seesr upscale --model MODEL --weights OUT``), ``checkpoints/checkpoint-N`` (accelerate state for ``--resume``),
 ``history.jsonl`` (loss and lr per step), ``tags.json`` and ``validation/step-N``.
 """
 
@@ -27,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from seesr.errors import ConfigError
+from seesr.errors import ConfigError, MissingWeightsError
+from seesr.models import MODELS
 from seesr.training.data import TAGS_FILE, DataFolder, StepSampler, TrainingSamples, compute_tags
 from seesr.training.degradation import DegradationConfig
 from seesr.training.settings import TrainSettings
@@ -55,6 +58,7 @@ CHECKPOINTS = "checkpoints"
 HISTORY_FILE = "history.jsonl"
 BASE_LINKS = {
     "sd_turbo": "sd-turbo",
+    "sd2_base": "sd-2-base",
     "ram_checkpoint": "ram_swin_large_14m.pth",
     "dape_checkpoint": "DAPE.pth",
     "ram_tag_list": "ram/ram_tag_list.txt",
@@ -77,22 +81,47 @@ class TrainingModels:
     controlnet: SeesrControlNetModel
     tagger: RamTagger
     noise_scheduler: DDPMScheduler
-    """The training noise schedule (``add_noise``), read from sd-turbo's scheduler config."""
+    """The training noise schedule (``add_noise``), read from the base model's scheduler config."""
     schedule: NoiseSchedule
     """The same schedule as inference reads it (for the validation pipeline)."""
+    model: str = "seesr-turbo"
+    """Which of :data:`~seesr.models.MODELS` these networks are."""
 
     @classmethod
-    def load(cls, paths: WeightPaths) -> "TrainingModels":
-        """The base weights of a :class:`~seesr.weights.WeightPaths`, by the same rules as inference
-        (UNet: sd-turbo + SeeSR's image attention); the training noise schedule as DDPM."""
+    def load(
+        cls, paths: WeightPaths, model: str = "seesr-turbo", *, from_base: bool = False, seed: int = 0
+    ) -> "TrainingModels":
+        """The weights of ``model`` in a :class:`~seesr.weights.WeightPaths`, by the same rules as
+        inference (turbo: sd-turbo's UNet + SeeSR's image attention; seesr: SeeSR's UNet whole on
+        SD-2-base), and its base's noise schedule as DDPM (``train_seesr.py`` line 663).
+
+        ``from_base``: the UNet of the base folder with new image attention (seeded by ``seed``) and
+        a ControlNet initialised from that UNet (``train_seesr.py`` lines 680-692); the SeeSR
+        weights are not read."""
         from diffusers import DDPMScheduler
 
+        from seesr.models.controlnet import SeesrControlNetModel
+        from seesr.models.unet import SeesrUNet2DConditionModel
         from seesr.pipeline import SeesrPipeline
 
-        pipe = SeesrPipeline.from_pretrained(paths, device="cpu", torch_dtype=torch.float32)
-        noise_scheduler = DDPMScheduler.from_config(DDPMScheduler.load_config(paths.sd_turbo / "scheduler"))
+        base = getattr(paths, MODELS[model].base)
+        networks = {}
+        if from_base and base is not None:  # (no base folder: from_pretrained says what is missing)
+            if not (base / "unet" / "config.json").is_file():
+                raise MissingWeightsError(
+                    f"training {model} from its base needs the base model's UNet in {base / 'unet'} (diffusers "
+                    f"layout: config.json, diffusion_pytorch_model.safetensors); `seesr weights download` fetches "
+                    f"only what upscaling reads: copy the base model's unet/ folder there (SD-2-base: from "
+                    f"stabilityai/stable-diffusion-2-base or a mirror weights/README.md lists)"
+                )
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                unet = SeesrUNet2DConditionModel.from_base(base, torch_dtype=torch.float32)
+                networks = {"unet": unet, "controlnet": SeesrControlNetModel.from_unet(unet)}
+        pipe = SeesrPipeline.from_pretrained(paths, model=model, device="cpu", torch_dtype=torch.float32, **networks)
+        noise_scheduler = DDPMScheduler.from_config(DDPMScheduler.load_config(base / "scheduler"))
         return cls(pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet, pipe.controlnet, pipe.tagger,
-                   noise_scheduler, pipe.schedule)
+                   noise_scheduler, pipe.schedule, model)
 
     def set_trainable(self) -> list[torch.nn.Parameter]:
         """Freeze everything but the ControlNet and the UNet's image attention; return those."""
@@ -108,8 +137,10 @@ class TrainingModels:
         """A SeesrPipeline over these networks (the current weights), for validation."""
         from seesr.pipeline import SeesrPipeline
 
-        return SeesrPipeline(self.vae, self.text_encoder, self.tokenizer, self.unet if unet is None else unet,
+        pipe = SeesrPipeline(self.vae, self.text_encoder, self.tokenizer, self.unet if unet is None else unet,
                              self.controlnet if controlnet is None else controlnet, self.tagger, self.schedule)
+        pipe.model = self.model
+        return pipe
 
 
 @dataclass
@@ -245,8 +276,8 @@ def train(
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
 
     # 1. Models: trainable float32 copies, frozen ones in the autocast precision
-    paths = WeightPaths.resolve(settings.weights)
-    models = TrainingModels.load(paths)
+    paths = WeightPaths.resolve(settings.weights, need=[MODELS[settings.model].base])
+    models = TrainingModels.load(paths, settings.model, from_base=settings.from_base, seed=settings.seed)
     trainable = models.set_trainable()
     if settings.gradient_checkpointing:
         models.unet.enable_gradient_checkpointing()

@@ -15,6 +15,7 @@ from typing import Any
 
 
 from seesr.errors import ConfigError
+from seesr.models import MODELS
 from seesr.presets import config_file_settings
 
 ENV_PREFIX = "SEESR_TRAIN_"
@@ -28,18 +29,32 @@ def setting(default: Any, description: str, *, choices: tuple | None = None, min
 @dataclass
 class TrainSettings:
     """Everything ``seesr train`` / :func:`seesr.train` can be told; defaults follow the official
-    ``train_seesr.py`` where it has one (lr 5e-5, AdamW, clip 1.0, null_text_ratio 0.5, 512 crops)."""
+    ``train_seesr.py`` where it has one (lr 5e-5 constant, AdamW, clip 1.0, null_text_ratio 0.5,
+    512 crops) and its data ``utils_data/make_paired_data.py`` (the degradation)."""
 
     weights: str | None = setting(None, "base weights directory (default: weights/ or $SEESR_WEIGHTS)")
+    model: str = setting(
+        "seesr-turbo", "model to fine-tune: seesr-turbo (on sd-turbo) or seesr (on SD-2-base: weights/sd-2-base/)",
+        choices=tuple(MODELS),
+    )  # fmt: skip
+    from_base: bool = setting(
+        False, "train from the model's base alone, as train_seesr.py does from SD-2-base: new image attention in "
+        "the base UNet, the ControlNet initialised from that UNet (needs the base's unet/ folder)",
+    )  # fmt: skip
     crop_size: int = setting(512, "HR crop size in pixels (a multiple of 8 x scale)", minimum=32)
-    degradation: str | None = setting(None, "YAML of Real-ESRGAN degradation parameters (default: the official ones)")
+    degradation: str | None = setting(
+        None, "how HR crops are degraded: a YAML file of keys to change, or realesrgan (params_realesrgan.yml's "
+        "values); default: make_paired_data.py's, with USM sharpening",
+    )  # fmt: skip
     null_text_ratio: float = setting(0.5, "probability of training with the empty prompt", minimum=0.0)
     batch_size: int = setting(1, "images per process and micro-batch", minimum=1)
     gradient_accumulation_steps: int = setting(1, "micro-batches per optimizer step", minimum=1)
     mixed_precision: str = setting("no", "autocast precision", choices=("no", "fp16", "bf16"))
     gradient_checkpointing: bool = setting(False, "recompute activations in backward (less memory, slower)")
     lr: float = setting(5e-5, "peak learning rate", minimum=0.0)
-    lr_schedule: str = setting("cosine", "learning-rate schedule after the warm-up", choices=("cosine", "constant"))
+    lr_schedule: str = setting(
+        "constant", "learning-rate schedule after the warm-up (constant: the official)", choices=("constant", "cosine")
+    )
     lr_warmup_steps: int = setting(0, "linear warm-up steps", minimum=0)
     weight_decay: float = setting(1e-2, "AdamW weight decay", minimum=0.0)
     max_grad_norm: float = setting(1.0, "gradient clipping norm over ControlNet + UNet", minimum=0.0)
