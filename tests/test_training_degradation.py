@@ -23,7 +23,9 @@ from seesr.training.degradation import (
     degrade,
     final_sinc,
     jpeg,
+    filter2d,
     mixed_kernel,
+    reflect_pad,
     sinc_kernel,
     to_8bit,
     usm_sharpen,
@@ -196,3 +198,16 @@ def test_yaml_overrides_and_rejects_unknown_keys(tmp_path):
     custom.write_text("noise_rnage: [2, 3]\n")
     with pytest.raises(ConfigError, match="noise_rnage"):
         DegradationConfig.load(custom)
+
+
+def test_reflect_padding_of_any_width_is_numpys():
+    """Pads wider than the image (a 64 px crop shrunk to 9 px by make_paired_data.py's 0.15 resize,
+    then blurred with a 21x21 kernel) mirror again, as numpy's reflect mode does."""
+    image = torch.rand(1, 3, 9, 5, generator=torch.Generator().manual_seed(0))
+    ours = reflect_pad(image, 12, 3, 10, 0)
+    expected = np.pad(image.numpy(), ((0, 0), (0, 0), (10, 0), (12, 3)), mode="reflect")
+    assert torch.equal(ours, torch.from_numpy(expected))
+    assert filter2d(image, torch.ones(21, 21) / 441).shape == image.shape
+    assert torch.equal(reflect_pad(image[..., :1], 2, 2, 0, 0), image[..., :1].expand(1, 3, 9, 5))
+    small = degrade(source_image()[..., :32, :32], CONFIG, np.random.default_rng(0))  # the smallest --crop-size
+    assert small.lr.shape == (1, 3, 8, 8)

@@ -28,7 +28,7 @@ from seesr.inputs import find_inputs
 from seesr.errors import InputError
 from seesr.load import load_image
 from seesr.models.tagger import IMAGENET_MEAN, IMAGENET_STD, RAM_IMAGE_SIZE
-from seesr.training.degradation import DegradationConfig, degrade
+from seesr.training.degradation import DegradationConfig, degrade, reflect_pad
 
 logger = logging.getLogger(__name__)
 
@@ -165,18 +165,10 @@ class TrainingSamples(Dataset):
 
 
 def pad_to(image: torch.Tensor, size: int) -> torch.Tensor:
-    """Reflect-pad an image smaller than ``size`` (basicsr pads small training images the same way)."""
+    """Reflect-pad an image smaller than ``size`` at the bottom and right (basicsr pads small
+    training images the same way)."""
     h, w = image.shape[-2:]
-    if h >= size and w >= size:
-        return image
-    pad_h, pad_w = max(0, size - h), max(0, size - w)
-    padded = image.unsqueeze(0)
-    while padded.shape[-2] < size or padded.shape[-1] < size:  # reflect needs pad < side: repeat
-        h, w = padded.shape[-2:]
-        step_h, step_w = min(pad_h, h - 1), min(pad_w, w - 1)
-        padded = F.pad(padded, (0, step_w, 0, step_h), mode="reflect")
-        pad_h, pad_w = pad_h - step_h, pad_w - step_w
-    return padded[0]
+    return reflect_pad(image.unsqueeze(0), 0, max(0, size - w), 0, max(0, size - h))[0]
 
 
 def random_crop(image: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:

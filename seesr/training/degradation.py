@@ -183,10 +183,24 @@ def final_sinc(rng: np.random.Generator, config: DegradationConfig) -> tuple[tor
 
 
 # ----------------------------------------------------------------------------------- operations
+def reflect_pad(image: torch.Tensor, left: int, right: int, top: int, bottom: int) -> torch.Tensor:
+    """Mirror padding (edge pixel not repeated, as ``F.pad(mode="reflect")``) of any width: a pad
+    wider than the image mirrors the padded image again, as numpy's ``pad(mode="reflect")`` does."""
+    while left or right or top or bottom:
+        h, w = image.shape[-2:]
+        step = [min(left, w - 1), min(right, w - 1), min(top, h - 1), min(bottom, h - 1)]
+        if not any(step):  # one pixel across: its mirror is itself
+            return F.pad(image, [left, right, top, bottom], mode="replicate")
+        image = F.pad(image, step, mode="reflect")
+        left, right, top, bottom = (p - s for p, s in zip((left, right, top, bottom), step))
+    return image
+
+
 def filter2d(image: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Convolve every channel with ``kernel`` (reflect padding, as basicsr's ``filter2D``)."""
+    """Convolve every channel with ``kernel`` (reflect padding, as basicsr's ``filter2D``; an image
+    smaller than the kernel, which the official 512 px crops never give, is mirrored again)."""
     k = kernel.shape[-1]
-    padded = F.pad(image, (k // 2,) * 4, mode="reflect")
+    padded = reflect_pad(image, *(k // 2,) * 4)
     weight = kernel.to(image).expand(image.shape[1], 1, k, k)
     return F.conv2d(padded, weight, groups=image.shape[1])
 
