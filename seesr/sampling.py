@@ -1,9 +1,10 @@
 """Sampling as small functions (k-diffusion style): schedule, timesteps, noising, one step, the loop.
 
-SeeSR-Turbo starts from the LR latent noised to the last training step (t=999) and takes 1-4
-steps on sd-turbo's "trailing" timestep spacing: deterministic DDIM (eta 0, our default) or the
-stochastic DDPM step of the official turbo script. The last step returns the clean estimate x0
-(what DDPM does when it steps past t=0).
+SeeSR starts from the LR latent noised to ``start_steps`` (the last training step, t=999, by
+default) and runs the timesteps at or below it: SeeSR-Turbo 1-4 steps on sd-turbo's "trailing"
+spacing, SeeSR 50 on SD-2-base's "leading" one; deterministic DDIM (eta 0, the turbo model's
+default) or the stochastic DDPM step of the official scripts (the non-turbo model's default). The
+last step returns the clean estimate x0 (what DDPM does when it steps past t=0).
 
 The loop (:func:`sample`) sees the networks only as a :data:`Denoiser`, a function from latents to
 their epsilon prediction. Tiling (:func:`tiled_denoiser`) and Kernel Density Steering
@@ -155,7 +156,7 @@ def ddpm_step(
     prev_timestep: int,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """One stochastic DDPM step (the official turbo script's scheduler): the posterior mean of
+    """One stochastic DDPM step (the official scripts' scheduler): the posterior mean of
     x_prev given x_t and the x0 estimate, plus its "fixed_small" standard deviation times noise
     drawn from ``generator`` on the CPU (the same numbers on every device)."""
     alpha = schedule.alpha(timestep)
