@@ -9,7 +9,7 @@ is raised as the caller's :class:`~seesr.errors.SeesrError` subclass with ``what
 file's role, so the command line prints one line.
 
 Writing: a file is written whole to a hidden temporary name in its folder and renamed into place
-(:func:`write_atomic`), so a kill or a full disk leaves the previous file or none, never half a
+(:func:`write_atomically`), so a kill or a full disk leaves the previous file or none, never half a
 file; the rename replaces a symbolic link at the name instead of writing through it.
 """
 
@@ -23,7 +23,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from seesr.errors import SeesrError
+from seesr.errors import InputError, SeesrError
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def _size(size: int) -> str:
 
 # ------------------------------------------------------------------------------------ writing
 _TEMP_FILE = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.tmp$")
-"""``.<name>.<pid>-<random>.tmp``: the hidden temporary file :func:`write_atomic` renames into place."""
+"""``.<name>.<pid>-<random>.tmp``: the hidden temporary file :func:`write_atomically` renames into place."""
 
 
 def temporary_name(path: Path) -> Path:
@@ -104,12 +104,15 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes, error: type[SeesrError], *, overwrite: bool = True) -> None:
+def write_atomically(
+    path: str | os.PathLike[str], data: bytes, *, overwrite: bool, error: type[SeesrError] = InputError
+) -> None:
     """Write ``data`` to a hidden temp file in the target folder, fsync, then rename (or link) into place.
 
     ``overwrite=False`` uses ``os.link``, which fails if the target appeared meanwhile, so an
     existing file is never replaced; file systems without hard links fall back to a check and
-    ``os.replace``. The temp file is removed on every error; problems are ``error``.
+    ``os.replace``. The temp file is removed on every error; problems are ``error`` (an output
+    file's: :class:`InputError`).
     """
     path = Path(path)
     tmp = temporary_name(path)

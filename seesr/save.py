@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from seesr.errors import ConfigError, InputError
-from seesr.files import write_atomic
+from seesr.files import write_atomically
 from seesr.load import LoadedImage, icc_colour_space, u16_to_u8
 
 logger = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ def save_image(
         if isinstance(image, np.ndarray):
             image = _array_to_pil(image)
         data = _encode_8bit(image, fmt, quality, background, icc_profile, path)
-    write_atomic(path, data, InputError, overwrite=overwrite)
+    write_atomically(path, data, overwrite=overwrite)
     return path
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from seesr.errors import ConfigError, InputError
-from seesr.files import read_text, write_atomic
+from seesr.files import read_text, write_atomically
 from seesr.inputs import find_inputs
 from seesr.load import load_image
 from seesr.models.tagger import IMAGENET_MEAN, IMAGENET_STD, RAM_IMAGE_SIZE
@@ -120,7 +120,7 @@ def compute_tags(data: DataFolder, tagger, cache_file: Path) -> dict[str, str]:
             logger.info("tags of %s: %s", path.name, entry["tags"])
         tags[key] = cache[key] = entry
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(cache_file, json.dumps(cache, indent=1).encode(), ConfigError)
+    write_atomically(cache_file, json.dumps(cache, indent=1).encode(), overwrite=True, error=ConfigError)
     return {key: entry["tags"] for key, entry in tags.items()}
 
 

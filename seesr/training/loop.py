@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from seesr.errors import ConfigError
-from seesr.files import write_atomic
+from seesr.files import write_atomically
 from seesr.training.data import DataFolder, StepSampler, TrainingSamples, compute_tags, read_tags
 from seesr.training.degradation import DegradationConfig
 from seesr.training.run_folder import (
@@ -409,10 +409,10 @@ def validate(models: TrainingModels, dataset: TrainingSamples, settings: TrainSe
         bicubic = lr.resize(hr.size, Image.Resampling.BICUBIC)
         panel = BytesIO()
         side_by_side(side_by_side(bicubic, sr), hr).save(panel, format="PNG")
-        write_atomic(folder / f"{k:02d}.png", panel.getvalue(), ConfigError)
+        write_atomically(folder / f"{k:02d}.png", panel.getvalue(), overwrite=True, error=ConfigError)
     controlnet.train(was_training)
     result = {name: float(np.mean(values)) for name, values in scores.items()}
-    write_atomic(folder / "metrics.json", json.dumps(result, indent=1).encode(), ConfigError)
+    write_atomically(folder / "metrics.json", json.dumps(result, indent=1).encode(), overwrite=True, error=ConfigError)
     logger.info("validation %s: PSNR %.2f dB, SSIM %.4f", folder.name, result["psnr"], result["ssim"])
     return result
 

@@ -12,7 +12,7 @@ The rules, so that no kill, full disk or mistyped ``-o`` loses weights or checkp
   it writes inside OUT is a symbolic link (which would carry the write to the linked source):
   :func:`check_run_folder`, before any work.
 - Every state file is written whole under a temporary name and renamed into place
-  (:func:`~seesr.files.write_atomic`). A checkpoint is saved into ``checkpoint-N.partial``, its
+  (:func:`~seesr.files.write_atomically`). A checkpoint is saved into ``checkpoint-N.partial``, its
   files and sizes listed in :data:`MANIFEST`, then renamed to ``checkpoint-N``; the exported
   weights are saved into a hidden staging folder and each file renamed into place.
 - ``--resume latest`` takes the newest complete checkpoint (every file of its manifest present
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from seesr.errors import ConfigError, SeesrError, WeightsError
-from seesr.files import checked_file, read_text, remove_stale_temp_files, write_atomic
+from seesr.files import checked_file, read_text, remove_stale_temp_files, write_atomically
 
 if TYPE_CHECKING:
     from seesr.weights import WeightPaths
@@ -236,7 +236,8 @@ def save_checkpoint(accelerator: Any, output: Path, step: int, keep: int) -> Pat
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             files = {p.name: p.stat().st_size for p in sorted(partial.iterdir()) if p.is_file()}
-            write_atomic(partial / MANIFEST, json.dumps({"step": step, "files": files}, indent=1).encode(), WeightsError)
+            listing = json.dumps({"step": step, "files": files}, indent=1).encode()
+            write_atomically(partial / MANIFEST, listing, overwrite=True, error=WeightsError)
             if folder.exists() or folder.is_symlink():  # a damaged checkpoint of this step, from an earlier try
                 replaced = folder.with_name(folder.name + ".replaced")
                 _remove(replaced)
@@ -357,7 +358,7 @@ def restart_history(output: Path, start_step: int) -> None:
             seen.add(step)
             kept.append(line if line.endswith(b"\n") else line + b"\n")
     if dropped:
-        write_atomic(path, b"".join(kept), ConfigError)
+        write_atomically(path, b"".join(kept), overwrite=True, error=ConfigError)
         logger.info("%s: kept steps up to %d, dropped %d line(s) of steps that run again", path, start_step, dropped)
 
 
