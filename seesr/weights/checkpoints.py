@@ -42,8 +42,8 @@ def _unreadable(what: str, path: Path, reason: str) -> WeightsError:
 def _pickle_reason(error: Exception) -> str:
     """Why torch refused a file, in our words (torch's own text advises ``weights_only=False``)."""
     text = str(error)
-    if "Unsupported global" in text:
-        return "it holds Python objects, not only tensors (refused: a weights file must hold only tensors)"
+    if "unsupported global" in text.lower():  # torch: "Unsupported global" / "unsupported GLOBAL posix.system"
+        return "it holds Python objects, not only tensors: refused as unsafe (a weights file must hold only tensors)"
     if isinstance(error, EOFError) or "EOF" in text or "central directory" in text or "truncated" in text:
         return "the file is truncated"
     return "it is not a PyTorch checkpoint (truncated or another kind of file)"
