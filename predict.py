@@ -33,11 +33,10 @@ from cog import BaseRunner, Input, Path
 from seesr.api import Upscaler
 from seesr.devices import resolve_device
 from seesr.errors import ConfigError, InputError, SeesrError
-from seesr.files import checked_file, read_bytes
+from seesr.files import checked_file, read_bytes, write_atomically
 from seesr.load import input_file_limit
 from seesr.outputs import DEFAULT_SINGLE_TAG, SUFFIX_FORMATS, concrete_format, output_file
 from seesr.presets import resolve_settings, setting_info
-from seesr.save import write_atomically
 from seesr.weights import WeightPaths, default_weights_dir
 
 logger = logging.getLogger("seesr.cog")
@@ -101,7 +100,7 @@ class Runner(BaseRunner):
             choices=["seesr", "realesrgan"],
         ),
         model: Optional[str] = Input(
-            description="Model: SeeSR weights (seesr: the original, 50 steps with guidance 5.5) or a Real-ESRGAN model (implies engine realesrgan; engine realesrgan alone: realesrgan-x4plus).",
+            description="Model: SeeSR weights (seesr: the original on SD-2-base, with steps 50, guidance_scale 5.5, sampler ddpm, latent_overlap 4) or a Real-ESRGAN model (implies engine realesrgan; engine realesrgan alone: realesrgan-x4plus).",
             default=None,
             choices=["seesr-turbo", "seesr", "realesrgan-x4plus", "realesrgan-x4plus-anime", "realesr-animevideov3-x2", "realesr-animevideov3-x3", "realesr-animevideov3-x4"],
         ),
@@ -112,7 +111,7 @@ class Runner(BaseRunner):
             le=8.0,
         ),
         steps: Optional[int] = Input(
-            description="Denoising steps; empty: the preset's (the seesr model: 50).",
+            description="Denoising steps; empty: the model's (seesr: 50), else the preset's.",
             default=None,
             ge=1,
             le=100,
@@ -169,9 +168,9 @@ class Runner(BaseRunner):
             ge=1,
             le=100,
         ),
-        sampler: str = Input(
-            description="Sampler (ddim: deterministic, ours; ddpm: the official turbo script's stochastic step).",
-            default="ddim",
+        sampler: Optional[str] = Input(
+            description="Sampler (ddim: deterministic, ours; ddpm: the official scripts' stochastic step); empty: the model's (seesr-turbo: ddim, seesr: ddpm).",
+            default=None,
             choices=["ddim", "ddpm"],
         ),
         start_point: str = Input(
@@ -180,7 +179,7 @@ class Runner(BaseRunner):
             choices=["lr", "noise"],
         ),
         start_steps: int = Input(
-            description="Timestep the input latent is noised to when start_point is lr (999: the official start).",
+            description="Denoising runs the timesteps up to this one, from the input latent noised to it when start_point is lr (999, the official default: every step runs).",
             default=999,
             ge=1,
             le=999,

@@ -30,6 +30,7 @@ from seesr.outputs import PILLOW_FORMATS, SUFFIX_FORMATS, concrete_format, forma
 from seesr.planner import RunPlan, plan_run
 from seesr.presets import Settings, resolve_settings
 from seesr.progress import RECORD_FIELDS, ProgressCallback, RunStart, StageProgress, StageTracker
+from seesr.sampling import NoiseSchedule
 from seesr.save import recombine, save_image
 from seesr.weights import WeightPaths, default_weights_dir, load_manifest
 
@@ -221,6 +222,22 @@ class Upscaler:
             plan = plan_run(*sizes.work_size, device=device, dtype=dtype, weights_bytes=weights, **planning)
         return settings, plan, sizes.output_size
 
+    def steps_that_run(self, settings: Settings) -> int:
+        """How many denoising steps a call with ``settings`` runs: the timesteps at or below
+        ``start_steps`` (ConfigError when none is), by the model's scheduler config. Weights not
+        downloaded yet (``download=True``): the steps asked for."""
+        if self._pipe is not None and self._pipe.model == settings.model:
+            schedule = self._pipe.schedule
+        else:
+            try:
+                base = getattr(self.weight_paths(settings), MODELS[settings.model].base)
+            except MissingWeightsError:
+                base = None
+            if base is None:
+                return settings.steps
+            schedule = NoiseSchedule.from_pretrained(base / "scheduler")
+        return len(schedule.timesteps(settings.steps, settings.start_steps))
+
     def settings(self, arguments: dict[str, Any]) -> Settings:
         return resolve_settings({**self.defaults, **arguments}, config_file=self.config_file)
 
@@ -271,7 +288,7 @@ class Upscaler:
         settings, plan, size = self.plan(image, **arguments)
         device = resolve_device(settings.device)
         dtype = _dtype_name(settings.torch_dtype(device))
-        start = RunStart("seesr", settings.model, str(device), dtype, settings.steps, plan.describe())
+        start = RunStart("seesr", settings.model, str(device), dtype, self.steps_that_run(settings), plan.describe())
         return DryRun(start, size, plan.estimated_peak_bytes)
 
     def upscale(self, image: ImageInput, **arguments: Any) -> Result:
@@ -345,6 +362,7 @@ class Upscaler:
                 raise
             return realesrgan_only(self._missing_reason(error))
         pipe.progress = report
+        steps = len(pipe.schedule.timesteps(settings.steps, settings.start_steps))  # ConfigError before any work
         sizes = plan_working_size(rgb.width, rgb.height, settings.scale, settings.process_size)
         plan = pipe.plan_for(
             *sizes.work_size,
@@ -358,7 +376,7 @@ class Upscaler:
         def run_seesr(rung: RunPlan):
             retry = f"out of memory in {report.stage or 'setup'}" if tried else None
             tried.append(rung.describe())
-            start = RunStart("seesr", settings.model, str(pipe.device), _dtype_name(pipe.dtype), settings.steps, rung.describe(), retry)
+            start = RunStart("seesr", settings.model, str(pipe.device), _dtype_name(pipe.dtype), steps, rung.describe(), retry)
             report(start)
             report.stage = None
             return pipe(rgb, **keywords, plan=rung, kds=settings.kds_config(), seed=seed)

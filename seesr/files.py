@@ -1,22 +1,33 @@
-"""Reading the files a user points seesr at, safely: one rule for every file the program reads.
+"""Reading and writing files safely: one rule for every file the program reads, one for every file
+it writes.
 
-A path is checked before it is opened: it must resolve (a symlink loop or a missing file is one
-line), be a regular file (a FIFO would block ``open`` forever, a device such as ``/dev/zero``
-never ends, a folder is not a file) and be no larger than the caller's bound. The bytes read are
-bounded again, in case the file grows between the check and the read. Every problem is raised as
-the caller's :class:`~seesr.errors.SeesrError` subclass with ``what`` naming the file's role, so
-the command line prints one line. ``shown`` replaces the path in messages where the path must not
-be shown (a server's temporary file); an empty ``shown`` names the file by its role alone.
+Reading: a path is checked before it is opened: it must resolve (a symlink loop or a missing file
+is one line), be a regular file (a FIFO would block ``open`` forever, a device such as
+``/dev/zero`` never ends, a folder is not a file) and be no larger than the caller's bound. The
+bytes read are bounded again, in case the file grows between the check and the read. Every problem
+is raised as the caller's :class:`~seesr.errors.SeesrError` subclass with ``what`` naming the
+file's role, so the command line prints one line. ``shown`` replaces the path in messages where the
+path must not be shown (a server's temporary file); an empty ``shown`` names the file by its role
+alone.
+
+Writing: a file is written whole to a hidden temporary name in its folder and renamed into place
+(:func:`write_atomically`), so a kill or a full disk leaves the previous file or none, never half a
+file; the rename replaces a symbolic link at the name instead of writing through it.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import re
+import secrets
 import stat
 from pathlib import Path
 
-from seesr.errors import SeesrError
+from seesr.errors import InputError, SeesrError
+
+logger = logging.getLogger(__name__)
 
 
 def _kind(mode: int) -> str:
@@ -101,3 +112,87 @@ def _size(size: int) -> str:
         if size >= factor:
             return f"{size / factor:.1f} {unit}".replace(".0 ", " ")
     return f"{size} bytes"
+
+
+# ------------------------------------------------------------------------------------ writing
+_TEMP_FILE = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.tmp$")
+"""``.<name>.<pid>-<random>.tmp``: the hidden temporary file :func:`write_atomically` renames into place."""
+
+
+def temporary_name(path: Path) -> Path:
+    """The hidden temporary name beside ``path`` that this process writes before renaming."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+def write_atomically(
+    path: str | os.PathLike[str], data: bytes, *, overwrite: bool, error: type[SeesrError] = InputError
+) -> None:
+    """Write ``data`` to a hidden temp file in the target folder, fsync, then rename (or link) into place.
+
+    ``overwrite=False`` uses ``os.link``, which fails if the target appeared meanwhile, so an
+    existing file is never replaced; file systems without hard links fall back to a check and
+    ``os.replace``. The temp file is removed on every error; problems are ``error`` (an output
+    file's: :class:`InputError`).
+    """
+    path = Path(path)
+    tmp = temporary_name(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
+    except OSError as err:
+        raise error(f"cannot write to {path.parent}: {err.strerror or err}") from err
+    try:
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as err:
+            raise error(f"cannot write {path}: {err.strerror or err}") from err
+        if overwrite:
+            os.replace(tmp, path)
+            return
+        try:
+            os.link(tmp, path)
+        except FileExistsError as err:
+            raise error(f"{path} exists; pass overwrite=True (--overwrite) to replace it") from err
+        except OSError:  # no hard links here (FAT, some network shares)
+            if path.exists():
+                raise error(f"{path} exists; pass overwrite=True (--overwrite) to replace it") from None
+            os.replace(tmp, path)
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Remove the temporary files that writers killed mid-write (or mid-rename) left in ``folder``:
+    ours by name, and only those whose process is gone (a live writer's file is kept)."""
+    removed = []
+    try:
+        candidates = [entry for entry in os.scandir(folder) if entry.name.startswith(".") and entry.is_file()]
+    except OSError:
+        return removed
+    for entry in candidates:
+        match = _TEMP_FILE.match(entry.name)
+        if match is None or _process_alive(int(match.group(1))):
+            continue
+        try:
+            os.unlink(entry.path)
+        except OSError as err:
+            logger.warning("cannot remove the leftover temporary file %s: %s", entry.path, err.strerror or err)
+            continue
+        removed.append(Path(entry.path))
+        logger.info("removed %s, left by an interrupted run", entry.path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but another user's
+        return True
+    return True

@@ -27,7 +27,7 @@ from typing import Sequence
 
 from seesr.batch import Job
 from seesr.errors import ConfigError
-from seesr.save import remove_stale_temp_files
+from seesr.files import remove_stale_temp_files
 
 SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp"}
 """Output file suffixes and the format each one means."""

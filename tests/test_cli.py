@@ -64,6 +64,19 @@ def test_dry_run_prints_the_plan_and_writes_nothing(inputs, tmp_path, tiny_weigh
     assert not out.exists()
 
 
+def test_dry_run_counts_only_the_steps_at_or_below_start_steps(inputs, tmp_path, tiny_weights_dir, capsys):
+    import json
+
+    args = ["upscale", str(inputs / "a.png"), "-o", str(tmp_path / "x.png"), "--weights", str(tiny_weights_dir),
+            "--dry-run", "--json", "--scale", "2", "--device", "cpu"]  # fmt: skip
+    assert main([*args, "--steps", "4", "--start-steps", "500"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 2  # trailing 999, 749, 499, 249: two run
+    assert main([*args, "--steps", "1", "--start-steps", "500"]) == 1  # the file failed, with the reason
+    record = json.loads(capsys.readouterr().out)
+    assert record["status"] == "failed"
+    assert record["error"].startswith("start_steps=500 is below every timestep of 1 step (the lowest is 999)")
+
+
 def test_bad_settings_exit_with_one_clear_line(inputs, tmp_path, capsys):
     code = main(["upscale", str(inputs / "a.png"), "-o", str(tmp_path / "x.png"), "--steps", "0", "--color-fix", "sepia"])
     err = capsys.readouterr().err
