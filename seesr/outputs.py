@@ -184,7 +184,7 @@ def _identity(path: Path) -> tuple:
         stat = path.stat()
         return ("inode", stat.st_dev, stat.st_ino)
     except OSError:
-        return ("path", str(path.resolve()))
+        return ("path", os.path.realpath(path))  # never raises, even on a symlink loop
 
 
 def prepare_folder(folder: Path) -> None:

@@ -28,7 +28,7 @@ from seesr.defaults import (
     COLOR_FIX_METHODS, DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, DEFAULT_PROCESS_SIZE, MAX_DENOISE_STRENGTH,
 )  # fmt: skip
 from seesr.errors import ConfigError
-from seesr.files import read_text
+from seesr.files import checked_file, read_text
 from seesr.models import (
     DEFAULT_MODEL as REALESRGAN_DEFAULT_MODEL, DEFAULT_TILE_PAD, MODEL_ALIASES, MODEL_FILE_SUFFIXES, MODELS,
     REALESRGAN_MODELS, canonical_model, is_model_file, is_realesrgan_model,
@@ -522,8 +522,13 @@ def _engine_and_model(given: dict[str, Any]) -> list[str]:
         if engine == "seesr":
             return [f"model={model!r} is a Real-ESRGAN model but engine='seesr' (drop engine, or choose a SeeSR "
                     f"model: {seesr_models})"]  # fmt: skip
-        if is_model_file(model) and not Path(model).is_file():
-            return [f"model={model!r} (no such file; give an existing model file)"]
+        if is_model_file(model):
+            from seesr.weights.checkpoints import MODEL_FILE_MAX_BYTES
+
+            try:
+                checked_file(model, "it", MODEL_FILE_MAX_BYTES, ConfigError, shown="")
+            except ConfigError as problem:
+                return [f"model={model!r} ({problem}; give a model file)"]
         given["engine"] = "realesrgan"
     elif engine == "realesrgan" and model in MODEL_DEFAULTS:
         return [f"model={model!r} is a SeeSR model but engine='realesrgan' (drop engine, or choose a Real-ESRGAN "
