@@ -30,6 +30,7 @@ from seesr.outputs import PILLOW_FORMATS, SUFFIX_FORMATS, concrete_format, forma
 from seesr.planner import RunPlan, plan_run
 from seesr.presets import Settings, resolve_settings
 from seesr.progress import RECORD_FIELDS, ProgressCallback, RunStart, StageProgress, StageTracker
+from seesr.sampling import NoiseSchedule
 from seesr.save import recombine, save_image
 from seesr.weights import WeightPaths, default_weights_dir, load_manifest
 
@@ -221,6 +222,22 @@ class Upscaler:
             plan = plan_run(*sizes.work_size, device=device, dtype=dtype, weights_bytes=weights, **planning)
         return settings, plan, sizes.output_size
 
+    def steps_that_run(self, settings: Settings) -> int:
+        """How many denoising steps a call with ``settings`` runs: the timesteps at or below
+        ``start_steps`` (ConfigError when none is), by the model's scheduler config. Weights not
+        downloaded yet (``download=True``): the steps asked for."""
+        if self._pipe is not None and self._pipe.model == settings.model:
+            schedule = self._pipe.schedule
+        else:
+            try:
+                base = getattr(self.weight_paths(settings), MODELS[settings.model].base)
+            except MissingWeightsError:
+                base = None
+            if base is None:
+                return settings.steps
+            schedule = NoiseSchedule.from_pretrained(base / "scheduler")
+        return len(schedule.timesteps(settings.steps, settings.start_steps))
+
     def settings(self, arguments: dict[str, Any]) -> Settings:
         return resolve_settings({**self.defaults, **arguments}, config_file=self.config_file)
 
@@ -238,12 +255,15 @@ class Upscaler:
                     raise
                 reason = self._missing_reason(error)
         if settings.engine == "realesrgan" or reason is not None:
-            from seesr.models import DEFAULT_MODEL, REALESRGAN_MODELS, canonical_model, is_realesrgan_model
+            from seesr.models import (
+                DEFAULT_MODEL, REALESRGAN_MODELS, canonical_model, is_model_file, is_realesrgan_model,
+            )  # fmt: skip
             from seesr.realesrgan import (
                 auto_tile,
                 batch_pixels_for,
                 estimated_peak_bytes,
                 free_memory_bytes,
+                inspect_model_file,
                 planned_precision,
             )
 
@@ -251,8 +271,11 @@ class Upscaler:
             device = resolve_device(settings.device)
             dtype = planned_precision(device, settings.fp32)
             model = canonical_model(settings.model) if is_realesrgan_model(settings.model) else DEFAULT_MODEL
-            bundled = REALESRGAN_MODELS.get(model)
-            net_scale = bundled.network_scale if bundled is not None else None
+            if is_model_file(model):  # its header says what it is; its tensors are read only to run it
+                header = inspect_model_file(model)
+                model, net_scale = header.name, header.scale
+            else:
+                net_scale = REALESRGAN_MODELS[model].network_scale
             start = RunStart("realesrgan", model, str(device), _dtype_name(dtype), None,
                              realesrgan_tiles(settings.tile, settings.scale, net_scale))  # fmt: skip
             size = plan_working_size(*loaded.size, settings.scale, 0).output_size
@@ -265,7 +288,7 @@ class Upscaler:
         settings, plan, size = self.plan(image, **arguments)
         device = resolve_device(settings.device)
         dtype = _dtype_name(settings.torch_dtype(device))
-        start = RunStart("seesr", settings.model, str(device), dtype, settings.steps, plan.describe())
+        start = RunStart("seesr", settings.model, str(device), dtype, self.steps_that_run(settings), plan.describe())
         return DryRun(start, size, plan.estimated_peak_bytes)
 
     def upscale(self, image: ImageInput, **arguments: Any) -> Result:
@@ -339,6 +362,7 @@ class Upscaler:
                 raise
             return realesrgan_only(self._missing_reason(error))
         pipe.progress = report
+        steps = len(pipe.schedule.timesteps(settings.steps, settings.start_steps))  # ConfigError before any work
         sizes = plan_working_size(rgb.width, rgb.height, settings.scale, settings.process_size)
         plan = pipe.plan_for(
             *sizes.work_size,
@@ -352,7 +376,7 @@ class Upscaler:
         def run_seesr(rung: RunPlan):
             retry = f"out of memory in {report.stage or 'setup'}" if tried else None
             tried.append(rung.describe())
-            start = RunStart("seesr", settings.model, str(pipe.device), _dtype_name(pipe.dtype), settings.steps, rung.describe(), retry)
+            start = RunStart("seesr", settings.model, str(pipe.device), _dtype_name(pipe.dtype), steps, rung.describe(), retry)
             report(start)
             report.stage = None
             return pipe(rgb, **keywords, plan=rung, kds=settings.kds_config(), seed=seed)

@@ -148,19 +148,42 @@ def main(argv: list[str] | None = None) -> int:
         _error(f"seesr: {error}")
         return 2
     except OSError as error:  # the file system refused something the checks above could not foresee
-        where = f" ({error.filename})" if error.filename else ""
-        _error(f"seesr: {error.strerror or error}{where}")
+        _error(f"seesr: {failure_text(error)}")
         return 2
-    except KeyboardInterrupt:
-        _error("seesr: interrupted; finished outputs are kept, run the same command again to do the rest")
+    except KeyboardInterrupt as error:
+        _error(f"seesr: {failure_text(error)}")
         return 130
+    except Exception as error:  # noqa: BLE001 - a bug: one line; --verbose logs the traceback
+        logging.getLogger("seesr").debug("the traceback of the unexpected error:", exc_info=True)
+        _error(f"seesr: {failure_text(error)}")
+        return 1
+
+
+def failure_text(error: BaseException) -> str:
+    """What a run-level failure says (its first line): on stderr, and in the JSON line of each
+    input it left unfinished."""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted; finished outputs are kept, run the same command again to do the rest"
+    if isinstance(error, SeesrError):
+        return str(error).splitlines()[0] if str(error) else type(error).__name__
+    if isinstance(error, OSError):
+        where = f" ({error.filename})" if error.filename else ""
+        return f"{error.strerror or error}{where}"
+    return (f"unexpected error: {type(error).__name__}: {' '.join(str(error).split())} "
+            "(a bug in seesr; --verbose shows the traceback)")  # fmt: skip
+
+
+def printable(text: str) -> str:
+    """``text`` with what a terminal would not show as written escaped (a newline or an escape
+    sequence in a file name, an undecodable byte): one result stays one line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _error(line: str) -> None:
     """One line on stderr, below an erased progress line."""
     if LOG_HANDLER.display is not None:
         LOG_HANDLER.display.clear()
-    print(line, file=sys.stderr)
+    print("\n".join(printable(part) for part in line.splitlines()), file=sys.stderr)
 
 
 class _ClearingHandler(logging.StreamHandler):
@@ -195,15 +218,30 @@ class _Report(BatchReport["Result"]):
 
     def __init__(self, args: argparse.Namespace, display: TerminalProgress | None) -> None:
         self.quiet, self.json, self.display = args.quiet, args.json, display
+        self.unreported: dict[str, str | None] = {pattern: None for pattern in args.inputs}
+        """Input -> output of each input without its line yet: the arguments until the jobs are planned."""
+
+    def expect(self, jobs: list[Job]) -> None:
+        """From now on the inputs are these jobs'."""
+        self.unreported = {str(job.source): str(job.target) for job in jobs}
+
+    def abandon(self, error: BaseException) -> None:
+        """Under ``--json``, a failed line for each input the run stopped before (whatever stopped it)."""
+        if self.json:
+            for source, target in self.unreported.items():
+                print(json.dumps({"input": source, "output": target, "status": "failed", "error": failure_text(error)}),
+                      flush=True)  # fmt: skip
+        self.unreported = {}
 
     def _say(self, job: Job, status: str, line: str, fields: dict[str, Any]) -> None:
         if self.display is not None:
             self.display.clear()
+        self.unreported.pop(str(job.source), None)
         if self.json:
             print(json.dumps({"input": str(job.source), "output": str(job.target), "status": status, **fields}), flush=True)
         result_line = status in ("done", "planned")  # stdout; the JSON object stands for it
         if status == "failed" or not (self.quiet or self.json and result_line):
-            print(line, file=sys.stdout if result_line else sys.stderr, flush=True)
+            print(printable(line), file=sys.stdout if result_line else sys.stderr, flush=True)
 
     def done(self, job: Job, outcome: Result) -> None:
         self._say(job, "done", f"{job.target}: {outcome.summary()}", outcome.record())
@@ -223,9 +261,19 @@ class _Report(BatchReport["Result"]):
 
 
 def upscale_command(args: argparse.Namespace) -> int:
-    """Check everything (settings, device, inputs, outputs, output folders), then run."""
+    """Check everything (settings, device, inputs, outputs, output folders), then run; under
+    ``--json`` every input gets its line, even when the run stops on an error."""
     display = TerminalProgress(sys.stderr) if sys.stderr.isatty() and not args.quiet else None
     LOG_HANDLER.display = display
+    report = _Report(args, display)
+    try:
+        return _upscale(args, report, display)
+    except BaseException as error:
+        report.abandon(error)
+        raise
+
+
+def _upscale(args: argparse.Namespace, report: _Report, display: TerminalProgress | None) -> int:
     if display is not None:  # something to see while torch is imported
         display.image(1, 1, "seesr")
         display(StageProgress("start", 0, 0))
@@ -242,8 +290,8 @@ def upscale_command(args: argparse.Namespace) -> int:
     inputs, skipped = find_inputs(args.inputs)
     if skipped and not args.quiet:
         names = ", ".join(p.name for p in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-        print(f"seesr: skipped {len(skipped)} file(s) that are not images seesr reads "
-              f"({', '.join(sorted(IMAGE_SUFFIXES))}): {names}", file=sys.stderr)  # fmt: skip
+        print(printable(f"seesr: skipped {len(skipped)} file(s) that are not images seesr reads "
+                        f"({', '.join(sorted(IMAGE_SUFFIXES))}): {names}"), file=sys.stderr)  # fmt: skip
     format_asked = "output_format" in arguments or "output_format" in environment_settings() or (
         "output_format" in config_file_settings(args.config)
     )
@@ -257,7 +305,7 @@ def upscale_command(args: argparse.Namespace) -> int:
         compare=args.compare,
         overwrite=args.overwrite,
     )
-    report = _Report(args, display)
+    report.expect(jobs)
     if args.dry_run:
         failed = 0
         for job in jobs:
@@ -299,6 +347,7 @@ def _run_jobs(
 
     state = BatchState(folder, distributed.process_index) if folder is not None else None
     with distributed.split_between_processes(jobs) as my_jobs:
+        report.expect(my_jobs)
         _, _, failed = run_jobs(
             my_jobs, process, settings=settings_hash(settings), state=state, overwrite=args.overwrite, report=report
         )
@@ -395,11 +444,12 @@ def evaluate_command(args: argparse.Namespace) -> int:
     unavailable = [evaluation.unavailable[name] for name in evaluation.metrics if name in evaluation.unavailable]
     for line in [*unavailable, *evaluation.problems]:
         _error(line)
-    print(json.dumps(evaluation.record()) if args.json else evaluation.table(), flush=True)
+    table = "\n".join(printable(line) for line in evaluation.table().splitlines())
+    print(json.dumps(evaluation.record()) if args.json else table, flush=True)
     if args.csv is not None:
-        from seesr.save import _atomic_write
+        from seesr.files import write_atomically
 
-        _atomic_write(args.csv, evaluation.csv().encode(), overwrite=True)
+        write_atomically(args.csv, evaluation.csv().encode(), overwrite=True)
     return 1 if evaluation.partial else 0
 
 

@@ -1,8 +1,8 @@
 """SeesrPipeline: SeeSR-Turbo super-resolution, read top to bottom in ``__call__``.
 
 tag (RAM + DAPE) -> prompt -> CLIP text encoding -> bicubic upscale -> VAE encode -> noise the
-LR latent to t=999 -> DDIM (or DDPM) steps with ControlNet + UNet, the last one returning the
-clean estimate -> VAE decode -> colour fix -> resize.
+LR latent to ``start_steps`` (t=999) -> DDIM or DDPM steps at the timesteps up to ``start_steps``
+with ControlNet + UNet, the last one returning the clean estimate -> VAE decode -> colour fix -> resize.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from seesr.models import MODELS
 from seesr.models.controlnet import SeesrControlNetModel
 from seesr.models.tagger import RamConfig, RamTagger
 from seesr.models.unet import SeesrUNet2DConditionModel
-from seesr.planner import DEFAULT_MAX_LATENT_TILE, RunPlan, plan_run
+from seesr.planner import RunPlan, plan_run
 from seesr.progress import ProgressCallback, StageCounter
 from seesr.sampling import (
     SAMPLERS, START_TIMESTEP, ConditionedDenoiser, NoiseSchedule, StepCallback, add_noise, denoise_step, sample, tiled_denoiser,
@@ -122,6 +122,8 @@ class SeesrPipeline:
         torch_dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
         download: bool = False,
+        unet: SeesrUNet2DConditionModel | None = None,
+        controlnet: SeesrControlNetModel | None = None,
     ) -> "SeesrPipeline":
         """Load every component from the official on-disk layout.
 
@@ -133,7 +135,8 @@ class SeesrPipeline:
         VAE, text encoder, tokenizer and scheduler from sd-turbo; UNet config and weights from
         sd-turbo with only the ``image_attentions`` weights from SeeSR. ``"seesr"`` (the official
         ``test_seesr.py``): the same components from SD-2-base (``WeightPaths.sd2_base``) and
-        SeeSR's UNet whole. The ControlNet comes from SeeSR for both.
+        SeeSR's UNet whole. The ControlNet comes from SeeSR for both. ``unet``/``controlnet``:
+        networks to use instead of loading SeeSR's (as diffusers pipelines take components).
         """
         if model not in MODELS:
             raise ConfigError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
@@ -156,13 +159,14 @@ class SeesrPipeline:
             CLIPTextModel, base / "text_encoder", f"{base.name} text encoder", torch_dtype=dtypes["text_encoder"]
         )
         tokenizer = CLIPTokenizer.from_pretrained(base / "tokenizer")
-        if spec.unet_rule == "turbo":
+        if unet is None and spec.unet_rule == "turbo":
             unet = SeesrUNet2DConditionModel.from_turbo(base, paths.seesr, torch_dtype=dtypes["unet"])
-        else:
+        elif unet is None:
             unet = SeesrUNet2DConditionModel.from_pretrained(paths.seesr, subfolder="unet", torch_dtype=dtypes["unet"])
-        controlnet = SeesrControlNetModel.from_pretrained(
-            paths.seesr, subfolder="controlnet", torch_dtype=dtypes["controlnet"]
-        )
+        if controlnet is None:
+            controlnet = SeesrControlNetModel.from_pretrained(
+                paths.seesr, subfolder="controlnet", torch_dtype=dtypes["controlnet"]
+            )
         tagger = RamTagger.from_pretrained(
             paths.ram_checkpoint,
             paths.dape_checkpoint,
@@ -247,11 +251,15 @@ class SeesrPipeline:
         work_height: int,
         *,
         batch_multiplier: int = 1,
-        max_latent_tile: int = DEFAULT_MAX_LATENT_TILE,
+        max_latent_tile: int | None = None,
         overrides: dict | None = None,
     ) -> RunPlan:
         """:func:`plan_run` for a working image on this pipeline's device, dtype and weights
-        (``overrides``: RunPlan fields fixed by the caller)."""
+        (``overrides``: RunPlan fields fixed by the caller); the latent tile cap and overlap are
+        the model's unless given."""
+        spec = MODELS[self.model]
+        if spec.latent_overlap is not None:
+            overrides = {"latent_overlap": spec.latent_overlap, **(overrides or {})}
         return plan_run(
             work_width,
             work_height,
@@ -260,7 +268,7 @@ class SeesrPipeline:
             weights_bytes=self.weights_bytes,
             loaded_bytes=self.loaded_bytes,
             batch_multiplier=batch_multiplier,
-            max_latent_tile=max_latent_tile,
+            max_latent_tile=spec.max_latent_tile if max_latent_tile is None else max_latent_tile,
             overrides=overrides,
         )
 
@@ -285,7 +293,7 @@ class SeesrPipeline:
         negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
         guidance_scale: float | None = None,
         conditioning_scale: float = 1.0,
-        sampler: str = "ddim",
+        sampler: str | None = None,
         start_point: Literal["lr", "noise"] = "lr",
         start_steps: int = START_TIMESTEP,
         color_fix: str = "wavelet",
@@ -303,11 +311,12 @@ class SeesrPipeline:
     ) -> SeesrPipelineOutput:
         """Upscale one RGB image by ``scale``.
 
-        ``num_inference_steps``/``guidance_scale``: default to the model's (:data:`MODELS`).
-        ``sampler``: ``"ddim"`` (deterministic) or ``"ddpm"`` (the official turbo script's
-        stochastic step, its noise drawn from ``generator``); either way the last step returns the
-        clean estimate. ``start_point="lr"``: start from the LR latent noised to ``start_steps``
-        (SeeSR's LR embedding); ``"noise"``: from pure noise.
+        ``num_inference_steps``/``guidance_scale``/``sampler``: default to the model's (:data:`MODELS`).
+        ``sampler``: ``"ddim"`` (deterministic) or ``"ddpm"`` (the official scripts' stochastic
+        step, its noise drawn from ``generator``); either way the last step returns the clean
+        estimate. ``start_point="lr"``: start from the LR latent noised to ``start_steps`` (SeeSR's
+        LR embedding); ``"noise"``: from pure noise. As officially, only the timesteps at or below
+        ``start_steps`` run (all of them at the default 999).
 
         ``latents``: the initial noise (1, 4, h/8, w/8), else drawn from ``generator``/``seed`` on the
         CPU (same numbers on every device). ``tags``/``ram_embeds`` skip the tagger. ``lr_latent="mean"``
@@ -322,9 +331,12 @@ class SeesrPipeline:
         spec = MODELS[self.model]
         num_inference_steps = spec.steps if num_inference_steps is None else num_inference_steps
         guidance_scale = spec.guidance_scale if guidance_scale is None else guidance_scale
+        sampler = spec.sampler if sampler is None else sampler
         self.check_inputs(
             image, num_inference_steps, guidance_scale, color_fix, lr_latent, output_type, sampler, start_point, start_steps
         )
+        # the timesteps at or below start_steps: the official loop skips the others
+        timesteps = self.schedule.timesteps(num_inference_steps, start_steps)
         if generator is None:
             generator = torch.Generator("cpu").manual_seed(seed if seed is not None else torch.seed())
         sizes = plan_working_size(image.width, image.height, scale, process_size)
@@ -357,8 +369,7 @@ class SeesrPipeline:
         upscaled = resize(resize(upscaled, sizes.upscaled_size), sizes.work_size)
         condition = pil_to_tensor(upscaled).to(self.device)
 
-        # 4. Timesteps and initial noise
-        timesteps = self.schedule.timesteps(num_inference_steps)
+        # 4. Initial noise
         latent_shape = (1, self.unet.config.in_channels, sizes.work_size[1] // VAE_SCALE, sizes.work_size[0] // VAE_SCALE)
         if latents is None:
             latents = torch.randn(latent_shape, generator=generator, dtype=torch.float32)
@@ -387,7 +398,9 @@ class SeesrPipeline:
             denoise = steered_denoiser(denoise, self.schedule, kds, len(timesteps))
         step = partial(denoise_step, sampler, generator=generator)
         with self.stage("denoise", self.unet, self.controlnet):
-            latents = sample(denoise, latents, self.schedule, timesteps, step, callback=callback)
+            latents = sample(
+                denoise, latents, self.schedule, timesteps, step, num_inference_steps=num_inference_steps, callback=callback
+            )
         if latents.shape[0] > 1:
             best = select_particle(latents)
             latents = latents[best : best + 1]

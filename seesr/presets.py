@@ -28,6 +28,7 @@ from seesr.defaults import (
     COLOR_FIX_METHODS, DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, DEFAULT_PROCESS_SIZE, MAX_DENOISE_STRENGTH,
 )  # fmt: skip
 from seesr.errors import ConfigError
+from seesr.files import checked_file, read_text
 from seesr.models import (
     DEFAULT_MODEL as REALESRGAN_DEFAULT_MODEL, DEFAULT_TILE_PAD, MODEL_ALIASES, MODEL_FILE_SUFFIXES, MODELS,
     REALESRGAN_MODELS, canonical_model, is_model_file, is_realesrgan_model,
@@ -54,17 +55,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 """What each preset changes from the defaults. The tile sizes are in latent pixels (denoiser, VAE
-decoder) and image pixels (VAE encoder); the official defaults are 96/32 (turbo script) and
-320/4 (Cog demo) for the latent tiles."""
+decoder) and image pixels (VAE encoder); the official latent tiles are 96 with overlap 32 (turbo
+script) or 4 (``test_seesr.py``)."""
 
+TURBO = MODELS["seesr-turbo"]
+"""The default model, whose official defaults are the declared defaults of its settings."""
+MODEL_SETTINGS = ("steps", "guidance_scale", "sampler", "max_latent_tile", "latent_overlap")
+"""The settings a model brings (:class:`~seesr.models.ModelSpec` fields of the same names)."""
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    name: {key: value for key, value in (("steps", spec.steps), ("guidance_scale", spec.guidance_scale))
-           if value != getattr(MODELS["seesr-turbo"], key)}
+    name: {key: getattr(spec, key) for key in MODEL_SETTINGS if getattr(spec, key) != getattr(TURBO, key)}
     for name, spec in MODELS.items()
-}  # fmt: skip
-"""What each model changes from the defaults (SeeSR-Turbo's), over the preset."""
+}
+"""What each model changes from the defaults (SeeSR-Turbo's), over the preset: a preset's latent
+tiles keep the model's overlap (``--model seesr --preset quality``: tiles 64 with overlap 4)."""
 MODEL_RANGES: dict[str, dict[str, tuple[float, float]]] = {
-    name: {"steps": (1, spec.max_steps)} for name, spec in MODELS.items() if spec.max_steps != MODELS["seesr-turbo"].max_steps
+    name: {"steps": (1, spec.max_steps)} for name, spec in MODELS.items() if spec.max_steps != TURBO.max_steps
 }
 """Ranges that differ per model (everything else: the declared range)."""
 ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {"realesrgan": {"color_fix": "adain"}}
@@ -81,6 +86,11 @@ CogInput = Literal["default", "empty"]
 """How a setting is a Cog input: ``default`` (the input's default is the setting's) or ``empty``
 (an Optional input whose default, empty, leaves the value to the preset, the model or the
 server's ``SEESR_*`` environment)."""
+
+
+def _per_model(name: str) -> str:
+    """What the models other than the default one set ``name`` to, for help texts (``seesr: 50``)."""
+    return ", ".join(f"{model}: {values[name]}" for model, values in MODEL_DEFAULTS.items() if name in values)
 
 
 @dataclass(frozen=True)
@@ -139,13 +149,15 @@ class Settings:
         choices=ENGINES, cog="empty",
     )  # fmt: skip
     model: str = setting(
-        "seesr-turbo", "Model: SeeSR weights (seesr: the original, 50 steps with guidance 5.5) or a Real-ESRGAN model (implies engine realesrgan; engine realesrgan alone: realesrgan-x4plus).",
+        "seesr-turbo", "Model: SeeSR weights (seesr: the original on SD-2-base, with "
+        + ", ".join(f"{key} {value}" for key, value in MODEL_DEFAULTS["seesr"].items())
+        + ") or a Real-ESRGAN model (implies engine realesrgan; engine realesrgan alone: realesrgan-x4plus).",
         choices=(*MODEL_DEFAULTS, *REALESRGAN_MODELS), cog="empty", feeds="load", extra_flags=("-n",),
         aliases=MODEL_ALIASES, file_suffixes=MODEL_FILE_SUFFIXES,
     )  # fmt: skip
     scale: float = setting(4.0, "Upscaling factor.", range=(1.0, 8.0), cog="default", feeds="pipeline", extra_flags=("-s",))
     steps: int = setting(
-        2, "Denoising steps; empty: the preset's (the seesr model: 50).",
+        TURBO.steps, f"Denoising steps; empty: the model's ({_per_model('steps')}), else the preset's.",
         range=(1, 8), engines=SEESR_ONLY, cog="empty", feeds="pipeline:num_inference_steps",
     )  # fmt: skip
     seed: int | None = setting(
@@ -164,7 +176,8 @@ class Settings:
         engines=SEESR_ONLY, cog="default", feeds="pipeline",
     )  # fmt: skip
     guidance_scale: float = setting(
-        1.0, "Classifier-free guidance scale (1: off, as SeeSR-Turbo runs); empty: the model's (seesr: 5.5).",
+        TURBO.guidance_scale,
+        f"Classifier-free guidance scale (1: off, as SeeSR-Turbo runs); empty: the model's ({_per_model('guidance_scale')}).",
         range=(1.0, 20.0), engines=SEESR_ONLY, cog="empty", feeds="pipeline",
     )  # fmt: skip
     conditioning_scale: float = setting(
@@ -189,15 +202,17 @@ class Settings:
         "written beside it, nothing in an output folder.",
     )  # fmt: skip
     sampler: str = setting(
-        "ddim", "Sampler (ddim: deterministic, ours; ddpm: the official turbo script's stochastic step).",
-        choices=SAMPLERS, engines=SEESR_ONLY, cog="default", feeds="pipeline",
+        TURBO.sampler, "Sampler (ddim: deterministic, ours; ddpm: the official scripts' stochastic step); empty: the "
+        f"model's (seesr-turbo: {TURBO.sampler}, {_per_model('sampler')}).",
+        choices=SAMPLERS, engines=SEESR_ONLY, cog="empty", feeds="pipeline",
     )  # fmt: skip
     start_point: str = setting(
         "lr", "Where denoising starts: lr (the noised input latent, official) or noise (pure noise).",
         choices=START_POINTS, engines=SEESR_ONLY, cog="default", feeds="pipeline",
     )  # fmt: skip
     start_steps: int = setting(
-        999, "Timestep the input latent is noised to when start_point is lr (999: the official start).",
+        999, "Denoising runs the timesteps up to this one, from the input latent noised to it when start_point is "
+        "lr (999, the official default: every step runs).",
         range=(1, 999), engines=SEESR_ONLY, cog="default", feeds="pipeline",
     )  # fmt: skip
     kds_particles: int = setting(
@@ -230,11 +245,13 @@ class Settings:
         range=(8, 1024), engines=SEESR_ONLY, feeds="plan",
     )  # fmt: skip
     latent_overlap: int | None = setting(
-        None, "Overlap of denoiser tiles in latent pixels; empty: a third of the tile, at most 32.",
+        TURBO.latent_overlap,
+        f"Overlap of denoiser tiles in latent pixels; empty: the model's ({_per_model('latent_overlap')}), else a third "
+        "of the tile, at most 32.",
         range=(0, 512), engines=SEESR_ONLY, feeds="plan",
     )  # fmt: skip
     max_latent_tile: int = setting(
-        96, "Largest denoiser tile the planner chooses, in latent pixels (96: the official tile).",
+        TURBO.max_latent_tile, "Largest denoiser tile the planner chooses, in latent pixels (96: the official tile).",
         range=(8, 1024), engines=SEESR_ONLY, feeds="planner",
     )  # fmt: skip
     tile_batch_size: int | None = setting(
@@ -345,11 +362,16 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def value_kind(name: str) -> tuple[type, bool]:
-    """The setting's value type (bool, int, float or str) and whether it may be unset (None)."""
-    kind = str(DECLARED[name].type)
+def field_kind(declared: dataclasses.Field) -> tuple[type, bool]:
+    """A settings field's value type (bool, int, float or str) and whether it may be unset (None)."""
+    kind = str(declared.type)
     base = next(t for t in (bool, int, float, str) if kind.startswith(t.__name__))
     return base, "None" in kind
+
+
+def value_kind(name: str) -> tuple[type, bool]:
+    """The setting's value type (bool, int, float or str) and whether it may be unset (None)."""
+    return field_kind(DECLARED[name])
 
 
 def _range(name: str, model: str) -> tuple[float, float] | None:
@@ -388,7 +410,15 @@ def describe(name: str) -> str:
 
 def _convert(name: str, value: Any) -> Any:
     """Coerce strings (environment, YAML, CLI) to the field's type; raise ValueError if impossible."""
-    kind, optional = value_kind(name)
+    return convert_value(value, *value_kind(name))
+
+
+def convert_value(value: Any, kind: type, optional: bool = False) -> Any:
+    """``value`` (text from the environment, a flag or YAML, or a typed value) as ``kind`` (bool,
+    int, float or str): the one conversion rule of every settings surface (upscale settings,
+    training settings, the degradation YAML). Numbers must be finite; an integer setting takes no
+    fraction; text such as ``"none"`` is None where ``optional``. Raises ValueError saying what is
+    allowed."""
     if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
         if not optional:
             raise ValueError("may not be empty")
@@ -422,6 +452,11 @@ def _convert(name: str, value: Any) -> Any:
     return value
 
 
+def out_of_range(name: str, value: Any, allowed: tuple[float, float]) -> str:
+    """The problem line of a value outside its declared range."""
+    return f"{name}={value!r} (allowed: {allowed[0]} to {allowed[1]})"
+
+
 def _validate(values: Mapping[str, Any]) -> list[str]:
     problems = []
     model = values.get("model", Settings.model)
@@ -430,7 +465,7 @@ def _validate(values: Mapping[str, Any]) -> list[str]:
             continue
         info, allowed = setting_info(name), _range(name, model)
         if allowed is not None and not allowed[0] <= value <= allowed[1]:
-            problems.append(f"{name}={value!r} (allowed: {allowed[0]} to {allowed[1]})")
+            problems.append(out_of_range(name, value, allowed))
         is_file = info.file_suffixes and isinstance(value, str) and value.lower().endswith(info.file_suffixes)
         if info.choices and value not in info.choices and not is_file:
             files = f", or a file ({', '.join(info.file_suffixes)})" if info.file_suffixes else ""
@@ -460,20 +495,7 @@ def config_file_settings(path: str | Path | None) -> dict[str, Any]:
     import yaml
 
     path = Path(path)
-    try:
-        if path.stat().st_size > CONFIG_FILE_MAX_BYTES:
-            raise ConfigError(
-                f"config file {path} is over {CONFIG_FILE_MAX_BYTES // 1024} KiB; it should hold a few settings"
-            )
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config file {path} is a directory; give a YAML file") from None
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"config file {path} is not UTF-8 text (byte {error.start}); give a YAML file") from None
-    except OSError as error:
-        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
+    text = read_text(path, "config file", CONFIG_FILE_MAX_BYTES, ConfigError)
     try:
         if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
             raise ConfigError(f"config file {path} uses YAML aliases (*name); write each value out")
@@ -500,8 +522,13 @@ def _engine_and_model(given: dict[str, Any]) -> list[str]:
         if engine == "seesr":
             return [f"model={model!r} is a Real-ESRGAN model but engine='seesr' (drop engine, or choose a SeeSR "
                     f"model: {seesr_models})"]  # fmt: skip
-        if is_model_file(model) and not Path(model).is_file():
-            return [f"model={model!r} (no such file; give an existing model file)"]
+        if is_model_file(model):
+            from seesr.weights.checkpoints import MODEL_FILE_MAX_BYTES
+
+            try:
+                checked_file(model, "it", MODEL_FILE_MAX_BYTES, ConfigError, shown="")
+            except ConfigError as problem:
+                return [f"model={model!r} ({problem}; give a model file)"]
         given["engine"] = "realesrgan"
     elif engine == "realesrgan" and model in MODEL_DEFAULTS:
         return [f"model={model!r} is a SeeSR model but engine='realesrgan' (drop engine, or choose a Real-ESRGAN "

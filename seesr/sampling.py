@@ -1,9 +1,10 @@
 """Sampling as small functions (k-diffusion style): schedule, timesteps, noising, one step, the loop.
 
-SeeSR-Turbo starts from the LR latent noised to the last training step (t=999) and takes 1-4
-steps on sd-turbo's "trailing" timestep spacing: deterministic DDIM (eta 0, our default) or the
-stochastic DDPM step of the official turbo script. The last step returns the clean estimate x0
-(what DDPM does when it steps past t=0).
+SeeSR starts from the LR latent noised to ``start_steps`` (the last training step, t=999, by
+default) and runs the timesteps at or below it: SeeSR-Turbo 1-4 steps on sd-turbo's "trailing"
+spacing, SeeSR 50 on SD-2-base's "leading" one; deterministic DDIM (eta 0, the turbo model's
+default) or the stochastic DDPM step of the official scripts (the non-turbo model's default). The
+last step returns the clean estimate x0 (what DDPM does when it steps past t=0).
 
 The loop (:func:`sample`) sees the networks only as a :data:`Denoiser`, a function from latents to
 their epsilon prediction. Tiling (:func:`tiled_denoiser`) and Kernel Density Steering
@@ -76,18 +77,31 @@ class NoiseSchedule:
         path = Path(folder) / "scheduler_config.json"
         return cls.from_config(json.loads(path.read_text()))
 
-    def timesteps(self, num_inference_steps: int) -> list[int]:
-        """The sampling timesteps, spaced as the scheduler config says (diffusers' DDPM/DDIM rules)."""
+    def timesteps(self, num_inference_steps: int, start_steps: int | None = None) -> list[int]:
+        """The sampling timesteps, spaced for ``num_inference_steps`` as the scheduler config says
+        (diffusers' DDPM/DDIM rules). With ``start_steps``, only those at or below it: the official
+        loop skips every timestep above it (``pipelines/pipeline_seesr.py`` line 1012), so fewer
+        steps run; a ConfigError when none is left (officially the noised start latent would be
+        decoded as it is)."""
         steps, n = self.num_train_timesteps, num_inference_steps
         if n < 1 or n > steps:
             raise ConfigError(f"steps must be between 1 and {steps}, got {n}")
         if self.timestep_spacing == "trailing":
-            return trailing_timesteps(n, steps)
-        if self.timestep_spacing == "leading":
-            values = (torch.arange(n, dtype=torch.float64) * (steps // n)).round().flip(0) + self.steps_offset
+            values = trailing_timesteps(n, steps)
+        elif self.timestep_spacing == "leading":
+            spaced = (torch.arange(n, dtype=torch.float64) * (steps // n)).round().flip(0) + self.steps_offset
+            values = [int(v) for v in spaced]
         else:  # linspace
-            values = torch.linspace(0, steps - 1, n, dtype=torch.float64).round().flip(0)
-        return [int(v) for v in values]
+            values = [int(v) for v in torch.linspace(0, steps - 1, n, dtype=torch.float64).round().flip(0)]
+        if start_steps is None:
+            return values
+        running = [t for t in values if t <= start_steps]
+        if not running:
+            raise ConfigError(
+                f"start_steps={start_steps} is below every timestep of {n} step{'s' if n != 1 else ''} (the lowest "
+                f"is {values[-1]}), so no step would run: raise start_steps to {values[-1]} or more, or take more steps"
+            )
+        return running
 
     def alpha(self, timestep: int) -> float:
         """alphas_cumprod at ``timestep``; negative timesteps mean 'fully denoised'."""
@@ -142,7 +156,7 @@ def ddpm_step(
     prev_timestep: int,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """One stochastic DDPM step (the official turbo script's scheduler): the posterior mean of
+    """One stochastic DDPM step (the official scripts' scheduler): the posterior mean of
     x_prev given x_t and the x0 estimate, plus its "fixed_small" standard deviation times noise
     drawn from ``generator`` on the CPU (the same numbers on every device)."""
     alpha = schedule.alpha(timestep)
@@ -199,14 +213,19 @@ def sample(
     timesteps: Sequence[int],
     step: StepFunction,
     *,
+    num_inference_steps: int | None = None,
     callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """Denoise ``latents`` over ``timesteps``: the denoiser's prediction (float32), then one
-    ``step`` to the previous timestep; the last step is told so (it returns the clean estimate)."""
+    ``step`` to the previous timestep; the last step is told so (it returns the clean estimate).
+
+    ``num_inference_steps``: the count the timesteps were spaced for (default: all of them run),
+    which sets where each step lands; ``start_steps`` leaves out the first ones, not the spacing."""
     count = len(timesteps)
+    spacing = count if num_inference_steps is None else num_inference_steps
     for index, timestep in enumerate(timesteps):
         noise_pred = denoise(latents, timestep, index).float()
-        prev_timestep = previous_timestep(timestep, count, schedule.num_train_timesteps)
+        prev_timestep = previous_timestep(timestep, spacing, schedule.num_train_timesteps)
         latents = step(latents, noise_pred, schedule, timestep, prev_timestep, last=index == count - 1)
         if callback is not None:
             callback(index, timestep, latents)

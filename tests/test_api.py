@@ -191,3 +191,25 @@ def test_an_engine_asked_for_is_no_fallback(upscaler, lr_image):
     result = upscaler.upscale(lr_image, engine="realesrgan", scale=2)
     assert result.engine == "realesrgan" and result.fallback_reason is None and "fallback" not in result.summary()
     assert result.record()["model"] == "realesrgan-x4plus" and result.record()["size"] == [72, 48]
+
+
+def test_start_steps_counts_only_the_steps_that_run(upscaler, tiny_weights, lr_image):
+    """4 trailing steps with start_steps 500: t=999 and 749 are skipped, so the run start, the
+    denoise progress and the dry run (loaded or not) all say 2 steps; a start below every timestep
+    is a ConfigError before anything runs."""
+    from seesr.progress import RunStart, StageProgress
+
+    fast = {**FAST, "steps": 4, "start_steps": 500}
+    events = []
+    upscaler.progress = events.append
+    try:
+        upscaler.upscale(lr_image, **fast)
+    finally:
+        upscaler.progress = None
+    assert [e.steps for e in events if isinstance(e, RunStart)] == [2]
+    assert [e.total for e in events if isinstance(e, StageProgress) and e.stage == "denoise"][-1] == 2  # 1 tile
+    assert upscaler.dry_run(lr_image, **fast).start.steps == 2
+    assert Upscaler(tiny_weights, device="cpu").dry_run(lr_image, **fast).start.steps == 2  # scheduler read from disk
+    for run in (upscaler.upscale, upscaler.dry_run):
+        with pytest.raises(ConfigError, match="start_steps=500 is below every timestep of 1 step"):
+            run(lr_image, **{**fast, "steps": 1})

@@ -64,6 +64,19 @@ def test_dry_run_prints_the_plan_and_writes_nothing(inputs, tmp_path, tiny_weigh
     assert not out.exists()
 
 
+def test_dry_run_counts_only_the_steps_at_or_below_start_steps(inputs, tmp_path, tiny_weights_dir, capsys):
+    import json
+
+    args = ["upscale", str(inputs / "a.png"), "-o", str(tmp_path / "x.png"), "--weights", str(tiny_weights_dir),
+            "--dry-run", "--json", "--scale", "2", "--device", "cpu"]  # fmt: skip
+    assert main([*args, "--steps", "4", "--start-steps", "500"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 2  # trailing 999, 749, 499, 249: two run
+    assert main([*args, "--steps", "1", "--start-steps", "500"]) == 1  # the file failed, with the reason
+    record = json.loads(capsys.readouterr().out)
+    assert record["status"] == "failed"
+    assert record["error"].startswith("start_steps=500 is below every timestep of 1 step (the lowest is 999)")
+
+
 def test_bad_settings_exit_with_one_clear_line(inputs, tmp_path, capsys):
     code = main(["upscale", str(inputs / "a.png"), "-o", str(tmp_path / "x.png"), "--steps", "0", "--color-fix", "sepia"])
     err = capsys.readouterr().err
@@ -203,7 +216,8 @@ def test_bad_flag_values_are_listed_together(inputs, tmp_path, capsys):
 
 
 def test_batch_is_a_leaf():
-    """Folder runs import nothing of seesr but its errors: the command line calls them, never the reverse."""
+    """Folder runs import nothing of seesr but its errors and its bounded file reader (both leaves):
+    the command line calls them, never the reverse."""
     import ast
 
     import seesr.batch
@@ -211,5 +225,5 @@ def test_batch_is_a_leaf():
     tree = ast.parse(Path(seesr.batch.__file__).read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    assert {name for name in imported if name.startswith("seesr")} == {"seesr.errors"}
+    assert {name for name in imported if name.startswith("seesr")} == {"seesr.errors", "seesr.files"}
     assert not hasattr(seesr.batch, "main")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
 import json
 
 import numpy as np
@@ -172,12 +174,95 @@ def test_start_point_and_start_steps(tiny, refs, tiny_pipe):
     torch.testing.assert_close(start["lr"], inputs["start_latents"], atol=1e-4, rtol=1e-4)
     start["noise"] = first_input(start_point="noise")
     assert torch.equal(start["noise"], inputs["init_latents"])
-    start["lr500"] = first_input(start_steps=500)
+    start["lr500"] = first_input(start_steps=500, num_inference_steps=2)  # t=999 skipped, 499 runs
     schedule = tiny_pipe.schedule
     expected = schedule.alphas_cumprod[500].sqrt() * inputs["lr_latents_scaled"] + (
         1 - schedule.alphas_cumprod[500]
     ).sqrt() * inputs["init_latents"]
     torch.testing.assert_close(start["lr500"], expected, atol=1e-4, rtol=1e-4)
+
+
+def official_start_steps_loop(pipe, tiny, refs, scheduler, steps: int, start_steps: int, generator):
+    """The official denoising loop's rule (``pipelines/pipeline_seesr.py`` lines 968-1012 and 1188)
+    written out with diffusers' scheduler: the LR latent noised to ``start_steps`` by
+    ``scheduler.add_noise``, every timestep above ``start_steps`` skipped, ``scheduler.step`` after
+    each prediction (the networks' forward, checked against the official one above, is ours).
+    Returns the start latents, the timesteps that ran, each step's latents and the last x0."""
+    from seesr.imaging import pil_to_tensor
+
+    inputs = refs("pipeline_inputs")
+    condition = pil_to_tensor(Image.open(tiny / "inputs" / "pipeline_input.png"))
+    ram_embeds = refs("ram_outputs")["image_embeds"]
+    scheduler.set_timesteps(steps)
+    latents = scheduler.add_noise(inputs["lr_latents_scaled"], inputs["init_latents"], torch.tensor([start_steps]))
+    start, ran, stepped, clean = latents, [], [], None
+    for t in scheduler.timesteps:
+        if t > start_steps:
+            continue
+        noise_pred = pipe.predict_noise(latents, int(t), inputs["prompt_embeds"], ram_embeds, condition, 1.0, 1.0)
+        extra = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
+        out = scheduler.step(noise_pred.float(), t, latents, **extra)
+        latents, clean = out.prev_sample, out.pred_original_sample
+        ran.append(int(t))
+        stepped.append(latents)
+    return start, ran, stepped, clean
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+@pytest.mark.parametrize(
+    "spacing,steps,start_steps",
+    [("trailing", 4, 500), ("trailing", 4, 499), ("leading", 4, 500), ("leading", 50, 100)],
+)
+def test_start_steps_skips_the_timesteps_above_it_as_the_official_loop(
+    tiny, refs, tiny_pipe, sampler, spacing, steps, start_steps
+):
+    """start_steps < 999: the LR latent noised to start_steps, then only the timesteps at or below it
+    (sd-turbo's trailing spacing, and SD-2-base's leading one): the same timesteps, start latents
+    and latents after every step as the official loop, with DDIM and with DDPM (same generator
+    use); the last step is our clean estimate, the official step's x0. The callback sees only the
+    steps that run."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    config = json.loads((tiny / "sd_turbo" / "scheduler" / "scheduler_config.json").read_text())
+    if spacing == "leading":
+        config.pop("timestep_spacing")  # SD-2-base's scheduler config: diffusers' "leading" default
+    pipe = copy.copy(tiny_pipe)
+    pipe.schedule = NoiseSchedule.from_config(config)
+    scheduler = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler}[sampler].from_config(config)
+    start, ran, stepped, clean = official_start_steps_loop(
+        pipe, tiny, refs, scheduler, steps, start_steps, torch.Generator().manual_seed(11)
+    )
+    first_inputs = []
+    predict = pipe.predict_noise
+    pipe.predict_noise = lambda latents, *args: first_inputs.append(latents.clone()) or predict(latents, *args)
+    out, recorded = run_reference_call(
+        pipe, tiny, refs, steps, sampler=sampler, start_steps=start_steps, generator=torch.Generator().manual_seed(11)
+    )
+    full = scheduler.timesteps.tolist()
+    assert out.timesteps == ran == [t for t in full if t <= start_steps] and len(ran) < len(full)
+    assert len(recorded) == len(ran) and sorted(recorded) == list(range(len(ran)))
+    assert_latents_close(first_inputs[0], start, "start latents (noise level start_steps)")
+    for i, t in enumerate(ran[:-1]):
+        assert_latents_close(recorded[i], stepped[i], f"step {i} (t={t})")
+    assert_latents_close(recorded[len(ran) - 1], clean, "last step x0")
+
+
+def test_start_steps_below_every_timestep_is_refused_before_any_work(tiny, tiny_pipe):
+    """Officially nothing would run and the noised start latent would be decoded; ours refuses it
+    with what to do, before the tagger runs."""
+    lr = Image.open(tiny / "inputs" / "pipeline_lr_crop.png")
+    tagged = []
+    tiny_pipe.tag = lambda image: tagged.append(image)
+    try:
+        with pytest.raises(ConfigError, match=r"start_steps=500 is below every timestep of 1 step \(the lowest is "
+                                              r"999\).*raise start_steps to 999 or more, or take more steps"):
+            tiny_pipe(lr, num_inference_steps=1, start_steps=500, seed=0)
+        with pytest.raises(ConfigError, match=r"the lowest is 249"):
+            tiny_pipe(lr, num_inference_steps=4, start_steps=248, seed=0)
+    finally:
+        del tiny_pipe.tag
+    assert not tagged
+    assert tiny_pipe.schedule.timesteps(4, 249) == [249]
 
 
 def test_pil_output_matches_official_png(tiny, refs, tiny_pipe, official_last_step):

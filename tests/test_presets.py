@@ -115,11 +115,73 @@ def test_every_setting_has_an_environment_name_and_a_yaml_key(tmp_path):
     assert env_name("kds_particles") == "SEESR_KDS_PARTICLES"
 
 
+OFFICIAL_SCRIPT_DEFAULTS = {
+    "seesr": {  # test_seesr.py at cswry/SeeSR 8edecc7: setting -> (value, line)
+        "prompt": ("", 245),
+        "positive_prompt": ("clean, high-resolution, 8k", 246),  # --added_prompt
+        "negative_prompt": ("dotted, noise, blur, lowres, smooth", 247),
+        "guidance_scale": (5.5, 251),
+        "conditioning_scale": (1.0, 252),
+        "steps": (50, 254),  # --num_inference_steps
+        "process_size": (512, 255),
+        "max_latent_tile": (96, 258),  # --latent_tiled_size
+        "latent_overlap": (4, 259),  # --latent_tiled_overlap
+        "scale": (4.0, 260),  # --upscale
+        "start_steps": (999, 264),
+        "start_point": ("lr", 265),
+        "sampler": ("ddpm", 78),  # DDPMScheduler.from_pretrained(..., subfolder="scheduler")
+    },
+    "seesr-turbo": {  # test_seesr_turbo.py at 8edecc7
+        "prompt": ("", 245),
+        "positive_prompt": ("clean, high-resolution, 8k", 246),
+        "negative_prompt": ("dotted, noise, blur, lowres, smooth", 247),
+        "guidance_scale": (1.0, 251),
+        "conditioning_scale": (1.0, 252),
+        "steps": (2, 254),
+        "process_size": (512, 255),
+        "max_latent_tile": (96, 258),
+        "latent_overlap": (32, 259),  # the planner's default at tile 96
+        "scale": (4.0, 260),
+        "start_steps": (999, 264),
+        "start_point": ("lr", 265),
+        # line 78, DDPMScheduler: ours is DDIM (README, "Differences from the official scripts")
+    },
+}
+"""The official scripts' argparse defaults (and scheduler). Intended differences, listed in the
+README: --align_method adain (line 263; ours wavelet), the fixed VAE tiles 224/1024 (lines 256-257;
+ours from the free memory), --mixed_precision fp16 (line 250; ours by device)."""
+
+
+@pytest.mark.parametrize("model", OFFICIAL_SCRIPT_DEFAULTS)
+def test_each_model_defaults_to_its_official_script(model):
+    settings = resolve_settings({"model": model}, environ={})
+    for name, (official, line) in OFFICIAL_SCRIPT_DEFAULTS[model].items():
+        ours = getattr(settings, name)
+        if name == "latent_overlap" and ours is None:  # empty: the planner's, at the model's tile
+            ours = RunPlan(latent_tile=settings.max_latent_tile).latent_overlap
+        assert ours == official, f"{name}: ours {ours!r}, official {official!r} (line {line})"
+
+
+def test_a_preset_keeps_its_tiles_and_the_model_brings_its_overlap():
+    """Model defaults come over the preset's: --model seesr --preset quality denoises the preset's
+    64 px latent tiles with the model's overlap 4 (and the preset's 4 KDS particles)."""
+    quality = resolve_settings({"model": "seesr", "preset": "quality"}, environ={})
+    assert (quality.latent_tile, quality.latent_overlap, quality.kds_particles) == (64, 4, 4)
+    memory = resolve_settings({"model": "seesr", "preset": "memory"}, environ={})
+    assert (memory.latent_tile, memory.latent_overlap) == (48, 4)
+    assert resolve_settings({"model": "seesr"}, environ={}).plan_overrides() == {"latent_overlap": 4}
+    turbo = resolve_settings({"preset": "quality"}, environ={})
+    assert (turbo.latent_tile, turbo.latent_overlap) == (64, 16)
+    explicit = resolve_settings({"model": "seesr", "latent_overlap": 8}, environ={})
+    assert explicit.latent_overlap == 8
+
+
 def test_the_seesr_model_brings_its_steps_and_guidance():
-    """model=seesr: 50 steps and guidance 5.5 over the preset, under everything given explicitly;
-    steps up to 100 for it only."""
+    """model=seesr: 50 steps, guidance 5.5 and DDPM over the preset, under everything given
+    explicitly; steps up to 100 for it only."""
     settings = resolve_settings({"model": "seesr"}, environ={})
-    assert (settings.steps, settings.guidance_scale) == (50, 5.5)
+    assert (settings.steps, settings.guidance_scale, settings.sampler) == (50, 5.5, "ddpm")
+    assert resolve_settings({"model": "seesr", "sampler": "ddim"}, environ={}).sampler == "ddim"
     quality = resolve_settings({"model": "seesr", "preset": "quality"}, environ={})
     assert quality.steps == 50 and quality.kds_particles == 4
     assert resolve_settings({}, environ={"SEESR_MODEL": "seesr", "SEESR_STEPS": "20"}).steps == 20
@@ -190,3 +252,20 @@ def test_help_says_default_presets_models_and_range():
     for name in DECLARED:
         assert setting_info(name).help and "Default:" in describe(name), name
     assert list(DECLARED) == [f.name for f in Settings.__dataclass_fields__.values()]
+
+
+def test_readme_model_table_is_the_declaration():
+    """The README's table of SeeSR models says what MODELS declares (steps, guidance, sampler, tiles)."""
+    from pathlib import Path
+
+    from seesr.models import MODELS
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = {line.split("|")[1].split("`")[1]: [c.strip() for c in line.split("|")[2:-1]]
+            for line in text.splitlines() if line.startswith("| `seesr")}  # fmt: skip
+    assert rows.keys() == MODELS.keys()
+    for name, spec in MODELS.items():
+        overlap = spec.latent_overlap if spec.latent_overlap is not None else "a third of the tile, at most 32"
+        expected = [f"{spec.steps} ({spec.max_steps})", str(spec.guidance_scale), spec.sampler,
+                    f"{spec.max_latent_tile} / {overlap}"]  # fmt: skip
+        assert rows[name][1:5] == expected, name

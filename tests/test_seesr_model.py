@@ -108,6 +108,19 @@ def test_defaults_are_50_steps_with_guidance_and_the_negative_prompt(seesr_pipe,
     assert not torch.allclose(one.latents, unguided.latents)
 
 
+def test_defaults_are_ddpm_and_tiles_of_96_with_overlap_4(seesr_pipe, tiny_pipe, lr_image):
+    """test_seesr.py's DDPMScheduler (line 78) and latent tiles 96 / 4 (lines 258-259); the turbo
+    model keeps DDIM and the planner's overlap (32 at 96)."""
+    args = dict(scale=4, seed=0, process_size=0, num_inference_steps=2, output_type="pt")
+    default = seesr_pipe(lr_image, **args).latents
+    assert torch.equal(default, seesr_pipe(lr_image, sampler="ddpm", **args).latents)
+    assert not torch.allclose(default, seesr_pipe(lr_image, sampler="ddim", **args).latents)
+    assert torch.equal(tiny_pipe(lr_image, **args).latents, tiny_pipe(lr_image, sampler="ddim", **args).latents)
+    plan, turbo = seesr_pipe.plan_for(1600, 1600), tiny_pipe.plan_for(1600, 1600)
+    assert (plan.latent_tile, plan.latent_overlap) == (96, 4) and (turbo.latent_tile, turbo.latent_overlap) == (96, 32)
+    assert seesr_pipe.plan_for(1600, 1600, overrides={"latent_overlap": 9}).latent_overlap == 9
+
+
 def test_missing_sd2_base_is_a_weights_error_naming_the_folder(tiny_weights):
     with pytest.raises(WeightsError, match="weights/sd-2-base/"):
         SeesrPipeline.from_pretrained(tiny_weights, model="seesr", device="cpu")
@@ -135,5 +148,5 @@ def test_api_model_defaults_and_options_reach_the_pipeline(seesr_weights, lr_ima
     assert positive.prompt.endswith(",sharp")
 
     seesr = upscaler.upscale(lr_image, model="seesr", steps=2, scale=2, process_size=0, seed=3)
-    assert upscaler.loaded.model == "seesr" and seesr.settings.guidance_scale == 5.5
+    assert upscaler.loaded.model == "seesr" and seesr.settings.guidance_scale == 5.5 and seesr.settings.sampler == "ddpm"
     assert seesr.engine == "seesr" and not torch.equal(pixels(turbo), pixels(seesr))

@@ -16,13 +16,16 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 
+from tiny_layout import lay_out_tiny_sd2_base, lay_out_tiny_weights
+
 from seesr.training.data import DataFolder, TrainingSamples
 from seesr.training.loop import StepNoise, TrainingModels, train, training_loss
 from seesr.training.settings import TrainSettings
 
 REPO = Path(__file__).resolve().parents[1]
 CROP = 64
-FAST = dict(crop_size=CROP, num_workers=0, checkpoint_every=1000, lr_schedule="constant")
+FAST = dict(crop_size=CROP, num_workers=0, checkpoint_every=1000)
+WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
 @pytest.fixture(scope="module")
@@ -235,11 +238,11 @@ def test_settings_from_flags_env_and_yaml(tmp_path):
     assert (settings.lr, settings.batch_size, settings.max_steps) == (1e-4, 5, 9)
     from seesr.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="mixed_precision must be one of"):
+    with pytest.raises(ConfigError, match=r"mixed_precision='fp8' \(allowed: no, fp16, bf16\)"):
         TrainSettings.from_sources({"mixed_precision": "fp8"}, environ={})
-    with pytest.raises(ConfigError, match="unknown training settings"):
+    with pytest.raises(ConfigError, match="unknown setting 'learning_rate'"):
         TrainSettings.from_sources({"learning_rate": 1}, environ={})
-    with pytest.raises(ConfigError, match="SEESR_TRAIN_SEED must be a int"):
+    with pytest.raises(ConfigError, match=r"seed='x' \(SEESR_TRAIN_SEED: must be an integer\)"):
         TrainSettings.from_sources(environ={"SEESR_TRAIN_SEED": "x"})
 
 
@@ -286,14 +289,18 @@ def test_samples_are_reproducible_and_null_prompt_ratio_holds(hr_dir):
 
 def test_resume_and_optimizer_mistakes_say_what_to_do(tmp_path, hr_dir):
     from seesr.errors import ConfigError
-    from seesr.training.loop import _optimizer, find_checkpoint
+    from seesr.training.loop import _optimizer
+    from seesr.training.run_folder import MANIFEST, find_checkpoint
 
-    with pytest.raises(ConfigError, match="no checkpoint in .*train without --resume first"):
+    with pytest.raises(ConfigError, match="no complete checkpoint in .*train without --resume first"):
         find_checkpoint(tmp_path, "latest")
     with pytest.raises(ConfigError, match="is not a checkpoint folder"):
         find_checkpoint(tmp_path, str(hr_dir))
-    (tmp_path / "checkpoints" / "checkpoint-10").mkdir(parents=True)
-    (tmp_path / "checkpoints" / "checkpoint-9").mkdir()
+    for step in (9, 10):
+        folder = tmp_path / "checkpoints" / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "optimizer.bin").write_bytes(b"x" * step)
+        (folder / MANIFEST).write_text(json.dumps({"step": step, "files": {"optimizer.bin": step}}))
     assert find_checkpoint(tmp_path, "latest").name == "checkpoint-10"
     assert find_checkpoint(tmp_path, str(tmp_path / "checkpoints" / "checkpoint-9")).name == "checkpoint-9"
     assert _optimizer(TrainSettings()) is torch.optim.AdamW
@@ -305,3 +312,92 @@ def test_resume_and_optimizer_mistakes_say_what_to_do(tmp_path, hr_dir):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
             train(hr_dir, tmp_path / "o", mixed_precision="fp16", **FAST)
+
+
+# ------------------------------------------------------------------ the non-turbo model, from the base
+@pytest.fixture(scope="module")
+def sd2_weights_dir(tiny, tmp_path_factory) -> Path:
+    """The tiny weights directory plus sd-2-base/ (the tiny sd_turbo standing in, unet/ included)."""
+    return lay_out_tiny_sd2_base(tiny, lay_out_tiny_weights(tiny, tmp_path_factory.mktemp("weights_sd2")))
+
+
+def test_defaults_are_the_official_training_defaults():
+    """train_seesr.py: --learning_rate 5e-5 (line 348), --lr_scheduler constant (line 360),
+    --adam_weight_decay 1e-2 (line 389), --max_grad_norm 1.0 (line 391), --null_text_ratio 0.5
+    (line 555), --resolution 512 (line 291); the data of utils_data/make_paired_data.py."""
+    settings = TrainSettings()
+    assert (settings.lr, settings.lr_schedule, settings.weight_decay, settings.max_grad_norm) == (5e-5, "constant", 1e-2, 1.0)
+    assert (settings.null_text_ratio, settings.crop_size, settings.degradation) == (0.5, 512, None)
+    assert (settings.model, settings.from_base) == ("seesr-turbo", False)
+
+
+@pytest.mark.parametrize("from_base", [False, True], ids=["fine-tune", "from-base"])
+def test_train_the_seesr_model_resume_and_upscale_with_it(hr_dir, sd2_weights_dir, tiny, tmp_path, from_base, monkeypatch):
+    """`seesr train --model seesr [--from-base]` as typed: 2 steps, resumed to 3 (the same weights
+    as 3 in one go, at the constant learning rate); the frozen UNet weights are the SeeSR UNet's
+    (fine-tuning) or SD-2-base's (from the base); OUT loads through `seesr upscale --model seesr
+    --weights OUT`, and the third step changes its output."""
+    from seesr.cli import main
+
+    monkeypatch.setenv("SEESR_PROCESS_SIZE", "0")
+    out, whole = tmp_path / "run", tmp_path / "whole"
+    flags = ["--model", "seesr", "--weights", str(sd2_weights_dir), "--crop-size", str(CROP), "--num-workers", "0",
+             "--lr", "1e-3", "--checkpoint-every", "2", *(["--from-base"] if from_base else [])]  # fmt: skip
+    image = str(hr_dir / "0.png")
+
+    def upscale(weights: Path, name: str) -> np.ndarray:
+        target = tmp_path / name
+        assert main(["upscale", image, "-o", str(target), "--model", "seesr", "--weights", str(weights),
+                     "--steps", "2", "--scale", "2", "--seed", "1", "--device", "cpu"]) == 0  # fmt: skip
+        return np.asarray(Image.open(target)).astype(int)
+
+    assert main(["train", str(hr_dir), "-o", str(out), "--max-steps", "2", *flags]) == 0
+    after_two = upscale(out, "two.png")
+    assert main(["train", str(hr_dir), "-o", str(out), "--max-steps", "3", "--resume", "latest", *flags]) == 0
+    assert main(["train", str(hr_dir), "-o", str(whole), "--max-steps", "3", *flags]) == 0
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [1, 2, 3] and {h["lr"] for h in history} == {1e-3}
+    trained = load_file(str(out / "seesr" / "unet" / WEIGHTS))
+    reference = load_file(str(whole / "seesr" / "unet" / WEIGHTS))
+    assert all(torch.equal(trained[k], reference[k]) for k in reference)
+    frozen_source = load_file(str(tiny / ("sd_turbo" if from_base else "seesr") / "unet" / WEIGHTS))
+    frozen = [k for k in trained if "image_attentions" not in k]
+    assert frozen and all(torch.equal(trained[k], frozen_source[k]) for k in frozen)
+    after_three = upscale(out, "three.png")
+    before = upscale(sd2_weights_dir, "released.png")
+    assert after_three.shape == before.shape == (160, 192, 3)
+    assert np.abs(after_three - after_two).max() > 0 and np.abs(after_three - before).max() > 0
+
+
+def test_from_base_starts_as_train_seesr_py(tiny, tiny_weights, tmp_path):
+    """train_seesr.py lines 680-692: the base UNet's weights with new image attention, the ControlNet
+    a copy of the UNet's encoder (image attention included) with zeroed output convolutions; the
+    new weights follow the seed. Without the base's unet/ folder: a MissingWeightsError saying so."""
+    import dataclasses
+    import shutil
+
+    from seesr.errors import MissingWeightsError
+
+    paths = dataclasses.replace(tiny_weights, sd2_base=tiny_weights.sd_turbo)
+    models = TrainingModels.load(paths, "seesr", from_base=True, seed=0)
+    unet, control = models.unet.state_dict(), models.controlnet.state_dict()
+    base = load_file(str(tiny / "sd_turbo" / "unet" / WEIGHTS))
+    released = load_file(str(tiny / "seesr" / "unet" / WEIGHTS))
+    assert all(torch.equal(unet[k], base[k]) for k in base)
+    image = [k for k in unet if "image_attentions" in k]
+    assert image and not any(k in base for k in image)
+    drawn = [k for k in image if k.endswith("to_q.weight")]  # newly drawn, not the released SeeSR's
+    assert drawn and not any(torch.equal(unet[k], released[k]) for k in drawn)
+    copied = [k for k in control if k.startswith(("conv_in.", "time_embedding.", "down_blocks.", "mid_block."))]
+    assert any("image_attentions" in k for k in copied) and all(torch.equal(control[k], unet[k]) for k in copied)
+    zero = [k for k in control if k.startswith(("controlnet_down_blocks.", "controlnet_mid_block."))]
+    assert zero and all(not control[k].any() for k in zero)
+    assert models.model == "seesr" and models.pipeline().model == "seesr"
+    again, other = (TrainingModels.load(paths, "seesr", from_base=True, seed=s).unet.state_dict() for s in (0, 1))
+    assert all(torch.equal(again[k], unet[k]) for k in image) and not any(torch.equal(other[k], unet[k]) for k in drawn)
+    turbo = TrainingModels.load(tiny_weights, "seesr-turbo", from_base=True, seed=0).unet.state_dict()
+    assert all(torch.equal(turbo[k], unet[k]) for k in unet)  # the same rule on sd-turbo (the stand-in here)
+
+    without_unet = shutil.copytree(tiny / "sd_turbo", tmp_path / "sd-2-base", ignore=shutil.ignore_patterns("unet"))
+    with pytest.raises(MissingWeightsError, match=r"needs the base model's UNet in .*sd-2-base/unet"):
+        TrainingModels.load(dataclasses.replace(tiny_weights, sd2_base=without_unet), "seesr", from_base=True)

@@ -422,7 +422,8 @@ def test_installed_package_uses_a_user_cache_for_weights(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_wheel_ships_the_manifest(tmp_path):
-    """An installed seesr must find its manifest: it is package data, built into the wheel."""
+    """An installed seesr must find its manifest and the training degradation files: they are
+    package data, built into the wheel."""
     import subprocess
     import sys
     import zipfile
@@ -437,5 +438,9 @@ def test_wheel_ships_the_manifest(tmp_path):
     (wheel,) = tmp_path.glob("seesr-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         shipped = json.loads(archive.read("seesr/manifest.json"))
+        from seesr.training.degradation import DEFAULT_CONFIG_FILE, NAMED_CONFIGS
+
+        for config in (DEFAULT_CONFIG_FILE, *NAMED_CONFIGS.values()):
+            assert archive.read(f"seesr/training/{config.name}") == config.read_bytes()
     assert shipped == json.loads(w.DEFAULT_MANIFEST.read_text())
     assert {entry["path"] for entry in shipped["files"]} == set(w.load_manifest().names())

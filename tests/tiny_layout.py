@@ -59,6 +59,14 @@ def lay_out_tiny_weights(tiny: Path, root: Path, names=None, configs: bool = Tru
     return root
 
 
+def lay_out_tiny_sd2_base(tiny: Path, root: Path) -> Path:
+    """Link the tiny sd_turbo folder (unet/ included) as ``root/sd-2-base``, SD-2-base's place in a
+    weights directory: the tiny sd-turbo stands in for SD-2-base (the same architecture; only its
+    scheduler config's timestep spacing differs). Returns ``root``."""
+    (root / "sd-2-base").symlink_to(tiny / "sd_turbo", target_is_directory=True)
+    return root
+
+
 def tiny_weight_paths(tiny: Path) -> WeightPaths:
     """The fixtures where they are (the official folder layout), as a :class:`WeightPaths`."""
 

@@ -12,7 +12,8 @@ from typing import Literal
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One released SeeSR model: how its UNet is assembled and its sampling defaults."""
+    """One released SeeSR model: how its UNet is assembled and the defaults of its official script
+    (the settings of the same names: :data:`seesr.presets.MODEL_DEFAULTS`)."""
 
     unet_rule: Literal["turbo", "plain"]
     """``turbo``: the base (sd-turbo) UNet + SeeSR's image attention; ``plain``: SeeSR's UNet whole."""
@@ -23,14 +24,30 @@ class ModelSpec:
     max_steps: int
     guidance_scale: float
     """Default classifier-free guidance (1.0: none)."""
+    sampler: Literal["ddim", "ddpm"]
+    """Default sampler: ``ddpm`` is the official scripts' ``DDPMScheduler``; ``ddim`` (deterministic)
+    is ours for the turbo model."""
+    max_latent_tile: int
+    """Largest latent tile (the official ``--latent_tiled_size``)."""
+    latent_overlap: int | None
+    """Overlap of the latent tiles (the official ``--latent_tiled_overlap``); None: the planner's, a
+    third of the tile, at most 32 (the turbo script's 32 at 96)."""
 
 
 MODELS: dict[str, ModelSpec] = {
-    "seesr-turbo": ModelSpec(unet_rule="turbo", base="sd_turbo", steps=2, max_steps=8, guidance_scale=1.0),
-    "seesr": ModelSpec(unet_rule="plain", base="sd2_base", steps=50, max_steps=100, guidance_scale=5.5),
-}
-"""The official models: SeeSR-Turbo (``test_seesr_turbo.py``) and SeeSR on SD-2-base
-(``test_seesr.py``; the README's command uses 50 steps and guidance 5.5)."""
+    "seesr-turbo": ModelSpec(
+        unet_rule="turbo", base="sd_turbo", steps=2, max_steps=8, guidance_scale=1.0, sampler="ddim",
+        max_latent_tile=96, latent_overlap=None,
+    ),
+    "seesr": ModelSpec(
+        unet_rule="plain", base="sd2_base", steps=50, max_steps=100, guidance_scale=5.5, sampler="ddpm",
+        max_latent_tile=96, latent_overlap=4,
+    ),
+}  # fmt: skip
+"""The official models: SeeSR-Turbo (``test_seesr_turbo.py``: 2 steps, guidance 1.0, tiles 96 with
+overlap 32, lines 251-259; DDIM instead of its DDPMScheduler is our choice) and SeeSR on SD-2-base
+(``test_seesr.py``: DDPMScheduler (line 78), guidance 5.5, 50 steps, tiles 96 with overlap 4, lines
+251-259)."""
 
 
 @dataclass(frozen=True)

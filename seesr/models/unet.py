@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -218,30 +218,55 @@ class SeesrUNet2DConditionModel(CheckedPretrainedMixin, UNet2DConditionModel):
         warning; unlike it, every model key must be provided with the right shape, else
         :class:`~seesr.errors.WeightsError` names the file and the keys.
         """
-        base_dir, seesr_dir = Path(base_path, subfolder or ""), Path(seesr_path, subfolder or "")
-        if not (base_dir / "config.json").is_file():
-            raise WeightsError(f"no config.json in {base_dir}; expected the sd-turbo UNet folder")
-        base_file, seesr_file = model_file(base_dir), model_file(seesr_dir)
-        dtype = torch_dtype or torch.get_default_dtype()
-        image_state = read_checkpoint(seesr_file, "SeeSR UNet weights", select=_IMAGE_KEY, dtype=dtype)
+        seesr_file = model_file(Path(seesr_path, subfolder or ""))
+        image_state = read_checkpoint(seesr_file, "SeeSR UNet weights", select=_IMAGE_KEY, dtype=torch_dtype)
         if not image_state:
             raise WeightsError(f"{seesr_file} has no '{_IMAGE_KEY}' weights; seesr_path must hold a SeeSR UNet")
-        base_state = read_checkpoint(base_file, "sd-turbo UNet weights", dtype=dtype)
+        return cls._assemble(Path(base_path, subfolder or ""), (seesr_file, image_state), torch_dtype)
+
+    @classmethod
+    def from_base(
+        cls, base_path: str | Path, *, subfolder: str = "unet", torch_dtype: torch.dtype | None = None
+    ) -> SeesrUNet2DConditionModel:
+        """The start of ``train_seesr.py`` from SD-2-base (lines 680-682): the base UNet's config
+        and weights, and SeeSR's image attention at its default initialisation (the official call
+        builds the UNet with ``use_image_cross_attention=True`` and loads a checkpoint without
+        image attention; diffusers 0.21 keeps the constructor's weights for the missing keys when
+        ``low_cpu_mem_usage=False`` and refuses them otherwise). Draws from torch's global RNG."""
+        return cls._assemble(Path(base_path, subfolder or ""), None, torch_dtype)
+
+    @classmethod
+    def _assemble(
+        cls, base_dir: Path, image: tuple[Path, dict[str, torch.Tensor]] | None, torch_dtype: torch.dtype | None
+    ) -> SeesrUNet2DConditionModel:
+        """The base UNet of ``base_dir`` plus image attention: ``image`` (its file and weights), or
+        newly initialised (None). Every other model key must come from the base with its shape."""
+        if not (base_dir / "config.json").is_file():
+            raise WeightsError(f"no config.json in {base_dir}; expected the base model's UNet folder (diffusers layout)")
+        base_file = model_file(base_dir)
+        dtype = torch_dtype or torch.get_default_dtype()
+        image_file, image_state = image if image is not None else (None, {})
+        base_state = read_checkpoint(base_file, "base UNet weights", dtype=dtype)
         state = {**base_state, **image_state}
 
         config = dict(cls.load_config(base_dir))
         config["use_image_cross_attention"] = True
-        with torch.device("meta"):
+        with torch.device("meta") if image is not None else nullcontext():
             model = cls.from_config(config)
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        for file, part in ((base_file, {k: v for k, v in base_state.items() if k not in image_state}),
-                           (seesr_file, image_state)):
+        parts = [(base_file, "base UNet", {k: v for k, v in base_state.items() if k not in image_state})]
+        if image is not None:
+            parts.append((image_file, "SeeSR image attention", image_state))
+        for file, what, part in parts:
             missing, unexpected, mismatched = compare_shapes(
                 {k: v for k, v in expected.items() if (_IMAGE_KEY in k) == (part is image_state)},
                 {k: tuple(v.shape) for k, v in part.items()},
             )
-            check_keys(f"{file} ({'SeeSR image attention' if part is image_state else 'sd-turbo UNet'})",
-                       missing, unexpected, mismatched=mismatched)
+            check_keys(f"{file} ({what})", missing, unexpected, mismatched=mismatched)
         state = {k: v for k, v in state.items() if k in expected}
-        model.load_state_dict(state, strict=True, assign=True)
+        if image is not None:
+            model.load_state_dict(state, strict=True, assign=True)
+        else:
+            model.load_state_dict(state, strict=False)
+            torch.nn.Module.to(model, dtype)  # not ModelMixin.to, which warns about an empty keep-in-float32 list
         return model.eval()

@@ -1,5 +1,7 @@
 """The SeeSR training loop on accelerate, after the official ``train_seesr.py``.
 
+Either model: SeeSR-Turbo (on sd-turbo) or SeeSR (on SD-2-base), from its released weights or, with
+``from_base``, from its base alone (new image attention, the ControlNet initialised from the UNet).
 Trainable: the whole ControlNet and the UNet's ``image_attentions``; VAE, text encoder, the rest of
 the UNet and the RAM tagger are frozen. Per micro-batch: HR -> VAE latent (a posterior sample) x
 scaling factor; noise; timesteps uniform in [0, 1000); DDPM ``add_noise``; prompt = HR tags (or "");
@@ -7,17 +9,20 @@ RAM embeddings of the LR image; ControlNet on the LR image upscaled to the HR si
 MSE(UNet epsilon, noise) in float32; AdamW; gradients clipped over ControlNet + UNet.
 
 Outputs under OUT: ``seesr/controlnet`` and ``seesr/unet`` (safetensors + config, the official
-layout), links to the base sd-turbo and RAM files (so OUT is a complete weights folder for
-``seesr upscale --weights OUT``), ``checkpoints/checkpoint-N`` (accelerate state for ``--resume``),
-``history.jsonl`` (loss and lr per step), ``tags.json`` and ``validation/step-N``.
+layout), links to the base model folders and RAM files (so OUT is a complete weights folder for
+``seesr upscale --model MODEL --weights OUT``), ``checkpoints/checkpoint-N`` (accelerate state for ``--resume``),
+``history.jsonl`` (loss and lr per step), ``tags.json`` and ``validation/step-N``, written by the
+rules of :mod:`.run_folder` (never into what the run reads, every state file whole or absent). A
+non-finite loss or gradient norm stops the run before the step is written anywhere.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
+import math
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,9 +31,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from seesr.errors import ConfigError
-from seesr.training.data import TAGS_FILE, DataFolder, StepSampler, TrainingSamples, compute_tags
-from seesr.training.degradation import DegradationConfig
+from seesr.errors import ConfigError, MissingWeightsError
+from seesr.files import write_atomically
+from seesr.models import MODELS
+from seesr.training.data import DataFolder, StepSampler, TrainingSamples, compute_tags, read_tags
+from seesr.training.degradation import NAMED_CONFIGS, DegradationConfig
+from seesr.training.run_folder import (
+    TAGS_FILE, VALIDATION, append_history, check_run_folder, checkpoint_step, complete_checkpoints, export_weights,
+    find_checkpoint, load_checkpoint, reads_of, remove_leftovers, restart_history, save_checkpoint,
+)  # fmt: skip
 from seesr.training.settings import TrainSettings
 
 if TYPE_CHECKING:
@@ -50,18 +61,6 @@ ADAM_BETAS, ADAM_EPSILON = (0.9, 0.999), 1e-8
 """Official ``--adam_beta1/2`` and ``--adam_epsilon``."""
 NOISE_STREAM = 2
 """Random stream of the VAE sample, noise and timesteps (the data streams are 0 and 1)."""
-CHECKPOINTS = "checkpoints"
-HISTORY_FILE = "history.jsonl"
-BASE_LINKS = {
-    "sd_turbo": "sd-turbo",
-    "ram_checkpoint": "ram_swin_large_14m.pth",
-    "dape_checkpoint": "DAPE.pth",
-    "ram_tag_list": "ram/ram_tag_list.txt",
-    "ram_tag_list_chinese": "ram/ram_tag_list_chinese.txt",
-    "ram_thresholds": "ram/ram_tag_list_threshold.txt",
-    "ram_configs": "ram/configs",
-}
-"""Base weights linked into OUT (WeightPaths field -> place in a weights directory)."""
 
 
 # ------------------------------------------------------------------------------------ the models
@@ -76,22 +75,47 @@ class TrainingModels:
     controlnet: SeesrControlNetModel
     tagger: RamTagger
     noise_scheduler: DDPMScheduler
-    """The training noise schedule (``add_noise``), read from sd-turbo's scheduler config."""
+    """The training noise schedule (``add_noise``), read from the base model's scheduler config."""
     schedule: NoiseSchedule
     """The same schedule as inference reads it (for the validation pipeline)."""
+    model: str = "seesr-turbo"
+    """Which of :data:`~seesr.models.MODELS` these networks are."""
 
     @classmethod
-    def load(cls, paths: WeightPaths) -> "TrainingModels":
-        """The base weights of a :class:`~seesr.weights.WeightPaths`, by the same rules as inference
-        (UNet: sd-turbo + SeeSR's image attention); the training noise schedule as DDPM."""
+    def load(
+        cls, paths: WeightPaths, model: str = "seesr-turbo", *, from_base: bool = False, seed: int = 0
+    ) -> "TrainingModels":
+        """The weights of ``model`` in a :class:`~seesr.weights.WeightPaths`, by the same rules as
+        inference (turbo: sd-turbo's UNet + SeeSR's image attention; seesr: SeeSR's UNet whole on
+        SD-2-base), and its base's noise schedule as DDPM (``train_seesr.py`` line 663).
+
+        ``from_base``: the UNet of the base folder with new image attention (seeded by ``seed``) and
+        a ControlNet initialised from that UNet (``train_seesr.py`` lines 680-692); the SeeSR
+        weights are not read."""
         from diffusers import DDPMScheduler
 
+        from seesr.models.controlnet import SeesrControlNetModel
+        from seesr.models.unet import SeesrUNet2DConditionModel
         from seesr.pipeline import SeesrPipeline
 
-        pipe = SeesrPipeline.from_pretrained(paths, device="cpu", torch_dtype=torch.float32)
-        noise_scheduler = DDPMScheduler.from_config(DDPMScheduler.load_config(paths.sd_turbo / "scheduler"))
+        base = getattr(paths, MODELS[model].base)
+        networks = {}
+        if from_base and base is not None:  # (no base folder: from_pretrained says what is missing)
+            if not (base / "unet" / "config.json").is_file():
+                raise MissingWeightsError(
+                    f"training {model} from its base needs the base model's UNet in {base / 'unet'} (diffusers "
+                    f"layout: config.json, diffusion_pytorch_model.safetensors); `seesr weights download` fetches "
+                    f"only what upscaling reads: copy the base model's unet/ folder there (SD-2-base: from "
+                    f"stabilityai/stable-diffusion-2-base or a mirror weights/README.md lists)"
+                )
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                unet = SeesrUNet2DConditionModel.from_base(base, torch_dtype=torch.float32)
+                networks = {"unet": unet, "controlnet": SeesrControlNetModel.from_unet(unet)}
+        pipe = SeesrPipeline.from_pretrained(paths, model=model, device="cpu", torch_dtype=torch.float32, **networks)
+        noise_scheduler = DDPMScheduler.from_config(DDPMScheduler.load_config(base / "scheduler"))
         return cls(pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet, pipe.controlnet, pipe.tagger,
-                   noise_scheduler, pipe.schedule)
+                   noise_scheduler, pipe.schedule, model)
 
     def set_trainable(self) -> list[torch.nn.Parameter]:
         """Freeze everything but the ControlNet and the UNet's image attention; return those."""
@@ -107,8 +131,10 @@ class TrainingModels:
         """A SeesrPipeline over these networks (the current weights), for validation."""
         from seesr.pipeline import SeesrPipeline
 
-        return SeesrPipeline(self.vae, self.text_encoder, self.tokenizer, self.unet if unet is None else unet,
+        pipe = SeesrPipeline(self.vae, self.text_encoder, self.tokenizer, self.unet if unet is None else unet,
                              self.controlnet if controlnet is None else controlnet, self.tagger, self.schedule)
+        pipe.model = self.model
+        return pipe
 
 
 @dataclass
@@ -234,6 +260,10 @@ def train(
     cuda = torch.cuda.is_available()
     if settings.mixed_precision == "fp16" and not cuda:
         raise ConfigError("mixed_precision fp16 needs a CUDA GPU; on the CPU use bf16 or no")
+    # 0. Before any work: what is read, what is written, where the run starts
+    degradation = DegradationConfig.load(settings.degradation)
+    paths = WeightPaths.resolve(settings.weights, need=[MODELS[settings.model].base])
+    check_run_folder(output, reads_of(Path(data), paths, NAMED_CONFIGS.get(str(settings.degradation), settings.degradation)))
     accelerator = Accelerator(
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
         mixed_precision=settings.mixed_precision,
@@ -243,9 +273,13 @@ def train(
     device = accelerator.device
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
 
+    resume_dir = _starting_checkpoint(output, settings, accelerator.is_main_process)
+    start_step = checkpoint_step(resume_dir) if resume_dir is not None else 0
+    if start_step >= settings.max_steps:
+        raise ConfigError(f"{resume_dir} is at step {start_step}; raise max_steps above it to train further")
+
     # 1. Models: trainable float32 copies, frozen ones in the autocast precision
-    paths = WeightPaths.resolve(settings.weights)
-    models = TrainingModels.load(paths)
+    models = TrainingModels.load(paths, settings.model, from_base=settings.from_base, seed=settings.seed)
     trainable = models.set_trainable()
     if settings.gradient_checkpointing:
         models.unet.enable_gradient_checkpointing()
@@ -256,12 +290,13 @@ def train(
     # 2. Data: tags once (main process), then the deterministic sample stream
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(output)
         compute_tags(folder, models.tagger, output / TAGS_FILE)
     accelerator.wait_for_everyone()
-    tags = {k: v["tags"] for k, v in json.loads((output / TAGS_FILE).read_text()).items()}
+    tags = {k: v["tags"] for k, v in read_tags(output / TAGS_FILE).items()}
     dataset = TrainingSamples(
         folder, tags, crop_size=settings.crop_size, null_text_ratio=settings.null_text_ratio, seed=settings.seed,
-        degradation=DegradationConfig.load(settings.degradation),
+        degradation=degradation,
     )
 
     # 3. Optimizer, schedule, accelerate
@@ -277,14 +312,11 @@ def train(
     unet, controlnet, optimizer, lr_scheduler = accelerator.prepare(
         models.unet, models.controlnet, optimizer, lr_scheduler
     )
-    start_step = 0
-    resume_dir = find_checkpoint(output, settings.resume) if settings.resume else None
     if resume_dir is not None:
-        accelerator.load_state(str(resume_dir))
-        start_step = checkpoint_step(resume_dir)
+        load_checkpoint(accelerator, resume_dir)
         logger.info("resumed from %s (step %d)", resume_dir, start_step)
-    if start_step >= settings.max_steps:
-        raise ConfigError(f"{resume_dir} is at step {start_step}; raise max_steps above it to train further")
+    if accelerator.is_main_process:
+        restart_history(output, start_step)
 
     loader = DataLoader(
         dataset,
@@ -309,32 +341,39 @@ def train(
             with accelerator.autocast():
                 loss = training_loss(models, batch, seed=settings.seed, unet=unet, controlnet=controlnet,
                                      weight_dtype=weight_dtype)
+            accumulated += loss.detach() / settings.gradient_accumulation_steps
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 clipped = list(controlnet.parameters()) + list(unet.parameters())
-                accelerator.clip_grad_norm_(clipped, settings.max_grad_norm)
+                norm = accelerator.clip_grad_norm_(clipped, settings.max_grad_norm)
+                # the same norm on every process; fp16's loss scaling skips non-finite steps itself
+                if accelerator.scaler is None and not torch.isfinite(norm):
+                    raise diverged(step + 1, accelerator.reduce(accumulated, "mean").item(), settings, output)
             optimizer.step()
             lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-        accumulated += loss.detach() / settings.gradient_accumulation_steps
         if not accelerator.sync_gradients:
             continue
         step += 1
         step_loss = accelerator.reduce(accumulated, "mean").item()
+        if not math.isfinite(step_loss):
+            raise diverged(step, step_loss, settings, output)
         accumulated.zero_()
         lr = lr_scheduler.get_last_lr()[0]
         losses.append(step_loss)
         bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
         bar.update()
         if accelerator.is_main_process:
-            with (output / HISTORY_FILE).open("a") as history:
-                history.write(json.dumps({"step": step, "loss": step_loss, "lr": lr}) + "\n")
+            append_history(output, {"step": step, "loss": step_loss, "lr": lr})
         if step % settings.checkpoint_every == 0 or step == settings.max_steps:
-            checkpoint = save_checkpoint(accelerator, output, step, settings.keep_checkpoints, paths, unet, controlnet)
+            checkpoint = save_checkpoint(accelerator, output, step, settings.keep_checkpoints)
+            if accelerator.is_main_process:
+                export_weights(accelerator.unwrap_model(unet), accelerator.unwrap_model(controlnet), output, paths)
+            accelerator.wait_for_everyone()
         if settings.validate_every and step % settings.validate_every == 0:
             if accelerator.is_main_process:
                 validation[f"step-{step}"] = validate(
-                    models, dataset, settings, output / "validation" / f"step-{step}",
+                    models, dataset, settings, output / VALIDATION / f"step-{step}",
                     accelerator.unwrap_model(unet), accelerator.unwrap_model(controlnet),
                 )
             accelerator.wait_for_everyone()
@@ -353,47 +392,27 @@ def _optimizer(settings: TrainSettings) -> type[torch.optim.Optimizer]:
     return bitsandbytes.optim.AdamW8bit
 
 
-# ------------------------------------------------------------------------------ checkpoints
-def checkpoint_step(folder: Path) -> int:
-    return int(folder.name.rsplit("-", 1)[1])
+def _starting_checkpoint(output: Path, settings: TrainSettings, is_main_process: bool) -> Path | None:
+    """The checkpoint a run continues from (``--resume``), or None for a new run, which is refused
+    where OUT already holds another run's checkpoints (it would replace them)."""
+    if settings.resume:
+        return find_checkpoint(output, settings.resume, announce=is_main_process)
+    existing = complete_checkpoints(output)
+    if existing:
+        raise ConfigError(f"{output} already holds a training run (newest: {existing[-1].name}): continue it with "
+                          f"--resume latest, or train into another folder")  # fmt: skip
+    return None
 
 
-def find_checkpoint(output: Path, resume: str) -> Path:
-    """``latest``: the newest ``OUT/checkpoints/checkpoint-N``; else the folder named."""
-    if resume != "latest":
-        folder = Path(resume)
-        if not (folder.is_dir() and folder.name.startswith("checkpoint-")):
-            raise ConfigError(f"resume: {folder} is not a checkpoint folder (OUT/checkpoints/checkpoint-N)")
-        return folder
-    found = sorted((output / CHECKPOINTS).glob("checkpoint-*"), key=checkpoint_step)
-    if not found:
-        raise ConfigError(f"resume latest: no checkpoint in {output / CHECKPOINTS}; train without --resume first")
-    return found[-1]
-
-
-def save_checkpoint(accelerator, output: Path, step: int, keep: int, paths, unet, controlnet) -> Path:
-    """accelerate state (for resuming) and the official-layout weights, old checkpoints pruned."""
-    folder = output / CHECKPOINTS / f"checkpoint-{step}"
-    accelerator.save_state(str(folder))
-    if accelerator.is_main_process:
-        export_weights(accelerator.unwrap_model(unet), accelerator.unwrap_model(controlnet), output, paths)
-        for old in sorted((output / CHECKPOINTS).glob("checkpoint-*"), key=checkpoint_step)[:-keep]:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-    return folder
-
-
-def export_weights(unet, controlnet, output: Path, paths) -> None:
-    """OUT/seesr/{unet,controlnet} (safetensors + config) plus links to the base sd-turbo and RAM
-    files, so that OUT is a weights directory ``seesr upscale --weights OUT`` reads unchanged."""
-    unet.save_pretrained(output / "seesr" / "unet", safe_serialization=True)
-    controlnet.save_pretrained(output / "seesr" / "controlnet", safe_serialization=True)
-    for name, place in BASE_LINKS.items():
-        target, link = getattr(paths, name), output / place
-        if target is None or link.exists() or link.is_symlink():
-            continue
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(Path(target).resolve(), target_is_directory=Path(target).is_dir())
+def diverged(step: int, loss: float, settings: TrainSettings, output: Path) -> ConfigError:
+    """The one line for a non-finite loss or gradient norm: this step is not written anywhere."""
+    kept = complete_checkpoints(output)
+    since = f"{kept[-1].name} and its exported weights are kept" if kept else "nothing was exported"
+    what = f"the loss is {loss:g}" if not math.isfinite(loss) else f"the gradient norm is not finite (loss {loss:g})"
+    return ConfigError(
+        f"training diverged at step {step}: {what}; the step was not saved, {since}. "
+        f"Lower --lr (now {settings.lr:g}) or --max-grad-norm, or check the data"
+    )
 
 
 # ------------------------------------------------------------------------------- validation
@@ -427,9 +446,11 @@ def validate(models: TrainingModels, dataset: TrainingSamples, settings: TrainSe
         for name, value in score_pair(sr, hr, scorers).items():
             scores[name].append(value)
         bicubic = lr.resize(hr.size, Image.Resampling.BICUBIC)
-        side_by_side(side_by_side(bicubic, sr), hr).save(folder / f"{k:02d}.png")
+        panel = BytesIO()
+        side_by_side(side_by_side(bicubic, sr), hr).save(panel, format="PNG")
+        write_atomically(folder / f"{k:02d}.png", panel.getvalue(), overwrite=True, error=ConfigError)
     controlnet.train(was_training)
     result = {name: float(np.mean(values)) for name, values in scores.items()}
-    (folder / "metrics.json").write_text(json.dumps(result, indent=1))
+    write_atomically(folder / "metrics.json", json.dumps(result, indent=1).encode(), overwrite=True, error=ConfigError)
     logger.info("validation %s: %s", folder.name, ", ".join(f"{name} {value:.4f}" for name, value in result.items()))
     return result
