@@ -1,4 +1,5 @@
-"""Command line: ``seesr upscale INPUT... -o OUT`` and ``seesr weights download|verify|list``.
+"""Command line: ``seesr upscale INPUT... -o OUT``, ``seesr weights download|verify|list``, ``seesr train``
+and ``seesr evaluate``.
 
 A thin adapter over :class:`seesr.api.Upscaler` and :mod:`seesr.weights`: it parses flags, finds
 the files, shows progress (one updating line on a terminal), writes outputs atomically and reports
@@ -54,14 +55,14 @@ class _Switch(argparse.Action):
         setattr(namespace, self.dest, option_string == self.option_strings[0])
 
 
-def add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per :class:`~seesr.presets.Settings` field, grouped by the engines it applies to;
-    values stay text (None when not given): :func:`~seesr.presets.resolve_settings` converts and
-    validates them, reporting every problem at once."""
+def add_setting_flags(parser: argparse.ArgumentParser, leave_out: frozenset[str] = frozenset()) -> None:
+    """One flag per :class:`~seesr.presets.Settings` field (but ``leave_out``), grouped by the
+    engines it applies to; values stay text (None when not given):
+    :func:`~seesr.presets.resolve_settings` converts and validates them, reporting every problem at once."""
     from seesr.presets import DECLARED, ENGINES, describe, flag_name, setting_info, value_kind
 
     groups: dict[tuple[str, ...], Any] = {}
-    for name in DECLARED:
+    for name in (n for n in DECLARED if n not in leave_out):
         info, (kind, _) = setting_info(name), value_kind(name)
         flag, help_text = flag_name(name), describe(name).replace("%", "%%")
         if info.engines not in groups:
@@ -81,7 +82,7 @@ def setting_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """The settings given as flags, by name (the rest is left to the environment, file and preset)."""
     from seesr.presets import DECLARED
 
-    return {name: getattr(args, name) for name in DECLARED if getattr(args, name) is not None}
+    return {name: getattr(args, name) for name in DECLARED if getattr(args, name, None) is not None}
 
 
 def add_report_flags(parser: argparse.ArgumentParser) -> None:
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("--trust-unverified", action="store_true",
                          help="accept files without a published sha256 from mirrors (marked 'unverified' in list)")
     add_train_parser(commands)
+    add_evaluate_parser(commands)
     return parser
 
 
@@ -139,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             return weights_command(args)
         if args.command == "train":
             return train_command(args)
+        if args.command == "evaluate":
+            return evaluate_command(args)
         return upscale_command(args)
     except SeesrError as error:
         _error(f"seesr: {error}")
@@ -373,6 +377,84 @@ def weights_command(args: argparse.Namespace) -> int:
     if any(s.unverified for s in statuses):
         print("unverified: no published sha256; mirrors are used for these only with --trust-unverified")
     return 1 if any(s.failed for s in statuses) else 0
+
+
+EVALUATE_EPILOG = (
+    "Exit code: 0 when every pair got every metric, 1 when the evaluation is partial (a pair or a metric left "
+    "out, a --run row without its weights; each said in one line on stderr), 2 when nothing could be evaluated. "
+    "The setting flags apply to the --run rows (a row's own preset, model or engine wins); --device also places "
+    "the learned metrics."
+)
+
+
+def add_evaluate_parser(commands: Any) -> None:
+    """``seesr evaluate SR_DIR HR_DIR`` / ``seesr evaluate --run NAMES LR_DIR HR_DIR``."""
+    from seesr.evaluate import BICUBIC, REALESRGAN_ENGINE, RUN_SETTINGS_LEFT_OUT
+    from seesr.metrics import METRIC_GROUPS, METRICS
+    from seesr.models import MODELS
+    from seesr.presets import PRESETS
+
+    ev = commands.add_parser(
+        "evaluate", help="quality table (PSNR, SSIM, LPIPS, ...) of SR images against HR images, or of engines run now",
+        epilog=EVALUATE_EPILOG, allow_abbrev=False,
+    )  # fmt: skip
+    ev.add_argument("images", type=Path, metavar="SR_DIR", help="the SR images (with --run: LR_DIR, the LR images)")
+    ev.add_argument("hr", type=Path, metavar="HR_DIR", help="the HR images, paired with the others by file name without suffix")
+    ev.add_argument("--run", metavar="NAME[,NAME...]",
+                    help=f"upscale LR_DIR with each of these first, one row each: presets ({', '.join(PRESETS)}), "
+                    f"{', '.join(MODELS)}, a Real-ESRGAN model (see -n), {REALESRGAN_ENGINE}, {BICUBIC}; never a fallback")  # fmt: skip
+    ev.add_argument("--lr", type=Path, metavar="LR_DIR", help=f"also score these LR images upscaled with bicubic (row '{BICUBIC}')")
+    ev.add_argument("--metrics", default=",".join(METRIC_GROUPS["default"]), metavar="NAME[,NAME...]",
+                    help=f"metrics: {', '.join(METRICS)}; groups: "
+                    + ", ".join(f"{group} ({'every metric' if group == 'all' else ','.join(names)})"
+                                for group, names in METRIC_GROUPS.items()) + " (default: %(default)s)")  # fmt: skip
+    ev.add_argument("--crop-border", type=int, default=0, metavar="N",
+                    help="pixels left out at every edge of both images before every metric (BasicSR's crop_border)")  # fmt: skip
+    ev.add_argument("--json", action="store_true", help="print one JSON object (rows, means, per-image scores) instead of the table")
+    ev.add_argument("--csv", type=Path, metavar="FILE", help="also write the per-image scores and means as CSV")
+    ev.add_argument("--weights", type=Path, help="weights directory for --run (default: weights/ or $SEESR_WEIGHTS)")
+    add_setting_flags(ev, leave_out=RUN_SETTINGS_LEFT_OUT)
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    """Score, print the table (or JSON) on stdout and each problem in one line on stderr."""
+    from seesr.errors import ConfigError
+    from seesr.evaluate import evaluate_folder, evaluate_runs
+    from seesr.metrics import parse_metrics
+
+    metrics = parse_metrics(args.metrics)
+    if args.crop_border < 0:
+        raise ConfigError(f"--crop-border must be 0 or more, got {args.crop_border}")
+    arguments = setting_arguments(args)
+    progress = _evaluate_progress if sys.stderr.isatty() else None
+    if args.run:
+        if args.lr is not None:
+            raise ConfigError("--lr goes with SR_DIR HR_DIR; with --run the first folder is the LR folder (add bicubic to --run)")
+        runs = [name.strip() for name in args.run.split(",") if name.strip()]
+        evaluation = evaluate_runs(runs, args.images, args.hr, metrics=metrics, crop_border=args.crop_border,
+                                   weights=args.weights, progress=progress, **arguments)  # fmt: skip
+    else:
+        unused = sorted(set(arguments) - {"device"})
+        if unused:
+            raise ConfigError(f"{', '.join('--' + n.replace('_', '-') for n in unused)} only apply with --run")
+        evaluation = evaluate_folder(args.images, args.hr, lr_dir=args.lr, metrics=metrics, crop_border=args.crop_border,
+                                     device=arguments.get("device"), progress=progress)  # fmt: skip
+    if progress is not None:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
+    unavailable = [evaluation.unavailable[name] for name in evaluation.metrics if name in evaluation.unavailable]
+    for line in [*unavailable, *evaluation.problems]:
+        _error(line)
+    table = "\n".join(printable(line) for line in evaluation.table().splitlines())
+    print(json.dumps(evaluation.record()) if args.json else table, flush=True)
+    if args.csv is not None:
+        from seesr.files import write_atomically
+
+        write_atomically(args.csv, evaluation.csv().encode(), overwrite=True)
+    return 1 if evaluation.partial else 0
+
+
+def _evaluate_progress(row: str, index: int, total: int, name: str) -> None:
+    print(f"\r\033[K{row}: {index}/{total} {name}", end="", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -416,17 +416,26 @@ def diverged(step: int, loss: float, settings: TrainSettings, output: Path) -> C
 
 
 # ------------------------------------------------------------------------------- validation
+VALIDATION_METRICS = ("psnr", "ssim", "lpips")
+"""What validation reports (:mod:`seesr.metrics`; LPIPS only where its weights are at hand)."""
+
+
 def validate(models: TrainingModels, dataset: TrainingSamples, settings: TrainSettings, folder: Path,
              unet, controlnet) -> dict[str, float]:
     """Upscale the fixed validation LR images with the current weights through SeesrPipeline; save
-    bicubic | SeeSR | HR side by side; return mean PSNR / SSIM (dB, luma) against the HR crops."""
+    bicubic | SeeSR | HR side by side; return the mean PSNR, SSIM (and LPIPS where its weights are
+    at hand) against the HR crops, by the code of ``seesr evaluate``."""
+    from seesr.evaluate import load_scorers, score_pair
     from seesr.imaging import side_by_side, tensor_to_pil
 
     pipe = models.pipeline(unet, controlnet)
     was_training = controlnet.training
     controlnet.eval()
     folder.mkdir(parents=True, exist_ok=True)
-    scores: dict[str, list[float]] = {"psnr": [], "ssim": []}
+    scorers, unavailable = load_scorers(VALIDATION_METRICS)
+    for line in unavailable.values():
+        logger.debug("validation without %s", line)
+    scores: dict[str, list[float]] = {name: [] for name in scorers}
     for k in range(settings.validation_images):
         sample = dataset.validation_sample(k)
         lr, hr = tensor_to_pil(sample["lr"].unsqueeze(0)), tensor_to_pil(sample["hr"].unsqueeze(0))
@@ -434,8 +443,8 @@ def validate(models: TrainingModels, dataset: TrainingSamples, settings: TrainSe
         work = (hr.width, hr.height)
         plan = pipe.plan_for(*work, overrides={"offload": False})
         sr = pipe(lr, scale=scale, process_size=settings.crop_size, seed=settings.seed, plan=plan).images[0]
-        scores["psnr"].append(psnr(sr, hr))
-        scores["ssim"].append(ssim(sr, hr))
+        for name, value in score_pair(sr, hr, scorers).items():
+            scores[name].append(value)
         bicubic = lr.resize(hr.size, Image.Resampling.BICUBIC)
         panel = BytesIO()
         side_by_side(side_by_side(bicubic, sr), hr).save(panel, format="PNG")
@@ -443,31 +452,5 @@ def validate(models: TrainingModels, dataset: TrainingSamples, settings: TrainSe
     controlnet.train(was_training)
     result = {name: float(np.mean(values)) for name, values in scores.items()}
     write_atomically(folder / "metrics.json", json.dumps(result, indent=1).encode(), overwrite=True, error=ConfigError)
-    logger.info("validation %s: PSNR %.2f dB, SSIM %.4f", folder.name, result["psnr"], result["ssim"])
+    logger.info("validation %s: %s", folder.name, ", ".join(f"{name} {value:.4f}" for name, value in result.items()))
     return result
-
-
-def _luma(image: Image.Image) -> np.ndarray:
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float64)
-    return rgb @ np.array([65.481, 128.553, 24.966]) / 255.0 + 16.0  # ITU-R BT.601 Y, as SR papers report
-
-
-def psnr(output: Image.Image, reference: Image.Image) -> float:
-    """PSNR in dB on the luma (Y of YCbCr), the usual super-resolution convention."""
-    mse = float(np.mean((_luma(output) - _luma(reference)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
-
-
-def ssim(output: Image.Image, reference: Image.Image) -> float:
-    """SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5) on the luma."""
-    import cv2
-
-    x, y = _luma(output), _luma(reference)
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-
-    def blur(a: np.ndarray) -> np.ndarray:
-        return cv2.GaussianBlur(a, (11, 11), 1.5)[5:-5, 5:-5]
-
-    mx, my = blur(x), blur(y)
-    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
-    return float(np.mean(((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))))
