@@ -38,11 +38,11 @@ def __getattr__(name: str):
 
         return train
     if name == "SeesrPipeline":
-        from seesr.pipeline import SeesrPipeline
+        from seesr.engines.seesr.pipeline import SeesrPipeline
 
         return SeesrPipeline
     if name in ("Settings", "PRESETS"):
-        from seesr import presets
+        from seesr.settings import declare
 
-        return getattr(presets, name)
+        return getattr(declare, name)
     raise AttributeError(f"module 'seesr' has no attribute {name!r}")

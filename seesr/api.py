@@ -19,23 +19,23 @@ import numpy as np
 import torch
 from PIL import Image
 
-from seesr.devices import PeakTracker, resolve_device
+from seesr.runtime.devices import PeakTracker, resolve_device
 from seesr.errors import ConfigError, MissingWeightsError
-from seesr.fallback import Attempt, free_memory, run_ladder
-from seesr.fidelity import FidelityReport, fidelity_report
-from seesr.imaging import compare_image, denoise, plan_working_size, resize
-from seesr.load import LoadedImage, load_image
-from seesr.models import MODELS
-from seesr.outputs import PILLOW_FORMATS, SUFFIX_FORMATS, concrete_format, format_of
-from seesr.planner import RunPlan, plan_run
-from seesr.presets import Settings, resolve_settings
+from seesr.engines.ladder import Attempt, free_memory, run_ladder
+from seesr.imaging.fidelity import FidelityReport, fidelity_report
+from seesr.imaging.convert import compare_image, denoise, plan_working_size, resize
+from seesr.io.read import LoadedImage, load_image
+from seesr.settings.models import MODELS
+from seesr.io.naming import PILLOW_FORMATS, SUFFIX_FORMATS, concrete_format, format_of
+from seesr.engines.seesr.planner import RunPlan, plan_run
+from seesr.settings.declare import Settings, resolve_settings
 from seesr.progress import RECORD_FIELDS, ProgressCallback, RunStart, StageProgress, StageTracker
-from seesr.sampling import NoiseSchedule
-from seesr.save import recombine, save_image
+from seesr.engines.seesr.sampling import NoiseSchedule
+from seesr.io.write import recombine, save_image
 from seesr.weights import WeightPaths, default_weights_dir, load_manifest
 
 if TYPE_CHECKING:
-    from seesr.pipeline import SeesrPipeline
+    from seesr.engines.seesr.pipeline import SeesrPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class Upscaler:
             self.unload()  # one model's networks at a time
         if self._pipe is None:
             paths = self.weight_paths(settings, download=self.download).check()
-            from seesr.pipeline import SeesrPipeline
+            from seesr.engines.seesr.pipeline import SeesrPipeline
 
             self._pipe = SeesrPipeline.from_pretrained(paths, model=settings.model, device=device, torch_dtype=dtype)
         elif self._pipe_key != key:
@@ -186,8 +186,8 @@ class Upscaler:
     def realesrgan(self, settings: Settings):
         """The Real-ESRGAN engine: the settings' Real-ESRGAN model, else (the SeeSR fallback) x4plus;
         loaded once per model, device and precision."""
-        from seesr.models import DEFAULT_MODEL, is_realesrgan_model
-        from seesr.realesrgan import load_realesrgan
+        from seesr.settings.models import DEFAULT_MODEL, is_realesrgan_model
+        from seesr.engines.realesrgan.upscaler import load_realesrgan
 
         model = settings.model if is_realesrgan_model(settings.model) else DEFAULT_MODEL
         key = (model, settings.device, settings.fp32)
@@ -255,10 +255,10 @@ class Upscaler:
                     raise
                 reason = self._missing_reason(error)
         if settings.engine == "realesrgan" or reason is not None:
-            from seesr.models import (
+            from seesr.settings.models import (
                 DEFAULT_MODEL, REALESRGAN_MODELS, canonical_model, is_model_file, is_realesrgan_model,
             )  # fmt: skip
-            from seesr.realesrgan import (
+            from seesr.engines.realesrgan.upscaler import (
                 auto_tile,
                 batch_pixels_for,
                 estimated_peak_bytes,
@@ -302,7 +302,7 @@ class Upscaler:
             ladder = self._run(rgb, settings, seed, StageTracker(self.progress))
         reference = resize(loaded.rgb, ladder.image.size)
         if ladder.engine == "realesrgan":
-            from seesr.realesrgan import color_fix_image
+            from seesr.engines.realesrgan.upscaler import color_fix_image
 
             ladder.image = color_fix_image(ladder.image, reference, settings.color_fix)
         image_out = recombine(ladder.image, loaded)

@@ -4,7 +4,7 @@ Images are paired by name (the file stem: ``out/0001.png`` with ``hr/0001.jpg``)
 table is one way of making the SR images: a folder of them, the bicubic baseline from the LR images
 (``lr_dir``), or an engine / model / preset run on the LR images now (``runs``, through
 :class:`~seesr.api.Upscaler` without its fallback, so a row is what it says). Every pair gets every
-metric asked (:mod:`seesr.metrics`), then each row its mean; FID compares the row's set with the HR
+metric asked (:mod:`seesr.imaging.metrics`), then each row its mean; FID compares the row's set with the HR
 set. What cannot be done is one line each (an unpaired file, a size mismatch, an unreadable image,
 a metric without its weights, a row whose weights are missing) and the rest is still reported:
 the evaluation is then ``partial``.
@@ -24,9 +24,9 @@ import numpy as np
 from PIL import Image
 
 from seesr.errors import ConfigError, InputError, SeesrError
-from seesr.inputs import IMAGE_SUFFIXES
-from seesr.load import LoadedImage, load_image
-from seesr.metrics import METRICS, MetricUnavailable, crop, load_metric
+from seesr.io.inputs import IMAGE_SUFFIXES
+from seesr.io.read import LoadedImage, load_image
+from seesr.imaging.metrics import METRICS, MetricUnavailable, crop, load_metric
 
 BICUBIC = "bicubic"
 """The row (and ``--run`` name) of the LR images upscaled to the HR size with PIL bicubic."""
@@ -257,7 +257,7 @@ class _Scoring:
 
 def _device(name: str | None) -> str:
     """The device of the learned metrics: ``name`` checked, or cuda when there is one."""
-    from seesr.devices import resolve_device
+    from seesr.runtime.devices import resolve_device
 
     return str(resolve_device(name))
 
@@ -294,8 +294,8 @@ def evaluate_folder(
 def run_choices() -> tuple[str, ...]:
     """What ``--run`` accepts: presets (SeeSR-Turbo), SeeSR models, Real-ESRGAN models, the engine
     name ``realesrgan`` (x4plus) and ``bicubic``."""
-    from seesr.models import MODELS, REALESRGAN_MODELS
-    from seesr.presets import PRESETS
+    from seesr.settings.models import MODELS, REALESRGAN_MODELS
+    from seesr.settings.declare import PRESETS
 
     return (*PRESETS, *MODELS, *REALESRGAN_MODELS, REALESRGAN_ENGINE, BICUBIC)
 
@@ -303,8 +303,8 @@ def run_choices() -> tuple[str, ...]:
 def run_arguments(name: str) -> dict[str, Any]:
     """The settings a ``--run`` name stands for (``balanced`` -> preset, ``realesrgan-x4plus`` ->
     model, ...); an unknown name is a one-line ConfigError."""
-    from seesr.models import MODELS, canonical_model, is_realesrgan_model
-    from seesr.presets import PRESETS
+    from seesr.settings.models import MODELS, canonical_model, is_realesrgan_model
+    from seesr.settings.declare import PRESETS
 
     if name in PRESETS:
         return {"preset": name, "engine": "seesr"}

@@ -8,7 +8,7 @@ from PIL import Image
 
 from seesr.api import Result, Upscaler
 from seesr.errors import ConfigError, InputError, OutOfMemoryError
-from seesr.fallback import OomInjector, is_out_of_memory
+from seesr.engines.ladder import OomInjector, is_out_of_memory
 
 FAST = dict(scale=2, steps=1, process_size=0, seed=3)
 

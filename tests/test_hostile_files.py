@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-import seesr.realesrgan as resr
+import seesr.engines.realesrgan.upscaler as resr
 from seesr.cli import main
 from seesr.errors import WeightsError
 

@@ -1,4 +1,4 @@
-"""seesr.imaging: the denoise pre-stage and side-by-side / comparison images."""
+"""seesr.imaging.convert: the denoise pre-stage and side-by-side / comparison images."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from seesr.errors import ConfigError
-from seesr.imaging import COMPARE_DIVIDER, DIVIDER_COLOUR, INPUT_LABEL, compare_image, denoise, side_by_side
+from seesr.imaging.convert import COMPARE_DIVIDER, DIVIDER_COLOUR, INPUT_LABEL, compare_image, denoise, side_by_side
 
 # --------------------------------------------------------------------------------------------
 # denoise

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from seesr.errors import ConfigError
-from seesr.kds import (
+from seesr.engines.seesr.kds import (
     KdsConfig,
     kds_noise_pred,
     mean_shift_vectors,
@@ -20,7 +20,7 @@ from seesr.kds import (
     steered_noise,
     step_size,
 )
-from seesr.sampling import NoiseSchedule, ddim_step, predict_clean, previous_timestep, trailing_timesteps
+from seesr.engines.seesr.sampling import NoiseSchedule, ddim_step, predict_clean, previous_timestep, trailing_timesteps
 
 
 def patch_bandwidth(x0: torch.Tensor, patch: int) -> torch.Tensor:

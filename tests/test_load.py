@@ -1,4 +1,4 @@
-"""seesr.load: real and generated odd inputs, limits, broken files."""
+"""seesr.io.read: real and generated odd inputs, limits, broken files."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from PIL import Image, ImageOps
 
 from conftest import shared_input as _input
 from seesr.errors import ConfigError, InputError
-from seesr.load import LoadedImage, input_file_limit, load_image
-from seesr.save import recombine, save_image
+from seesr.io.read import LoadedImage, input_file_limit, load_image
+from seesr.io.write import recombine, save_image
 
 # name: (is_gray, has_alpha, bit_depth)
 REAL_INPUTS = {

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from seesr.errors import ConfigError
-from seesr.kds import KdsConfig
-from seesr.planner import RunPlan
-from seesr.presets import DECLARED, PRESETS, Settings, describe, env_name, resolve_settings, setting_info, value_kind
+from seesr.engines.seesr.kds import KdsConfig
+from seesr.engines.seesr.planner import RunPlan
+from seesr.settings.declare import DECLARED, PRESETS, Settings, describe, env_name, resolve_settings, setting_info, value_kind
 
 
 def test_defaults_are_the_balanced_preset():
@@ -258,7 +258,7 @@ def test_readme_model_table_is_the_declaration():
     """The README's table of SeeSR models says what MODELS declares (steps, guidance, sampler, tiles)."""
     from pathlib import Path
 
-    from seesr.models import MODELS
+    from seesr.settings.models import MODELS
 
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     rows = {line.split("|")[1].split("`")[1]: [c.strip() for c in line.split("|")[2:-1]]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-import seesr.realesrgan as resr
+import seesr.engines.realesrgan.upscaler as resr
 from seesr.errors import WeightsError
 
 
@@ -60,7 +60,7 @@ def test_conversion_has_official_rrdbnet_layout() -> None:
 def test_every_bundled_model_matches_ncnn_runtime(model: str, weights: Path, crop: Image.Image) -> None:
     """Each bundled model, converted from ncnn, against the ncnn runtime on a real image (48x40
     crop; x2/x3 include the graphs' bicubic downscale)."""
-    from seesr.benchmarks.realesrgan import NcnnRealEsrgan
+    from benchmarks.realesrgan import NcnnRealEsrgan
 
     small = crop.crop((0, 0, 48, 40))
     engine = resr.load_realesrgan(weights, device="cpu", model=model, fp32=True)
@@ -198,8 +198,8 @@ def test_dry_run_plans_the_tile_and_peak_the_engine_would(monkeypatch: pytest.Mo
 
 
 def test_oom_ladder_steps_down_the_tiles(engine: resr.RealEsrganUpscaler, crop: Image.Image) -> None:
-    from seesr.fallback import OomInjector, run_ladder
-    from seesr.planner import RunPlan
+    from seesr.engines.ladder import OomInjector, run_ladder
+    from seesr.engines.seesr.planner import RunPlan
 
     injector = OomInjector({"realesrgan": 2})
     result = run_ladder(

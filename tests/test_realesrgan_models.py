@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-import seesr.realesrgan as resr
+import seesr.engines.realesrgan.upscaler as resr
 from conftest import REPO_ROOT, SHARED
 from seesr.errors import ConfigError, WeightsError
-from seesr.presets import resolve_settings
+from seesr.settings.declare import resolve_settings
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def compact_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_bundled_models_are_declared_once() -> None:
-    from seesr.presets import setting_info
+    from seesr.settings.declare import setting_info
 
     info = setting_info("model")
     assert set(resr.REALESRGAN_MODELS) <= set(info.choices)

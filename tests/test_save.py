@@ -1,4 +1,4 @@
-"""seesr.save: recombination, 16-bit output, formats, atomic and no-overwrite saving."""
+"""seesr.io.write: recombination, 16-bit output, formats, atomic and no-overwrite saving."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from conftest import shared_input as _input
-from seesr import save as ssave
+from seesr.io import write as ssave
 from seesr.errors import ConfigError, InputError
-from seesr.load import load_image
-from seesr.save import recombine, save_image, to_high_bit
+from seesr.io.read import load_image
+from seesr.io.write import recombine, save_image, to_high_bit
 
 # --------------------------------------------------------------------------------------------
 # recombination and 16-bit output
@@ -111,7 +111,7 @@ def test_jpeg_composites_alpha_on_white(tmp_path, caplog):
     array = np.zeros((16, 16, 4), np.uint8)
     array[..., 0] = 200
     array[:, 8:, 3] = 255  # left half fully transparent
-    with caplog.at_level(logging.WARNING, logger="seesr.save"):
+    with caplog.at_level(logging.WARNING, logger="seesr.io.write"):
         path = save_image(Image.fromarray(array, "RGBA"), tmp_path / "flat.jpg")
     assert "no alpha channel" in caplog.text
     back = np.asarray(Image.open(path)).astype(int)

@@ -382,7 +382,7 @@ def test_hub_download_goes_through_hf_hub_download(tiny, tmp_path, monkeypatch, 
 
 # ------------------------------------------------------------------ the pipeline on a laid-out directory
 def test_pipeline_loads_from_a_laid_out_weights_dir(tiny, weights_dir, monkeypatch, test_manifest):
-    from seesr.pipeline import SeesrPipeline
+    from seesr.engines.seesr.pipeline import SeesrPipeline
 
     no_network(monkeypatch)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

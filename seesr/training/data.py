@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from seesr.errors import ConfigError, InputError
-from seesr.files import read_text, write_atomically
-from seesr.inputs import find_inputs
-from seesr.load import load_image
-from seesr.models.tagger import IMAGENET_MEAN, IMAGENET_STD, RAM_IMAGE_SIZE
+from seesr.io.files import read_text, write_atomically
+from seesr.io.inputs import find_inputs
+from seesr.io.read import load_image
+from seesr.engines.seesr.models.tagger import IMAGENET_MEAN, IMAGENET_STD, RAM_IMAGE_SIZE
 from seesr.training.degradation import DegradationConfig, degrade, reflect_pad
 
 logger = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def read_tags(cache_file: Path) -> dict[str, dict[str, str]]:
 def compute_tags(data: DataFolder, tagger, cache_file: Path) -> dict[str, str]:
     """RAM tags of every HR image (whole image), reusing ``cache_file`` entries of unchanged files;
     the cache is rewritten whole (temporary file, then rename)."""
-    from seesr.imaging import pil_to_tensor
+    from seesr.imaging.convert import pil_to_tensor
 
     cache = read_tags(cache_file)
     tags: dict[str, str] = {}

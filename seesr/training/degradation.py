@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from seesr.errors import ConfigError
-from seesr.presets import config_file_settings, convert_value
+from seesr.settings.declare import config_file_settings, convert_value
 
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("degradation.yml")
 """``make_paired_data.py``'s values (lines 43-96), with which SeeSR's training pairs were made."""

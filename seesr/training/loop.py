@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from seesr.errors import ConfigError, MissingWeightsError
-from seesr.files import write_atomically
-from seesr.models import MODELS
+from seesr.io.files import write_atomically
+from seesr.settings.models import MODELS
 from seesr.training.data import DataFolder, StepSampler, TrainingSamples, compute_tags, read_tags
 from seesr.training.degradation import NAMED_CONFIGS, DegradationConfig
 from seesr.training.run_folder import (
@@ -46,11 +46,11 @@ if TYPE_CHECKING:
     from diffusers import AutoencoderKL, DDPMScheduler
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from seesr.models.controlnet import SeesrControlNetModel
-    from seesr.models.tagger import RamTagger
-    from seesr.models.unet import SeesrUNet2DConditionModel
-    from seesr.pipeline import SeesrPipeline
-    from seesr.sampling import NoiseSchedule
+    from seesr.engines.seesr.models.controlnet import SeesrControlNetModel
+    from seesr.engines.seesr.models.tagger import RamTagger
+    from seesr.engines.seesr.models.unet import SeesrUNet2DConditionModel
+    from seesr.engines.seesr.pipeline import SeesrPipeline
+    from seesr.engines.seesr.sampling import NoiseSchedule
     from seesr.weights import WeightPaths
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class TrainingModels:
     schedule: NoiseSchedule
     """The same schedule as inference reads it (for the validation pipeline)."""
     model: str = "seesr-turbo"
-    """Which of :data:`~seesr.models.MODELS` these networks are."""
+    """Which of :data:`~seesr.settings.models.MODELS` these networks are."""
 
     @classmethod
     def load(
@@ -94,9 +94,9 @@ class TrainingModels:
         weights are not read."""
         from diffusers import DDPMScheduler
 
-        from seesr.models.controlnet import SeesrControlNetModel
-        from seesr.models.unet import SeesrUNet2DConditionModel
-        from seesr.pipeline import SeesrPipeline
+        from seesr.engines.seesr.models.controlnet import SeesrControlNetModel
+        from seesr.engines.seesr.models.unet import SeesrUNet2DConditionModel
+        from seesr.engines.seesr.pipeline import SeesrPipeline
 
         base = getattr(paths, MODELS[model].base)
         networks = {}
@@ -129,7 +129,7 @@ class TrainingModels:
 
     def pipeline(self, unet: torch.nn.Module | None = None, controlnet: torch.nn.Module | None = None) -> SeesrPipeline:
         """A SeesrPipeline over these networks (the current weights), for validation."""
-        from seesr.pipeline import SeesrPipeline
+        from seesr.engines.seesr.pipeline import SeesrPipeline
 
         pipe = SeesrPipeline(self.vae, self.text_encoder, self.tokenizer, self.unet if unet is None else unet,
                              self.controlnet if controlnet is None else controlnet, self.tagger, self.schedule)
@@ -417,7 +417,7 @@ def diverged(step: int, loss: float, settings: TrainSettings, output: Path) -> C
 
 # ------------------------------------------------------------------------------- validation
 VALIDATION_METRICS = ("psnr", "ssim", "lpips")
-"""What validation reports (:mod:`seesr.metrics`; LPIPS only where its weights are at hand)."""
+"""What validation reports (:mod:`seesr.imaging.metrics`; LPIPS only where its weights are at hand)."""
 
 
 def validate(models: TrainingModels, dataset: TrainingSamples, settings: TrainSettings, folder: Path,
@@ -426,7 +426,7 @@ def validate(models: TrainingModels, dataset: TrainingSamples, settings: TrainSe
     bicubic | SeeSR | HR side by side; return the mean PSNR, SSIM (and LPIPS where its weights are
     at hand) against the HR crops, by the code of ``seesr evaluate``."""
     from seesr.evaluate import load_scorers, score_pair
-    from seesr.imaging import side_by_side, tensor_to_pil
+    from seesr.imaging.convert import side_by_side, tensor_to_pil
 
     pipe = models.pipeline(unet, controlnet)
     was_training = controlnet.training

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from seesr.errors import ConfigError
-from seesr.models import MODELS
-from seesr.presets import config_file_settings, convert_value, field_kind, out_of_range
+from seesr.settings.models import MODELS
+from seesr.settings.declare import config_file_settings, convert_value, field_kind, out_of_range
 from seesr.training.run_folder import complete_checkpoints
 
 ENV_PREFIX = "SEESR_TRAIN_"

@@ -1,6 +1,6 @@
 """One checkpoint reader and one key reporter, used by every network seesr loads.
 
-Reading: a file is first checked to be a regular file of bounded size (:mod:`seesr.files`), then
+Reading: a file is first checked to be a regular file of bounded size (:mod:`seesr.io.files`), then
 read by its format, told from its first bytes and never from its suffix (``.SAFETENSORS``, a renamed
 file): safetensors (the header is checked before any tensor is read, so a truncated file fails at
 once) or a weights-only pickle (``.pth``/``.bin``; a pickle holding anything but tensors is refused
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from seesr.errors import SeesrError, WeightsError
-from seesr.files import checked_file
+from seesr.io.files import checked_file
 
 if TYPE_CHECKING:
     import torch

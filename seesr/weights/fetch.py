@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from seesr.errors import MissingWeightsError, WeightsError
-from seesr.files import checked_file, read_text
+from seesr.io.files import checked_file, read_text
 from seesr.weights.checksums import _CHUNK, Status, _status, sha256_of
 from seesr.weights.locate import (
     DOWNLOAD_COMMAND, WEIGHTS_DIR, _folder_of, _local_file, _locate, _looked_in, _offline_error, _size, _where_lines,

@@ -28,10 +28,10 @@ class RealesrganFile:
 
 
 def realesrgan_in_use(weights_dir: str | Path | None = None) -> RealesrganFile:
-    """Which file :func:`seesr.realesrgan.load_realesrgan` reads with this weights folder: the official
+    """Which file :func:`seesr.engines.realesrgan.upscaler.load_realesrgan` reads with this weights folder: the official
     ``RealESRGAN_x4plus.pth`` there, else the cached conversion of the bundled ncnn model (made on
     first use when absent)."""
-    from seesr import realesrgan
+    from seesr.engines.realesrgan import upscaler as realesrgan
 
     weights_dir = Path(weights_dir) if weights_dir is not None else default_weights_dir()
     official = weights_dir / realesrgan.OFFICIAL_FILE
