@@ -36,7 +36,8 @@ from seesr.errors import ConfigError, InputError, SeesrError
 from seesr.io.files import checked_file, read_bytes, write_atomically
 from seesr.io.read import input_file_limit
 from seesr.io.naming import DEFAULT_SINGLE_TAG, SUFFIX_FORMATS, concrete_format, output_file
-from seesr.settings.declare import resolve_settings, setting_info
+from seesr.settings.declare import setting_info
+from seesr.settings.resolve import resolve_settings
 from seesr.weights import WeightPaths, default_weights_dir
 
 logger = logging.getLogger("seesr.cog")

@@ -166,7 +166,7 @@ def default_sizes(device: str, smoke: bool) -> list[int]:
 
 def preset_settings(name: str):
     """The library's settings for preset ``name`` (nothing from the environment)."""
-    from seesr.settings.declare import resolve_settings
+    from seesr.settings.resolve import resolve_settings
 
     return resolve_settings({"preset": name}, environ={})
 

@@ -41,8 +41,12 @@ def __getattr__(name: str):
         from seesr.engines.seesr.pipeline import SeesrPipeline
 
         return SeesrPipeline
-    if name in ("Settings", "PRESETS"):
-        from seesr.settings import declare
+    if name == "Settings":
+        from seesr.settings.declare import Settings
 
-        return getattr(declare, name)
+        return Settings
+    if name == "PRESETS":
+        from seesr.settings.presets import PRESETS
+
+        return PRESETS
     raise AttributeError(f"module 'seesr' has no attribute {name!r}")

@@ -23,12 +23,15 @@ from seesr.runtime.devices import PeakTracker, resolve_device
 from seesr.errors import ConfigError, MissingWeightsError
 from seesr.engines.ladder import Attempt, free_memory, run_ladder
 from seesr.imaging.fidelity import FidelityReport, fidelity_report
-from seesr.imaging.convert import compare_image, denoise, plan_working_size, resize
+from seesr.imaging.compare import compare_image
+from seesr.imaging.convert import resize
+from seesr.imaging.prefilter import denoise
 from seesr.io.read import LoadedImage, load_image
 from seesr.settings.models import MODELS
 from seesr.io.naming import PILLOW_FORMATS, SUFFIX_FORMATS, concrete_format, format_of
-from seesr.engines.seesr.planner import RunPlan, plan_run
-from seesr.settings.declare import Settings, resolve_settings
+from seesr.engines.seesr.planner import RunPlan, plan_run, plan_working_size
+from seesr.settings.declare import Settings
+from seesr.settings.resolve import resolve_settings
 from seesr.progress import RECORD_FIELDS, ProgressCallback, RunStart, StageProgress, StageTracker
 from seesr.engines.seesr.sampling import NoiseSchedule
 from seesr.io.write import recombine, save_image

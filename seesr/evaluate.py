@@ -295,7 +295,7 @@ def run_choices() -> tuple[str, ...]:
     """What ``--run`` accepts: presets (SeeSR-Turbo), SeeSR models, Real-ESRGAN models, the engine
     name ``realesrgan`` (x4plus) and ``bicubic``."""
     from seesr.settings.models import MODELS, REALESRGAN_MODELS
-    from seesr.settings.declare import PRESETS
+    from seesr.settings.presets import PRESETS
 
     return (*PRESETS, *MODELS, *REALESRGAN_MODELS, REALESRGAN_ENGINE, BICUBIC)
 
@@ -304,7 +304,7 @@ def run_arguments(name: str) -> dict[str, Any]:
     """The settings a ``--run`` name stands for (``balanced`` -> preset, ``realesrgan-x4plus`` ->
     model, ...); an unknown name is a one-line ConfigError."""
     from seesr.settings.models import MODELS, canonical_model, is_realesrgan_model
-    from seesr.settings.declare import PRESETS
+    from seesr.settings.presets import PRESETS
 
     if name in PRESETS:
         return {"preset": name, "engine": "seesr"}

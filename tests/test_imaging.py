@@ -1,4 +1,4 @@
-"""seesr.imaging.convert: the denoise pre-stage and side-by-side / comparison images."""
+"""seesr.imaging.prefilter and seesr.imaging.compare: the denoise pre-stage and side-by-side / comparison images."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from seesr.errors import ConfigError
-from seesr.imaging.convert import COMPARE_DIVIDER, DIVIDER_COLOUR, INPUT_LABEL, compare_image, denoise, side_by_side
+from seesr.imaging.compare import COMPARE_DIVIDER, DIVIDER_COLOUR, INPUT_LABEL, compare_image, side_by_side
+from seesr.imaging.prefilter import denoise
 
 # --------------------------------------------------------------------------------------------
 # denoise

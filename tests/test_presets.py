@@ -7,7 +7,9 @@ import pytest
 from seesr.errors import ConfigError
 from seesr.engines.seesr.kds import KdsConfig
 from seesr.engines.seesr.planner import RunPlan
-from seesr.settings.declare import DECLARED, PRESETS, Settings, describe, env_name, resolve_settings, setting_info, value_kind
+from seesr.settings.declare import DECLARED, describe, env_name, setting_info, Settings, value_kind
+from seesr.settings.presets import PRESETS
+from seesr.settings.resolve import resolve_settings
 
 
 def test_defaults_are_the_balanced_preset():

@@ -16,7 +16,7 @@ from PIL import Image
 import seesr.engines.realesrgan.upscaler as resr
 from conftest import REPO_ROOT, SHARED
 from seesr.errors import ConfigError, WeightsError
-from seesr.settings.declare import resolve_settings
+from seesr.settings.resolve import resolve_settings
 
 
 @pytest.fixture(scope="module")

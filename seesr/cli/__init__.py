@@ -58,8 +58,9 @@ class _Switch(argparse.Action):
 def add_setting_flags(parser: argparse.ArgumentParser, leave_out: frozenset[str] = frozenset()) -> None:
     """One flag per :class:`~seesr.settings.declare.Settings` field (but ``leave_out``), grouped by the
     engines it applies to; values stay text (None when not given):
-    :func:`~seesr.settings.declare.resolve_settings` converts and validates them, reporting every problem at once."""
-    from seesr.settings.declare import DECLARED, ENGINES, describe, flag_name, setting_info, value_kind
+    :func:`~seesr.settings.resolve.resolve_settings` converts and validates them, reporting every problem at once."""
+    from seesr.settings.declare import DECLARED, describe, flag_name, setting_info, value_kind
+    from seesr.settings.models import ENGINES
 
     groups: dict[tuple[str, ...], Any] = {}
     for name in (n for n in DECLARED if n not in leave_out):
@@ -280,7 +281,8 @@ def _upscale(args: argparse.Namespace, report: _Report, display: TerminalProgres
     from seesr.api import Upscaler
     from seesr.runtime.devices import resolve_device
     from seesr.io.naming import plan_outputs, prepare_folder
-    from seesr.settings.declare import config_file_settings, environment_settings
+    from seesr.settings.config_file import config_file_settings
+    from seesr.settings.resolve import environment_settings
 
     arguments = setting_arguments(args)
     upscaler = Upscaler(args.weights, download=args.download, config_file=args.config, progress=display, **arguments)
@@ -392,7 +394,7 @@ def add_evaluate_parser(commands: Any) -> None:
     from seesr.evaluate import BICUBIC, REALESRGAN_ENGINE, RUN_SETTINGS_LEFT_OUT
     from seesr.imaging.metrics import METRIC_GROUPS, METRICS
     from seesr.settings.models import MODELS
-    from seesr.settings.declare import PRESETS
+    from seesr.settings.presets import PRESETS
 
     ev = commands.add_parser(
         "evaluate", help="quality table (PSNR, SSIM, LPIPS, ...) of SR images against HR images, or of engines run now",

@@ -1,138 +1,43 @@
-"""Every user-facing setting, declared once; presets as data; where settings come from.
+"""Every user-facing setting, declared once.
 
 :class:`Settings` is the one declaration: each field carries its help text, allowed range or
 choices, the engines it applies to, whether it is a Cog input, and which keyword of which callee
 it feeds (:meth:`Settings.arguments_for`). Everything else is derived from it: validation, the
 ``SEESR_<NAME>`` environment variables, the keys of a ``--config`` YAML file, the ``seesr
 upscale`` flags (``--name-with-dashes``) and their help (:func:`describe`); a test holds Cog's
-literal ``Input`` list equal to it.
-
-Precedence, highest first: explicit arguments (API keyword / CLI flag / Cog input) -> ``SEESR_*``
-environment variables -> a YAML config file -> the model's defaults -> the engine's -> the preset -> the
-declared defaults. The winning value of each setting is the only one converted and validated (a
-bad environment value overridden by a flag is no error); every problem is reported at once, each
-with what is allowed.
+literal ``Input`` list equal to it. Defaults that come from the official scripts say so in their
+help: the prompts (``--added_prompt``, ``--negative_prompt``), ``--process_size``, ``--start_steps``.
+Where the values come from and which wins: :mod:`seesr.settings.resolve`. Light: no torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
-import os
 from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Callable
 
-from seesr.settings.defaults import (
-    COLOR_FIX_METHODS, DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, DEFAULT_PROCESS_SIZE, MAX_DENOISE_STRENGTH,
-)  # fmt: skip
 from seesr.errors import ConfigError
-from seesr.io.files import checked_file, read_text
+from seesr.settings.fields import Setting, field_kind, setting, setting_of
 from seesr.settings.models import (
-    DEFAULT_MODEL as REALESRGAN_DEFAULT_MODEL, DEFAULT_TILE_PAD, MODEL_ALIASES, MODEL_FILE_SUFFIXES, MODELS,
-    REALESRGAN_MODELS, canonical_model, is_model_file, is_realesrgan_model,
+    DEFAULT_TILE_PAD, ENGINES, MODEL_ALIASES, MODEL_FILE_SUFFIXES, REALESRGAN_MODELS, SAMPLERS,
 )  # fmt: skip
+from seesr.settings.presets import ENGINE_DEFAULTS, MODEL_DEFAULTS, MODEL_RANGES, PRESETS, TURBO
 
 if TYPE_CHECKING:  # light module: the command line reads the declaration before torch is needed
     import torch
 
-    from seesr.engines.seesr.kds import KdsConfig
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "speed": {"steps": 1},
-    "balanced": {"steps": 2},
-    "quality": {"steps": 4, "latent_tile": 64, "latent_overlap": 16, "kds_particles": 4},
-    "memory": {
-        "steps": 2,
-        "latent_tile": 48,
-        "latent_overlap": 16,
-        "tile_batch_size": 1,
-        "vae_encoder_tile": 512,
-        "vae_decoder_tile": 64,
-        "dtype": "float16",
-        "offload": True,
-    },
-}
-"""What each preset changes from the defaults. The tile sizes are in latent pixels (denoiser, VAE
-decoder) and image pixels (VAE encoder); the official latent tiles are 96 with overlap 32 (turbo
-script) or 4 (``test_seesr.py``)."""
-
-TURBO = MODELS["seesr-turbo"]
-"""The default model, whose official defaults are the declared defaults of its settings."""
-MODEL_SETTINGS = ("steps", "guidance_scale", "sampler", "max_latent_tile", "latent_overlap")
-"""The settings a model brings (:class:`~seesr.settings.models.ModelSpec` fields of the same names)."""
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    name: {key: getattr(spec, key) for key in MODEL_SETTINGS if getattr(spec, key) != getattr(TURBO, key)}
-    for name, spec in MODELS.items()
-}
-"""What each model changes from the defaults (SeeSR-Turbo's), over the preset: a preset's latent
-tiles keep the model's overlap (``--model seesr --preset quality``: tiles 64 with overlap 4)."""
-MODEL_RANGES: dict[str, dict[str, tuple[float, float]]] = {
-    name: {"steps": (1, spec.max_steps)} for name, spec in MODELS.items() if spec.max_steps != TURBO.max_steps
-}
-"""Ranges that differ per model (everything else: the declared range)."""
-ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {"realesrgan": {"color_fix": "adain"}}
-"""What each engine changes from the defaults, under the model's defaults (Real-ESRGAN: AdaIN,
-which raised Y-PSNR and SSIM on RealSR; the README has the numbers)."""
-
-ENGINES = ("seesr", "realesrgan")
 SEESR_ONLY = ("seesr",)
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 OUTPUT_FORMATS = ("png", "jpg", "webp", "auto")
-SAMPLERS = ("ddim", "ddpm")
 START_POINTS = ("lr", "noise")
-CogInput = Literal["default", "empty"]
-"""How a setting is a Cog input: ``default`` (the input's default is the setting's) or ``empty``
-(an Optional input whose default, empty, leaves the value to the preset, the model or the
-server's ``SEESR_*`` environment)."""
+COLOR_FIX_METHODS: tuple[str, ...] = ("wavelet", "adain", "none")
+"""Colour fixes (:mod:`seesr.imaging.colorfix`): the official wavelet and AdaIN, or none."""
 
 
 def _per_model(name: str) -> str:
     """What the models other than the default one set ``name`` to, for help texts (``seesr: 50``)."""
     return ", ".join(f"{model}: {values[name]}" for model, values in MODEL_DEFAULTS.items() if name in values)
-
-
-@dataclass(frozen=True)
-class Setting:
-    """What the surfaces need to know about one :class:`Settings` field.
-
-    ``feeds``: ``"target"`` or ``"target:keyword"``, the callee the value is passed to (targets:
-    ``pipeline`` = ``SeesrPipeline.__call__``, ``load`` = ``SeesrPipeline.from_pretrained``,
-    ``plan`` = a :class:`RunPlan` field the user fixes, ``planner`` = ``plan_run``, ``kds`` =
-    :class:`KdsConfig`); the keyword defaults to the setting's name. ``extra_flags``: more
-    command-line flags for it (the names users of other upscalers know)."""
-
-    help: str
-    range: tuple[float, float] | None = None
-    choices: tuple[str, ...] | None = None
-    engines: tuple[str, ...] = ENGINES
-    cog: CogInput | None = None
-    feeds: str | None = None
-    extra_flags: tuple[str, ...] = ()
-    """More flag names (``-n`` for ``--model``, ``--ext``): names their users know from Real-ESRGAN."""
-    aliases: Mapping[str, str] | None = None
-    """Other accepted names of choices (alias -> choice)."""
-    file_suffixes: tuple[str, ...] | None = None
-    """A value ending in one of these is a file path, accepted in place of a choice."""
-
-
-def setting(
-    default: Any,
-    help: str,  # noqa: A002
-    *,
-    range: tuple[float, float] | None = None,  # noqa: A002
-    choices: tuple[str, ...] | None = None,
-    engines: tuple[str, ...] = ENGINES,
-    cog: CogInput | None = None,
-    feeds: str | None = None,
-    extra_flags: tuple[str, ...] = (),
-    aliases: Mapping[str, str] | None = None,
-    file_suffixes: tuple[str, ...] | None = None,
-) -> Any:
-    """A :class:`Settings` field with its :class:`Setting` description as metadata."""
-    described = Setting(help, range, choices, engines, cog, feeds, extra_flags, aliases, file_suffixes)
-    return dataclasses.field(default=default, metadata={"setting": described})
 
 
 @dataclass(frozen=True)
@@ -168,11 +73,11 @@ class Settings:
         "", "Extra text added to the prompt after the image's tags.", engines=SEESR_ONLY, cog="default", feeds="pipeline"
     )
     positive_prompt: str = setting(
-        DEFAULT_POSITIVE_PROMPT, "Text appended to the prompt after the tags and the extra text.",
+        "clean, high-resolution, 8k", "Text appended to the prompt after the tags and the extra text.",
         engines=SEESR_ONLY, cog="default", feeds="pipeline",
     )  # fmt: skip
     negative_prompt: str = setting(
-        DEFAULT_NEGATIVE_PROMPT, "Negative prompt; used only with guidance (guidance_scale above 1).",
+        "dotted, noise, blur, lowres, smooth", "Negative prompt; used only with guidance (guidance_scale above 1).",
         engines=SEESR_ONLY, cog="default", feeds="pipeline",
     )  # fmt: skip
     guidance_scale: float = setting(
@@ -189,7 +94,7 @@ class Settings:
         choices=COLOR_FIX_METHODS, cog="empty", feeds="pipeline",
     )  # fmt: skip
     process_size: int = setting(
-        DEFAULT_PROCESS_SIZE, "Inputs whose short side is below process_size/scale are enlarged first (0: never).",
+        512, "Inputs whose short side is below process_size/scale are enlarged first (0: never).",
         range=(0, 4096), engines=SEESR_ONLY, cog="empty", feeds="pipeline",
     )  # fmt: skip
     output_format: str = setting(
@@ -281,7 +186,7 @@ class Settings:
         False, "Real-ESRGAN in float32 (else float16 on CUDA, bfloat16 on a CPU with native bf16).",
         engines=("realesrgan",),
     )  # fmt: skip
-    denoise: float = setting(0.0, "Non-local-means denoising strength before upscaling (0: off).", range=(0.0, MAX_DENOISE_STRENGTH))
+    denoise: float = setting(0.0, "Non-local-means denoising strength before upscaling (0: off).", range=(0.0, 30.0))
     no_fallback: bool = setting(
         False, "Fail instead of falling back to Real-ESRGAN when SeeSR cannot run.", engines=SEESR_ONLY
     )
@@ -344,12 +249,9 @@ FEEDS: tuple[tuple[str, str, str], ...] = tuple(
     for target, _, keyword in [f.metadata["setting"].feeds.partition(":")]
 )
 """(setting, target, keyword) for every setting that is passed to a callee."""
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-
-
 def setting_info(name: str) -> Setting:
     """The declaration of one setting."""
-    return DECLARED[name].metadata["setting"]
+    return setting_of(DECLARED[name])
 
 
 def env_name(name: str) -> str:
@@ -362,20 +264,9 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def field_kind(declared: dataclasses.Field) -> tuple[type, bool]:
-    """A settings field's value type (bool, int, float or str) and whether it may be unset (None)."""
-    kind = str(declared.type)
-    base = next(t for t in (bool, int, float, str) if kind.startswith(t.__name__))
-    return base, "None" in kind
-
-
 def value_kind(name: str) -> tuple[type, bool]:
     """The setting's value type (bool, int, float or str) and whether it may be unset (None)."""
     return field_kind(DECLARED[name])
-
-
-def _range(name: str, model: str) -> tuple[float, float] | None:
-    return MODEL_RANGES.get(model, {}).get(name, setting_info(name).range)
 
 
 def _text(value: Any) -> str:
@@ -406,167 +297,3 @@ def describe(name: str) -> str:
         per_model = [f"model {model} {r[name][0]} to {r[name][1]}" for model, r in MODEL_RANGES.items() if name in r]
         parts.append(f"Range: {allowed}" + (f" ({', '.join(per_model)})." if per_model else "."))
     return " ".join(parts)
-
-
-def _convert(name: str, value: Any) -> Any:
-    """Coerce strings (environment, YAML, CLI) to the field's type; raise ValueError if impossible."""
-    return convert_value(value, *value_kind(name))
-
-
-def convert_value(value: Any, kind: type, optional: bool = False) -> Any:
-    """``value`` (text from the environment, a flag or YAML, or a typed value) as ``kind`` (bool,
-    int, float or str): the one conversion rule of every settings surface (upscale settings,
-    training settings, the degradation YAML). Numbers must be finite; an integer setting takes no
-    fraction; text such as ``"none"`` is None where ``optional``. Raises ValueError saying what is
-    allowed."""
-    if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
-        if not optional:
-            raise ValueError("may not be empty")
-        return None
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in _TRUE or text in _FALSE:
-            return text in _TRUE
-        raise ValueError("must be true or false")
-    if kind is int:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError("must be an integer")
-        try:
-            return int(value)
-        except ValueError:
-            raise ValueError("must be an integer") from None
-    if kind is float:
-        if isinstance(value, bool):
-            raise ValueError("must be a number")
-        try:
-            number = float(value)
-        except ValueError:
-            raise ValueError("must be a number") from None
-        if not math.isfinite(number):
-            raise ValueError("must be a finite number")
-        return number
-    if not isinstance(value, str):
-        raise ValueError("must be text")
-    return value
-
-
-def out_of_range(name: str, value: Any, allowed: tuple[float, float]) -> str:
-    """The problem line of a value outside its declared range."""
-    return f"{name}={value!r} (allowed: {allowed[0]} to {allowed[1]})"
-
-
-def _validate(values: Mapping[str, Any]) -> list[str]:
-    problems = []
-    model = values.get("model", Settings.model)
-    for name, value in values.items():
-        if value is None:
-            continue
-        info, allowed = setting_info(name), _range(name, model)
-        if allowed is not None and not allowed[0] <= value <= allowed[1]:
-            problems.append(out_of_range(name, value, allowed))
-        is_file = info.file_suffixes and isinstance(value, str) and value.lower().endswith(info.file_suffixes)
-        if info.choices and value not in info.choices and not is_file:
-            files = f", or a file ({', '.join(info.file_suffixes)})" if info.file_suffixes else ""
-            problems.append(f"{name}={value!r} (allowed: {', '.join(info.choices)}{files})")
-    tile, overlap = values.get("latent_tile"), values.get("latent_overlap")
-    if tile is not None and overlap is not None and overlap >= tile:
-        problems.append(f"latent_overlap={overlap} (must be smaller than latent_tile={tile})")
-    return problems
-
-
-def environment_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``SEESR_<NAME>`` variables that name a setting (``SEESR_STEPS=1`` -> steps)."""
-    environ = os.environ if environ is None else environ
-    return {name: environ[env_name(name)] for name in DECLARED if env_name(name) in environ}
-
-
-CONFIG_FILE_MAX_BYTES = 1 << 20
-"""A settings file is a few lines; anything larger is refused before parsing."""
-
-
-def config_file_settings(path: str | Path | None) -> dict[str, Any]:
-    """Settings from a YAML file (a mapping of setting names to values). Anything that is not a small
-    UTF-8 file of plain values (a folder, binary data, YAML anchors/aliases, which can expand into
-    billions of values) is a ConfigError."""
-    if path is None:
-        return {}
-    import yaml
-
-    path = Path(path)
-    text = read_text(path, "config file", CONFIG_FILE_MAX_BYTES, ConfigError)
-    try:
-        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
-            raise ConfigError(f"config file {path} uses YAML aliases (*name); write each value out")
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of setting names to values")
-    return data
-
-
-def _engine_and_model(given: dict[str, Any]) -> list[str]:
-    """The engine follows from the model: a Real-ESRGAN model (name, alias or file) means engine
-    realesrgan, engine realesrgan alone means its default model; a contradiction is a problem.
-    Updates ``given`` (aliases become the model's short name)."""
-    model, engine = given.get("model"), given.get("engine")
-    if not isinstance(model, str):
-        if engine == "realesrgan":
-            given["model"] = REALESRGAN_DEFAULT_MODEL
-        return []
-    model = given["model"] = canonical_model(model)
-    seesr_models = ", ".join(MODEL_DEFAULTS)
-    if is_realesrgan_model(model):
-        if engine == "seesr":
-            return [f"model={model!r} is a Real-ESRGAN model but engine='seesr' (drop engine, or choose a SeeSR "
-                    f"model: {seesr_models})"]  # fmt: skip
-        if is_model_file(model):
-            from seesr.weights.checkpoints import MODEL_FILE_MAX_BYTES
-
-            try:
-                checked_file(model, "it", MODEL_FILE_MAX_BYTES, ConfigError, shown="")
-            except ConfigError as problem:
-                return [f"model={model!r} ({problem}; give a model file)"]
-        given["engine"] = "realesrgan"
-    elif engine == "realesrgan" and model in MODEL_DEFAULTS:
-        return [f"model={model!r} is a SeeSR model but engine='realesrgan' (drop engine, or choose a Real-ESRGAN "
-                f"model: {', '.join(REALESRGAN_MODELS)}, or a model file)"]  # fmt: skip
-    return []
-
-
-def resolve_settings(
-    arguments: Mapping[str, Any] | None = None,
-    *,
-    environ: Mapping[str, str] | None = None,
-    config_file: str | Path | None = None,
-) -> Settings:
-    """Merge arguments > environment > config file > model > engine > preset > defaults, then validate.
-
-    ``None`` in ``arguments`` means "not given". Only the winning value of each setting is
-    converted and checked; unknown names and bad values are reported together in one
-    :class:`ConfigError`."""
-    layers = [
-        ("argument", {k: v for k, v in (arguments or {}).items() if v is not None}),
-        ("environment", environment_settings(environ)),
-        ("config file", config_file_settings(config_file)),
-    ]
-    problems = [f"unknown setting {name!r} ({where})" for where, layer in layers for name in layer if name not in DECLARED]
-    winners: dict[str, tuple[str, Any]] = {}
-    for where, layer in reversed(layers):
-        winners.update((name, (where, value)) for name, value in layer.items() if name in DECLARED)
-    given: dict[str, Any] = {}
-    for name, (where, value) in winners.items():
-        try:
-            given[name] = _convert(name, value)
-        except (TypeError, ValueError) as error:
-            problems.append(f"{name}={value!r} ({where}: {error})")
-    problems += _engine_and_model(given)
-    preset, model = given.get("preset", Settings.preset), given.get("model", Settings.model)
-    engine = given.get("engine", Settings.engine)
-    merged = {**PRESETS.get(preset, {}), **ENGINE_DEFAULTS.get(engine, {}), **MODEL_DEFAULTS.get(model, {}), **given}
-    problems += _validate(merged)
-    if problems:
-        raise ConfigError("invalid settings: " + "; ".join(problems))
-    return dataclasses.replace(Settings(), **merged)

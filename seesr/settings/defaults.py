@@ -7,7 +7,7 @@ DEFAULT_NEGATIVE_PROMPT = "dotted, noise, blur, lowres, smooth"
 DEFAULT_PROCESS_SIZE = 512
 """Official ``--process_size``: inputs whose short side is below process_size/scale are enlarged first."""
 MAX_DENOISE_STRENGTH = 30.0
-"""Strongest non-local-means pre-filter (:func:`seesr.imaging.convert.denoise`); beyond it flat areas are painted."""
+"""Strongest non-local-means pre-filter (:func:`seesr.imaging.prefilter.denoise`); beyond it flat areas are painted."""
 
 COLOR_FIX_METHODS: tuple[str, ...] = ("wavelet", "adain", "none")
 """Colour fixes (:mod:`seesr.imaging.colorfix`): the official wavelet and AdaIN, or none."""

@@ -10,10 +10,16 @@ from pathlib import Path
 from typing import Literal
 
 
+ENGINES = ("seesr", "realesrgan")
+"""The engines, by the name the ``engine`` setting takes (:data:`seesr.api.ENGINES` holds their classes)."""
+SAMPLERS = ("ddim", "ddpm")
+"""The samplers of the SeeSR engine (:data:`seesr.engines.seesr.sampling.SAMPLER_STEPS`)."""
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One released SeeSR model: how its UNet is assembled and the defaults of its official script
-    (the settings of the same names: :data:`seesr.settings.declare.MODEL_DEFAULTS`)."""
+    (the settings of the same names: :data:`seesr.settings.presets.MODEL_DEFAULTS`)."""
 
     unet_rule: Literal["turbo", "plain"]
     """``turbo``: the base (sd-turbo) UNet + SeeSR's image attention; ``plain``: SeeSR's UNet whole."""
@@ -102,6 +108,9 @@ DEFAULT_MODEL = "realesrgan-x4plus"
 MODEL_ALIASES: dict[str, str] = {alias: name for name, spec in REALESRGAN_MODELS.items() for alias in spec.aliases}
 MODEL_FILE_SUFFIXES = (".pth", ".safetensors", ".ckpt")
 """A ``model`` ending in one of these is a model file for spandrel."""
+MODEL_FILE_MAX_BYTES = 2 * 2**30
+"""Largest model file given with ``--model`` (Real-ESRGAN x4plus is 64 MB; the largest networks
+spandrel loads are a few hundred MB)."""
 
 DEFAULT_TILE_PAD = 10
 """Context pixels around each tile (the official ``--tile_pad``)."""

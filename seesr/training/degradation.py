@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from seesr.errors import ConfigError
-from seesr.settings.declare import config_file_settings, convert_value
+from seesr.settings.config_file import config_file_settings
+from seesr.settings.fields import parse_value
 
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("degradation.yml")
 """``make_paired_data.py``'s values (lines 43-96), with which SeeSR's training pairs were made."""
@@ -138,7 +139,7 @@ class Rule:
 
     def _one(self, raw: Any) -> tuple[Any, str | None]:
         try:
-            value = convert_value(raw, self.kind)
+            value = parse_value(raw, self.kind)
         except (TypeError, ValueError) as error:
             return raw, str(error)
         if self.choices is not None and value not in self.choices:

@@ -426,7 +426,8 @@ def validate(models: TrainingModels, dataset: TrainingSamples, settings: TrainSe
     bicubic | SeeSR | HR side by side; return the mean PSNR, SSIM (and LPIPS where its weights are
     at hand) against the HR crops, by the code of ``seesr evaluate``."""
     from seesr.evaluate import load_scorers, score_pair
-    from seesr.imaging.convert import side_by_side, tensor_to_pil
+    from seesr.imaging.compare import side_by_side
+    from seesr.imaging.convert import tensor_to_pil
 
     pipe = models.pipeline(unet, controlnet)
     was_training = controlnet.training

@@ -16,7 +16,8 @@ from typing import Any, Mapping
 
 from seesr.errors import ConfigError
 from seesr.settings.models import MODELS
-from seesr.settings.declare import config_file_settings, convert_value, field_kind, out_of_range
+from seesr.settings.config_file import config_file_settings
+from seesr.settings.fields import parse_value, field_kind, out_of_range
 from seesr.training.run_folder import complete_checkpoints
 
 ENV_PREFIX = "SEESR_TRAIN_"
@@ -115,7 +116,7 @@ DECLARED = {f.name: f for f in fields(TrainSettings)}
 
 
 def _checked(given: Mapping[str, tuple[str | None, Any]]) -> tuple[dict[str, Any], list[str]]:
-    """``name -> (where, raw value)`` converted by the one settings rule (:func:`convert_value`) and
+    """``name -> (where, raw value)`` converted by the one settings rule (:func:`parse_value`) and
     held to each field's choices and range: (values, problems)."""
     values: dict[str, Any] = {}
     problems: list[str] = []
@@ -125,7 +126,7 @@ def _checked(given: Mapping[str, tuple[str | None, Any]]) -> tuple[dict[str, Any
             problems.append(f"unknown setting {name!r}" + (f" ({where})" if where else ""))
             continue
         try:
-            value = convert_value(raw, *field_kind(declared))
+            value = parse_value(raw, *field_kind(declared))
         except (TypeError, ValueError) as error:
             problems.append(f"{name}={raw!r} ({where + ': ' if where else ''}{error})")
             continue

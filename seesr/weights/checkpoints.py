@@ -36,9 +36,6 @@ DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_m
 TRANSFORMERS_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 CHECKPOINT_MAX_BYTES = 8 * 2**30
 """Largest weights file read (the largest in the manifest, RAM's Swin-L, is 5.6 GB)."""
-MODEL_FILE_MAX_BYTES = 2 * 2**30
-"""Largest model file given with ``--model`` (Real-ESRGAN x4plus is 64 MB; the largest networks
-spandrel loads are a few hundred MB)."""
 MODEL_FILE = "model file"
 """How a file the user gives with ``--model`` is named in messages (the fixes differ from a weights file's)."""
 SAFETENSORS = "safetensors"

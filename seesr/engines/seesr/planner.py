@@ -20,8 +20,13 @@ from dataclasses import dataclass
 import psutil
 import torch
 
-from seesr.errors import ConfigError
+from seesr.errors import ConfigError, InputError
+from seesr.imaging.convert import output_size, scaled_size
 from seesr.imaging.tiling import Tile, plan_tiles
+
+VAE_SCALE = 8
+"""The SD VAE's spatial factor (three stride-2 stages): a latent pixel is 8x8 image pixels, so working
+images are cropped to a multiple of 8 (the official rule)."""
 
 # Working memory per pixel, in bytes per byte of element size (x4 for float32, x2 for float16),
 # fitted on the full-size models (CPU, float32, two sizes each, linear fit) by
@@ -47,6 +52,41 @@ DEFAULT_LATENT_OVERLAP = 32
 """Official turbo-script overlap (latent pixels), scaled down with the tile when the tile is small."""
 MEMORY_HEADROOM = 0.85
 """Plan to use at most this fraction of the free memory."""
+
+
+@dataclass(frozen=True)
+class WorkingSize:
+    """How an LR image becomes the image the diffusion model works on.
+
+    ``pre_size``: enlarge tiny inputs first (official ``process_size`` rule), or None.
+    ``upscaled_size``: bicubic upscale by ``scale``. ``work_size``: floored to a multiple of :data:`VAE_SCALE`.
+    ``output_size``: what the user asked for (input size x scale).
+    """
+
+    pre_size: tuple[int, int] | None
+    upscaled_size: tuple[int, int]
+    work_size: tuple[int, int]
+    output_size: tuple[int, int]
+
+
+def plan_working_size(width: int, height: int, scale: float, process_size: int) -> WorkingSize:
+    """Official SeeSR sizing: tiny inputs are first enlarged so the short side reaches
+    ``process_size / scale``, then upscaled by ``scale`` and floored to a multiple of :data:`VAE_SCALE`."""
+    if scale <= 0:
+        raise ConfigError(f"scale must be positive, got {scale}")
+    min_side = int(process_size // scale) if process_size > 0 else 0
+    pre_size = None
+    if width < min_side or height < min_side:
+        factor = min_side / min(width, height)
+        pre_size = (int(factor * width), int(factor * height))
+    base_w, base_h = pre_size or (width, height)
+    upscaled = (scaled_size(base_w, scale), scaled_size(base_h, scale))
+    work = (upscaled[0] // VAE_SCALE * VAE_SCALE, upscaled[1] // VAE_SCALE * VAE_SCALE)
+    if work[0] < VAE_SCALE or work[1] < VAE_SCALE:
+        raise InputError(
+            f"a {width}x{height} image at scale {scale} is smaller than 8 px on a side; use a larger scale"
+        )
+    return WorkingSize(pre_size, upscaled, work, output_size(width, height, scale))
 
 
 @dataclass(frozen=True)
@@ -143,7 +183,7 @@ def denoise_bytes(latent_tile_px: int, batch: int, element: int) -> int:
 
 def decode_bytes(latent_tile_px: int, element: int) -> int:
     """Working memory of the VAE decoder on a tile of ``latent_tile_px`` latent pixels."""
-    return int(VAE_DECODE_BYTES_PER_PIXEL * element * latent_tile_px * 64)
+    return int(VAE_DECODE_BYTES_PER_PIXEL * element * latent_tile_px * VAE_SCALE**2)
 
 
 def encode_bytes(image_tile_px: int, element: int) -> int:
@@ -165,7 +205,7 @@ def estimate_peak_bytes(
     ``weights_bytes``: weights resident during the run; ``batch_multiplier``: 2 with
     classifier-free guidance, N with N KDS particles."""
     element = torch.finfo(dtype).bits // 8
-    latent_h, latent_w = work_height // 8, work_width // 8
+    latent_h, latent_w = work_height // VAE_SCALE, work_width // VAE_SCALE
     tiles = len(plan_tiles(latent_h, latent_w, plan.latent_tile, _overlap(plan, latent_h, latent_w)))
     latent_tile_px = min(plan.latent_tile, latent_h) * min(plan.latent_tile, latent_w)
     stages = (
@@ -213,7 +253,7 @@ def plan_run(
     else:
         budget = int(available_memory(device) * MEMORY_HEADROOM) + min(loaded_bytes, weights_bytes)
     element = torch.finfo(dtype).bits // 8
-    latent_h, latent_w = work_height // 8, work_width // 8
+    latent_h, latent_w = work_height // VAE_SCALE, work_width // VAE_SCALE
     latent_side = max(latent_h, latent_w)
 
     untiled = latent_h * latent_w <= max_latent_tile**2  # the official area test
@@ -222,7 +262,8 @@ def plan_run(
         t for t in (128, 96, 64, 48, MIN_LATENT_TILE) if t < quality_tile and t <= max_latent_tile
     ]
     decoder_tiles = [max(latent_side, 8)] + [t for t in (256, 192, 128, 96, 64, MIN_VAE_DECODER_TILE) if t < latent_side]
-    encoder_tiles = [max(latent_side * 8, 64)] + [t for t in (2048, 1536, 1024, 768, 512, MIN_VAE_ENCODER_TILE) if t < latent_side * 8]
+    image_side = latent_side * VAE_SCALE
+    encoder_tiles = [max(image_side, 64)] + [t for t in (2048, 1536, 1024, 768, 512, MIN_VAE_ENCODER_TILE) if t < image_side]
 
     def tile_px(tile: int) -> int:
         return min(tile, latent_h) * min(tile, latent_w)

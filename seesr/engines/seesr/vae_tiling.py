@@ -41,6 +41,7 @@ from diffusers import AutoencoderKL
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from torch import nn
 
+from seesr.engines.seesr.planner import VAE_SCALE
 from seesr.errors import ConfigError, InputError
 from seesr.imaging.tiling import Tile, axis_starts
 
@@ -51,7 +52,6 @@ GroupStats = tuple[torch.Tensor, torch.Tensor, int]
 # A window's forward pass: yields its local statistics, receives (mean, var), returns its output.
 _Steps = Generator[GroupStats, tuple[torch.Tensor, torch.Tensor], torch.Tensor]
 
-VAE_SCALE = 8  # spatial factor of the SD VAE (3 stride-2 downsamplers / upsamplers)
 TRIM_WHEN = 0.8  # cut a paused window's activations when that keeps at most this share of them
 
 
