@@ -106,7 +106,7 @@ def presets_benchmark(device: torch.device, sizes: Sequence[int], tiny_weights: 
 def realesrgan_half(device: torch.device, size: int, weights_dir: Path | None, repeats: int) -> dict:
     """Real-ESRGAN x4plus in float16 against float32 on ``device``: pixel difference and times."""
     from seesr.imaging.convert import pil_to_tensor
-    from seesr.engines.realesrgan.upscaler import load_realesrgan
+    from seesr.engines.realesrgan.sources import load_realesrgan
 
     x = pil_to_tensor(random_image(size, 1))
     engines = {str(dtype)[6:]: load_realesrgan(weights_dir, device=device, dtype=dtype)

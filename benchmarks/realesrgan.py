@@ -32,14 +32,10 @@ from benchmarks.pipeline import machine_info
 from seesr.imaging.colorfix import COLOR_FIX_METHODS
 from seesr.evaluate import score_pair
 from seesr.imaging.metrics import load_metric
-from seesr.engines.realesrgan.upscaler import (
-    DEFAULT_MODEL,
-    DEFAULT_TILE_PAD,
-    REALESRGAN_MODELS,
-    bundled_ncnn_files,
-    color_fix_image,
-    load_realesrgan,
-)
+from seesr.engines.realesrgan.sources import load_realesrgan
+from seesr.engines.realesrgan.upscaler import color_fix_image
+from seesr.settings.models import DEFAULT_MODEL, DEFAULT_TILE_PAD, REALESRGAN_MODELS
+from seesr.weights.realesrgan import bundled_ncnn_files
 from seesr.imaging.tiling import plan_tiles
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -190,7 +190,7 @@ class Upscaler:
         """The Real-ESRGAN engine: the settings' Real-ESRGAN model, else (the SeeSR fallback) x4plus;
         loaded once per model, device and precision."""
         from seesr.settings.models import DEFAULT_MODEL, is_realesrgan_model
-        from seesr.engines.realesrgan.upscaler import load_realesrgan
+        from seesr.engines.realesrgan.sources import load_realesrgan
 
         model = settings.model if is_realesrgan_model(settings.model) else DEFAULT_MODEL
         key = (model, settings.device, settings.fp32)
@@ -261,14 +261,10 @@ class Upscaler:
             from seesr.settings.models import (
                 DEFAULT_MODEL, REALESRGAN_MODELS, canonical_model, is_model_file, is_realesrgan_model,
             )  # fmt: skip
+            from seesr.engines.realesrgan.sources import inspect_model_file, planned_precision
             from seesr.engines.realesrgan.upscaler import (
-                auto_tile,
-                batch_pixels_for,
-                estimated_peak_bytes,
-                free_memory_bytes,
-                inspect_model_file,
-                planned_precision,
-            )
+                auto_tile, batch_pixels_for, estimated_peak_bytes, free_memory_bytes,
+            )  # fmt: skip
 
             loaded = load_image(image)
             device = resolve_device(settings.device)

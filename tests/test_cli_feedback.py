@@ -102,7 +102,7 @@ def test_quiet_prints_nothing_on_success(images, tmp_path):
 
 def cpu_dtype() -> str:
     """The precision Real-ESRGAN runs in on this CPU (bfloat16 where the CPU has native bf16)."""
-    from seesr.engines.realesrgan.upscaler import planned_precision
+    from seesr.engines.realesrgan.sources import planned_precision
 
     return str(planned_precision(torch.device("cpu"))).removeprefix("torch.")
 
