@@ -156,7 +156,8 @@ def upscale_help(capsys, monkeypatch) -> str:
 
 
 def test_every_setting_has_a_flag_with_its_help(capsys, monkeypatch):
-    from seesr.cli import build_parser, setting_arguments
+    from seesr.cli import build_parser
+    from seesr.cli.flags import setting_arguments
     from seesr.settings.declare import DECLARED, describe, flag_name, value_kind
 
     parser = build_parser()
