@@ -30,8 +30,7 @@ from PIL import Image
 
 from benchmarks.pipeline import machine_info
 from seesr.imaging.colorfix import COLOR_FIX_METHODS
-from seesr.evaluate import score_pair
-from seesr.imaging.metrics import load_metric
+from seesr.imaging.metrics import load_metric, score_pair
 from seesr.engines.realesrgan.sources import load_realesrgan
 from seesr.engines.realesrgan.upscaler import color_fix_image
 from seesr.settings.models import DEFAULT_MODEL, DEFAULT_TILE_PAD, REALESRGAN_MODELS

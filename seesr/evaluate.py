@@ -26,7 +26,7 @@ from PIL import Image
 from seesr.errors import ConfigError, InputError, SeesrError
 from seesr.io.inputs import IMAGE_SUFFIXES
 from seesr.io.read import LoadedImage, load_image
-from seesr.imaging.metrics import METRICS, MetricUnavailable, crop, load_metric
+from seesr.imaging.metrics import METRICS, MetricUnavailable, crop, load_metric, load_scorers, metric_pixels, score_pair
 
 BICUBIC = "bicubic"
 """The row (and ``--run`` name) of the LR images upscaled to the HR size with PIL bicubic."""
@@ -181,39 +181,6 @@ def _names(names: list[str], shown: int = 5) -> str:
 
 
 # --------------------------------------------------------------------------- scoring
-
-
-def metric_pixels(image: LoadedImage) -> np.ndarray:
-    """HxWx3 float64 on [0, 255] of a loaded image: its 8-bit values, or its 16-bit values scaled
-    by 255/65535 (not rounded); alpha is not part of it, gray is three equal channels."""
-    if image.high_bit_rgb is not None:
-        return image.high_bit_rgb.astype(np.float64) * (255.0 / 65535.0)
-    return np.asarray(image.rgb, dtype=np.float64)
-
-
-def score_pair(sr: LoadedImage | Image.Image, hr: LoadedImage | Image.Image, scorers: dict[str, Any],
-               crop_border: int = 0) -> dict[str, float]:  # fmt: skip
-    """Every per-image metric of ``scorers`` (name -> loaded metric) on one SR / HR pair, after
-    ``crop_border`` pixels leave every edge of both; a size mismatch is an InputError."""
-    sr, hr = (image if isinstance(image, LoadedImage) else load_image(image) for image in (sr, hr))
-    if sr.size != hr.size:
-        raise InputError(f"SR {sr.size[0]}x{sr.size[1]} and HR {hr.size[0]}x{hr.size[1]} differ in size")
-    a, b = crop(metric_pixels(sr), crop_border), crop(metric_pixels(hr), crop_border)
-    return {name: scorer(a, b) for name, scorer in scorers.items()}
-
-
-def load_scorers(metrics: Sequence[str], device: str = "cpu") -> tuple[dict[str, Any], dict[str, str]]:
-    """(name -> loaded per-image metric, name -> why it is unavailable) for ``metrics`` (FID, a
-    metric of sets, is left to the caller)."""
-    scorers, unavailable = {}, {}
-    for name in metrics:
-        if METRICS[name].kind == "set":
-            continue
-        try:
-            scorers[name] = load_metric(name, device)
-        except MetricUnavailable as error:
-            unavailable[name] = str(error)
-    return scorers, unavailable
 
 
 class _Scoring:

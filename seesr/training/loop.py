@@ -425,7 +425,7 @@ def validate(models: TrainingModels, dataset: TrainingSamples, settings: TrainSe
     """Upscale the fixed validation LR images with the current weights through SeesrPipeline; save
     bicubic | SeeSR | HR side by side; return the mean PSNR, SSIM (and LPIPS where its weights are
     at hand) against the HR crops, by the code of ``seesr evaluate``."""
-    from seesr.evaluate import load_scorers, score_pair
+    from seesr.imaging.metrics import load_scorers, score_pair
     from seesr.imaging.compare import side_by_side
     from seesr.imaging.convert import tensor_to_pil
 

@@ -293,7 +293,7 @@ def _unusable_file(folder: Path) -> str | None:
     import torch
     from safetensors import safe_open
 
-    from seesr.weights.checkpoints import _pickle_reason
+    from seesr.weights.checkpoints import unsafe_pickle_reason
 
     for path in sorted(folder.glob("model*.safetensors")):
         try:
@@ -305,7 +305,7 @@ def _unusable_file(folder: Path) -> str | None:
         try:
             torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - every unpickling failure means an unusable file
-            return f"{path.name}: {_pickle_reason(error)}"
+            return f"{path.name}: {unsafe_pickle_reason(error)}"
     return None
 
 

@@ -58,7 +58,7 @@ object or function ("Unsupported global: GLOBAL x", "unsupported GLOBAL posix.sy
 posix is blocked", "reduce for unrecognized function", "classes allowlisted via add_safe_globals")."""
 
 
-def _pickle_reason(error: Exception) -> str:
+def unsafe_pickle_reason(error: Exception) -> str:
     """Why torch refused a file, in our words (torch's own text advises ``weights_only=False``)."""
     text = str(error)
     if isinstance(error, pickle.UnpicklingError) and _REFUSED_OBJECTS.search(text):
@@ -104,7 +104,7 @@ def _load_pickle(path: Path, what: str) -> Mapping[str, Any]:
     except MemoryError:
         raise
     except Exception as error:  # noqa: BLE001 - every unpickling failure means an unusable file
-        raise _unreadable(what, path, _pickle_reason(error)) from None
+        raise _unreadable(what, path, unsafe_pickle_reason(error)) from None
     if not isinstance(obj, Mapping):
         raise _unreadable(what, path, f"it holds a {type(obj).__name__}, not a state dict")
     return obj
