@@ -69,13 +69,13 @@ from benchmarks.common import (
     versions,
 )
 from benchmarks.report import compare, fits, latent_differences, official_ratios, print_report
-from seesr.runtime.devices import default_dtype
-from seesr.runtime.memory import PeakMemory
+from seesr.engines.seesr.engine import kds_config
+from seesr.runtime.devices import default_dtype, dtype_name
+from seesr.runtime.memory import PeakMemory, free_memory_bytes
 from seesr.engines.seesr.planner import (
     DEFAULT_LATENT_OVERLAP,
     MEMORY_HEADROOM,
     RunPlan,
-    available_memory,
     decode_bytes,
     encode_bytes,
 )
@@ -154,10 +154,6 @@ def run_specs(settings: HarnessSettings) -> list[RunSpec]:
     return [RunSpec(steps) for steps in settings.steps]
 
 
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
 def default_sizes(device: str, smoke: bool) -> list[int]:
     if smoke:
         return list(SMOKE_SIZES)
@@ -212,7 +208,7 @@ def naive_plan(work_w: int, work_h: int, device: torch.device, *, smoke: bool = 
     estimated working memory (float32) fits in the free memory, else the official VAE tiles.
     Smoke runs (tiny sizes) scale the latent tile down to 8 / 4 so the tiled path is exercised."""
     latent_tile, overlap = (8, 4) if smoke else (OFFICIAL_LATENT_TILE, DEFAULT_LATENT_OVERLAP)
-    budget = available_memory(device) * MEMORY_HEADROOM
+    budget = free_memory_bytes(device) * MEMORY_HEADROOM
     latent_px = (work_w // 8) * (work_h // 8)
     untiled_decode = decode_bytes(latent_px, 4) <= budget
     untiled_encode = encode_bytes(work_w * work_h, 4) <= budget
@@ -324,7 +320,7 @@ def measure_size(pipe, variant: Variant, settings: HarnessSettings, lr_size: int
     work = lr_size * SCALE
     steps = spec.steps
     plan = plan_for(variant, pipe, work, work, settings, spec.preset)
-    kds = preset_settings(spec.preset).kds_config() if spec.preset else None
+    kds = kds_config(preset_settings(spec.preset)) if spec.preset else None
     warmups, runs = [], []
     for index in range(settings.warmup + settings.repeats):
         run = one_run(pipe, image, steps, plan, settings.seed, kds)

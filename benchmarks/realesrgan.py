@@ -32,7 +32,8 @@ from benchmarks.pipeline import machine_info
 from seesr.imaging.colorfix import COLOR_FIX_METHODS
 from seesr.imaging.metrics import load_metric, score_pair
 from seesr.engines.realesrgan.sources import load_realesrgan
-from seesr.engines.realesrgan.upscaler import color_fix_image
+from seesr.imaging.colorfix import fix_colours
+from seesr.imaging.convert import pil_to_tensor
 from seesr.settings.models import DEFAULT_MODEL, DEFAULT_TILE_PAD, REALESRGAN_MODELS
 from seesr.weights.realesrgan import bundled_ncnn_files
 from seesr.imaging.tiling import plan_tiles
@@ -159,7 +160,7 @@ def run(
         line = f"[{index + 1}/{len(names)}] {name}:"
         for method in color_fixes:
             ours[method].seconds += seconds
-            ours[method].per_image[name] = _scores(color_fix_image(sr, bicubic, method), hr)
+            ours[method].per_image[name] = _scores(fix_colours(pil_to_tensor(sr), pil_to_tensor(bicubic), method), hr)
             line += f" {method} {ours[method].per_image[name][0]:.3f} dB"
         if ncnn_engine is not None:
             start = time.perf_counter()

@@ -50,13 +50,13 @@ def build_models(weights: str | None):
 
 def measure(device: str, dtype_name: str, checkpointing: bool, crop: int, steps: int, weights: str | None = None) -> dict:
     """Images per second over ``steps`` timed steps (after one warm-up step) and the peak memory."""
-    from seesr.runtime.devices import PeakTracker
+    from seesr.runtime.memory import PeakMemory
     from seesr.training.data import ram_input
     from seesr.training.loop import training_loss
 
     dtype = getattr(torch, dtype_name)
     target = torch.device(device)
-    with PeakTracker(target) as peak:
+    with PeakMemory(target) as peak:
         models = build_models(weights)
         params = models.set_trainable()
         if checkpointing:
@@ -92,7 +92,7 @@ def measure(device: str, dtype_name: str, checkpointing: bool, crop: int, steps:
         "steps": steps,
         "images_per_s": len(timed) / sum(timed),
         "seconds_per_step": sum(timed) / len(timed),
-        "peak_memory_gib": peak.peak / 2**30,
+        "peak_memory_gib": peak.total / 2**30,
         "trainable_params": sum(p.numel() for p in params),
         "loss": loss.item(),
     }

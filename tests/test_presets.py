@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from seesr.errors import ConfigError
+from seesr.engines.seesr.engine import kds_config
 from seesr.engines.seesr.kds import KdsConfig
 from seesr.engines.seesr.planner import RunPlan
 from seesr.settings.declare import DECLARED, describe, env_name, setting_info, Settings, value_kind
@@ -230,7 +231,7 @@ def test_which_settings_feed_which_keywords():
     assert settings.arguments_for("planner") == {"max_latent_tile": 96}
     plan_fields = {f for f in RunPlan.__dataclass_fields__}
     assert settings.plan_overrides() == {k: v for k, v in PRESETS["memory"].items() if k in plan_fields}
-    assert settings.kds_config() == KdsConfig(particles=2, bandwidth=None, patch=4, strength=1.0)
+    assert kds_config(settings) == KdsConfig(particles=2, bandwidth=None, patch=4, strength=1.0)
     assert set(settings.arguments_for("kds")) <= set(KdsConfig.__dataclass_fields__)
 
 

@@ -11,11 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from seesr.settings import models
+import seesr.engines.realesrgan.engine as resr_engine
 import seesr.engines.realesrgan.sources as sources
 import seesr.engines.realesrgan.upscaler as resr
+import seesr.runtime.devices as devices
 import seesr.weights.realesrgan as bundled
 from seesr.errors import WeightsError
+from seesr.settings import models
 
 
 def psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
@@ -190,7 +192,7 @@ def test_dry_run_plans_the_tile_and_peak_the_engine_would(monkeypatch: pytest.Mo
     from seesr.api import Upscaler
 
     free = 64 * 2**20
-    monkeypatch.setattr(resr, "free_memory_bytes", lambda device: free)
+    monkeypatch.setattr(resr_engine, "free_memory_bytes", lambda device: free)
     image = Image.new("RGB", (300, 200), "gray")
     plan = Upscaler(device="cpu").dry_run(image, engine="realesrgan", scale=4)
     dtype = sources.planned_precision(torch.device("cpu"), False)
@@ -200,18 +202,19 @@ def test_dry_run_plans_the_tile_and_peak_the_engine_would(monkeypatch: pytest.Mo
     assert plan.estimated_peak_bytes == resr.estimated_peak_bytes(200, 300, tile, 4, dtype, budget)
 
 
-def test_oom_ladder_steps_down_the_tiles(engine: resr.RealEsrganUpscaler, crop: Image.Image) -> None:
-    from seesr.engines.ladder import OomInjector, run_ladder
-    from seesr.engines.seesr.planner import RunPlan
+def test_oom_ladder_steps_down_the_tiles(weights: Path, crop: Image.Image) -> None:
+    from oom import OomInjector
+    from seesr.engines.ladder import run_ladder
+    from seesr.engines.realesrgan.engine import RealesrganEngine
+    from seesr.progress import StageTracker
+    from seesr.settings.resolve import resolve_settings
 
     injector = OomInjector({"realesrgan": 2})
-    result = run_ladder(
-        crop, scale=2, plan=RunPlan(), run_seesr=None, load_realesrgan=lambda: engine, skip_reason="test",
-        stage_hook=injector, realesrgan_tile=0, realesrgan_tile_pad=4,
-    )  # fmt: skip
+    settings = resolve_settings({"engine": "realesrgan", "scale": 2, "tile_pad": 4, "device": "cpu", "fp32": True}, environ={})
+    result = run_ladder(crop, settings, [RealesrganEngine(weights)], StageTracker(None, injector), reason="test")
     assert [a.settings for a in result.attempts] == ["untiled", "tile 256", "tile 128"]
     assert [a.ok for a in result.attempts] == [False, False, True]
-    assert result.image.size == (128, 128)
+    assert tuple(result.output.pixels.shape[-2:]) == (128, 128) and result.reason == "test"
 
 
 @pytest.mark.parametrize("scale", [1, 2, 3.5, 4, 4.3])
@@ -356,10 +359,10 @@ def test_default_precision(monkeypatch: pytest.MonkeyPatch, engine: resr.RealEsr
         supports_half = supports_bfloat16 = True
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(sources, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
     assert sources.default_precision(cpu, Descriptor()) == torch.bfloat16
     assert sources.default_precision(cuda, Descriptor()) == torch.float16
     assert sources.default_precision(cuda, Descriptor(), fp32=True) == torch.float32
-    monkeypatch.setattr(sources, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
     assert sources.default_precision(cpu, Descriptor()) == torch.float32
     assert engine.dtype == torch.float32  # fp32=True

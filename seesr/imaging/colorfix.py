@@ -12,9 +12,11 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
-from seesr.settings.defaults import COLOR_FIX_METHODS
+from seesr.settings.declare import COLOR_FIX_METHODS
 from seesr.errors import ConfigError
+from seesr.imaging.convert import tensor_to_pil
 
 ColorFix = Literal["wavelet", "adain", "none"]
 WAVELET_LEVELS = 5
@@ -64,3 +66,9 @@ def apply_color_fix(target: torch.Tensor, source: torch.Tensor, method: str) -> 
     if method == "none":
         return target
     raise ConfigError(f"color_fix must be one of {', '.join(COLOR_FIX_METHODS)}; got {method!r}")
+
+
+def fix_colours(pixels: torch.Tensor, reference: torch.Tensor, method: str) -> Image.Image:
+    """``pixels`` (1, 3, H, W) in [0, 1] with the colours of ``reference`` (the same size) by ``method``,
+    clamped and rounded to 8 bits: the colour fix after any engine (``none`` only quantises)."""
+    return tensor_to_pil(apply_color_fix(pixels.float(), reference.float(), method).clamp(0, 1))

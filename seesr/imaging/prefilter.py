@@ -9,12 +9,16 @@ import numpy as np
 from PIL import Image
 
 from seesr.errors import ConfigError
-from seesr.settings.defaults import MAX_DENOISE_STRENGTH
+from seesr.settings.declare import setting_info
+
+MAX_DENOISE_STRENGTH = setting_info("denoise").range[1]
+"""Strongest non-local-means pre-filter (the ``denoise`` setting's range); beyond it flat areas are painted."""
 
 
-def denoise(image: Image.Image, strength: float) -> Image.Image:
-    """Optional pre-stage: OpenCV non-local means (``fastNlMeansDenoisingColored``, h = hColor =
-    ``strength``, template 7, search 21) for inputs too noisy for the model.
+def nl_means(image: Image.Image, strength: float) -> Image.Image:
+    """The pre-filter of the ``denoise`` setting: OpenCV non-local means
+    (``fastNlMeansDenoisingColored``, h = hColor = ``strength``, template 7, search 21) for inputs
+    too noisy for the model.
 
     ``strength`` in 0..30 (0 returns an unchanged copy; 3-10 is typical). "L" images use the
     gray variant; alpha of "RGBA" / "LA" images is kept untouched. Cost is roughly linear in

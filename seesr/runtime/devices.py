@@ -1,12 +1,14 @@
-"""Device rules, in one place: which device runs by default, which dtype suits it, whether a
-requested device exists, and the peak memory of a block of work on it."""
+"""Device rules, in one place: which device runs by default, whether a requested device exists,
+and the one dtype rule: which dtype a device runs by default, what a dtype setting means on it, and
+which dtype each network takes (its :class:`Precision` is the data, :func:`network_dtype` the rule)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 from seesr.errors import ConfigError
-from seesr.runtime.memory import PeakMemory
 
 DEVICE_KINDS = ("cpu", "cuda", "mps")
 """Device types seesr runs on (``cuda`` may carry an index: ``cuda:1``)."""
@@ -49,14 +51,53 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
     return device
 
 
-def default_dtype(device: str | torch.device) -> torch.dtype:
-    """float16 on CUDA; bfloat16 on a CPU with native bf16 (AVX512-BF16 or AMX), else float32."""
+def default_dtype(device: str | torch.device, *, cpu_bfloat16: bool = True) -> torch.dtype:
+    """float16 on CUDA; bfloat16 on a CPU with native bf16 (AVX512-BF16 or AMX), else float32.
+    ``cpu_bfloat16=False`` keeps float32 on every CPU (a pipeline loaded directly: the parity path)."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.float16
-    if device.type == "cpu" and cpu_has_native_bf16():
+    if device.type == "cpu" and cpu_bfloat16 and cpu_has_native_bf16():
         return torch.bfloat16
     return torch.float32
+
+
+def requested_dtype(name: str, device: torch.device) -> torch.dtype:
+    """What a ``dtype`` setting means on ``device``: ``auto`` is :func:`default_dtype`; float16 on the
+    CPU becomes bfloat16 (the same size, but with fast CPU kernels and no overflow)."""
+    if name == "auto":
+        return default_dtype(device)
+    if name == "float16" and device.type == "cpu":
+        return torch.bfloat16
+    return getattr(torch, name)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What one network runs in, the data of :func:`network_dtype`."""
+
+    float16_on: frozenset[str] = frozenset(DEVICE_KINDS)
+    """Device types where it runs in float16 when asked (the SD VAE: CUDA only; float16 is slow on CPUs)."""
+    bfloat16: bool = True
+    fixed: torch.dtype | None = None
+    """A dtype it keeps whatever is asked (RAM's tags are thresholded logits: float32, as officially)."""
+
+
+def network_dtype(device: torch.device, dtype: torch.dtype, precision: Precision = Precision()) -> torch.dtype:
+    """The dtype a network with ``precision`` runs in when ``dtype`` is asked for on ``device``:
+    float32 where it cannot take the half precision asked for."""
+    if precision.fixed is not None:
+        return precision.fixed
+    if dtype == torch.float16 and device.type not in precision.float16_on:
+        return torch.float32
+    if dtype == torch.bfloat16 and not precision.bfloat16:
+        return torch.float32
+    return dtype
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``float16`` for ``torch.float16``: how reports and the progress line name a dtype."""
+    return str(dtype).removeprefix("torch.")
 
 
 def cpu_has_native_bf16() -> bool:
@@ -67,20 +108,3 @@ def cpu_has_native_bf16() -> bool:
         return torch.backends.mkldnn.is_available() and any(check() for check in checks if check is not None)
     except RuntimeError:
         return False
-
-
-class PeakTracker:
-    """Peak memory of a call on ``device``: CUDA max allocated, or the process's peak RSS on the CPU."""
-
-    def __init__(self, device: torch.device | None = None) -> None:
-        self.device = device if device is not None else default_device()
-        self.peak: int | None = None
-
-    def __enter__(self) -> "PeakTracker":
-        self._inner = PeakMemory(self.device)
-        self._inner.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._inner.__exit__(*exc)
-        self.peak = int(self._inner.base + self._inner.peak)

@@ -1,8 +1,10 @@
-"""Peak memory of a block of code: CUDA max allocated, or sampled process RSS on the CPU."""
+"""Memory rules, in one place: the memory a run may still use, the peak of a block of code, handing
+memory back between stages and rungs, and telling an out-of-memory error from any other error."""
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import sys
 import threading
 import time
@@ -44,8 +46,33 @@ def trim_host_heap() -> None:
             pass
 
 
+def free_memory_bytes(device: torch.device) -> int:
+    """Memory this process could still allocate on ``device``: CUDA free memory, else available RAM."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return int(psutil.virtual_memory().available)
+
+
+def release_memory() -> None:
+    """Drop unreachable tensors and return cached device memory (between rungs, after a call)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for CUDA OOM, host allocation failures and MemoryError."""
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    message = str(error).lower()
+    return isinstance(error, RuntimeError) and (
+        "out of memory" in message or "can't allocate memory" in message or "failed to allocate" in message
+    )
+
+
 class PeakMemory:
-    """Peak memory above a baseline while the context is open (RSS sampling or CUDA stats)."""
+    """Peak memory while the context is open (CUDA max allocated, or sampled process RSS on the CPU):
+    ``peak`` above the memory in use when it opened (``base``), ``total`` the whole."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -77,3 +104,8 @@ class PeakMemory:
         self.running = False
         self.thread.join()
         self.peak = max(self.peak, self.process.memory_info().rss - self.base)
+
+    @property
+    def total(self) -> int:
+        """The peak including what was in use when the context opened."""
+        return int(self.base + self.peak)

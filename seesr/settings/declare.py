@@ -215,25 +215,10 @@ class Settings:
         return self.arguments_for("plan")
 
     def torch_dtype(self, device: torch.device) -> torch.dtype:
-        """``auto``: float16 on CUDA, bfloat16 on a CPU with native bf16, float32 elsewhere. float16
-        on the CPU becomes bfloat16 (same size, but with fast CPU kernels and no overflow)."""
-        import torch
+        """The dtype this ``dtype`` setting means on ``device`` (:func:`~seesr.runtime.devices.requested_dtype`)."""
+        from seesr.runtime.devices import requested_dtype
 
-        from seesr.runtime.devices import default_dtype
-
-        if self.dtype == "auto":
-            return default_dtype(device)
-        if self.dtype == "float16" and device.type == "cpu":
-            return torch.bfloat16
-        return getattr(torch, self.dtype)
-
-    def kds_config(self) -> KdsConfig | None:
-        """Kernel Density Steering settings, None with a single particle (plain sampling)."""
-        if self.kds_particles <= 1:
-            return None
-        from seesr.engines.seesr.kds import KdsConfig
-
-        return KdsConfig(**self.arguments_for("kds"))
+        return requested_dtype(self.dtype, device)
 
     def batch_multiplier(self) -> int:
         """How many latents go through the denoiser at once per tile: x2 with guidance, x particles."""

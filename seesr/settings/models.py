@@ -38,6 +38,10 @@ class ModelSpec:
     latent_overlap: int | None
     """Overlap of the latent tiles (the official ``--latent_tiled_overlap``); None: the planner's, a
     third of the tile, at most 32 (the turbo script's 32 at 96)."""
+    vae_encoder_tile: int = 1024
+    """VAE encoder tile in image pixels (the official ``--vae_encoder_tiled_size``)."""
+    vae_decoder_tile: int = 224
+    """VAE decoder tile in latent pixels (the official ``--vae_decoder_tiled_size``)."""
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -53,7 +57,7 @@ MODELS: dict[str, ModelSpec] = {
 """The official models: SeeSR-Turbo (``test_seesr_turbo.py``: 2 steps, guidance 1.0, tiles 96 with
 overlap 32, lines 251-259; DDIM instead of its DDPMScheduler is our choice) and SeeSR on SD-2-base
 (``test_seesr.py``: DDPMScheduler (line 78), guidance 5.5, 50 steps, tiles 96 with overlap 4, lines
-251-259)."""
+251-259); both scripts' VAE tiles are 1024 / 224 (lines 256-257)."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from seesr.errors import ConfigError, MissingWeightsError, WeightsError
+from seesr.settings.models import MODELS
 from seesr.weights._shared import (
     local_file, locate_entry, looked_in, missing_error, offline_error, warn_size, whole_folder,
 )  # fmt: skip
@@ -213,6 +214,18 @@ class WeightPaths:
                 [name for name, _ in missing],
             )
         return self
+
+    def base_folder(self, model: str) -> Path:
+        """The folder of ``model``'s base (VAE, text encoder, tokenizer, scheduler: sd-turbo or SD-2-base);
+        a :class:`~seesr.errors.MissingWeightsError` when it is absent. Whether SeeSR can run: the
+        pipeline's loader and the engine's check (the dry run) ask this, so they decide alike."""
+        base = getattr(self, MODELS[model].base)
+        if base is None or not (base / "scheduler" / "scheduler_config.json").is_file():
+            raise MissingWeightsError(
+                f"model {model!r} needs its base model folder (diffusers layout: vae/, text_encoder/, "
+                f"tokenizer/, scheduler/) in {base or 'weights/sd-2-base/'}; {DOWNLOAD_HINT}."
+            )
+        return base
 
     def warn_on_checksum_mismatch(self, manifest: str | Path | Manifest | None = None) -> None:
         """Log one warning per file whose size or sha256 differs from the manifest (sha256 computed

@@ -18,7 +18,7 @@ import torch
 from seesr.engines.realesrgan.ncnn import convert_ncnn_to_state_dict
 from seesr.engines.realesrgan.upscaler import RealEsrganUpscaler
 from seesr.errors import ConfigError, WeightsError
-from seesr.runtime.devices import cpu_has_native_bf16, resolve_device
+from seesr.runtime.devices import DEVICE_KINDS, Precision, dtype_name, network_dtype, requested_dtype, resolve_device
 from seesr.settings.models import (
     DEFAULT_MODEL, MODEL_ALIASES, MODEL_FILE_MAX_BYTES, REALESRGAN_MODELS, canonical_model, is_model_file,
 )  # fmt: skip
@@ -159,25 +159,21 @@ def _resolve_bundled(name: str, weights_dir: Path | None) -> tuple[Any, Path]:
 
 
 def planned_precision(device: torch.device, fp32: bool = False) -> torch.dtype:
-    """float16 on CUDA, bfloat16 on a CPU with native bf16 (>= 45 dB PSNR against float32 for
-    x4plus), else float32; ``fp32`` forces float32."""
-    if fp32:
-        return torch.float32
-    if device.type == "cuda":
-        return torch.float16
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    return torch.float32
+    """The ``fp32`` setting on ``device`` (:func:`~seesr.runtime.devices.requested_dtype`): float32
+    when set, else the default (float16 on CUDA, bfloat16 on a CPU with native bf16: >= 45 dB PSNR
+    against float32 for x4plus, else float32)."""
+    return requested_dtype("float32" if fp32 else "auto", device)
+
+
+def precision_of(descriptor: Any) -> Precision:
+    """What a spandrel network runs in (its descriptor says whether it supports half and bfloat16)."""
+    return Precision(frozenset(DEVICE_KINDS) if descriptor.supports_half else frozenset(), descriptor.supports_bfloat16)
 
 
 def default_precision(device: torch.device, descriptor: Any, fp32: bool = False) -> torch.dtype:
-    """:func:`planned_precision`, limited to what the network supports."""
-    dtype = planned_precision(device, fp32)
-    if dtype == torch.float16 and not descriptor.supports_half:
-        return torch.float32
-    if dtype == torch.bfloat16 and not descriptor.supports_bfloat16:
-        return torch.float32
-    return dtype
+    """:func:`planned_precision`, limited to what the network supports (the one dtype rule,
+    :func:`~seesr.runtime.devices.network_dtype`)."""
+    return network_dtype(device, planned_precision(device, fp32), precision_of(descriptor))
 
 
 def load_realesrgan(
@@ -216,8 +212,6 @@ def load_realesrgan(
         scale = REALESRGAN_MODELS[name].scale
     if dtype is None:
         dtype = default_precision(device, descriptor, fp32)
-    elif dtype == torch.float16 and not descriptor.supports_half:
-        raise ConfigError(f"{descriptor.architecture.name} does not support float16; use float32")
-    elif dtype == torch.bfloat16 and not descriptor.supports_bfloat16:
-        raise ConfigError(f"{descriptor.architecture.name} does not support bfloat16; use float32")
+    elif network_dtype(device, dtype, precision_of(descriptor)) != dtype:
+        raise ConfigError(f"{descriptor.architecture.name} does not support {dtype_name(dtype)}; use float32")
     return RealEsrganUpscaler(descriptor, device=device, dtype=dtype, source=source, name=name, scale=scale)

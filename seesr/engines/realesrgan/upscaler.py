@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from seesr.errors import ConfigError
-from seesr.imaging.colorfix import apply_color_fix
-from seesr.imaging.convert import pil_to_tensor, tensor_to_pil
+from seesr.imaging.convert import output_size, pil_to_tensor
 from seesr.imaging.tiling import plan_tiles, tiled_paste
 from seesr.progress import ProgressCallback, StageCounter
+from seesr.runtime.memory import free_memory_bytes
 from seesr.settings.models import DEFAULT_MODEL, DEFAULT_TILE_PAD
 
 AUTO_TILES = (256, 128, 64)
@@ -30,15 +30,6 @@ ACTIVATION_VALUES_PER_OUTPUT_PIXEL = 256
 tile batches and the automatic tile against the free memory."""
 MEMORY_SHARE = 0.5
 """Share of the free memory a batch of tiles may plan to use."""
-
-def free_memory_bytes(device: torch.device) -> int:
-    """Memory this process could still allocate on ``device`` (CUDA free memory, else available RAM)."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    import psutil
-
-    return psutil.virtual_memory().available
-
 
 X4PLUS_PARAMETERS = 16_697_987
 """Parameters of RealESRGAN_x4plus (RRDBNet, 23 blocks), the largest bundled network: the weights
@@ -62,6 +53,12 @@ def auto_tile(height: int, width: int, batch_pixels: int, tile_pad: int = DEFAUL
     if height * width <= batch_pixels:
         return 0
     return next((t for t in AUTO_TILES if (t + 2 * tile_pad) ** 2 <= batch_pixels), AUTO_TILES[-1])
+
+
+def tile_rungs(first: int) -> list[int]:
+    """Tiles to try in turn on out-of-memory errors: ``first`` (0: untiled), then the smaller of
+    :data:`AUTO_TILES`."""
+    return [first, *(t for t in AUTO_TILES if first == 0 or t < first)]
 
 
 def estimated_peak_bytes(
@@ -135,8 +132,7 @@ class RealEsrganUpscaler:
     def tile_rungs(self, height: int, width: int, tile: int = 0, tile_pad: int = DEFAULT_TILE_PAD) -> list[int]:
         """Tiles to try in turn on out-of-memory errors: ``tile`` (0: :meth:`plan_tile`), then the
         smaller of :data:`AUTO_TILES`."""
-        first = tile or self.plan_tile(height, width, tile_pad)
-        return [first, *(t for t in AUTO_TILES if first == 0 or t < first)]
+        return tile_rungs(tile or self.plan_tile(height, width, tile_pad))
 
     @torch.inference_mode()
     def upscale_tensor(
@@ -194,7 +190,7 @@ class RealEsrganUpscaler:
         if image.mode in ("P", "PA") or (image.mode != "RGBA" and "transparency" in image.info):
             image = image.convert("RGBA")
         width, height = image.size
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        size = output_size(width, height, scale)
         alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else None
         gray = image.mode in ("L", "LA", "1")
         out = self.upscale_tensor(pil_to_tensor(image), tile=tile, tile_pad=tile_pad, pre_pad=pre_pad)
@@ -207,12 +203,3 @@ class RealEsrganUpscaler:
         if alpha is not None:
             result.putalpha(alpha.resize(size, Image.Resampling.BICUBIC))
         return result
-
-
-def color_fix_image(image: Image.Image, reference: Image.Image, method: str) -> Image.Image:
-    """``image`` with the colours of ``reference`` (the bicubic-upscaled input, same size) by
-    :func:`seesr.imaging.colorfix.apply_color_fix`; ``none`` returns ``image`` itself."""
-    if method == "none":
-        return image
-    fixed = apply_color_fix(pil_to_tensor(image), pil_to_tensor(reference.convert("RGB")), method)
-    return tensor_to_pil(fixed)

@@ -56,6 +56,7 @@ import torch
 import torch.nn.functional as F
 
 from seesr.errors import ConfigError
+from seesr.settings.declare import Settings
 from seesr.engines.seesr.sampling import Denoiser, NoiseSchedule, predict_clean
 
 KdsSchedule = Literal["decay", "constant", "ramp"]
@@ -64,19 +65,19 @@ KDS_SCHEDULES: tuple[str, ...] = ("decay", "constant", "ramp")
 
 @dataclass(frozen=True)
 class KdsConfig:
-    """Settings of Kernel Density Steering.
+    """Settings of Kernel Density Steering (defaults: the ``kds_*`` settings' declaration).
 
-    ``particles``: ensemble size N (1 turns steering off). ``bandwidth``: kernel width h as a
+    ``particles``: ensemble size N (1 turns steering off; required: a run steers only when asked). ``bandwidth``: kernel width h as a
     per-element RMS distance in latent units, or None for the per-patch median heuristic.
     ``patch``: patch side in latent pixels (8 image pixels each). ``strength``: the largest step
     towards the mean-shift target, in [0, 1]. ``schedule``: how the step changes over the steps
     (see the module notes).
     """
 
-    particles: int = 4
-    bandwidth: float | None = None
-    patch: int = 4
-    strength: float = 1.0
+    particles: int
+    bandwidth: float | None = Settings.kds_bandwidth
+    patch: int = Settings.kds_patch
+    strength: float = Settings.kds_strength
     schedule: KdsSchedule = "decay"
 
     def __post_init__(self) -> None:

@@ -7,43 +7,41 @@ with ControlNet + UNet, the last one returning the clean estimate -> VAE decode 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Iterator, Literal
 
 import torch
 from diffusers import AutoencoderKL
 from PIL import Image
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from seesr.imaging.colorfix import COLOR_FIX_METHODS, apply_color_fix
-from seesr.settings.defaults import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, DEFAULT_PROCESS_SIZE
-from seesr.runtime.devices import default_device
-from seesr.errors import ConfigError, InputError, MissingWeightsError
-from seesr.imaging.convert import pil_to_tensor, resize, tensor_to_pil
 from seesr.engines.seesr.kds import KdsConfig, particle_noise, select_particle, steered_denoiser
-from seesr.runtime.memory import keep_heap_within_stage, trim_host_heap
-from seesr.settings.models import MODELS
 from seesr.engines.seesr.models.controlnet import SeesrControlNetModel
 from seesr.engines.seesr.models.tagger import RamConfig, RamTagger
 from seesr.engines.seesr.models.unet import SeesrUNet2DConditionModel
-from seesr.engines.seesr.planner import VAE_SCALE, RunPlan, plan_run, plan_working_size
-from seesr.progress import ProgressCallback, StageCounter
+from seesr.engines.seesr.planner import VAE_SCALE, RunPlan, WorkingSize, plan_run, plan_working_size
 from seesr.engines.seesr.sampling import (
-    SAMPLERS, START_TIMESTEP, ConditionedDenoiser, NoiseSchedule, StepCallback, add_noise, denoise_step, sample, tiled_denoiser,
+    ConditionedDenoiser, NoiseSchedule, StepCallback, add_noise, denoise_step, sample, tiled_denoiser,
 )  # fmt: skip
-from seesr.imaging.tiling import plan_tiles
 from seesr.engines.seesr.vae_tiling import tiled_decode, tiled_encode
-from seesr.weights import DOWNLOAD_HINT, WeightPaths
+from seesr.errors import ConfigError, InputError
+from seesr.imaging.colorfix import apply_color_fix
+from seesr.imaging.convert import output_size, pil_to_tensor, resize, tensor_to_pil
+from seesr.progress import ProgressCallback, StageCounter, StageHook
+from seesr.runtime.devices import Precision, default_device, default_dtype, network_dtype
+from seesr.runtime.memory import keep_heap_within_stage, trim_host_heap
+from seesr.settings.declare import COLOR_FIX_METHODS, START_POINTS, Settings
+from seesr.settings.models import MODELS, SAMPLERS
+from seesr.weights import WeightPaths
 from seesr.weights.checkpoints import load_pretrained
 
 logger = logging.getLogger(__name__)
-
-StageHook = Callable[[str], AbstractContextManager[object]]
 
 
 @dataclass
@@ -57,25 +55,29 @@ class SeesrPipelineOutput:
     plan: RunPlan
     timings: dict[str, float]
     latents: torch.Tensor = field(repr=False)
+    condition: torch.Tensor | None = field(default=None, repr=False)
+    """The LR image upscaled to the working size (1, 3, H, W): what the colour fix takes colours from."""
+
+
+NETWORK_PRECISION: dict[str, Precision] = {
+    "text_encoder": Precision(),
+    "unet": Precision(),
+    "controlnet": Precision(),
+    "tagger": Precision(fixed=torch.float32),
+    "vae": Precision(float16_on=frozenset({"cuda"})),
+}
+"""What each network runs in (the data of :func:`~seesr.runtime.devices.network_dtype`). The VAE
+takes float16 on CUDA only (float16 is slow on CPUs; bfloat16 has oneDNN kernels and float32's range,
+see :meth:`SeesrPipeline.decode`). The tagger stays float32 whatever is asked (as officially): its
+tags are thresholded logits, and a tag near its threshold would flip in half precision."""
 
 
 def network_dtypes(device: torch.device, dtype: torch.dtype) -> dict[str, torch.dtype]:
-    """The dtype of each network when the pipeline runs in ``dtype`` on ``device``. The VAE follows
-    ``dtype`` on CUDA, and on the CPU when it is bfloat16 (oneDNN bf16 kernels, float32's range; see
-    :meth:`SeesrPipeline.decode`), else it stays float32 (float16 is slow on CPUs). The tagger stays
-    float32 whatever ``dtype`` (as officially): its tags are thresholded logits, and a tag near its
-    threshold would flip in half precision and change the prompt."""
-    follows = device.type == "cuda" or dtype == torch.bfloat16
-    return {
-        "text_encoder": dtype,
-        "unet": dtype,
-        "controlnet": dtype,
-        "tagger": torch.float32,
-        "vae": dtype if follows else torch.float32,
-    }
+    """The dtype of each network when the pipeline runs in ``dtype`` on ``device``."""
+    return {name: network_dtype(device, dtype, precision) for name, precision in NETWORK_PRECISION.items()}
 
 
-def build_prompt(tags: str, user_prompt: str = "", positive_prompt: str = DEFAULT_POSITIVE_PROMPT) -> str:
+def build_prompt(tags: str, user_prompt: str = Settings.prompt, positive_prompt: str = Settings.positive_prompt) -> str:
     """The official prompt: ``f"{tags}, {user_prompt},"`` followed by the positive prompt."""
     return f"{tags}, {user_prompt}," + positive_prompt
 
@@ -141,16 +143,10 @@ class SeesrPipeline:
         if model not in MODELS:
             raise ConfigError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
         paths = weights if isinstance(weights, WeightPaths) else WeightPaths.resolve(weights, download=download)
-        paths.check()
+        base = paths.check().base_folder(model)
         spec = MODELS[model]
-        base = getattr(paths, spec.base)
-        if base is None or not (base / "scheduler" / "scheduler_config.json").is_file():
-            raise MissingWeightsError(
-                f"model {model!r} needs its base model folder (diffusers layout: vae/, text_encoder/, "
-                f"tokenizer/, scheduler/) in {base or 'weights/sd-2-base/'}; {DOWNLOAD_HINT}."
-            )
         device = torch.device(device) if device is not None else default_device()
-        dtype = torch_dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+        dtype = torch_dtype or default_dtype(device, cpu_bfloat16=False)
         dtypes = network_dtypes(device, dtype)  # each network read straight into its dtype
 
         paths.warn_on_checksum_mismatch()
@@ -286,18 +282,18 @@ class SeesrPipeline:
         self,
         image: Image.Image,
         *,
-        scale: float = 4,
+        scale: float = Settings.scale,
         num_inference_steps: int | None = None,
-        prompt: str = "",
-        positive_prompt: str = DEFAULT_POSITIVE_PROMPT,
-        negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+        prompt: str = Settings.prompt,
+        positive_prompt: str = Settings.positive_prompt,
+        negative_prompt: str = Settings.negative_prompt,
         guidance_scale: float | None = None,
-        conditioning_scale: float = 1.0,
+        conditioning_scale: float = Settings.conditioning_scale,
         sampler: str | None = None,
-        start_point: Literal["lr", "noise"] = "lr",
-        start_steps: int = START_TIMESTEP,
-        color_fix: str = "wavelet",
-        process_size: int = DEFAULT_PROCESS_SIZE,
+        start_point: Literal["lr", "noise"] = Settings.start_point,
+        start_steps: int = Settings.start_steps,
+        color_fix: str = Settings.color_fix,
+        process_size: int = Settings.process_size,
         plan: RunPlan | None = None,
         kds: KdsConfig | None = None,
         seed: int | None = None,
@@ -309,7 +305,7 @@ class SeesrPipeline:
         output_type: Literal["pil", "pt"] = "pil",
         callback: StepCallback | None = None,
     ) -> SeesrPipelineOutput:
-        """Upscale one RGB image by ``scale``.
+        """Upscale one RGB image by ``scale`` (defaults: :class:`~seesr.settings.declare.Settings`'s).
 
         ``num_inference_steps``/``guidance_scale``/``sampler``: default to the model's (:data:`MODELS`).
         ``sampler``: ``"ddim"`` (deterministic) or ``"ddpm"`` (the official scripts' stochastic
@@ -321,13 +317,14 @@ class SeesrPipeline:
         ``latents``: the initial noise (1, 4, h/8, w/8), else drawn from ``generator``/``seed`` on the
         CPU (same numbers on every device). ``tags``/``ram_embeds`` skip the tagger. ``lr_latent="mean"``
         encodes the LR image with the VAE mean instead of a sample. ``callback(i, t, latents)`` runs
-        after each step. ``plan``: tiles, tile batch and offload (default: :func:`plan_run` for this
-        size, device and free memory); latents larger than the latent tile are denoised in
-        overlapping tiles whose noise predictions are blended. ``output_type="pt"`` returns the
-        (1, 3, H, W) tensor in [0, 1] before the final resize. ``kds``: Kernel Density Steering
-        over N particles (see :mod:`seesr.engines.seesr.kds`); the particle nearest the ensemble mean is kept.
+        after each step. ``plan``: tiles, tile batch and offload, and the working size it was made
+        for (default: :meth:`plan_for` this size, device and free memory); latents larger than the
+        latent tile are denoised in the plan's overlapping tiles, whose noise predictions are
+        blended. ``output_type="pt"`` returns the (1, 3, H, W) tensor in [0, 1] before the final
+        resize. ``kds``: Kernel Density Steering over N particles (see :mod:`seesr.engines.seesr.kds`);
+        the particle nearest the ensemble mean is kept.
         """
-        # 0. Check the call
+        # 0. Check the call: the model's defaults, the timesteps that run, the working size and plan
         spec = MODELS[self.model]
         num_inference_steps = spec.steps if num_inference_steps is None else num_inference_steps
         guidance_scale = spec.guidance_scale if guidance_scale is None else guidance_scale
@@ -335,75 +332,32 @@ class SeesrPipeline:
         self.check_inputs(
             image, num_inference_steps, guidance_scale, color_fix, lr_latent, output_type, sampler, start_point, start_steps
         )
-        # the timesteps at or below start_steps: the official loop skips the others
-        timesteps = self.schedule.timesteps(num_inference_steps, start_steps)
+        timesteps = self.schedule.timesteps(num_inference_steps, start_steps)  # the official loop skips the others
         if generator is None:
             generator = torch.Generator("cpu").manual_seed(seed if seed is not None else torch.seed())
-        sizes = plan_working_size(image.width, image.height, scale, process_size)
         do_cfg = guidance_scale > 1.0
-        if plan is None:
-            plan = self.plan_for(*sizes.work_size, batch_multiplier=(2 if do_cfg else 1) * (kds.particles if kds else 1))
+        plan = self.plan_call(image, scale, process_size, plan, (2 if do_cfg else 1) * (kds.particles if kds else 1))
         self.set_offload(plan.offload)
         self._timings = {}
         lr_image = image.convert("RGB")
 
-        # 1. Tag the LR image with RAM + DAPE: the prompt's tags and the image embeddings
-        if tags is None or ram_embeds is None:
-            with self.stage("tag", self.tagger):
-                tagged = self.tag(lr_image)
-            tags = tagged.tags[0] if tags is None else tags
-            ram_embeds = tagged.image_embeds if ram_embeds is None else ram_embeds
-        full_prompt = build_prompt(tags, prompt, positive_prompt)
+        # 1-2. Tag the LR image (RAM + DAPE): the prompt and the image embeddings; encode the prompt
+        tags, ram_embeds, full_prompt = self.conditioning(lr_image, tags, ram_embeds, prompt, positive_prompt)
+        prompt_embeds, ram_embeds = self.prompt_embeddings(full_prompt, negative_prompt, ram_embeds, do_cfg)
 
-        # 2. Encode the prompt (and the negative prompt for classifier-free guidance)
-        with self.stage("text", self.text_encoder):
-            prompt_embeds = self.encode_prompt(full_prompt)
-            if do_cfg:
-                prompt_embeds = torch.cat([self.encode_prompt(negative_prompt), prompt_embeds])
-        ram_embeds = ram_embeds.to(self.device, self.dtype)
-        if do_cfg:
-            ram_embeds = torch.cat([ram_embeds, ram_embeds])
+        # 3. Upscale the LR image (bicubic) to the working size: the ControlNet's condition
+        condition = self.condition_image(lr_image, plan.sizes)
 
-        # 3. Upscale the LR image (bicubic) to the working size
-        upscaled = lr_image if sizes.pre_size is None else resize(lr_image, sizes.pre_size)
-        upscaled = resize(resize(upscaled, sizes.upscaled_size), sizes.work_size)
-        condition = pil_to_tensor(upscaled).to(self.device)
+        # 4-5. Initial noise, and the start point: the VAE-encoded LR image noised to start_steps
+        # (SeeSR's LR embedding strategy), or pure noise
+        latents = self.start_latents(condition, latents, generator, start_point, start_steps, lr_latent, plan, kds)
 
-        # 4. Initial noise
-        latent_shape = (1, self.unet.config.in_channels, sizes.work_size[1] // VAE_SCALE, sizes.work_size[0] // VAE_SCALE)
-        if latents is None:
-            latents = torch.randn(latent_shape, generator=generator, dtype=torch.float32)
-        elif tuple(latents.shape) != latent_shape:
-            raise ConfigError(f"latents must have shape {latent_shape}, got {tuple(latents.shape)}")
-        noise = latents.to(self.device, torch.float32)
-
-        # 5. Start point: the VAE-encoded LR image noised to start_steps (SeeSR's LR embedding
-        # strategy), or pure noise
-        if start_point == "lr":
-            with self.stage("encode", self.vae):
-                lr_latents = self.encode_image(condition, generator, lr_latent, tile=plan.vae_encoder_tile)
-        if kds is not None:
-            noise = particle_noise(noise, kds.particles, generator)
-        latents = add_noise(lr_latents, noise, self.schedule, start_steps) if start_point == "lr" else noise
-
-        # 6. Denoise: ControlNet + UNet on latent tiles (one tile when the latent is small), KDS
-        # steering the particles, the sampler's update in float32; the last step returns x0
-        tiles = plan_tiles(latents.shape[-2], latents.shape[-1], plan.latent_tile, plan.latent_overlap)
-        bar = StageCounter(self.progress, "denoise", len(timesteps) * len(tiles))
+        # 6. Denoise: ControlNet + UNet on the plan's latent tiles, KDS steering the particles, the
+        # sampler's update in float32; the last step returns x0
         model = self.conditioned_denoiser(prompt_embeds, ram_embeds, conditioning_scale, guidance_scale)
-        denoise = tiled_denoiser(
-            model, condition, tiles, scale=VAE_SCALE, batch_size=plan.tile_batch_size, on_tiles=bar.update
+        latents = self.denoise(
+            latents, model, condition, plan, timesteps, num_inference_steps, sampler, generator, kds, callback
         )
-        if kds is not None:
-            denoise = steered_denoiser(denoise, self.schedule, kds, len(timesteps))
-        step = partial(denoise_step, sampler, generator=generator)
-        with self.stage("denoise", self.unet, self.controlnet):
-            latents = sample(
-                denoise, latents, self.schedule, timesteps, step, num_inference_steps=num_inference_steps, callback=callback
-            )
-        if latents.shape[0] > 1:
-            best = select_particle(latents)
-            latents = latents[best : best + 1]
 
         # 7. Decode, then take the colours from the upscaled input
         with self.stage("decode", self.vae):
@@ -412,21 +366,104 @@ class SeesrPipeline:
             fixed = apply_color_fix(decoded.float(), condition.float(), color_fix).clamp(0, 1)
 
         # 8. Resize to exactly the requested size
-        if output_type == "pt":
-            result: list[Image.Image] | torch.Tensor = fixed
-        else:
-            result = [resize(tensor_to_pil(fixed), sizes.output_size)]
+        result = fixed if output_type == "pt" else [resize(tensor_to_pil(fixed), plan.sizes.output_size)]
         return SeesrPipelineOutput(
-            images=result,
-            tags=tags,
-            prompt=full_prompt,
-            timesteps=timesteps,
-            plan=plan,
-            timings=dict(self._timings),
-            latents=latents,
-        )
+            images=result, tags=tags, prompt=full_prompt, timesteps=timesteps, plan=plan,
+            timings=dict(self._timings), latents=latents, condition=condition,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ the steps
+    def plan_call(
+        self, image: Image.Image, scale: float, process_size: int, plan: RunPlan | None, batch_multiplier: int
+    ) -> RunPlan:
+        """The plan of a call with its working size: ``plan`` as given (it carries the size it was
+        made for, else the official rule gives it here), or :meth:`plan_for` this size."""
+        if plan is not None and plan.sizes is not None:
+            if plan.sizes.output_size != output_size(image.width, image.height, scale):
+                raise ConfigError(
+                    f"the plan was made for a {plan.sizes.output_size[0]}x{plan.sizes.output_size[1]} output, not "
+                    f"{image.width}x{image.height} at scale {scale:g}; plan again for this image"
+                )
+            return plan
+        sizes = plan_working_size(image.width, image.height, scale, process_size)
+        if plan is None:
+            plan = self.plan_for(*sizes.work_size, batch_multiplier=batch_multiplier)
+        return dataclasses.replace(plan, sizes=sizes)
+
+    def conditioning(
+        self, image: Image.Image, tags: str | None, ram_embeds: torch.Tensor | None, prompt: str, positive_prompt: str
+    ) -> tuple[str, torch.Tensor, str]:
+        """1. The tags and RAM image embeddings (the tagger's unless given) and the full prompt."""
+        if tags is None or ram_embeds is None:
+            with self.stage("tag", self.tagger):
+                tagged = self.tag(image)
+            tags = tagged.tags[0] if tags is None else tags
+            ram_embeds = tagged.image_embeds if ram_embeds is None else ram_embeds
+        return tags, ram_embeds, build_prompt(tags, prompt, positive_prompt)
+
+    def prompt_embeddings(
+        self, prompt: str, negative_prompt: str, ram_embeds: torch.Tensor, do_cfg: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """2. The prompt's CLIP embeddings and the RAM embeddings in the denoiser's dtype, each
+        [negative, positive] with classifier-free guidance."""
+        with self.stage("text", self.text_encoder):
+            prompt_embeds = self.encode_prompt(prompt)
+            if do_cfg:
+                prompt_embeds = torch.cat([self.encode_prompt(negative_prompt), prompt_embeds])
+        ram_embeds = ram_embeds.to(self.device, self.dtype)
+        return prompt_embeds, torch.cat([ram_embeds, ram_embeds]) if do_cfg else ram_embeds
+
+    def condition_image(self, image: Image.Image, sizes: WorkingSize) -> torch.Tensor:
+        """3. The LR image upscaled (bicubic) to the working size, on the device, in [0, 1]."""
+        upscaled = image if sizes.pre_size is None else resize(image, sizes.pre_size)
+        upscaled = resize(resize(upscaled, sizes.upscaled_size), sizes.work_size)
+        return pil_to_tensor(upscaled).to(self.device)
+
+    def start_latents(
+        self, condition: torch.Tensor, noise: torch.Tensor | None, generator: torch.Generator, start_point: str,
+        start_steps: int, lr_latent: str, plan: RunPlan, kds: KdsConfig | None,
+    ) -> torch.Tensor:  # fmt: skip
+        """4-5. The initial noise (``noise`` or drawn from ``generator``; one per KDS particle) and the
+        start latents: the encoded LR image noised to ``start_steps``, or the noise itself."""
+        height, width = condition.shape[-2:]
+        latent_shape = (1, self.unet.config.in_channels, height // VAE_SCALE, width // VAE_SCALE)
+        if noise is None:
+            noise = torch.randn(latent_shape, generator=generator, dtype=torch.float32)
+        elif tuple(noise.shape) != latent_shape:
+            raise ConfigError(f"latents must have shape {latent_shape}, got {tuple(noise.shape)}")
+        noise = noise.to(self.device, torch.float32)
+        if start_point == "lr":
+            with self.stage("encode", self.vae):
+                lr_latents = self.encode_image(condition, generator, lr_latent, tile=plan.vae_encoder_tile)
+        if kds is not None:
+            noise = particle_noise(noise, kds.particles, generator)
+        return add_noise(lr_latents, noise, self.schedule, start_steps) if start_point == "lr" else noise
+
+    def denoise(
+        self, latents: torch.Tensor, model: ConditionedDenoiser, condition: torch.Tensor, plan: RunPlan,
+        timesteps: list[int], spacing: int, sampler: str, generator: torch.Generator, kds: KdsConfig | None,
+        callback: StepCallback | None,
+    ) -> torch.Tensor:  # fmt: skip
+        """6. The sampling loop at ``timesteps`` (spaced for ``spacing`` steps) over the plan's latent
+        tiles (:meth:`RunPlan.tiles_for`), steered by KDS; with several particles, the one nearest
+        their mean."""
+        tiles = plan.tiles_for(latents.shape[-2], latents.shape[-1])
+        bar = StageCounter(self.progress, "denoise", len(timesteps) * len(tiles))
+        denoiser = tiled_denoiser(
+            model, condition, tiles, scale=VAE_SCALE, batch_size=plan.tile_batch_size, on_tiles=bar.update
+        )
+        if kds is not None:
+            denoiser = steered_denoiser(denoiser, self.schedule, kds, len(timesteps))
+        step = partial(denoise_step, sampler, generator=generator)
+        with self.stage("denoise", self.unet, self.controlnet):
+            latents = sample(
+                denoiser, latents, self.schedule, timesteps, step, num_inference_steps=spacing, callback=callback
+            )
+        if latents.shape[0] > 1:
+            best = select_particle(latents)
+            latents = latents[best : best + 1]
+        return latents
+
     def check_inputs(
         self,
         image: object,
@@ -435,9 +472,9 @@ class SeesrPipeline:
         color_fix: str,
         lr_latent: str,
         output_type: str,
-        sampler: str = "ddim",
-        start_point: str = "lr",
-        start_steps: int = START_TIMESTEP,
+        sampler: str,
+        start_point: str,
+        start_steps: int,
     ) -> None:
         """Refuse bad arguments before any work is done, naming all of them at once."""
         problems = []
@@ -455,8 +492,8 @@ class SeesrPipeline:
             problems.append(f"output_type must be 'pil' or 'pt', got {output_type!r}")
         if sampler not in SAMPLERS:
             problems.append(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-        if start_point not in ("lr", "noise"):
-            problems.append(f"start_point must be 'lr' or 'noise', got {start_point!r}")
+        if start_point not in START_POINTS:
+            problems.append(f"start_point must be one of {', '.join(START_POINTS)}, got {start_point!r}")
         last_step = self.schedule.num_train_timesteps - 1
         if not isinstance(start_steps, int) or not 1 <= start_steps <= last_step:
             problems.append(f"start_steps must be an integer from 1 to {last_step}, got {start_steps!r}")

@@ -17,12 +17,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import psutil
 import torch
 
 from seesr.errors import ConfigError, InputError
 from seesr.imaging.convert import output_size, scaled_size
 from seesr.imaging.tiling import Tile, plan_tiles
+from seesr.runtime.memory import free_memory_bytes
+from seesr.settings.models import MODELS
 
 VAE_SCALE = 8
 """The SD VAE's spatial factor (three stride-2 stages): a latent pixel is 8x8 image pixels, so working
@@ -43,8 +44,9 @@ VAE_ENCODE_BYTES_PER_PIXEL = 640.0
 FIXED_OVERHEAD_BYTES = 300 * 2**20
 """Tagger at 384x384, text encoder, latents kept across stages, allocator slack."""
 
-DEFAULT_MAX_LATENT_TILE = 96
-"""Official turbo-script ``latent_tiled_size``: the largest latent tile the denoiser sees."""
+OFFICIAL = MODELS["seesr-turbo"]
+"""The official turbo script's tiles (``--latent_tiled_size``, ``--vae_encoder_tiled_size``,
+``--vae_decoder_tiled_size``): a plan's defaults."""
 MIN_LATENT_TILE = 32
 MIN_VAE_DECODER_TILE = 32
 MIN_VAE_ENCODER_TILE = 256
@@ -95,17 +97,20 @@ class RunPlan:
     (the official ``latent_tiled_size`` / ``vae_decoder_tiled_size``), image pixels for the VAE
     encoder (``vae_encoder_tiled_size``). ``offload`` keeps models on the CPU between stages."""
 
-    latent_tile: int = 96
+    latent_tile: int = OFFICIAL.max_latent_tile
     latent_overlap: int | None = None
     tile_batch_size: int = 1
-    vae_encoder_tile: int = 1024
-    vae_decoder_tile: int = 224
+    vae_encoder_tile: int = OFFICIAL.vae_encoder_tile
+    vae_decoder_tile: int = OFFICIAL.vae_decoder_tile
     offload: bool = False
     estimated_peak_bytes: int | None = None
     latent_size: tuple[int, int] | None = None
     """(height, width) of the latent this plan was made for (for :meth:`describe`)."""
     latent_tile_reason: str | None = None
     """Why the latent tile has its size, in words (for :meth:`describe`)."""
+    sizes: WorkingSize | None = None
+    """The working size (input, upscaled, work and output sizes) this plan was made for, which the
+    pipeline then uses as it is."""
 
     def __post_init__(self) -> None:
         if self.latent_overlap is None:  # a third of the tile, at most the official 32
@@ -138,12 +143,16 @@ class RunPlan:
             latent_tile_reason="halved after running out of memory",
         )
 
+    def tiles_for(self, latent_height: int, latent_width: int) -> list[Tile]:
+        """The denoiser's tile grid on a latent of this size, with the overlap clamped below the
+        tile's clamped side (what the pipeline runs and :meth:`describe` counts)."""
+        return plan_tiles(latent_height, latent_width, self.latent_tile, _overlap(self, latent_height, latent_width))
+
     def latent_tiles(self) -> list[Tile]:
         """The denoiser's tile grid on :attr:`latent_size` (what the pipeline runs)."""
         if self.latent_size is None:
             raise ConfigError("this plan was made without a latent size")
-        height, width = self.latent_size
-        return plan_tiles(height, width, self.latent_tile, _overlap(self, height, width))
+        return self.tiles_for(*self.latent_size)
 
     def describe(self) -> str:
         """One line: the latent tile grid and why, tile batch, VAE tiles, offload, estimated peak."""
@@ -166,14 +175,6 @@ class RunPlan:
             f"{grid}{reason}; VAE encoder tile {self.vae_encoder_tile}px, decoder tile {self.vae_decoder_tile}"
             f"{', offload' if self.offload else ''}{peak}"
         )
-
-
-def available_memory(device: torch.device) -> int:
-    """Free memory the run can use: CUDA free memory, or available RAM on the CPU."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    return int(psutil.virtual_memory().available)
 
 
 def denoise_bytes(latent_tile_px: int, batch: int, element: int) -> int:
@@ -206,7 +207,7 @@ def estimate_peak_bytes(
     classifier-free guidance, N with N KDS particles."""
     element = torch.finfo(dtype).bits // 8
     latent_h, latent_w = work_height // VAE_SCALE, work_width // VAE_SCALE
-    tiles = len(plan_tiles(latent_h, latent_w, plan.latent_tile, _overlap(plan, latent_h, latent_w)))
+    tiles = len(plan.tiles_for(latent_h, latent_w))
     latent_tile_px = min(plan.latent_tile, latent_h) * min(plan.latent_tile, latent_w)
     stages = (
         denoise_bytes(latent_tile_px, min(plan.tile_batch_size, tiles) * batch_multiplier, element),
@@ -235,7 +236,7 @@ def plan_run(
     loaded_bytes: int = 0,
     budget_bytes: int | None = None,
     batch_multiplier: int = 1,
-    max_latent_tile: int = DEFAULT_MAX_LATENT_TILE,
+    max_latent_tile: int = OFFICIAL.max_latent_tile,
     overrides: dict | None = None,
 ) -> RunPlan:
     """The largest tiles whose estimated peak stays within the budget; the latent tile never
@@ -251,7 +252,7 @@ def plan_run(
     if budget_bytes is not None:
         budget = budget_bytes
     else:
-        budget = int(available_memory(device) * MEMORY_HEADROOM) + min(loaded_bytes, weights_bytes)
+        budget = int(free_memory_bytes(device) * MEMORY_HEADROOM) + min(loaded_bytes, weights_bytes)
     element = torch.finfo(dtype).bits // 8
     latent_h, latent_w = work_height // VAE_SCALE, work_width // VAE_SCALE
     latent_side = max(latent_h, latent_w)
@@ -276,7 +277,7 @@ def plan_run(
             return next((c for c in candidates if cost(c) <= stage_budget), candidates[-1])
 
         latent_tile = largest(latent_tiles, lambda t: denoise_bytes(tile_px(t), batch_multiplier, element))
-        tiles = len(plan_tiles(latent_h, latent_w, latent_tile, min(DEFAULT_LATENT_OVERLAP, latent_tile // 3)))
+        tiles = len(RunPlan(latent_tile=latent_tile).tiles_for(latent_h, latent_w))  # at the default overlap
         batch = largest(
             [b for b in (4, 2) if b <= tiles] + [1],
             lambda b: denoise_bytes(tile_px(latent_tile), b * batch_multiplier, element),

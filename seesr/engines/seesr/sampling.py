@@ -23,8 +23,6 @@ import torch
 from seesr.errors import ConfigError
 from seesr.imaging.tiling import Tile, tiled_apply
 
-START_TIMESTEP = 999
-"""The official ``--start_steps`` default: the LR latent is noised to the last training step."""
 TIMESTEP_SPACINGS = ("trailing", "leading", "linspace")
 
 
@@ -173,8 +171,8 @@ def ddpm_step(
 
 
 SamplerStep = Callable[[torch.Tensor, torch.Tensor, NoiseSchedule, int, int, "torch.Generator | None"], torch.Tensor]
-SAMPLERS: dict[str, SamplerStep] = {"ddim": ddim_step, "ddpm": ddpm_step}
-"""Sampler name -> step function (the ``sampler`` setting)."""
+SAMPLER_STEPS: dict[str, SamplerStep] = {"ddim": ddim_step, "ddpm": ddpm_step}
+"""The step function of each sampler the ``sampler`` setting names (:data:`seesr.settings.models.SAMPLERS`)."""
 
 
 def denoise_step(
@@ -191,7 +189,7 @@ def denoise_step(
     """One sampling step; the ``last`` one returns the clean estimate x0, with no noise left in it."""
     if last:
         return predict_clean(sample, noise_pred, schedule.alpha(timestep))
-    return SAMPLERS[sampler](sample, noise_pred, schedule, timestep, prev_timestep, generator)
+    return SAMPLER_STEPS[sampler](sample, noise_pred, schedule, timestep, prev_timestep, generator)
 
 
 Denoiser = Callable[[torch.Tensor, int, int], torch.Tensor]
