@@ -158,7 +158,8 @@ def upscale_help(capsys, monkeypatch) -> str:
 def test_every_setting_has_a_flag_with_its_help(capsys, monkeypatch):
     from seesr.cli import build_parser
     from seesr.cli.flags import setting_arguments
-    from seesr.settings.declare import DECLARED, describe, flag_name, value_kind
+    from seesr.settings.declare import DECLARED, describe, value_kind
+    from seesr.settings.fields import flag_name
 
     parser = build_parser()
     for name in DECLARED:

@@ -305,15 +305,14 @@ def test_failed_conversion_leaves_no_file(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_failed_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import safetensors.torch
+    import seesr.io.files
 
-    def half_written(_tensors: object, filename: str, **_kwargs: object) -> None:
-        Path(filename).write_bytes(b"partial")
-        raise OSError("disk full")
+    def disk_full(_fd: int) -> None:  # the bytes are in the temporary file: the write fails before the rename
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", half_written)
+    monkeypatch.setattr(seesr.io.files.os, "fsync", disk_full)
     with pytest.raises(OSError):
-        sources._save_atomic({"a": torch.zeros(2)}, tmp_path / "cache.safetensors")
+        sources.save_conversion({"a": torch.zeros(2)}, tmp_path / "cache.safetensors")
     assert list(tmp_path.iterdir()) == []
 
 

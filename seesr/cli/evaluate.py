@@ -11,6 +11,7 @@ from typing import Any
 
 from seesr.cli.console import error_line, printable
 from seesr.cli.flags import add_setting_flags, setting_arguments
+from seesr.settings.fields import flag_name
 
 EVALUATE_EPILOG = (
     "Exit code: 0 when every pair got every metric, 1 when the evaluation is partial (a pair or a metric left "
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         unused = sorted(set(arguments) - {"device"})
         if unused:
-            raise ConfigError(f"{', '.join('--' + n.replace('_', '-') for n in unused)} only apply with --run")
+            raise ConfigError(f"{', '.join(flag_name(n) for n in unused)} only apply with --run")
         evaluation = evaluate_folder(args.images, args.hr, lr_dir=args.lr, metrics=metrics, crop_border=args.crop_border,
                                      device=arguments.get("device"), progress=progress)  # fmt: skip
     if progress is not None:

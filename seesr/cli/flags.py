@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 from seesr.progress import RECORD_FIELDS
+from seesr.settings.fields import flag_name
 
 REPORT_FLAGS: dict[str, str] = {
     "quiet": "print errors only: no progress, no result lines, no notes (the exit code says how it went)",
@@ -38,7 +39,7 @@ def add_setting_flags(parser: argparse.ArgumentParser, leave_out: frozenset[str]
     """One flag per :class:`~seesr.settings.declare.Settings` field (but ``leave_out``), grouped by the
     engines it applies to; values stay text (None when not given):
     :func:`~seesr.settings.resolve.resolve_settings` converts and validates them, reporting every problem at once."""
-    from seesr.settings.declare import DECLARED, describe, flag_name, setting_info, value_kind
+    from seesr.settings.declare import DECLARED, describe, setting_info, value_kind
     from seesr.settings.models import ENGINES
 
     groups: dict[tuple[str, ...], Any] = {}
@@ -50,7 +51,7 @@ def add_setting_flags(parser: argparse.ArgumentParser, leave_out: frozenset[str]
             groups[info.engines] = parser.add_argument_group("settings, every engine" if every else f"settings, {' and '.join(info.engines)}")
         group = groups[info.engines]
         if kind is bool:
-            opposite = "--" + name.removeprefix("no_").replace("_", "-") if name.startswith("no_") else f"--no-{flag[2:]}"
+            opposite = flag_name(name.removeprefix("no_")) if name.startswith("no_") else f"--no-{flag[2:]}"
             group.add_argument(flag, opposite, dest=name, action=_Switch, default=None, help=help_text)
         else:
             metavar = "{" + ",".join(info.choices) + "}" if info.choices else {int: "N", float: "X"}.get(kind, "TEXT")

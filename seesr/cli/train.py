@@ -9,7 +9,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from seesr.settings.fields import field_kind
+from seesr.settings.fields import field_kind, flag_name, setting_of
 from seesr.training.run_folder import complete_checkpoints
 from seesr.training.settings import ENV_PREFIX, TrainSettings
 
@@ -26,19 +26,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="run folder (weights in OUT/seesr/)")
     parser.add_argument("--config", type=Path, help="YAML file of training settings")
     for f in fields(TrainSettings):
-        meta = f.metadata
-        allowed = (f"; one of {', '.join(meta['choices'])}" if meta["choices"] else
-                   f"; {meta['range'][0]:g} to {meta['range'][1]:g}" if meta["range"] else "")  # fmt: skip
-        text = f"{meta['help']} (default: {f.default}{allowed}; env {ENV_PREFIX}{f.name.upper()})"
+        info = setting_of(f)
+        allowed = (f"; one of {', '.join(info.choices)}" if info.choices else
+                   f"; {info.range[0]:g} to {info.range[1]:g}" if info.range else "")  # fmt: skip
+        text = f"{info.help} (default: {f.default}{allowed}; env {ENV_PREFIX}{f.name.upper()})"
         if field_kind(f)[0] is bool:
             switch = argparse.BooleanOptionalAction
-            parser.add_argument(_flag(f.name), dest=f.name, action=switch, default=None, help=text)
+            parser.add_argument(flag_name(f.name), dest=f.name, action=switch, default=None, help=text)
         else:  # text: TrainSettings converts and checks every value, reporting all problems at once
-            parser.add_argument(_flag(f.name), dest=f.name, default=None, help=text)
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+            parser.add_argument(flag_name(f.name), dest=f.name, default=None, help=text)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,9 +64,9 @@ def interrupted_line(args: argparse.Namespace, settings: TrainSettings) -> str:
         if value is None or f.name == "resume":
             continue
         if isinstance(value, bool):
-            words.append(_flag(f.name) if value else "--no-" + _flag(f.name)[2:])
+            words.append(flag_name(f.name) if value else "--no-" + flag_name(f.name)[2:])
         else:
-            words += [_flag(f.name), str(value)]
+            words += [flag_name(f.name), str(value)]
     checkpoints = complete_checkpoints(Path(args.output))
     if not checkpoints:
         return (f"interrupted before the first checkpoint (every {settings.checkpoint_every} steps); nothing to "

@@ -244,11 +244,6 @@ def env_name(name: str) -> str:
     return f"SEESR_{name.upper()}"
 
 
-def flag_name(name: str) -> str:
-    """The command-line flag of a setting: ``kds_particles`` -> ``--kds-particles``."""
-    return "--" + name.replace("_", "-")
-
-
 def value_kind(name: str) -> tuple[type, bool]:
     """The setting's value type (bool, int, float or str) and whether it may be unset (None)."""
     return field_kind(DECLARED[name])

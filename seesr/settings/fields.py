@@ -66,6 +66,11 @@ def setting_of(declared: dataclasses.Field) -> Setting:
     return declared.metadata["setting"]
 
 
+def flag_name(name: str) -> str:
+    """The command-line flag of a setting: ``kds_particles`` -> ``--kds-particles``."""
+    return "--" + name.replace("_", "-")
+
+
 def field_kind(declared: dataclasses.Field) -> tuple[type, bool]:
     """A settings field's value type (bool, int, float or str) and whether it may be unset (None)."""
     kind = str(declared.type)

@@ -379,10 +379,11 @@ def _interpolate(image: torch.Tensor, size: tuple[int, int], mode: str) -> torch
     return F.interpolate(image, size=size, mode=mode, **({} if mode == "area" else {"align_corners": False}))
 
 
-def add_noise(
+def add_sensor_noise(
     rng: np.random.Generator, image: torch.Tensor, gaussian_prob: float, sigma_range, poisson_range, gray_prob: float
 ) -> tuple[torch.Tensor, dict]:
-    """Gaussian noise (sigma in 8-bit levels) or Poisson noise (scaled), grey with ``gray_prob``."""
+    """The camera-noise step of the degradation: Gaussian noise (sigma in 8-bit levels) or Poisson
+    noise (scaled), grey with ``gray_prob`` (the diffusion's noising is ``sampling.add_noise``)."""
     gray = rng.uniform() < gray_prob
     shape = (image.shape[0], 1 if gray else image.shape[1], *image.shape[-2:])
     if rng.uniform() < gaussian_prob:
@@ -434,7 +435,7 @@ def degrade(hr: torch.Tensor, config: DegradationConfig, rng: np.random.Generato
     # 1. First pass: blur, resize, noise, JPEG
     out = filter2d(hr, kernel1)
     out, trace["resize1"] = random_resize(rng, out, config.resize_prob, config.resize_range)
-    out, trace["noise1"] = add_noise(
+    out, trace["noise1"] = add_sensor_noise(
         rng, out, config.gaussian_noise_prob, config.noise_range, config.poisson_scale_range, config.gray_noise_prob
     )
     out, trace["jpeg1"] = jpeg(rng, out, config.jpeg_range)
@@ -444,7 +445,7 @@ def degrade(hr: torch.Tensor, config: DegradationConfig, rng: np.random.Generato
     if trace["blur2"]:
         out = filter2d(out, kernel2)
     out, trace["resize2"] = random_resize(rng, out, config.resize_prob2, config.resize_range2, base=(h / s, w / s))
-    out, trace["noise2"] = add_noise(
+    out, trace["noise2"] = add_sensor_noise(
         rng, out, config.gaussian_noise_prob2, config.noise_range2, config.poisson_scale_range2, config.gray_noise_prob2
     )
 

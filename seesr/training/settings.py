@@ -8,30 +8,18 @@ Precedence: flags > environment > YAML file > defaults. Light module (no torch):
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 from seesr.errors import ConfigError
 from seesr.settings.models import MODELS
 from seesr.settings.config_file import config_file_settings
-from seesr.settings.fields import parse_value, field_kind, out_of_range
+from seesr.settings.fields import field_kind, parse_value, problem, setting, setting_of
 
 ENV_PREFIX = "SEESR_TRAIN_"
 MANY_STEPS = 10**7
 """Upper bound of every step count (far beyond any real fine-tuning run)."""
-
-
-def setting(
-    default: Any,
-    description: str,
-    *,
-    choices: tuple | None = None,
-    range: tuple[float, float] | None = None,  # noqa: A002 - the name every settings declaration uses
-) -> Any:
-    """A training setting: its default, one line of help, and what values are allowed (``choices``,
-    or an inclusive ``range``; numbers must also be finite)."""
-    return field(default=default, metadata={"help": description, "choices": choices, "range": range})
 
 
 @dataclass
@@ -127,11 +115,9 @@ def _checked(given: Mapping[str, tuple[str | None, Any]]) -> tuple[dict[str, Any
         except (TypeError, ValueError) as error:
             problems.append(f"{name}={raw!r} ({where + ': ' if where else ''}{error})")
             continue
-        choices, allowed = declared.metadata["choices"], declared.metadata["range"]
-        if value is not None and choices and value not in choices:
-            problems.append(f"{name}={value!r} (allowed: {', '.join(choices)})")
-        elif value is not None and allowed and not allowed[0] <= value <= allowed[1]:
-            problems.append(out_of_range(name, value, allowed))
+        line = problem(name, value, setting_of(declared))
+        if line is not None:
+            problems.append(line)
         else:
             values[name] = value
     return values, problems

@@ -7,8 +7,6 @@ pickle) before any tensor is read, so a file spandrel cannot use fails without r
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import torch
 from seesr.engines.realesrgan.ncnn import convert_ncnn_to_state_dict
 from seesr.engines.realesrgan.upscaler import RealEsrganUpscaler
 from seesr.errors import ConfigError, WeightsError
+from seesr.io.files import write_atomically
 from seesr.runtime.devices import DEVICE_KINDS, Precision, dtype_name, network_dtype, requested_dtype, resolve_device
 from seesr.settings.models import (
     DEFAULT_MODEL, MODEL_ALIASES, MODEL_FILE_MAX_BYTES, REALESRGAN_MODELS, canonical_model, is_model_file,
@@ -30,20 +29,14 @@ from seesr.weights.realesrgan import bundled_files, bundled_ncnn_files
 logger = logging.getLogger(__name__)
 
 
-def _save_atomic(state: dict[str, torch.Tensor], target: Path, source: str = "ncnn") -> None:
-    """Write a safetensors file via a temporary file in the same folder and ``os.replace``."""
-    from safetensors.torch import save_file
+def save_conversion(state: dict[str, torch.Tensor], target: Path, source: str = "ncnn") -> None:
+    """The converted network as a safetensors file, written whole or not at all
+    (:func:`~seesr.io.files.write_atomically`; a failure is a :class:`WeightsError`)."""
+    from safetensors.torch import save
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    try:
-        save_file({k: v.contiguous() for k, v in state.items()}, temp, metadata={"source": source})
-        os.chmod(temp, 0o644)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    data = save({k: v.contiguous() for k, v in state.items()}, metadata={"source": source})
+    write_atomically(target, data, overwrite=True, error=WeightsError)
 
 
 @dataclass(frozen=True)
@@ -111,7 +104,10 @@ def _describe(state: dict[str, Any], source: Path, scale: int | None = None) -> 
 
     try:
         descriptor = spandrel.ModelLoader().load_from_state_dict(state)
-    except Exception as error:  # noqa: BLE001 - spandrel names no common error type
+    # spandrel raises UnsupportedModelError when no architecture fits (found before, by _architecture);
+    # an architecture whose detection matched raises what its loader does on odd shapes (KeyError,
+    # RuntimeError, ...), which is the same verdict for the user: not a model it can load
+    except Exception as error:  # noqa: BLE001
         reason = " ".join(str(error).split()) or type(error).__name__
         raise WeightsError(f"{source} is not a model spandrel can load: {reason}") from error
     if not isinstance(descriptor, spandrel.ImageModelDescriptor):
@@ -152,7 +148,7 @@ def _resolve_bundled(name: str, weights_dir: Path | None) -> tuple[Any, Path]:
     state = convert_ncnn_to_state_dict(param, binary)
     descriptor = _describe(state, binary, spec.network_scale)
     try:
-        _save_atomic(state, cache, source=f"ncnn {spec.ncnn_name}")
+        save_conversion(state, cache, source=f"ncnn {spec.ncnn_name}")
     except OSError:  # read-only folder: use the conversion without caching it
         return descriptor, binary
     return descriptor, cache
