@@ -79,48 +79,8 @@ def _resolve_paths(
         values: dict[str, Path | None] = {}
         missing: list[tuple[str, str]] = []  # (name, where it was looked for), for the message
         to_fetch: list[ManifestEntry] = []
-        for field, folder in FOLDERS.items():
-            members = man.folder(folder)
-            if field in off:
-                values[field] = None
-                continue
-            if field in explicit:
-                root = explicit[field]
-                values[field] = root
-                missing += [(e.name, str(root / Path(e.name).relative_to(folder)))
-                            for e in members if local_file(root / Path(e.name).relative_to(folder)) is None]
-                continue
-            found = whole_folder(folder, members, weights_dir)
-            if found is not None:
-                values[field] = found[1]
-                logger.debug("%s: using %s (%s)", folder, found[1], found[0])
-                continue
-            if field not in needed_folders:  # optional model folder, absent: not used
-                values[field] = None
-                continue
-            values[field] = weights_dir / folder
-            for entry in members:
-                if local_file(weights_dir / entry.name) is None:
-                    missing.append((entry.name, looked_in(entry, weights_dir)))
-                    to_fetch.append(entry)
-        for field, name in FILES.items():
-            entry = man[name]
-            if field in off:  # explicitly None: not used
-                values[field] = None
-                continue
-            if field in explicit:
-                values[field] = explicit[field]
-                if not explicit[field].is_file():
-                    missing.append((name, str(explicit[field])))
-                continue
-            _, path = locate_entry(entry, weights_dir)
-            if path is None:
-                values[field] = weights_dir / name
-                missing.append((name, looked_in(entry, weights_dir)))
-                to_fetch.append(entry)
-            else:
-                warn_size(entry, path)
-                values[field] = path
+        _folders(man, weights_dir, off, explicit, needed_folders, values, missing, to_fetch)
+        _files(man, weights_dir, off, explicit, values, missing, to_fetch)
         if "ram_configs" in given:
             values["ram_configs"] = explicit.get("ram_configs")
         elif (weights_dir / RAM_CONFIGS).is_dir():
@@ -136,6 +96,64 @@ def _resolve_paths(
             raise missing_error(missing, weights_dir)
         fetch_entries(to_fetch, weights_dir, progress, trust_unverified=trust_unverified)
     raise AssertionError("unreachable")
+
+
+def _folders(
+    man: Manifest, weights_dir: Path, off: set[str], explicit: Mapping[str, Path], needed: set[str],
+    values: dict[str, Path | None], missing: list[tuple[str, str]], to_fetch: list[ManifestEntry],
+) -> None:  # fmt: skip
+    """The model folders of :class:`WeightPaths` into ``values``: explicit, else the first place holding
+    the whole folder, else (needed ones) the weights directory, their absent files into ``missing``
+    (and, but for explicit folders, ``to_fetch``)."""
+    for field, folder in FOLDERS.items():
+        members = man.folder(folder)
+        if field in off:
+            values[field] = None
+            continue
+        if field in explicit:
+            root = explicit[field]
+            values[field] = root
+            missing += [(e.name, str(root / Path(e.name).relative_to(folder)))
+                        for e in members if local_file(root / Path(e.name).relative_to(folder)) is None]
+            continue
+        found = whole_folder(folder, members, weights_dir)
+        if found is not None:
+            values[field] = found[1]
+            logger.debug("%s: using %s (%s)", folder, found[1], found[0])
+            continue
+        if field not in needed:  # optional model folder, absent: not used
+            values[field] = None
+            continue
+        values[field] = weights_dir / folder
+        for entry in members:
+            if local_file(weights_dir / entry.name) is None:
+                missing.append((entry.name, looked_in(entry, weights_dir)))
+                to_fetch.append(entry)
+
+
+def _files(
+    man: Manifest, weights_dir: Path, off: set[str], explicit: Mapping[str, Path],
+    values: dict[str, Path | None], missing: list[tuple[str, str]], to_fetch: list[ManifestEntry],
+) -> None:  # fmt: skip
+    """The single files of :class:`WeightPaths` into ``values``, as :func:`_folders` does folders."""
+    for field, name in FILES.items():
+        entry = man[name]
+        if field in off:  # explicitly None: not used
+            values[field] = None
+            continue
+        if field in explicit:
+            values[field] = explicit[field]
+            if not explicit[field].is_file():
+                missing.append((name, str(explicit[field])))
+            continue
+        _, path = locate_entry(entry, weights_dir)
+        if path is None:
+            values[field] = weights_dir / name
+            missing.append((name, looked_in(entry, weights_dir)))
+            to_fetch.append(entry)
+        else:
+            warn_size(entry, path)
+            values[field] = path
 
 
 # ============================================================================ WeightPaths

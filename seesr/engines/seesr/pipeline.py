@@ -305,36 +305,33 @@ class SeesrPipeline:
         output_type: Literal["pil", "pt"] = "pil",
         callback: StepCallback | None = None,
     ) -> SeesrPipelineOutput:
-        """Upscale one RGB image by ``scale`` (defaults: :class:`~seesr.settings.declare.Settings`'s).
-
-        ``num_inference_steps``/``guidance_scale``/``sampler``: default to the model's (:data:`MODELS`).
-        ``sampler``: ``"ddim"`` (deterministic) or ``"ddpm"`` (the official scripts' stochastic
-        step, its noise drawn from ``generator``); either way the last step returns the clean
-        estimate. ``start_point="lr"``: start from the LR latent noised to ``start_steps`` (SeeSR's
-        LR embedding); ``"noise"``: from pure noise. As officially, only the timesteps at or below
-        ``start_steps`` run (all of them at the default 999).
+        """Upscale one RGB image by ``scale`` (defaults: :class:`~seesr.settings.declare.Settings`'s; steps,
+        guidance and sampler: the model's, :data:`MODELS`). ``sampler``: ``"ddim"`` (deterministic) or
+        ``"ddpm"`` (the official scripts' stochastic step, its noise from ``generator``); either way the
+        last step returns the clean estimate. ``start_point="lr"``: from the LR latent noised to
+        ``start_steps`` (SeeSR's LR embedding); ``"noise"``: from pure noise. As officially, only the
+        timesteps at or below ``start_steps`` run (all of them at the default 999).
 
         ``latents``: the initial noise (1, 4, h/8, w/8), else drawn from ``generator``/``seed`` on the
         CPU (same numbers on every device). ``tags``/``ram_embeds`` skip the tagger. ``lr_latent="mean"``
-        encodes the LR image with the VAE mean instead of a sample. ``callback(i, t, latents)`` runs
-        after each step. ``plan``: tiles, tile batch and offload, and the working size it was made
-        for (default: :meth:`plan_for` this size, device and free memory); latents larger than the
-        latent tile are denoised in the plan's overlapping tiles, whose noise predictions are
-        blended. ``output_type="pt"`` returns the (1, 3, H, W) tensor in [0, 1] before the final
-        resize. ``kds``: Kernel Density Steering over N particles (see :mod:`seesr.engines.seesr.kds`);
-        the particle nearest the ensemble mean is kept.
+        encodes the LR image with the VAE mean. ``callback(i, t, latents)`` runs after each step.
+        ``plan``: tiles, tile batch, offload and the working size it was made for (default:
+        :meth:`plan_for` this size and the free memory); a latent larger than the tile is denoised in
+        the plan's overlapping tiles, their predictions blended. ``output_type="pt"``: the (1, 3, H, W)
+        tensor in [0, 1] before the final resize. ``kds``: Kernel Density Steering over N particles
+        (:mod:`seesr.engines.seesr.kds`); the particle nearest their mean is kept.
         """
         # 0. Check the call: the model's defaults, the timesteps that run, the working size and plan
         spec = MODELS[self.model]
-        num_inference_steps = spec.steps if num_inference_steps is None else num_inference_steps
-        guidance_scale = spec.guidance_scale if guidance_scale is None else guidance_scale
-        sampler = spec.sampler if sampler is None else sampler
+        num_inference_steps, guidance_scale, sampler = (
+            spec.steps if num_inference_steps is None else num_inference_steps,
+            spec.guidance_scale if guidance_scale is None else guidance_scale, spec.sampler if sampler is None else sampler,
+        )  # fmt: skip
         self.check_inputs(
             image, num_inference_steps, guidance_scale, color_fix, lr_latent, output_type, sampler, start_point, start_steps
         )
         timesteps = self.schedule.timesteps(num_inference_steps, start_steps)  # the official loop skips the others
-        if generator is None:
-            generator = torch.Generator("cpu").manual_seed(seed if seed is not None else torch.seed())
+        generator = generator or torch.Generator("cpu").manual_seed(seed if seed is not None else torch.seed())
         do_cfg = guidance_scale > 1.0
         plan = self.plan_call(image, scale, process_size, plan, (2 if do_cfg else 1) * (kds.particles if kds else 1))
         self.set_offload(plan.offload)
@@ -360,17 +357,11 @@ class SeesrPipeline:
         )
 
         # 7. Decode, then take the colours from the upscaled input
-        with self.stage("decode", self.vae):
-            decoded = (self.decode(latents, tile=plan.vae_decoder_tile) / 2 + 0.5).clamp(0, 1)
-        with self.stage("colorfix"):
-            fixed = apply_color_fix(decoded.float(), condition.float(), color_fix).clamp(0, 1)
+        fixed = self.decode_and_fix(latents, condition, plan.vae_decoder_tile, color_fix)
 
         # 8. Resize to exactly the requested size
         result = fixed if output_type == "pt" else [resize(tensor_to_pil(fixed), plan.sizes.output_size)]
-        return SeesrPipelineOutput(
-            images=result, tags=tags, prompt=full_prompt, timesteps=timesteps, plan=plan,
-            timings=dict(self._timings), latents=latents, condition=condition,
-        )  # fmt: skip
+        return SeesrPipelineOutput(result, tags, full_prompt, timesteps, plan, dict(self._timings), latents, condition)
 
     # ------------------------------------------------------------------ the steps
     def plan_call(
@@ -389,6 +380,13 @@ class SeesrPipeline:
         if plan is None:
             plan = self.plan_for(*sizes.work_size, batch_multiplier=batch_multiplier)
         return dataclasses.replace(plan, sizes=sizes)
+
+    def decode_and_fix(self, latents: torch.Tensor, condition: torch.Tensor, tile: int, color_fix: str) -> torch.Tensor:
+        """7. The VAE decode in [0, 1] with the colours of ``condition`` (by ``color_fix``), float32."""
+        with self.stage("decode", self.vae):
+            decoded = (self.decode(latents, tile=tile) / 2 + 0.5).clamp(0, 1)
+        with self.stage("colorfix"):
+            return apply_color_fix(decoded.float(), condition.float(), color_fix).clamp(0, 1)
 
     def conditioning(
         self, image: Image.Image, tags: str | None, ram_embeds: torch.Tensor | None, prompt: str, positive_prompt: str

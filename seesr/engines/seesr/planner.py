@@ -226,6 +226,40 @@ def _overlap(plan: RunPlan, latent_h: int, latent_w: int) -> int:
     return min(plan.latent_overlap, max(0, min(plan.latent_tile, latent_h, latent_w) - 1))
 
 
+@dataclass(frozen=True)
+class _Candidates:
+    """The tiles :func:`plan_run` tries for one working size, largest first (the quality tile, then
+    smaller ones down to the minimums), and why the latent tile has the size it gets."""
+
+    latent_size: tuple[int, int]
+    untiled: bool
+    quality_tile: int
+    latent: list[int]
+    decoder: list[int]
+    encoder: list[int]
+
+    @classmethod
+    def for_work(cls, work_width: int, work_height: int, max_latent_tile: int) -> "_Candidates":
+        latent_h, latent_w = work_height // VAE_SCALE, work_width // VAE_SCALE
+        latent_side = max(latent_h, latent_w)
+        untiled = latent_h * latent_w <= max_latent_tile**2  # the official area test
+        quality_tile = max(latent_side, 8) if untiled else max_latent_tile  # >= RunPlan's minimum on tiny inputs
+        latent = [quality_tile] + [t for t in (128, 96, 64, 48, MIN_LATENT_TILE) if t < quality_tile and t <= max_latent_tile]
+        decoder = [max(latent_side, 8)] + [t for t in (256, 192, 128, 96, 64, MIN_VAE_DECODER_TILE) if t < latent_side]
+        image_side = latent_side * VAE_SCALE
+        encoder = [max(image_side, 64)] + [t for t in (2048, 1536, 1024, 768, 512, MIN_VAE_ENCODER_TILE) if t < image_side]
+        return cls((latent_h, latent_w), untiled, quality_tile, latent, decoder, encoder)
+
+    def reason(self, latent_tile: int, max_latent_tile: int, overrides: dict) -> str:
+        if "latent_tile" in overrides:
+            return f"latent tile {overrides['latent_tile']} as set"
+        if latent_tile < self.quality_tile:
+            return f"smaller than {self.quality_tile} (max_latent_tile={max_latent_tile}) to fit the memory budget"
+        if self.untiled:
+            return f"area within max_latent_tile^2={max_latent_tile}^2"
+        return f"capped at max_latent_tile={max_latent_tile}"
+
+
 def plan_run(
     work_width: int,
     work_height: int,
@@ -254,17 +288,8 @@ def plan_run(
     else:
         budget = int(free_memory_bytes(device) * MEMORY_HEADROOM) + min(loaded_bytes, weights_bytes)
     element = torch.finfo(dtype).bits // 8
-    latent_h, latent_w = work_height // VAE_SCALE, work_width // VAE_SCALE
-    latent_side = max(latent_h, latent_w)
-
-    untiled = latent_h * latent_w <= max_latent_tile**2  # the official area test
-    quality_tile = max(latent_side, 8) if untiled else max_latent_tile  # >= RunPlan's minimum on tiny inputs
-    latent_tiles = [quality_tile] + [
-        t for t in (128, 96, 64, 48, MIN_LATENT_TILE) if t < quality_tile and t <= max_latent_tile
-    ]
-    decoder_tiles = [max(latent_side, 8)] + [t for t in (256, 192, 128, 96, 64, MIN_VAE_DECODER_TILE) if t < latent_side]
-    image_side = latent_side * VAE_SCALE
-    encoder_tiles = [max(image_side, 64)] + [t for t in (2048, 1536, 1024, 768, 512, MIN_VAE_ENCODER_TILE) if t < image_side]
+    tiles = _Candidates.for_work(work_width, work_height, max_latent_tile)
+    latent_h, latent_w = tiles.latent_size
 
     def tile_px(tile: int) -> int:
         return min(tile, latent_h) * min(tile, latent_w)
@@ -276,28 +301,20 @@ def plan_run(
         def largest(candidates: list[int], cost) -> int:
             return next((c for c in candidates if cost(c) <= stage_budget), candidates[-1])
 
-        latent_tile = largest(latent_tiles, lambda t: denoise_bytes(tile_px(t), batch_multiplier, element))
-        tiles = len(RunPlan(latent_tile=latent_tile).tiles_for(latent_h, latent_w))  # at the default overlap
+        latent_tile = largest(tiles.latent, lambda t: denoise_bytes(tile_px(t), batch_multiplier, element))
+        count = len(RunPlan(latent_tile=latent_tile).tiles_for(latent_h, latent_w))  # at the default overlap
         batch = largest(
-            [b for b in (4, 2) if b <= tiles] + [1],
+            [b for b in (4, 2) if b <= count] + [1],
             lambda b: denoise_bytes(tile_px(latent_tile), b * batch_multiplier, element),
         )
-        if "latent_tile" in overrides:
-            reason = f"latent tile {overrides['latent_tile']} as set"
-        elif latent_tile < quality_tile:
-            reason = f"smaller than {quality_tile} (max_latent_tile={max_latent_tile}) to fit the memory budget"
-        elif untiled:
-            reason = f"area within max_latent_tile^2={max_latent_tile}^2"
-        else:
-            reason = f"capped at max_latent_tile={max_latent_tile}"
         values = dict(
             latent_tile=latent_tile,
             latent_size=(latent_h, latent_w),
-            latent_tile_reason=reason,
+            latent_tile_reason=tiles.reason(latent_tile, max_latent_tile, overrides),
             tile_batch_size=batch,
-            vae_decoder_tile=largest(decoder_tiles, lambda t: decode_bytes(tile_px(t), element)),
+            vae_decoder_tile=largest(tiles.decoder, lambda t: decode_bytes(tile_px(t), element)),
             vae_encoder_tile=largest(
-                encoder_tiles, lambda t: encode_bytes(min(t, work_height) * min(t, work_width), element)
+                tiles.encoder, lambda t: encode_bytes(min(t, work_height) * min(t, work_width), element)
             ),
             offload=offload,
         )
