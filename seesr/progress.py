@@ -1,7 +1,7 @@
 """What an upscale is doing, as events, and the one-line terminal display of them.
 
 The library never prints: :class:`~seesr.api.Upscaler` (``progress=callback``), the SeeSR pipeline
-(``pipe.progress``) and the Real-ESRGAN engine (``engine.progress``) send :data:`ProgressEvent`
+(``pipe.progress``) and the Real-ESRGAN network (``network.progress``) send :data:`ProgressEvent`
 values to a callback. The command line draws them with :class:`TerminalProgress` when stderr is a
 terminal. Light module (no torch).
 """

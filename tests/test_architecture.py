@@ -169,27 +169,46 @@ def _parents(name: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- the README
-def architecture_section() -> str:
+def architecture_tree() -> list[str]:
+    """The paths of the tree in the README's architecture section (its code block that starts with
+    ``seesr/``; two spaces of indent per folder level)."""
     text = (REPO_ROOT / "README.md").read_text()
     match = re.search(r"^## Architecture\n(.*?)(?=^## |\Z)", text, re.S | re.M)
     assert match, "the README has no '## Architecture' section"
-    return match.group(1)
+    blocks = re.findall(r"^```\n(.*?)^```", match.group(1), re.S | re.M)
+    tree = next((block for block in blocks if block.startswith("seesr/\n")), None)
+    assert tree, "the architecture section has no tree starting with seesr/"
+    paths, folders = [], []
+    for line in tree.splitlines():
+        indent = len(line) - len(line.lstrip(" "))
+        name = line.split()[0]
+        folders = folders[: indent // 2]
+        paths.append("".join(folders) + name)
+        if name.endswith("/"):
+            folders.append(name)
+    return paths
 
 
-def test_the_readme_names_what_exists_and_every_folder():
-    section = architecture_section()
-    named = set(re.findall(r"\b((?:seesr|benchmarks|tests)/[\w/]*[\w.]*\w)", section))
-    named |= {f"seesr/{path}" for path in re.findall(r"^\s+(\w+/)", section, re.M)}
-    missing = sorted(path for path in named if not (REPO_ROOT / path).exists())
-    assert not missing, f"the README's architecture section names what does not exist: {missing}"
-    folders = sorted(str(p.parent.relative_to(REPO_ROOT)) for p in PACKAGE.rglob("__init__.py"))
-    unnamed = [folder for folder in folders if not re.search(rf"(?<![\w/]){re.escape(folder.removeprefix('seesr/'))}/", section)]
-    assert not unnamed, f"package folders the README's architecture section does not name: {unnamed}"
+def test_the_readme_tree_names_what_exists():
+    missing = [path for path in architecture_tree() if not (REPO_ROOT / path).exists()]
+    assert not missing, f"the README's tree names what does not exist: {missing}"
 
 
-def test_the_readme_names_every_module_of_the_tree():
-    """Each module of the package is named in the section (by its file name, under its folder)."""
-    section = architecture_section()
-    modules = sorted(p.relative_to(PACKAGE) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py")
-    unnamed = [str(m) for m in modules if not re.search(rf"\b{re.escape(m.stem)}\b", section)]
-    assert not unnamed, f"modules the README's architecture section does not name: {unnamed}"
+def test_the_readme_tree_names_every_package_folder_and_module():
+    named = set(architecture_tree())
+    folders = {f"{p.parent.relative_to(REPO_ROOT)}/" for p in PACKAGE.rglob("__init__.py")}
+    modules = {str(p.relative_to(REPO_ROOT)) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    assert not folders - named, f"package folders the README's tree leaves out: {sorted(folders - named)}"
+    assert not modules - named, f"modules the README's tree leaves out: {sorted(modules - named)}"
+
+
+def test_every_engine_the_settings_name_is_built_and_has_the_shape():
+    from seesr.api import ENGINES as BUILT
+    from seesr.engines.base import Engine
+    from seesr.settings.models import ENGINES as NAMED
+
+    assert tuple(BUILT) == NAMED
+    shape = [name for name in vars(Engine) if not name.startswith("_")]
+    for name, engine in BUILT.items():
+        assert engine.name == name and (engine.fallback is None or engine.fallback in BUILT)
+        assert all(hasattr(engine, member) for member in shape), name
