@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from seesr.errors import MissingWeightsError, OutOfMemoryError
 from seesr.progress import RunStart, StageTracker
+from seesr.runtime.memory import release_memory
 from seesr.settings.declare import Settings
 
 if TYPE_CHECKING:
@@ -105,3 +106,16 @@ class Engine(Protocol):
     def describe(self) -> str: ...
 
     def unload(self) -> None: ...
+
+
+class HeldNetworks:
+    """What every engine keeps between calls: its networks (``held``, None until loaded) and the key
+    (model, device, precision) they were loaded for."""
+
+    held: Any = None
+    key: tuple | None = None
+
+    def unload(self) -> None:
+        """Drop the networks and return their memory."""
+        self.held, self.key = None, None
+        release_memory()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from seesr.engines.base import EngineOutput, Plan, Rung
+from seesr.engines.base import EngineOutput, HeldNetworks, Plan, Rung
 from seesr.engines.realesrgan.sources import inspect_model_file, load_realesrgan, planned_precision
 from seesr.engines.realesrgan.upscaler import (
     RealEsrganUpscaler, auto_tile, batch_pixels_for, estimated_peak_bytes, tile_rungs,
@@ -25,7 +25,7 @@ from seesr.errors import MissingWeightsError, OutOfMemoryError
 from seesr.imaging.convert import output_size, pil_to_tensor
 from seesr.progress import RunStart, StageProgress, StageTracker
 from seesr.runtime.devices import dtype_name, resolve_device
-from seesr.runtime.memory import free_memory_bytes, release_memory
+from seesr.runtime.memory import free_memory_bytes
 from seesr.settings.declare import Settings
 from seesr.settings.models import DEFAULT_MODEL, REALESRGAN_MODELS, canonical_model, is_model_file, is_realesrgan_model
 from seesr.weights import WeightPaths
@@ -47,7 +47,7 @@ def realesrgan_tiles(tile: int, scale: float, net_scale: int | None) -> str:
     return f"{network}{resize_to}; {tiles} (smaller on out-of-memory)"
 
 
-class RealesrganEngine:
+class RealesrganEngine(HeldNetworks):
     """Real-ESRGAN with the bundled models from ``weights`` (a folder holding official files or the
     cached conversions; default: ``weights/`` or ``$SEESR_WEIGHTS``) or a model file."""
 
@@ -57,8 +57,11 @@ class RealesrganEngine:
 
     def __init__(self, weights: str | Path | WeightPaths | None = None, download: bool = False) -> None:
         self.weights_dir = None if isinstance(weights, WeightPaths) or weights is None else Path(weights)
-        self.network: RealEsrganUpscaler | None = None
-        self._key: tuple | None = None
+
+    @property
+    def network(self) -> RealEsrganUpscaler | None:
+        """The network loaded now, or None."""
+        return self.held
 
     @staticmethod
     def model_for(settings: Settings) -> str:
@@ -76,21 +79,15 @@ class RealesrganEngine:
 
     def load(self, settings: Settings, tracker: StageTracker | None = None) -> RealEsrganUpscaler:
         """The network of :meth:`model_for`, loaded once per model, device and precision."""
-        if self.network is None or self._key != self._key_for(settings):
+        if self.network is None or self.key != self._key_for(settings):
             if self.network is None and tracker is not None:
                 tracker(StageProgress("load", 0, 0))
-            self.network = None
-            self.network = load_realesrgan(
+            self.held = None  # the old network's memory is free before the new one loads
+            self.held = load_realesrgan(
                 self.weights_dir, device=settings.device, model=self.model_for(settings), fp32=settings.fp32
             )
-            self._key = self._key_for(settings)
+            self.key = self._key_for(settings)
         return self.network
-
-    def unload(self) -> None:
-        """Drop the network and return its memory."""
-        self.network = None
-        self._key = None
-        release_memory()
 
     def describe(self) -> str:
         """The model loaded and the file its weights came from."""
@@ -101,7 +98,7 @@ class RealesrganEngine:
     def plan(self, image: Image.Image, settings: Settings) -> Plan:
         """The tile for the free memory now and the estimated peak (the loaded network's numbers,
         else the model table's or the model file header's, in the planned precision)."""
-        if self.network is not None and self._key == self._key_for(settings):
+        if self.network is not None and self.key == self._key_for(settings):
             network = self.network
             model, device, dtype, net_scale = network.name, network.device, network.dtype, network.net_scale
         else:

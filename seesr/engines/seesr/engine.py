@@ -18,14 +18,13 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image
 
-from seesr.engines.base import EngineOutput, Plan, Rung
+from seesr.engines.base import EngineOutput, HeldNetworks, Plan, Rung
 from seesr.engines.seesr.kds import KdsConfig
 from seesr.engines.seesr.planner import RunPlan, plan_run, plan_working_size
 from seesr.engines.seesr.sampling import NoiseSchedule
 from seesr.errors import MissingWeightsError, OutOfMemoryError
 from seesr.progress import RunStart, StageProgress, StageTracker
 from seesr.runtime.devices import dtype_name, resolve_device
-from seesr.runtime.memory import release_memory
 from seesr.settings.declare import Settings
 from seesr.settings.models import MODELS
 from seesr.weights import WeightPaths, default_weights_dir, load_manifest
@@ -48,7 +47,7 @@ def kds_config(settings: Settings) -> KdsConfig | None:
     return KdsConfig(**settings.arguments_for("kds"))
 
 
-class SeesrEngine:
+class SeesrEngine(HeldNetworks):
     """SeeSR-Turbo or SeeSR on the weights in ``weights`` (a folder, or :class:`WeightPaths`;
     default: ``weights/`` or ``$SEESR_WEIGHTS``, then the Hugging Face cache); ``download``: fetch
     what is missing when loading."""
@@ -60,8 +59,11 @@ class SeesrEngine:
     def __init__(self, weights: str | Path | WeightPaths | None = None, download: bool = False) -> None:
         self.weights = weights
         self.download = download
-        self.pipeline: SeesrPipeline | None = None
-        self._key: tuple | None = None
+
+    @property
+    def pipeline(self) -> SeesrPipeline | None:
+        """The pipeline loaded now, or None."""
+        return self.held
 
     # ---------------------------------------------------------------- weights and networks
     def weight_paths(self, settings: Settings, *, download: bool = False) -> WeightPaths:
@@ -114,19 +116,13 @@ class SeesrEngine:
             paths = self.weight_paths(settings, download=self.download).check()
             from seesr.engines.seesr.pipeline import SeesrPipeline
 
-            self.pipeline = SeesrPipeline.from_pretrained(paths, model=settings.model, device=device, torch_dtype=dtype)
-        elif self._key != (device, dtype):
+            self.held = SeesrPipeline.from_pretrained(paths, model=settings.model, device=device, torch_dtype=dtype)
+        elif self.key != (device, dtype):
             self.pipeline.to(device, dtype)
-        self._key = (device, dtype)
+        self.key = (device, dtype)
         if settings.compile:
             self.pipeline.compile()
         return self.pipeline
-
-    def unload(self) -> None:
-        """Drop the networks and return their memory."""
-        self.pipeline = None
-        self._key = None
-        release_memory()
 
     def describe(self) -> str:
         """The model loaded and where its weights are."""
