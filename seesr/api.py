@@ -4,7 +4,7 @@ An ``Upscaler`` holds one of each engine (:data:`ENGINES`), which load their net
 and keep them until :meth:`Upscaler.unload`. A call (:meth:`Upscaler.upscale`):
 
 1. resolves its settings (arguments > ``SEESR_*`` environment > config file > model > engine >
-   preset > defaults) and reads the input (:func:`seesr.io.read.load_image`: any format, alpha,
+   preset > defaults) and reads the input (:func:`seesr.io.read.read_image`: any format, alpha,
    grayscale, 16-bit), pre-filtered when ``denoise`` asks;
 2. chooses the engines (:meth:`Upscaler.engines_for`: the one asked for, unless its weights are
    missing, then those that stand in for it) and steps through them with the out-of-memory ladder
@@ -39,7 +39,7 @@ from seesr.imaging.convert import pil_to_tensor, resize
 from seesr.imaging.fidelity import FidelityReport, fidelity_report
 from seesr.imaging.prefilter import nl_means
 from seesr.io.naming import PILLOW_FORMATS, SUFFIX_FORMATS, concrete_format, format_of
-from seesr.io.read import LoadedImage, load_image
+from seesr.io.read import InputImage, read_image
 from seesr.io.write import recombine, save_image
 from seesr.progress import RECORD_FIELDS, ProgressCallback, RunStart, StageHook, StageTracker
 from seesr.runtime.devices import resolve_device
@@ -75,7 +75,7 @@ class Result:
     attempts: list[Attempt] = field(default_factory=list)
     fallback_reason: str | None = None
     fidelity: FidelityReport | None = None
-    source: LoadedImage | None = field(default=None, repr=False)
+    source: InputImage | None = field(default=None, repr=False)
 
     @property
     def output_format(self) -> str:
@@ -214,7 +214,7 @@ class Upscaler:
         """What a SeeSR call would do, without running it: settings, plan (with estimated peak
         memory) and output size. Does not load the networks."""
         settings = self.settings(arguments)
-        plan = self.engines["seesr"].plan(load_image(image).rgb, settings)
+        plan = self.engines["seesr"].plan(read_image(image).rgb, settings)
         return settings, plan.detail, plan.output_size
 
     def dry_run(self, image: ImageInput, **arguments: Any) -> DryRun:
@@ -223,14 +223,14 @@ class Upscaler:
         plan and estimated peak memory. Loads no network, downloads nothing, imports no diffusers."""
         settings = self.settings(arguments)
         engines, reason = self.engines_for(settings, check=not self.download)
-        plan = engines[0].plan(load_image(image).rgb, settings)
+        plan = engines[0].plan(read_image(image).rgb, settings)
         return DryRun(plan.start, plan.output_size, plan.estimated_peak_bytes, reason)
 
     def upscale(self, image: ImageInput, **arguments: Any) -> Result:
         """Upscale one image (path, bytes, PIL image or numpy array); see :class:`Settings`."""
         settings = self.settings(arguments)
-        loaded = load_image(image)
-        rgb = nl_means(loaded.rgb, settings.denoise) if settings.denoise else loaded.rgb
+        source = read_image(image)
+        rgb = nl_means(source.rgb, settings.denoise) if settings.denoise else source.rgb
         seed = settings.seed if settings.seed is not None else random.randrange(2**32)
         start = time.perf_counter()
         with PeakMemory(resolve_device(settings.device)) as peak:
@@ -238,14 +238,14 @@ class Upscaler:
             tracker = StageTracker(self.progress, self.stage_hook)
             ladder = run_ladder(rgb, dataclasses.replace(settings, seed=seed), engines, tracker, reason)
         finishing = time.perf_counter()
-        image_out = finish(ladder.output, loaded, settings.color_fix, ladder.plan.output_size)
+        image_out = finish(ladder.output, source, settings.color_fix, ladder.plan.output_size)
         timings = {**ladder.output.timings, "colorfix": time.perf_counter() - finishing}
-        seesr = ladder.engine.name == "seesr"
+        by_seesr = ladder.engine.name == "seesr"
         result = Result(
-            image=recombine(image_out, loaded),
+            image=recombine(image_out, source),
             engine=ladder.engine.name,
             settings=settings,
-            seed=seed if seesr else None,
+            seed=seed if by_seesr else None,
             model=ladder.plan.start.model,
             tags=ladder.output.tags,
             prompt=ladder.output.prompt,
@@ -254,15 +254,15 @@ class Upscaler:
             peak_memory_bytes=peak.total,
             attempts=ladder.attempts,
             fallback_reason=ladder.reason,
-            fidelity=fidelity_report(resize(loaded.rgb, image_out.size), image_out),
-            source=loaded,
+            fidelity=fidelity_report(resize(source.rgb, image_out.size), image_out),
+            source=source,
         )
         del ladder
         release_memory()
         return result
 
 
-def finish(output: EngineOutput, source: LoadedImage, color_fix: str, size: tuple[int, int]) -> Image.Image:
+def finish(output: EngineOutput, source: InputImage, color_fix: str, size: tuple[int, int]) -> Image.Image:
     """The one step after any engine: the output's colours from its reference (else from the input,
     bicubic-upscaled to it) by ``color_fix``, quantised to 8 bits, at the output ``size``."""
     height, width = output.pixels.shape[-2:]

@@ -25,7 +25,7 @@ from PIL import Image
 
 from seesr.errors import ConfigError, InputError, SeesrError
 from seesr.io.inputs import IMAGE_SUFFIXES
-from seesr.io.read import LoadedImage, load_image
+from seesr.io.read import InputImage, read_image
 from seesr.imaging.metrics import METRICS, MetricUnavailable, crop, load_metric, load_scorers, metric_pixels, score_pair
 
 BICUBIC = "bicubic"
@@ -192,7 +192,7 @@ class _Scoring:
         self.device = _device(device) if learned else "cpu"
         self.per_image, self.evaluation.unavailable = load_scorers(metrics, self.device)
 
-    def score_row(self, row: Row, pairs: list[Pair], make_sr: Callable[[Pair, LoadedImage], LoadedImage | Image.Image],
+    def score_row(self, row: Row, pairs: list[Pair], make_sr: Callable[[Pair, InputImage], InputImage | Image.Image],
                   progress: Progress | None) -> None:  # fmt: skip
         """Score ``make_sr(pair, hr)`` against each pair's HR image; a pair that fails is one line."""
         fid, border = self._fid(), self.evaluation.crop_border
@@ -200,9 +200,9 @@ class _Scoring:
             if progress is not None:
                 progress(row.name, index + 1, len(pairs), pair.name)
             try:
-                hr = load_image(pair.hr)
+                hr = read_image(pair.hr)
                 sr = make_sr(pair, hr)
-                sr = sr if isinstance(sr, LoadedImage) else load_image(sr)
+                sr = sr if isinstance(sr, InputImage) else read_image(sr)
                 row.scores[pair.name] = score_pair(sr, hr, self.per_image, border)
                 if fid is not None:
                     fid.add(crop(metric_pixels(sr), border), crop(metric_pixels(hr), border))
@@ -233,9 +233,9 @@ def _first_line(error: BaseException) -> str:
     return (str(error).strip() or type(error).__name__).splitlines()[0]
 
 
-def _bicubic(pair: Pair, hr: LoadedImage) -> Image.Image:
+def _bicubic(pair: Pair, hr: InputImage) -> Image.Image:
     """The LR image of ``pair`` upscaled to the size of its HR image with PIL bicubic."""
-    return load_image(pair.source).rgb.resize(hr.size, Image.Resampling.BICUBIC)
+    return read_image(pair.source).rgb.resize(hr.size, Image.Resampling.BICUBIC)
 
 
 def evaluate_folder(
@@ -247,7 +247,7 @@ def evaluate_folder(
     scoring = _Scoring(metrics, crop_border, device)
     pairs, problems = pair_by_name(Path(sr_dir), Path(hr_dir))
     scoring.evaluation.problems += problems
-    scoring.score_row(Row(Path(sr_dir).name or str(sr_dir), "folder"), pairs, lambda pair, hr: load_image(pair.source), progress)
+    scoring.score_row(Row(Path(sr_dir).name or str(sr_dir), "folder"), pairs, lambda pair, hr: read_image(pair.source), progress)
     if lr_dir is not None:
         lr_pairs, problems = pair_by_name(Path(lr_dir), Path(hr_dir), role="LR")
         scoring.evaluation.problems += problems
@@ -311,8 +311,8 @@ def evaluate_runs(
             scoring.evaluation.problems.append(f"{name}: not run, {row.missing}")
             continue
 
-        def upscaled(pair: Pair, hr: LoadedImage, row_arguments: dict[str, Any] = row_arguments) -> Image.Image:
-            scale = hr.size[0] / load_image(pair.source).size[0]
+        def upscaled(pair: Pair, hr: InputImage, row_arguments: dict[str, Any] = row_arguments) -> Image.Image:
+            scale = hr.size[0] / read_image(pair.source).size[0]
             return upscaler.upscale(pair.source, scale=scale, no_fallback=True, **row_arguments).image
 
         scoring.score_row(row, pairs, upscaled, progress)

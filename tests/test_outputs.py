@@ -172,12 +172,12 @@ def test_result_save_uses_quality_and_auto_format(tmp_path):
     from PIL import Image
 
     from seesr.api import Result
-    from seesr.io.read import load_image
+    from seesr.io.read import read_image
     from seesr.settings.declare import Settings
 
     photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8), "RGB")
     photo.save(tmp_path / "in.webp")
-    source = load_image(tmp_path / "in.webp")
+    source = read_image(tmp_path / "in.webp")
     sizes = {}
     for quality in (90, 30):
         settings = Settings(output_format="auto", quality=quality)

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from seesr.errors import InputError, SeesrError
-from seesr.io.read import LoadedImage, load_image
+from seesr.io.read import InputImage, read_image
 
 if TYPE_CHECKING:
     import torch
@@ -396,19 +396,19 @@ def load_metric(name: str, device: str = "cpu") -> Any:
 # --------------------------------------------------------------------------- helpers
 
 
-def metric_pixels(image: LoadedImage) -> np.ndarray:
-    """HxWx3 float64 on [0, 255] of a loaded image: its 8-bit values, or its 16-bit values scaled
+def metric_pixels(image: InputImage) -> np.ndarray:
+    """HxWx3 float64 on [0, 255] of an input image: its 8-bit values, or its 16-bit values scaled
     by 255/65535 (not rounded); alpha is not part of it, gray is three equal channels."""
     if image.high_bit_rgb is not None:
         return image.high_bit_rgb.astype(np.float64) * (255.0 / 65535.0)
     return np.asarray(image.rgb, dtype=np.float64)
 
 
-def score_pair(sr: LoadedImage | Image.Image, hr: LoadedImage | Image.Image, scorers: dict[str, Any],
+def score_pair(sr: InputImage | Image.Image, hr: InputImage | Image.Image, scorers: dict[str, Any],
                crop_border: int = 0) -> dict[str, float]:  # fmt: skip
     """Every per-image metric of ``scorers`` (name -> loaded metric) on one SR / HR pair, after
     ``crop_border`` pixels leave every edge of both; a size mismatch is an InputError."""
-    sr, hr = (image if isinstance(image, LoadedImage) else load_image(image) for image in (sr, hr))
+    sr, hr = (image if isinstance(image, InputImage) else read_image(image) for image in (sr, hr))
     if sr.size != hr.size:
         raise InputError(f"SR {sr.size[0]}x{sr.size[1]} and HR {hr.size[0]}x{hr.size[1]} differ in size")
     a, b = crop(metric_pixels(sr), crop_border), crop(metric_pixels(hr), crop_border)

@@ -1,7 +1,7 @@
 """Reading input images: every real-world file goes through here on its way in.
 
-``load_image`` turns whatever the user has (a path, bytes, a PIL image, a numpy array) into a
-:class:`LoadedImage`: the 8-bit RGB picture the model sees, plus what the model does not see
+``read_image`` turns whatever the user has (a path, bytes, a PIL image, a numpy array) into
+an :class:`InputImage`: the 8-bit RGB picture the model sees, plus what the model does not see
 but the output should keep (alpha, "this was grayscale", 16-bit precision, the ICC profile);
 :mod:`seesr.io.write` puts those back on the output and writes it.
 
@@ -11,10 +11,10 @@ Decisions (see the docstrings for details):
   4 px) are checked from the file header, before any pixel is decoded. Pillow's own
   decompression-bomb error is reported as the same :class:`~seesr.errors.InputError`; its
   warning is silenced because ``max_pixels`` is the limit that counts.
-- Alpha is always an 8-bit ``"L"`` image in :attr:`LoadedImage.alpha`; a 16-bit source alpha is
-  kept, exactly, in :attr:`LoadedImage.high_bit_alpha` (uint16 HxW) for 16-bit PNG output.
+- Alpha is always an 8-bit ``"L"`` image in :attr:`InputImage.alpha`; a 16-bit source alpha is
+  kept, exactly, in :attr:`InputImage.high_bit_alpha` (uint16 HxW) for 16-bit PNG output.
 - 16-bit sources (PNG / TIFF, read with OpenCV because Pillow reduces 16-bit RGB(A) to 8 bits)
-  and float sources keep their data as uint16 in :attr:`LoadedImage.high_bit_rgb`; the model
+  and float sources keep their data as uint16 in :attr:`InputImage.high_bit_rgb`; the model
   sees it rounded to 8 bits.
 - ``is_gray``: the source has one colour channel (L, LA, I;16, 1, HxW arrays) *or* all three
   colour channels are exactly equal (gray palettes, gray stored as RGB). Gray in -> "L" out.
@@ -52,7 +52,7 @@ _HIGH_BIT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 
 
 @dataclass(frozen=True)
-class LoadedImage:
+class InputImage:
     """An input image, normalised.
 
     ``rgb``: mode "RGB", 8 bits, EXIF orientation applied: what the model sees (for transparent
@@ -88,12 +88,12 @@ class LoadedImage:
 
 
 
-def load_image(
+def read_image(
     source: ImageSource,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_side: int = DEFAULT_MIN_SIDE,
-) -> LoadedImage:
+) -> InputImage:
     """Read and normalise an input image; raise :class:`InputError` for anything unusable.
 
     ``source``: a path (str / PathLike), the encoded file as bytes, a PIL image, or a numpy array
@@ -150,7 +150,7 @@ def _read_file(path: Path, max_pixels: int) -> bytes:
     return data
 
 
-def _load_encoded(data: bytes, name: str, max_pixels: int, min_side: int) -> LoadedImage:
+def _load_encoded(data: bytes, name: str, max_pixels: int, min_side: int) -> InputImage:
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         logger.warning(
             "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set: a truncated %s would be padded with gray, "
@@ -225,7 +225,7 @@ def _sixteen_bit_colour(image: Image.Image) -> bool:
     return False
 
 
-def _load_high_bit_with_cv2(image: Image.Image, data: bytes, name: str) -> LoadedImage:
+def _load_high_bit_with_cv2(image: Image.Image, data: bytes, name: str) -> InputImage:
     """16-bit colour files: OpenCV keeps the precision (BGR(A) order, no EXIF rotation applied)."""
     import cv2
 
@@ -285,7 +285,7 @@ def _orient_array(array: np.ndarray, orientation: int) -> np.ndarray:
     return array
 
 
-def _from_pil(image: Image.Image, *, name: str, data: bytes | None, source_format: str | None) -> LoadedImage:
+def _from_pil(image: Image.Image, *, name: str, data: bytes | None, source_format: str | None) -> InputImage:
     source_mode = image.mode
     info = dict(image.info)
     try:
@@ -341,7 +341,7 @@ def _high_bit_gray(image: Image.Image, name: str) -> np.ndarray:
     return array.astype(np.uint16)
 
 
-def _load_array(array: np.ndarray, *, max_pixels: int, min_side: int) -> LoadedImage:
+def _load_array(array: np.ndarray, *, max_pixels: int, min_side: int) -> InputImage:
     shape = array.shape
     if array.ndim == 3 and shape[2] == 1:
         array = array[..., 0]
@@ -397,7 +397,7 @@ def _from_arrays(
     source_format: str | None,
     source_mode: str | None,
     icc_profile: bytes | None,
-) -> LoadedImage:
+) -> InputImage:
     """colour: HxW or HxWx3 (uint8 / uint16 / float in [0, 1]); alpha: HxW or None."""
     if colour.dtype.kind == "f":
         colour = _float_to_u16(colour, "image")
@@ -426,7 +426,7 @@ def _from_arrays(
 
     if icc_profile is not None and icc_colour_space(icc_profile) not in ("RGB ", "GRAY"):
         icc_profile = None  # e.g. a CMYK profile: it no longer describes our RGB data
-    return LoadedImage(
+    return InputImage(
         rgb=Image.fromarray(np.ascontiguousarray(colour8), "RGB"),
         alpha=alpha_image,
         is_gray=is_gray,

@@ -23,14 +23,14 @@ from PIL import Image
 
 from seesr.errors import ConfigError, InputError
 from seesr.io.files import write_atomically
-from seesr.io.read import LoadedImage, icc_colour_space, u16_to_u8
+from seesr.io.read import InputImage, icc_colour_space, u16_to_u8
 
 logger = logging.getLogger(__name__)
 
 _OUTPUT_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
 
 
-def recombine(output_rgb: Image.Image, loaded: LoadedImage) -> Image.Image:
+def recombine(output_rgb: Image.Image, loaded: InputImage) -> Image.Image:
     """Give the model's RGB output back what the input had: gray -> "L", alpha -> "RGBA" / "LA".
 
     The source alpha is upscaled on its own to the output size (PIL bicubic, which clips to
@@ -53,7 +53,7 @@ def recombine(output_rgb: Image.Image, loaded: LoadedImage) -> Image.Image:
     return out
 
 
-def to_high_bit(image: Image.Image, loaded: LoadedImage | None) -> np.ndarray:
+def to_high_bit(image: Image.Image, loaded: InputImage | None) -> np.ndarray:
     """A recombined 8-bit output ("L", "LA", "RGB", "RGBA") -> uint16 HxW / HxWx2 / HxWx3 / HxWx4.
 
     ``257 * output`` plus, when ``loaded`` is a 16-bit source, the source's sub-8-bit detail
@@ -108,7 +108,7 @@ def save_image(
     format: str | None = None,  # noqa: A002 - mirrors PIL's Image.save
     quality: int = 95,
     sixteen_bit: bool = False,
-    high_bit_source: LoadedImage | None = None,
+    high_bit_source: InputImage | None = None,
     overwrite: bool = False,
     background: tuple[int, int, int] = (255, 255, 255),
     icc_profile: bytes | None = None,
@@ -223,7 +223,7 @@ def _composite(image: Image.Image, background: tuple[int, int, int]) -> Image.Im
     return base
 
 
-def _encode_png16(image: Image.Image | np.ndarray, source: LoadedImage | None, icc: bytes | None) -> bytes:
+def _encode_png16(image: Image.Image | np.ndarray, source: InputImage | None, icc: bytes | None) -> bytes:
     import cv2
 
     if isinstance(image, np.ndarray):
