@@ -28,6 +28,7 @@ from seesr.imaging import pil_to_tensor, plan_working_size, resize, tensor_to_pi
 from seesr.kds import KdsConfig, particle_noise, select_particle, steered_denoiser
 from seesr.memory import keep_heap_within_stage, trim_host_heap
 from seesr.models import MODELS
+from seesr.models.attention import set_attention
 from seesr.models.controlnet import SeesrControlNetModel
 from seesr.models.tagger import RamConfig, RamTagger
 from seesr.models.unet import SeesrUNet2DConditionModel
@@ -111,6 +112,8 @@ class SeesrPipeline:
         latent tiles while denoising (steps x tiles)."""
         self._offload = False
         self._timings: dict[str, float] = {}
+        self.attention = "auto"
+        """Which attention the networks run (:data:`~seesr.presets.ATTENTIONS`; see :meth:`use_attention`)."""
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -203,7 +206,16 @@ class SeesrPipeline:
             model.eval().requires_grad_(False)
         cpu_bf16 = self.execution_device.type == "cpu" and next(self.vae.parameters()).dtype == torch.bfloat16
         self.vae.to(memory_format=torch.channels_last if cpu_bf16 else torch.contiguous_format)
+        self.use_attention(self.attention)
         return self
+
+    def use_attention(self, choice: str) -> None:
+        """``auto``: each network gets the attention :func:`~seesr.models.attention.attention_kernel`
+        picks for its device and dtype (the AVX512-BF16 kernel for bfloat16 on CPUs without AMX);
+        ``sdpa``: torch's ``scaled_dot_product_attention`` everywhere."""
+        for model in (self.unet, self.controlnet, self.vae):
+            set_attention([model], self.execution_device, next(model.parameters()).dtype, choice)
+        self.attention = choice
 
     def set_offload(self, enabled: bool) -> None:
         """Keep the networks on the CPU and move each to the execution device only for its stage."""
