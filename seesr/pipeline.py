@@ -187,7 +187,7 @@ class SeesrPipeline:
         """Move the networks, each to its dtype for ``dtype`` (:func:`network_dtypes`; None: keep).
         A bfloat16 VAE on the CPU gets channels_last weights: oneDNN runs NHWC convolutions without
         layout reorders. A float32 VAE stays NCHW, which keeps its results equal to the official
-        (NCHW) numbers."""
+        (NCHW) numbers. The attention layers get the processor of :meth:`use_attention`."""
         device = torch.device(device)
         self.execution_device = device
         if self._offload:
@@ -206,6 +206,11 @@ class SeesrPipeline:
             model.eval().requires_grad_(False)
         cpu_bf16 = self.execution_device.type == "cpu" and next(self.vae.parameters()).dtype == torch.bfloat16
         self.vae.to(memory_format=torch.channels_last if cpu_bf16 else torch.contiguous_format)
+        for module in self.vae.modules():
+            # every SiLU of the VAE acts on a fresh GroupNorm output (the VAE has no time embedding):
+            # in place it computes the same values without a new image-sized activation
+            if isinstance(module, torch.nn.SiLU):
+                module.inplace = True
         self.use_attention(self.attention)
         return self
 

@@ -107,7 +107,16 @@ def test_calls_the_kernel_does_not_compute_go_to_torch():
 )
 def test_the_rule_picks_the_kernel_only_where_it_was_measured_faster(monkeypatch, device, dtype, flags, choice, expected):
     monkeypatch.setattr(attention, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(attention, "load_kernel", lambda: print)  # built
     assert attention_kernel(device, dtype, choice) == expected
+
+
+def test_the_rule_keeps_torchs_attention_when_the_kernel_cannot_be_built(monkeypatch):
+    monkeypatch.setattr(attention, "cpu_flags", lambda: (True, False))
+    monkeypatch.setattr(attention, "load_kernel", lambda: None)
+    assert attention_kernel("cpu", torch.bfloat16) == "sdpa"
+    layer = _attention_layer(torch.bfloat16)
+    assert set_attention([layer], "cpu", torch.bfloat16) == "sdpa" and type(layer.processor) is AttnProcessor2_0
 
 
 def test_an_unknown_attention_choice_is_a_config_error():
@@ -180,6 +189,19 @@ def test_set_attention_routes_a_layer_to_the_kernel_and_back(monkeypatch):
     assert _errors(routed, plain)[1] < 5e-3
 
 
+def test_the_processor_takes_the_keywords_of_torchs(monkeypatch, caplog):
+    """diffusers passes a processor only the keywords its signature names (the VAE's ``temb``)."""
+    import inspect
+
+    assert inspect.signature(Avx512Bf16AttnProcessor.__call__) == inspect.signature(AttnProcessor2_0.__call__)
+    monkeypatch.setattr(attention, "cpu_flags", lambda: (True, False))
+    layer = _attention_layer(torch.bfloat16)
+    set_attention([layer], "cpu", torch.bfloat16)
+    with caplog.at_level(logging.WARNING), torch.no_grad():
+        layer(torch.randn(1, 10, 128).bfloat16(), torch.randn(1, 5, 96).bfloat16(), temb=None)
+    assert "not expected" not in caplog.text
+
+
 def test_float32_layers_keep_torchs_processor(monkeypatch):
     monkeypatch.setattr(attention, "cpu_flags", lambda: (True, False))
     layer = _attention_layer(torch.float32)
@@ -194,6 +216,7 @@ def test_pipeline_applies_the_setting_to_every_network(tiny_weights, monkeypatch
     from seesr.pipeline import SeesrPipeline
 
     monkeypatch.setattr(attention, "cpu_flags", lambda: (True, False))
+    monkeypatch.setattr(attention, "load_kernel", lambda: print)  # built (the tiny heads never reach it)
     pipe = SeesrPipeline.from_pretrained(tiny_weights, device="cpu", torch_dtype=torch.float32)
     assert set(sum(attention_processors(pipe).values(), [])) == {"AttnProcessor2_0"}
     pipe.to("cpu", torch.bfloat16)

@@ -57,12 +57,13 @@ def cpu_flags() -> tuple[bool, bool]:
 
 def attention_kernel(device: torch.device | str, dtype: torch.dtype, choice: str = "auto") -> Literal["avx512-bf16", "sdpa"]:
     """The attention a network in ``dtype`` on ``device`` runs: ``avx512-bf16`` for bfloat16 on a
-    CPU with AVX512-BF16 and no AMX (measured faster there; with AMX torch's kernel uses the tiles),
-    else ``sdpa``. ``choice="sdpa"`` opts out."""
+    CPU with AVX512-BF16 and no AMX (measured faster there; with AMX torch's kernel uses the tiles)
+    once the kernel is built (:func:`load_kernel`), else ``sdpa``. ``choice="sdpa"`` opts out."""
     if choice not in ATTENTIONS:
         raise ConfigError(f"attention must be one of {', '.join(ATTENTIONS)}, got {choice!r}")
     avx512_bf16, amx = cpu_flags()
-    if choice == "auto" and torch.device(device).type == "cpu" and dtype == torch.bfloat16 and avx512_bf16 and not amx:
+    wanted = choice == "auto" and torch.device(device).type == "cpu" and dtype == torch.bfloat16
+    if wanted and avx512_bf16 and not amx and load_kernel() is not None:
         return "avx512-bf16"
     return "sdpa"
 
@@ -104,6 +105,7 @@ def load_kernel() -> _Kernel | None:
     target = kernel_cache_dir() / f"attention_avx512bf16-{key}.so"
     try:
         if not target.is_file():
+            logger.info("building the AVX512-BF16 attention kernel into %s (once)", target)
             _build(compiler, target)
         kernel = ctypes.CDLL(str(target)).seesr_attention_bf16
     except (OSError, subprocess.SubprocessError) as error:
@@ -180,6 +182,7 @@ class Avx512Bf16AttnProcessor(AttnProcessor2_0):
     """diffusers' SDPA processor with its attention computed by the AVX512-BF16 kernel (calls the
     kernel does not support go to torch's SDPA as before)."""
 
+    @functools.wraps(AttnProcessor2_0.__call__)  # its signature: diffusers passes the keywords it names
     def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         with _RouteToKernel():
             return super().__call__(*args, **kwargs)

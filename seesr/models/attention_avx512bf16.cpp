@@ -31,8 +31,7 @@ inline __m512 exp_ps(__m512 x) {
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
   r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 5040);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+  __m512 p = _mm512_set1_ps(1.0f / 720);
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
@@ -196,8 +195,13 @@ int seesr_attention_bf16(const uint16_t* q, const uint16_t* k, const uint16_t* v
             const __m512 vscale = _mm512_set1_ps(scale), shift = _mm512_set1_ps(new_max);
             __m512 vsum = _mm512_setzero_ps();
             uint16_t* pr = probs + r * kKeyBlock;
-            for (int j = 0; j < width / 16; ++j) {
-              const __mmask16 m = j < full ? (__mmask16)0xFFFF : j == full ? tail : (__mmask16)0;
+            for (int j = 0; j < full; ++j) {
+              const __m512 e = exp_ps(_mm512_fmsub_ps(_mm512_loadu_ps(s + j * 16), vscale, shift));
+              vsum = _mm512_add_ps(vsum, e);
+              _mm256_storeu_si256((__m256i*)(pr + j * 16), (__m256i)_mm512_cvtneps_pbh(e));
+            }
+            for (int j = full; j < width / 16; ++j) {
+              const __mmask16 m = j == full ? tail : (__mmask16)0;
               const __m512 e = _mm512_maskz_mov_ps(m, exp_ps(_mm512_fmsub_ps(_mm512_loadu_ps(s + j * 16), vscale, shift)));
               vsum = _mm512_add_ps(vsum, e);
               _mm256_storeu_si256((__m256i*)(pr + j * 16), (__m256i)_mm512_cvtneps_pbh(e));
