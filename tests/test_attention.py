@@ -23,7 +23,7 @@ from seesr.models.attention import (
 
 
 def _kernel_or_skip():
-    if not attention.cpu_flags()[0]:
+    if not attention.cpu_bf16_units()[0]:
         pytest.skip("this CPU has no AVX512-BF16")
     kernel = load_kernel()
     if kernel is None:
@@ -106,13 +106,13 @@ def test_calls_the_kernel_does_not_compute_go_to_torch():
     ],
 )
 def test_the_rule_picks_the_kernel_only_where_it_was_measured_faster(monkeypatch, device, dtype, flags, choice, expected):
-    monkeypatch.setattr(attention, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(attention, "cpu_bf16_units", lambda: flags)
     monkeypatch.setattr(attention, "load_kernel", lambda: print)  # built
     assert attention_kernel(device, dtype, choice) == expected
 
 
 def test_the_rule_keeps_torchs_attention_when_the_kernel_cannot_be_built(monkeypatch):
-    monkeypatch.setattr(attention, "cpu_flags", lambda: (True, False))
+    monkeypatch.setattr(attention, "cpu_bf16_units", lambda: (True, False))
     monkeypatch.setattr(attention, "load_kernel", lambda: None)
     assert attention_kernel("cpu", torch.bfloat16) == "sdpa"
     layer = _attention_layer(torch.bfloat16)
@@ -170,7 +170,7 @@ def _attention_layer(dtype: torch.dtype) -> Attention:
 
 def test_set_attention_routes_a_layer_to_the_kernel_and_back(monkeypatch):
     _kernel_or_skip()
-    monkeypatch.setattr(attention, "cpu_flags", lambda: (True, False))
+    monkeypatch.setattr(attention, "cpu_bf16_units", lambda: (True, False))
     layer = _attention_layer(torch.bfloat16)
     hidden = torch.randn(1, 90, 128).bfloat16()
     context = torch.randn(1, 77, 96).bfloat16()
@@ -194,7 +194,7 @@ def test_the_processor_takes_the_keywords_of_torchs(monkeypatch, caplog):
     import inspect
 
     assert inspect.signature(Avx512Bf16AttnProcessor.__call__) == inspect.signature(AttnProcessor2_0.__call__)
-    monkeypatch.setattr(attention, "cpu_flags", lambda: (True, False))
+    monkeypatch.setattr(attention, "cpu_bf16_units", lambda: (True, False))
     layer = _attention_layer(torch.bfloat16)
     set_attention([layer], "cpu", torch.bfloat16)
     with caplog.at_level(logging.WARNING), torch.no_grad():
@@ -203,7 +203,7 @@ def test_the_processor_takes_the_keywords_of_torchs(monkeypatch, caplog):
 
 
 def test_float32_layers_keep_torchs_processor(monkeypatch):
-    monkeypatch.setattr(attention, "cpu_flags", lambda: (True, False))
+    monkeypatch.setattr(attention, "cpu_bf16_units", lambda: (True, False))
     layer = _attention_layer(torch.float32)
     assert set_attention([layer, None], "cpu", torch.float32) == "sdpa"
     assert type(layer.processor) is AttnProcessor2_0
@@ -215,7 +215,7 @@ def test_pipeline_applies_the_setting_to_every_network(tiny_weights, monkeypatch
     from seesr.benchmarks.common import attention_processors
     from seesr.pipeline import SeesrPipeline
 
-    monkeypatch.setattr(attention, "cpu_flags", lambda: (True, False))
+    monkeypatch.setattr(attention, "cpu_bf16_units", lambda: (True, False))
     monkeypatch.setattr(attention, "load_kernel", lambda: print)  # built (the tiny heads never reach it)
     pipe = SeesrPipeline.from_pretrained(tiny_weights, device="cpu", torch_dtype=torch.float32)
     assert set(sum(attention_processors(pipe).values(), [])) == {"AttnProcessor2_0"}

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import AttnProcessor2_0
 from torch.overrides import TorchFunctionMode
 
+from seesr.devices import cpu_bf16_units
 from seesr.errors import ConfigError
 from seesr.presets import ATTENTIONS
 
@@ -46,22 +47,13 @@ HEAD_DIM_MULTIPLE = 64
 _Kernel = Callable[..., int]
 
 
-def cpu_flags() -> tuple[bool, bool]:
-    """(AVX512-BF16, AMX tiles) of this CPU, as torch's kernels see them."""
-    check = lambda name: bool(getattr(torch.cpu, name, lambda: False)())  # noqa: E731
-    try:
-        return check("_is_avx512_bf16_supported"), check("_is_amx_tile_supported")
-    except RuntimeError:
-        return False, False
-
-
 def attention_kernel(device: torch.device | str, dtype: torch.dtype, choice: str = "auto") -> Literal["avx512-bf16", "sdpa"]:
     """The attention a network in ``dtype`` on ``device`` runs: ``avx512-bf16`` for bfloat16 on a
     CPU with AVX512-BF16 and no AMX (measured faster there; with AMX torch's kernel uses the tiles)
     once the kernel is built (:func:`load_kernel`), else ``sdpa``. ``choice="sdpa"`` opts out."""
     if choice not in ATTENTIONS:
         raise ConfigError(f"attention must be one of {', '.join(ATTENTIONS)}, got {choice!r}")
-    avx512_bf16, amx = cpu_flags()
+    avx512_bf16, amx = cpu_bf16_units()
     wanted = choice == "auto" and torch.device(device).type == "cpu" and dtype == torch.bfloat16
     if wanted and avx512_bf16 and not amx and load_kernel() is not None:
         return "avx512-bf16"
