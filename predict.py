@@ -32,8 +32,10 @@ from cog import BaseRunner, Input, Path
 
 from seesr.api import Upscaler
 from seesr.devices import resolve_device
-from seesr.errors import InputError
-from seesr.outputs import output_file
+from seesr.errors import ConfigError, InputError, SeesrError
+from seesr.files import checked_file, read_bytes, write_atomically
+from seesr.load import input_file_limit
+from seesr.outputs import DEFAULT_SINGLE_TAG, SUFFIX_FORMATS, concrete_format, output_file
 from seesr.presets import resolve_settings, setting_info
 from seesr.weights import WeightPaths, default_weights_dir
 
@@ -212,9 +214,9 @@ class Runner(BaseRunner):
         ),
     ) -> Path:
         """Upscale one image; a bad value fails the prediction with seesr's message."""
-        if model is not None and model not in setting_info("model").choices:  # never a file on the server
-            raise InputError(f"model must be one of: {', '.join(setting_info('model').choices)}")
-        result = self.upscaler.upscale(request_image_bytes(image), **_settings(locals()))
+        settings = _settings(locals())
+        check_settings(settings)
+        result = self.upscaler.upscale(request_image_bytes(image), **settings)
         for previous in self.outputs.iterdir():
             previous.unlink(missing_ok=True)
         name = f"upscaled-{uuid.uuid4().hex[:12]}"
@@ -239,8 +241,14 @@ def _settings(inputs: dict) -> dict:
     return {p.name: inputs[p.name] for p in _setting_inputs()}
 
 
-MAX_REQUEST_FILE_BYTES = 256 * 2**20
-"""Largest input file read (a 16.8 MP 16-bit RGBA TIFF, the pixel limit's worst case, is 134 MB)."""
+def check_settings(settings: dict) -> None:
+    """Refuse what seesr refuses (ConfigError), and any model but a named one: never a file on the server."""
+    model = settings.get("model")
+    if model is not None and model not in setting_info("model").choices:
+        raise InputError(f"model must be one of: {', '.join(setting_info('model').choices)}")
+    resolve_settings(settings)
+
+
 NOT_SENT = (
     "the image must be sent with the request, as a data: URI or an http(s) URL; "
     "the server does not read files from its own disk"
@@ -254,13 +262,7 @@ def request_image_bytes(image: object) -> bytes:
     message whether it exists or not. Errors about the data never name the server's temp file."""
     if not isinstance(image, Path):
         raise InputError(NOT_SENT)
-    try:
-        with open(image, "rb") as handle:
-            data = handle.read(MAX_REQUEST_FILE_BYTES + 1)
-    except OSError as error:
-        raise InputError(f"cannot read the image file: {error.strerror or error}") from None
-    if len(data) > MAX_REQUEST_FILE_BYTES:
-        raise InputError(f"the image file is over {MAX_REQUEST_FILE_BYTES // 2**20} MiB; send a smaller file")
+    data = read_bytes(image, "the image file", input_file_limit(), InputError, shown="")
     if not data:
         raise InputError("the image data is empty (0 bytes)")
     return data
@@ -289,18 +291,49 @@ def _command_line_inputs(arguments: list) -> dict:
     return values
 
 
-if __name__ == "__main__":
-    # `./start_seesr.sh predict IMAGE [name=value ...]`: the Cog path without Docker or a server.
-    import shutil
-    import sys
+OVERWRITE_FLAG = "--overwrite"
 
-    if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
-        sys.exit("usage: predict.py IMAGE [name=value ...], names: the inputs of Runner.run (preset=quality scale=2 ...)")
-    source = Path(sys.argv[1])
-    values = _command_line_inputs(sys.argv[2:])
+
+def _target(source: Path, fmt: str) -> Path:
+    """Where the command line writes its result: ``IMAGE_seesr.<format>`` beside the input."""
+    return output_file(source.parent, source.stem + DEFAULT_SINGLE_TAG, fmt)
+
+
+def _refuse_existing(target: Path, overwrite: bool) -> None:
+    if not overwrite and (target.exists() or target.is_symlink()):
+        raise ConfigError(f"{target} exists; pass {OVERWRITE_FLAG} to replace it, or move it away")
+
+
+def command_line(arguments: list) -> Path:
+    """``predict.py IMAGE [name=value ...] [--overwrite]``: check the image, the values and the
+    output before any model loads, run the prediction, write ``IMAGE_seesr.<format>`` beside the
+    image (never over an existing file without ``--overwrite``); returns the file written."""
+    overwrite = OVERWRITE_FLAG in arguments
+    arguments = [a for a in arguments if a != OVERWRITE_FLAG]
+    if not arguments or arguments[0].startswith("-"):
+        raise SystemExit(f"usage: predict.py IMAGE [name=value ...] [{OVERWRITE_FLAG}], names: the inputs of "
+                         "Runner.run (preset=quality scale=2 ...)")  # fmt: skip
+    source = Path(arguments[0])
+    values = _command_line_inputs(arguments[1:])
+    check_settings(values)
+    checked_file(source, "input", input_file_limit(), InputError)
+    # `auto` follows the decoded input's format: the one its suffix names is a guess, checked again below
+    guess = concrete_format(values["output_format"], SUFFIX_FORMATS.get(source.suffix.lower()))
+    _refuse_existing(_target(source, guess), overwrite)
     runner = Runner()
     runner.setup()
     produced = runner.run(image=source, **values)
-    target = source.with_name(f"{source.stem}_seesr{produced.suffix}")
-    shutil.copyfile(produced, target)
-    print(target)
+    target = _target(source, SUFFIX_FORMATS[produced.suffix])
+    _refuse_existing(target, overwrite)
+    write_atomically(target, produced.read_bytes(), overwrite=overwrite)
+    return target
+
+
+if __name__ == "__main__":
+    # `./start_seesr.sh predict IMAGE [name=value ...]`: the Cog path without Docker or a server.
+    import sys
+
+    try:
+        print(command_line(sys.argv[1:]))
+    except SeesrError as error:
+        sys.exit(f"seesr: {error}")

@@ -6,6 +6,7 @@
 #   predict IMAGE [ARGS]  the Cog prediction path without Docker (writes IMAGE_seesr.png)
 #   benchmark [ARGS]      full-size speed/memory benchmark (python -m seesr.benchmarks.pipeline)
 #   train HR_DIR -o OUT   fine-tune SeeSR on a folder of HR images (seesr train; --help for flags)
+#   evaluate SR_DIR HR_DIR  PSNR/SSIM/LPIPS/... table, paired by name (seesr evaluate; --run to upscale first)
 #   python ARGS           python in the venv (SEESR_DEBUG=1: debug logging)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -41,6 +42,7 @@ case "$cmd" in
     predict) ensure_setup; exec "$PY" "$ROOT/predict.py" "$@" ;;
     benchmark) ensure_setup; cd "$ROOT"; exec "$PY" -m seesr.benchmarks.pipeline "$@" ;;
     train) ensure_setup; exec "$PY" -m seesr.cli train "$@" ;;
+    evaluate) ensure_setup; exec "$PY" -m seesr.cli evaluate "$@" ;;
     python) ensure_setup; exec "$PY" "$@" ;;
-    *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    *) sed -n '2,/^set /p' "$0" | sed -n 's/^# \{0,1\}//p' >&2; exit 2 ;;
 esac

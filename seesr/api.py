@@ -256,12 +256,15 @@ class Upscaler:
                     raise
                 reason = self._missing_reason(error)
         if settings.engine == "realesrgan" or reason is not None:
-            from seesr.models import DEFAULT_MODEL, REALESRGAN_MODELS, canonical_model, is_realesrgan_model
+            from seesr.models import (
+                DEFAULT_MODEL, REALESRGAN_MODELS, canonical_model, is_model_file, is_realesrgan_model,
+            )  # fmt: skip
             from seesr.realesrgan import (
                 auto_tile,
                 batch_pixels_for,
                 estimated_peak_bytes,
                 free_memory_bytes,
+                inspect_model_file,
                 planned_precision,
             )
 
@@ -269,8 +272,11 @@ class Upscaler:
             device = resolve_device(settings.device)
             dtype = planned_precision(device, settings.fp32)
             model = canonical_model(settings.model) if is_realesrgan_model(settings.model) else DEFAULT_MODEL
-            bundled = REALESRGAN_MODELS.get(model)
-            net_scale = bundled.network_scale if bundled is not None else None
+            if is_model_file(model):  # its header says what it is; its tensors are read only to run it
+                header = inspect_model_file(model)
+                model, net_scale = header.name, header.scale
+            else:
+                net_scale = REALESRGAN_MODELS[model].network_scale
             start = RunStart("realesrgan", model, str(device), _dtype_name(dtype), None,
                              realesrgan_tiles(settings.tile, settings.scale, net_scale))  # fmt: skip
             size = plan_working_size(*loaded.size, settings.scale, 0).output_size

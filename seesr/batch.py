@@ -23,8 +23,11 @@ from pathlib import Path
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
 from seesr.errors import ConfigError, SeesrError
+from seesr.files import read_bytes
 
 STATE_DIR = ".seesr-batch"
+RUN_LOG_MAX_BYTES = 256 * 2**20
+"""Largest run log read (three lines of about 250 bytes per file: some 300,000 files)."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,8 @@ class BatchState:
         if not self.folder.is_dir():
             return done
         for log in sorted(self.folder.glob("rank*.jsonl")):
-            for line in log.read_text(errors="replace").splitlines():
+            text = read_bytes(log, "run log", RUN_LOG_MAX_BYTES, ConfigError).decode(errors="replace")
+            for line in text.splitlines():
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError:

@@ -1,4 +1,5 @@
-"""Command line: ``seesr upscale INPUT... -o OUT`` and ``seesr weights download|verify|list``.
+"""Command line: ``seesr upscale INPUT... -o OUT``, ``seesr weights download|verify|list``, ``seesr train``
+and ``seesr evaluate``.
 
 A thin adapter over :class:`seesr.api.Upscaler` and :mod:`seesr.weights`: it parses flags, finds
 the files, shows progress (one updating line on a terminal), writes outputs atomically and reports
@@ -54,14 +55,14 @@ class _Switch(argparse.Action):
         setattr(namespace, self.dest, option_string == self.option_strings[0])
 
 
-def add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per :class:`~seesr.presets.Settings` field, grouped by the engines it applies to;
-    values stay text (None when not given): :func:`~seesr.presets.resolve_settings` converts and
-    validates them, reporting every problem at once."""
+def add_setting_flags(parser: argparse.ArgumentParser, leave_out: frozenset[str] = frozenset()) -> None:
+    """One flag per :class:`~seesr.presets.Settings` field (but ``leave_out``), grouped by the
+    engines it applies to; values stay text (None when not given):
+    :func:`~seesr.presets.resolve_settings` converts and validates them, reporting every problem at once."""
     from seesr.presets import DECLARED, ENGINES, describe, flag_name, setting_info, value_kind
 
     groups: dict[tuple[str, ...], Any] = {}
-    for name in DECLARED:
+    for name in (n for n in DECLARED if n not in leave_out):
         info, (kind, _) = setting_info(name), value_kind(name)
         flag, help_text = flag_name(name), describe(name).replace("%", "%%")
         if info.engines not in groups:
@@ -81,7 +82,7 @@ def setting_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """The settings given as flags, by name (the rest is left to the environment, file and preset)."""
     from seesr.presets import DECLARED
 
-    return {name: getattr(args, name) for name in DECLARED if getattr(args, name) is not None}
+    return {name: getattr(args, name) for name in DECLARED if getattr(args, name, None) is not None}
 
 
 def add_report_flags(parser: argparse.ArgumentParser) -> None:
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("--trust-unverified", action="store_true",
                          help="accept files without a published sha256 from mirrors (marked 'unverified' in list)")
     add_train_parser(commands)
+    add_evaluate_parser(commands)
     return parser
 
 
@@ -139,24 +141,49 @@ def main(argv: list[str] | None = None) -> int:
             return weights_command(args)
         if args.command == "train":
             return train_command(args)
+        if args.command == "evaluate":
+            return evaluate_command(args)
         return upscale_command(args)
     except SeesrError as error:
         _error(f"seesr: {error}")
         return 2
     except OSError as error:  # the file system refused something the checks above could not foresee
-        where = f" ({error.filename})" if error.filename else ""
-        _error(f"seesr: {error.strerror or error}{where}")
+        _error(f"seesr: {failure_text(error)}")
         return 2
-    except KeyboardInterrupt:
-        _error("seesr: interrupted; finished outputs are kept, run the same command again to do the rest")
+    except KeyboardInterrupt as error:
+        _error(f"seesr: {failure_text(error)}")
         return 130
+    except Exception as error:  # noqa: BLE001 - a bug: one line; --verbose logs the traceback
+        logging.getLogger("seesr").debug("the traceback of the unexpected error:", exc_info=True)
+        _error(f"seesr: {failure_text(error)}")
+        return 1
+
+
+def failure_text(error: BaseException) -> str:
+    """What a run-level failure says (its first line): on stderr, and in the JSON line of each
+    input it left unfinished."""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted; finished outputs are kept, run the same command again to do the rest"
+    if isinstance(error, SeesrError):
+        return str(error).splitlines()[0] if str(error) else type(error).__name__
+    if isinstance(error, OSError):
+        where = f" ({error.filename})" if error.filename else ""
+        return f"{error.strerror or error}{where}"
+    return (f"unexpected error: {type(error).__name__}: {' '.join(str(error).split())} "
+            "(a bug in seesr; --verbose shows the traceback)")  # fmt: skip
+
+
+def printable(text: str) -> str:
+    """``text`` with what a terminal would not show as written escaped (a newline or an escape
+    sequence in a file name, an undecodable byte): one result stays one line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _error(line: str) -> None:
     """One line on stderr, below an erased progress line."""
     if LOG_HANDLER.display is not None:
         LOG_HANDLER.display.clear()
-    print(line, file=sys.stderr)
+    print("\n".join(printable(part) for part in line.splitlines()), file=sys.stderr)
 
 
 class _ClearingHandler(logging.StreamHandler):
@@ -191,15 +218,30 @@ class _Report(BatchReport["Result"]):
 
     def __init__(self, args: argparse.Namespace, display: TerminalProgress | None) -> None:
         self.quiet, self.json, self.display = args.quiet, args.json, display
+        self.unreported: dict[str, str | None] = {pattern: None for pattern in args.inputs}
+        """Input -> output of each input without its line yet: the arguments until the jobs are planned."""
+
+    def expect(self, jobs: list[Job]) -> None:
+        """From now on the inputs are these jobs'."""
+        self.unreported = {str(job.source): str(job.target) for job in jobs}
+
+    def abandon(self, error: BaseException) -> None:
+        """Under ``--json``, a failed line for each input the run stopped before (whatever stopped it)."""
+        if self.json:
+            for source, target in self.unreported.items():
+                print(json.dumps({"input": source, "output": target, "status": "failed", "error": failure_text(error)}),
+                      flush=True)  # fmt: skip
+        self.unreported = {}
 
     def _say(self, job: Job, status: str, line: str, fields: dict[str, Any]) -> None:
         if self.display is not None:
             self.display.clear()
+        self.unreported.pop(str(job.source), None)
         if self.json:
             print(json.dumps({"input": str(job.source), "output": str(job.target), "status": status, **fields}), flush=True)
         result_line = status in ("done", "planned")  # stdout; the JSON object stands for it
         if status == "failed" or not (self.quiet or self.json and result_line):
-            print(line, file=sys.stdout if result_line else sys.stderr, flush=True)
+            print(printable(line), file=sys.stdout if result_line else sys.stderr, flush=True)
 
     def done(self, job: Job, outcome: Result) -> None:
         self._say(job, "done", f"{job.target}: {outcome.summary()}", outcome.record())
@@ -219,9 +261,19 @@ class _Report(BatchReport["Result"]):
 
 
 def upscale_command(args: argparse.Namespace) -> int:
-    """Check everything (settings, device, inputs, outputs, output folders), then run."""
+    """Check everything (settings, device, inputs, outputs, output folders), then run; under
+    ``--json`` every input gets its line, even when the run stops on an error."""
     display = TerminalProgress(sys.stderr) if sys.stderr.isatty() and not args.quiet else None
     LOG_HANDLER.display = display
+    report = _Report(args, display)
+    try:
+        return _upscale(args, report, display)
+    except BaseException as error:
+        report.abandon(error)
+        raise
+
+
+def _upscale(args: argparse.Namespace, report: _Report, display: TerminalProgress | None) -> int:
     if display is not None:  # something to see while torch is imported
         display.image(1, 1, "seesr")
         display(StageProgress("start", 0, 0))
@@ -238,8 +290,8 @@ def upscale_command(args: argparse.Namespace) -> int:
     inputs, skipped = find_inputs(args.inputs)
     if skipped and not args.quiet:
         names = ", ".join(p.name for p in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-        print(f"seesr: skipped {len(skipped)} file(s) that are not images seesr reads "
-              f"({', '.join(sorted(IMAGE_SUFFIXES))}): {names}", file=sys.stderr)  # fmt: skip
+        print(printable(f"seesr: skipped {len(skipped)} file(s) that are not images seesr reads "
+                        f"({', '.join(sorted(IMAGE_SUFFIXES))}): {names}"), file=sys.stderr)  # fmt: skip
     format_asked = "output_format" in arguments or "output_format" in environment_settings() or (
         "output_format" in config_file_settings(args.config)
     )
@@ -253,7 +305,7 @@ def upscale_command(args: argparse.Namespace) -> int:
         compare=args.compare,
         overwrite=args.overwrite,
     )
-    report = _Report(args, display)
+    report.expect(jobs)
     if args.dry_run:
         failed = 0
         for job in jobs:
@@ -295,6 +347,7 @@ def _run_jobs(
 
     state = BatchState(folder, distributed.process_index) if folder is not None else None
     with distributed.split_between_processes(jobs) as my_jobs:
+        report.expect(my_jobs)
         _, _, failed = run_jobs(
             my_jobs, process, settings=settings_hash(settings), state=state, overwrite=args.overwrite, report=report
         )
@@ -324,6 +377,84 @@ def weights_command(args: argparse.Namespace) -> int:
     if any(s.unverified for s in statuses):
         print("unverified: no published sha256; mirrors are used for these only with --trust-unverified")
     return 1 if any(s.failed for s in statuses) else 0
+
+
+EVALUATE_EPILOG = (
+    "Exit code: 0 when every pair got every metric, 1 when the evaluation is partial (a pair or a metric left "
+    "out, a --run row without its weights; each said in one line on stderr), 2 when nothing could be evaluated. "
+    "The setting flags apply to the --run rows (a row's own preset, model or engine wins); --device also places "
+    "the learned metrics."
+)
+
+
+def add_evaluate_parser(commands: Any) -> None:
+    """``seesr evaluate SR_DIR HR_DIR`` / ``seesr evaluate --run NAMES LR_DIR HR_DIR``."""
+    from seesr.evaluate import BICUBIC, REALESRGAN_ENGINE, RUN_SETTINGS_LEFT_OUT
+    from seesr.metrics import METRIC_GROUPS, METRICS
+    from seesr.models import MODELS
+    from seesr.presets import PRESETS
+
+    ev = commands.add_parser(
+        "evaluate", help="quality table (PSNR, SSIM, LPIPS, ...) of SR images against HR images, or of engines run now",
+        epilog=EVALUATE_EPILOG, allow_abbrev=False,
+    )  # fmt: skip
+    ev.add_argument("images", type=Path, metavar="SR_DIR", help="the SR images (with --run: LR_DIR, the LR images)")
+    ev.add_argument("hr", type=Path, metavar="HR_DIR", help="the HR images, paired with the others by file name without suffix")
+    ev.add_argument("--run", metavar="NAME[,NAME...]",
+                    help=f"upscale LR_DIR with each of these first, one row each: presets ({', '.join(PRESETS)}), "
+                    f"{', '.join(MODELS)}, a Real-ESRGAN model (see -n), {REALESRGAN_ENGINE}, {BICUBIC}; never a fallback")  # fmt: skip
+    ev.add_argument("--lr", type=Path, metavar="LR_DIR", help=f"also score these LR images upscaled with bicubic (row '{BICUBIC}')")
+    ev.add_argument("--metrics", default=",".join(METRIC_GROUPS["default"]), metavar="NAME[,NAME...]",
+                    help=f"metrics: {', '.join(METRICS)}; groups: "
+                    + ", ".join(f"{group} ({'every metric' if group == 'all' else ','.join(names)})"
+                                for group, names in METRIC_GROUPS.items()) + " (default: %(default)s)")  # fmt: skip
+    ev.add_argument("--crop-border", type=int, default=0, metavar="N",
+                    help="pixels left out at every edge of both images before every metric (BasicSR's crop_border)")  # fmt: skip
+    ev.add_argument("--json", action="store_true", help="print one JSON object (rows, means, per-image scores) instead of the table")
+    ev.add_argument("--csv", type=Path, metavar="FILE", help="also write the per-image scores and means as CSV")
+    ev.add_argument("--weights", type=Path, help="weights directory for --run (default: weights/ or $SEESR_WEIGHTS)")
+    add_setting_flags(ev, leave_out=RUN_SETTINGS_LEFT_OUT)
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    """Score, print the table (or JSON) on stdout and each problem in one line on stderr."""
+    from seesr.errors import ConfigError
+    from seesr.evaluate import evaluate_folder, evaluate_runs
+    from seesr.metrics import parse_metrics
+
+    metrics = parse_metrics(args.metrics)
+    if args.crop_border < 0:
+        raise ConfigError(f"--crop-border must be 0 or more, got {args.crop_border}")
+    arguments = setting_arguments(args)
+    progress = _evaluate_progress if sys.stderr.isatty() else None
+    if args.run:
+        if args.lr is not None:
+            raise ConfigError("--lr goes with SR_DIR HR_DIR; with --run the first folder is the LR folder (add bicubic to --run)")
+        runs = [name.strip() for name in args.run.split(",") if name.strip()]
+        evaluation = evaluate_runs(runs, args.images, args.hr, metrics=metrics, crop_border=args.crop_border,
+                                   weights=args.weights, progress=progress, **arguments)  # fmt: skip
+    else:
+        unused = sorted(set(arguments) - {"device"})
+        if unused:
+            raise ConfigError(f"{', '.join('--' + n.replace('_', '-') for n in unused)} only apply with --run")
+        evaluation = evaluate_folder(args.images, args.hr, lr_dir=args.lr, metrics=metrics, crop_border=args.crop_border,
+                                     device=arguments.get("device"), progress=progress)  # fmt: skip
+    if progress is not None:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
+    unavailable = [evaluation.unavailable[name] for name in evaluation.metrics if name in evaluation.unavailable]
+    for line in [*unavailable, *evaluation.problems]:
+        _error(line)
+    table = "\n".join(printable(line) for line in evaluation.table().splitlines())
+    print(json.dumps(evaluation.record()) if args.json else table, flush=True)
+    if args.csv is not None:
+        from seesr.files import write_atomically
+
+        write_atomically(args.csv, evaluation.csv().encode(), overwrite=True)
+    return 1 if evaluation.partial else 0
+
+
+def _evaluate_progress(row: str, index: int, total: int, name: str) -> None:
+    print(f"\r\033[K{row}: {index}/{total} {name}", end="", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

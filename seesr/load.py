@@ -35,6 +35,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from seesr.errors import ConfigError, InputError
+from seesr.files import read_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -123,24 +124,29 @@ def load_image(
         return _load_encoded(data, "image data", max_pixels, min_side)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        return _load_encoded(_read_file(path), str(path), max_pixels, min_side)
+        return _load_encoded(_read_file(path, max_pixels), str(path), max_pixels, min_side)
     raise InputError(
         f"cannot read an image from a {type(source).__name__}; "
         "pass a path, bytes, a PIL image or a numpy array"
     )
 
 
-def _read_file(path: Path) -> bytes:
-    if not path.exists():
-        raise InputError(f"{path} does not exist; check the input path")
-    if path.is_dir():
-        raise InputError(f"{path} is a directory, not an image file")
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise InputError(f"cannot read {path}: {err.strerror or err}") from err
+def input_file_limit(max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """Largest image file read for an input of at most ``max_pixels``: uncompressed 32-bit float
+    RGBA (16 bytes a pixel, the largest layout Pillow reads) plus room for metadata."""
+    return max_pixels * 16 + METADATA_ALLOWANCE
+
+
+METADATA_ALLOWANCE = 16 * 2**20
+"""Bytes an image file may hold beyond its pixels (EXIF, ICC profile, thumbnails, XMP)."""
+
+
+def _read_file(path: Path, max_pixels: int) -> bytes:
+    """The bytes of an input file, checked first (a regular file of bounded size: a FIFO, a device
+    or a symlink loop is one line, never a hang)."""
+    data = read_bytes(path, "input", input_file_limit(max_pixels), InputError)
     if not data:
-        raise InputError(f"{path} is empty (0 bytes); it is not an image")
+        raise InputError(f"input {path} is empty (0 bytes); it is not an image")
     return data
 
 

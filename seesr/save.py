@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import secrets
 import struct
 import zlib
 from io import BytesIO
@@ -24,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from seesr.errors import ConfigError, InputError
+from seesr.files import write_atomically
 from seesr.load import LoadedImage, icc_colour_space, u16_to_u8
 
 logger = logging.getLogger(__name__)
@@ -154,7 +153,7 @@ def save_image(
         if isinstance(image, np.ndarray):
             image = _array_to_pil(image)
         data = _encode_8bit(image, fmt, quality, background, icc_profile, path)
-    _atomic_write(path, data, overwrite=overwrite)
+    write_atomically(path, data, overwrite=overwrite)
     return path
 
 
@@ -264,77 +263,3 @@ def _png_with_icc(png: bytes, profile: bytes) -> bytes:
     chunk = struct.pack(">I", len(body)) + b"iCCP" + body + struct.pack(">I", zlib.crc32(b"iCCP" + body) & 0xFFFFFFFF)
     ihdr_end = 8 + 8 + 13 + 4  # signature, IHDR length+type, IHDR data, CRC
     return png[:ihdr_end] + chunk + png[ihdr_end:]
-
-
-_TEMP_FILE = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.tmp$")
-"""``.<name>.<pid>-<random>.tmp``: the hidden temporary file :func:`_atomic_write` renames into place."""
-
-
-def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Remove the temporary files that writers killed mid-write (or mid-rename) left in ``folder``:
-    ours by name, and only those whose process is gone (a live writer's file is kept)."""
-    removed = []
-    try:
-        candidates = [entry for entry in os.scandir(folder) if entry.name.startswith(".") and entry.is_file()]
-    except OSError:
-        return removed
-    for entry in candidates:
-        match = _TEMP_FILE.match(entry.name)
-        if match is None or _process_alive(int(match.group(1))):
-            continue
-        try:
-            os.unlink(entry.path)
-        except OSError as err:
-            logger.warning("cannot remove the leftover temporary file %s: %s", entry.path, err.strerror or err)
-            continue
-        removed.append(Path(entry.path))
-        logger.info("removed %s, left by an interrupted run", entry.path)
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, but another user's
-        return True
-    return True
-
-
-def _atomic_write(path: Path, data: bytes, *, overwrite: bool) -> None:
-    """Write to a hidden temp file in the target folder, fsync, then rename (or link) into place.
-
-    ``overwrite=False`` uses ``os.link``, which fails if the target appeared meanwhile, so an
-    existing file is never replaced; file systems without hard links fall back to a check and
-    ``os.replace``. The temp file is removed on every error.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
-    except OSError as err:
-        raise InputError(f"cannot write to {path.parent}: {err.strerror or err}") from err
-    try:
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-        except OSError as err:
-            raise InputError(f"cannot write {path}: {err.strerror or err}") from err
-        if overwrite:
-            os.replace(tmp, path)
-            return
-        try:
-            os.link(tmp, path)
-        except FileExistsError as err:
-            raise InputError(f"{path} exists; pass overwrite=True (--overwrite) to replace it") from err
-        except OSError:  # no hard links here (FAT, some network shares)
-            if path.exists():
-                raise InputError(f"{path} exists; pass overwrite=True (--overwrite) to replace it") from None
-            os.replace(tmp, path)
-    finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass

@@ -1,5 +1,7 @@
 """A loopback HTTP server for download tests: serves ``files`` (path -> bytes), 404 for anything else,
 honours ``Range`` (unless ``ranges`` is off) and records every request as (path, Range header).
+``custom`` (path -> function of the request handler) answers a path as a test wants: a misbehaving
+server (a body cut short, endless, dripping; a wrong Content-Range; a redirect loop).
 
 A Hugging Face hub mirror is the same server: a source ``{"hf_repo": "org/name", "endpoint": url}``
 downloads ``url/org/name/resolve/<revision>/<file>``."""
@@ -20,6 +22,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         server = self.server
         data = server.files.get(self.path)
         server.requests.append((self.path, self.headers.get("Range")))
+        if self.path in server.custom:
+            try:
+                server.custom[self.path](self)
+            except (BrokenPipeError, ConnectionResetError):  # the client hung up, as it should
+                pass
+            self.close_connection = True
+            return
         if data is None:
             self.send_error(404)
             return
@@ -44,9 +53,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @contextmanager
 def serve() -> Iterator[http.server.ThreadingHTTPServer]:
-    """A running server on 127.0.0.1 with ``.url``, ``.files``, ``.requests`` and ``.ranges``."""
+    """A running server on 127.0.0.1 with ``.url``, ``.files``, ``.requests``, ``.ranges`` and ``.custom``."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.files, server.requests, server.ranges = {}, [], True
+    server.files, server.requests, server.ranges, server.custom = {}, [], True, {}
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     server.url = f"http://127.0.0.1:{server.server_address[1]}"

@@ -88,20 +88,33 @@ def test_truncated_safetensors_names_the_file(tiny_weights_dir, tmp_path, compon
     assert "not a complete safetensors file" in assert_clean_error(err.value, bad)
 
 
-@pytest.mark.parametrize("component", ["vae", "text_encoder", "controlnet", "turbo_unet"])
-def test_refused_pickle_bin_names_the_file_and_never_runs(tiny_weights_dir, tmp_path, component):
+class SystemPayload:
+    """Unpickling this would run a shell command (torch 2.14: "unsupported GLOBAL posix.system whose
+    module posix is blocked", a wording of its own)."""
+
+    marker: Path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize(
+    ("component", "payload_class"),
+    [("vae", Payload), ("text_encoder", Payload), ("controlnet", SystemPayload), ("turbo_unet", Payload)],
+)
+def test_refused_pickle_bin_names_the_file_and_never_runs(tiny_weights_dir, tmp_path, component, payload_class):
     root = weights_copy(tiny_weights_dir, tmp_path / "w")
     name = FILES[component]
     legacy = "pytorch_model.bin" if name.endswith("/model.safetensors") else "diffusion_pytorch_model.bin"
-    Payload.marker = tmp_path / "payload-ran"
+    Payload.marker = SystemPayload.marker = tmp_path / "payload-ran"
     payload = tmp_path / "payload.bin"
-    torch.save({"weight": Payload()}, payload)
+    torch.save({"weight": payload_class()}, payload)
     (root / name).unlink()
     bad = (root / name).with_name(legacy)
     shutil.copy(payload, bad)
     with pytest.raises(WeightsError) as err:
         load(root)
-    assert "holds Python objects" in assert_clean_error(err.value, bad)
+    assert "refused as unsafe: it holds Python objects" in assert_clean_error(err.value, bad)
     assert not Payload.marker.exists()
 
 

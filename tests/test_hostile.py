@@ -267,7 +267,8 @@ def test_bad_config_files_are_one_line(photos, tmp_path, capsys):
     levels = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
     bomb.write_text("\n".join(levels) + "\nprompt: *a8\n")  # 9**9 strings once expanded
-    for config, message in ((tmp_path, "is a directory"), (binary, "is not UTF-8 text"), (bomb, "uses YAML aliases")):
+    cases = ((tmp_path, "is a folder, not a file"), (binary, "is not UTF-8 text"), (bomb, "uses YAML aliases"))
+    for config, message in cases:
         assert main(["upscale", str(photos / "a.png"), "-o", str(tmp_path / "x.png"), "--config", str(config)]) == 2
         assert_one_line(capsys.readouterr().err, f"config file {config}", message)
     assert not (tmp_path / "x.png").exists()

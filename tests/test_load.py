@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 
@@ -12,7 +13,7 @@ from PIL import Image, ImageOps
 
 from conftest import shared_input as _input
 from seesr.errors import ConfigError, InputError
-from seesr.load import LoadedImage, load_image
+from seesr.load import LoadedImage, input_file_limit, load_image
 from seesr.save import recombine, save_image
 
 # name: (is_gray, has_alpha, bit_depth)
@@ -311,8 +312,29 @@ def test_unreadable_sources(tmp_path):
     missing = tmp_path / "missing.png"
     with pytest.raises(InputError, match=f"{missing}.*does not exist"):
         load_image(missing)
-    with pytest.raises(InputError, match="is a directory"):
+    with pytest.raises(InputError, match="is a folder, not a file"):
         load_image(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "make, says",
+    [
+        (lambda p: os.mkfifo(p), "is a pipe (FIFO), not a file"),
+        (lambda p: p.symlink_to("/dev/zero"), "is a device, not a file"),
+        (lambda p: p.symlink_to(p), "is a symbolic link loop"),
+        (
+            lambda p: p.write_bytes(b"") or os.truncate(p, input_file_limit() + 2**30),  # sparse: no disk used
+            "is 1.3 GiB, over the 272 MiB limit",
+        ),
+    ],
+    ids=["fifo", "dev-zero", "symlink-loop", "sparse-giant"],
+)
+def test_inputs_that_would_hang_or_exhaust_memory_are_refused_before_reading(tmp_path, make, says):
+    path = tmp_path / "input.png"
+    make(path)
+    with pytest.raises(InputError) as refused:
+        load_image(path)
+    assert str(refused.value).startswith(f"input {path} {says}"), refused.value
 
 
 def test_loaded_image_is_a_dataclass():

@@ -12,7 +12,7 @@ import pytest
 
 from seesr.errors import ConfigError
 from seesr.outputs import format_of, plan_outputs, prepare_folder
-from seesr.save import remove_stale_temp_files
+from seesr.files import remove_stale_temp_files
 
 
 def touch(*paths: Path) -> None:

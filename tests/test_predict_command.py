@@ -64,3 +64,53 @@ def test_predict_refuses_unknown_or_mistyped_options(photo, option, message):
     done = predict(photo, option)
     assert done.returncode == 1 and message in done.stderr, done.stderr[-2000:]
     assert not photo.with_name("photo_seesr.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("scale=100", "seesr: invalid settings: scale=100.0 (allowed: 1.0 to 8.0)"),
+        ("model=/srv/models/net.pth", "seesr: model must be one of: seesr-turbo, seesr, realesrgan-x4plus"),
+    ],
+)
+def test_predict_refuses_a_bad_value_in_one_line_before_any_model_loads(photo, option, message):
+    done = predict(photo, option)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(message)
+    assert not photo.with_name("photo_seesr.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (os.mkfifo, "is a pipe (FIFO), not a file"),
+        (lambda p: p.symlink_to("/dev/zero"), "is a device, not a file"),
+        (lambda p: p.symlink_to(p), "is a symbolic link loop; point it at a file"),
+    ],
+    ids=["fifo", "dev-zero", "symlink-loop"],
+)
+def test_predict_refuses_what_is_not_an_image_file_in_one_line(tmp_path, make, says):
+    image = tmp_path / "photo.jpg"
+    make(image)
+    done = predict(image)  # a FIFO would block this forever if it were opened
+    assert done.returncode == 1 and done.stderr.strip() == f"seesr: input photo.jpg {says}", done.stderr
+
+
+def test_predict_never_overwrites_an_earlier_result(photo):
+    earlier = photo.with_name("photo_seesr.png")  # say, from an earlier run on photo.png
+    earlier.write_bytes(b"an earlier result")
+    done = predict(photo)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == "seesr: photo_seesr.png exists; pass --overwrite to replace it, or move it away"
+    assert earlier.read_bytes() == b"an earlier result"
+
+
+@pytest.mark.slow
+def test_predict_overwrite_replaces_an_earlier_result(photo):
+    earlier = photo.with_name("photo_seesr.png")
+    earlier.write_bytes(b"an earlier result")
+    done = predict(photo, "--overwrite")  # as the README types it
+    assert done.returncode == 0, done.stderr[-3000:]
+    with Image.open(earlier) as image:
+        assert image.format == "PNG" and image.size == (48, 32)

@@ -91,7 +91,7 @@ def test_a_model_file_means_realesrgan(compact_file: Path) -> None:
     [
         ({"engine": "seesr", "model": "realesrgan-x4plus"}, "is a Real-ESRGAN model but engine='seesr' (drop engine"),
         ({"engine": "realesrgan", "model": "seesr"}, "is a SeeSR model but engine='realesrgan'"),
-        ({"model": "missing.pth"}, "no such file"),
+        ({"model": "missing.pth"}, "model='missing.pth' (it does not exist; give a model file)"),
         ({"model": "x4plus"}, "or a file (.pth, .safetensors, .ckpt)"),
     ],
 )

@@ -238,11 +238,11 @@ def test_settings_from_flags_env_and_yaml(tmp_path):
     assert (settings.lr, settings.batch_size, settings.max_steps) == (1e-4, 5, 9)
     from seesr.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="mixed_precision must be one of"):
+    with pytest.raises(ConfigError, match=r"mixed_precision='fp8' \(allowed: no, fp16, bf16\)"):
         TrainSettings.from_sources({"mixed_precision": "fp8"}, environ={})
-    with pytest.raises(ConfigError, match="unknown training settings"):
+    with pytest.raises(ConfigError, match="unknown setting 'learning_rate'"):
         TrainSettings.from_sources({"learning_rate": 1}, environ={})
-    with pytest.raises(ConfigError, match="SEESR_TRAIN_SEED must be a int"):
+    with pytest.raises(ConfigError, match=r"seed='x' \(SEESR_TRAIN_SEED: must be an integer\)"):
         TrainSettings.from_sources(environ={"SEESR_TRAIN_SEED": "x"})
 
 
@@ -289,14 +289,18 @@ def test_samples_are_reproducible_and_null_prompt_ratio_holds(hr_dir):
 
 def test_resume_and_optimizer_mistakes_say_what_to_do(tmp_path, hr_dir):
     from seesr.errors import ConfigError
-    from seesr.training.loop import _optimizer, find_checkpoint
+    from seesr.training.loop import _optimizer
+    from seesr.training.run_folder import MANIFEST, find_checkpoint
 
-    with pytest.raises(ConfigError, match="no checkpoint in .*train without --resume first"):
+    with pytest.raises(ConfigError, match="no complete checkpoint in .*train without --resume first"):
         find_checkpoint(tmp_path, "latest")
     with pytest.raises(ConfigError, match="is not a checkpoint folder"):
         find_checkpoint(tmp_path, str(hr_dir))
-    (tmp_path / "checkpoints" / "checkpoint-10").mkdir(parents=True)
-    (tmp_path / "checkpoints" / "checkpoint-9").mkdir()
+    for step in (9, 10):
+        folder = tmp_path / "checkpoints" / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "optimizer.bin").write_bytes(b"x" * step)
+        (folder / MANIFEST).write_text(json.dumps({"step": step, "files": {"optimizer.bin": step}}))
     assert find_checkpoint(tmp_path, "latest").name == "checkpoint-10"
     assert find_checkpoint(tmp_path, str(tmp_path / "checkpoints" / "checkpoint-9")).name == "checkpoint-9"
     assert _optimizer(TrainSettings()) is torch.optim.AdamW

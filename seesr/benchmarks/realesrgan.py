@@ -4,8 +4,8 @@
     python -m seesr.benchmarks.realesrgan --speed [--size 256] [--strip 1000x20] [--tiles 0 256 128 64]
 
 Quality (default): both engines run the same bundled weights on the RealSR x4 split, one image at
-a time; PSNR / SSIM on the BT.601 Y channel (BasicSR / pyiqa convention, no border crop) of the
-uint8 outputs against the 512x512 HR images, for our output with each ``--color-fix`` method
+a time; PSNR / SSIM on the BT.601 Y channel (``seesr evaluate``'s code: BasicSR's convention, no
+border crop) of the uint8 outputs against the 512x512 HR images, for our output with each ``--color-fix`` method
 (against the bicubic-upscaled input, as the API applies it) and for ncnn's. Speed (``--speed``):
 one real image and a strip, untiled and at each tile size, ours (batched tiles with
 ``tile_pad`` context) against ncnn with its own tiling (the realesrgan-ncnn-vulkan scheme: tiles
@@ -26,11 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from seesr.benchmarks.pipeline import machine_info
 from seesr.colorfix import COLOR_FIX_METHODS
+from seesr.evaluate import score_pair
+from seesr.metrics import load_metric
 from seesr.realesrgan import (
     DEFAULT_MODEL,
     DEFAULT_TILE_PAD,
@@ -47,43 +48,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def default_data_dir() -> Path:
     """``$SEESR_SHARED/data/realsr`` (default shared folder: next to the repository)."""
     return Path(os.environ.get("SEESR_SHARED", REPO_ROOT.parent / "shared")) / "data" / "realsr"
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-def y_channel(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> float64 BT.601 Y on the [16, 235] scale (BasicSR ``y_only=True``)."""
-    x = rgb.astype(np.float64) / 255.0
-    return 16.0 + 65.481 * x[..., 0] + 128.553 * x[..., 1] + 24.966 * x[..., 2]
-
-
-def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
-    """PSNR in dB between two float arrays on a ``data_range`` scale."""
-    mse = float(np.mean((np.asarray(a, dtype=np.float64) - b) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(data_range**2 / mse)
-
-
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :])[None, None]
-
-
-def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
-    """Mean SSIM of two single-channel float images (11x11 Gaussian window, sigma 1.5, 'valid')."""
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    window = _gaussian_window()
-    x = torch.from_numpy(np.asarray(a, dtype=np.float64))[None, None]
-    y = torch.from_numpy(np.asarray(b, dtype=np.float64))[None, None]
-    mu_x, mu_y = F.conv2d(x, window), F.conv2d(y, window)
-    var_x = F.conv2d(x * x, window) - mu_x**2
-    var_y = F.conv2d(y * y, window) - mu_y**2
-    cov = F.conv2d(x * y, window) - mu_x * mu_y
-    num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
-    den = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
-    return float((num / den).mean())
 
 
 # --------------------------------------------------------------------------- ncnn reference
@@ -165,9 +129,10 @@ def _finish(result: EngineResult) -> None:
     result.images_per_s = len(scores) / result.seconds if result.seconds else 0.0
 
 
-def _scores(sr: np.ndarray, hr_y: np.ndarray) -> tuple[float, float]:
-    sr_y = y_channel(sr)
-    return psnr(sr_y, hr_y), ssim(sr_y, hr_y)
+def _scores(sr: Image.Image, hr: Image.Image) -> tuple[float, float]:
+    """Y-PSNR and Y-SSIM of one output, as ``seesr evaluate`` computes them."""
+    scores = score_pair(sr, hr, {name: load_metric(name) for name in ("psnr", "ssim")})
+    return scores["psnr"], scores["ssim"]
 
 
 def run(
@@ -192,7 +157,6 @@ def run(
     for index, name in enumerate(names):
         lr = Image.open(data_dir / "lr" / name).convert("RGB")
         hr = Image.open(data_dir / "hr" / name).convert("RGB")
-        hr_y = y_channel(np.asarray(hr))
         start = time.perf_counter()
         sr = ours_engine.upscale(lr, scale=hr.width / lr.width, tile=tile, pre_pad=pre_pad)
         seconds = time.perf_counter() - start
@@ -200,14 +164,14 @@ def run(
         line = f"[{index + 1}/{len(names)}] {name}:"
         for method in color_fixes:
             ours[method].seconds += seconds
-            ours[method].per_image[name] = _scores(np.asarray(color_fix_image(sr, bicubic, method)), hr_y)
+            ours[method].per_image[name] = _scores(color_fix_image(sr, bicubic, method), hr)
             line += f" {method} {ours[method].per_image[name][0]:.3f} dB"
         if ncnn_engine is not None:
             start = time.perf_counter()
             ref_sr = ncnn_engine.upscale_array(np.asarray(lr), pre_pad=pre_pad)
             ref.seconds += time.perf_counter() - start
-            ref.per_image[name] = _scores(ref_sr, hr_y)
-            line += f", ncnn {ref.per_image[name][0]:.3f} dB, ours-vs-ncnn {psnr(y_channel(np.asarray(sr)), y_channel(ref_sr)):.1f} dB"
+            ref.per_image[name] = _scores(Image.fromarray(ref_sr), hr)
+            line += f", ncnn {ref.per_image[name][0]:.3f} dB, ours-vs-ncnn {_scores(sr, Image.fromarray(ref_sr))[0]:.1f} dB"
         print(line, flush=True)
     for result in ours.values():
         _finish(result)

@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
+from seesr.errors import ConfigError, InputError
+from seesr.files import read_text, write_atomically
 from seesr.inputs import find_inputs
-from seesr.errors import InputError
 from seesr.load import load_image
 from seesr.models.tagger import IMAGENET_MEAN, IMAGENET_STD, RAM_IMAGE_SIZE
 from seesr.training.degradation import DegradationConfig, degrade, reflect_pad
@@ -36,7 +37,8 @@ HR_FOLDERS = ("hr", "gt")
 LR_FOLDERS = ("lr", "sr_bicubic")
 TRAIN_STREAM, VALIDATION_STREAM = 0, 1
 """Random streams: training samples and the fixed validation samples never share draws."""
-TAGS_FILE = "tags.json"
+TAGS_MAX_BYTES = 256 << 20
+"""A tags cache holds a few hundred bytes per image: room for about a million images."""
 
 
 @dataclass(frozen=True)
@@ -80,11 +82,33 @@ def ram_input(condition: torch.Tensor) -> torch.Tensor:
     return ((x.clamp(0, 1) - mean) / std)[0]
 
 
+def read_tags(cache_file: Path) -> dict[str, dict[str, str]]:
+    """The entries of a tags cache (image path -> ``stamp``, ``tags``); none when it is absent. A
+    damaged cache (not JSON, not a mapping, entries of another shape) loses its damaged entries,
+    which are computed again (one warning); a cache that is not a regular file of bounded size (a
+    FIFO, a folder) is a :class:`ConfigError`."""
+    if not (cache_file.exists() or cache_file.is_symlink()):
+        return {}
+    text = read_text(cache_file, "tags file", TAGS_MAX_BYTES, ConfigError)
+    try:
+        cache = json.loads(text)
+    except ValueError:
+        cache = None
+    entries = cache if isinstance(cache, dict) else {}
+    valid = {k: v for k, v in entries.items()
+             if isinstance(v, dict) and isinstance(v.get("stamp"), str) and isinstance(v.get("tags"), str)}  # fmt: skip
+    if not isinstance(cache, dict) or len(valid) < len(cache):
+        damage = f"{len(cache) - len(valid)} damaged entries" if isinstance(cache, dict) else "not a JSON mapping"
+        logger.warning("%s is damaged (%s); those tags are computed again", cache_file, damage)
+    return valid
+
+
 def compute_tags(data: DataFolder, tagger, cache_file: Path) -> dict[str, str]:
-    """RAM tags of every HR image (whole image), reusing ``cache_file`` entries of unchanged files."""
+    """RAM tags of every HR image (whole image), reusing ``cache_file`` entries of unchanged files;
+    the cache is rewritten whole (temporary file, then rename)."""
     from seesr.imaging import pil_to_tensor
 
-    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+    cache = read_tags(cache_file)
     tags: dict[str, str] = {}
     for path in data.hr:
         stat = path.stat()
@@ -96,7 +120,7 @@ def compute_tags(data: DataFolder, tagger, cache_file: Path) -> dict[str, str]:
             logger.info("tags of %s: %s", path.name, entry["tags"])
         tags[key] = cache[key] = entry
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    cache_file.write_text(json.dumps(cache, indent=1))
+    write_atomically(cache_file, json.dumps(cache, indent=1).encode(), overwrite=True, error=ConfigError)
     return {key: entry["tags"] for key, entry in tags.items()}
 
 

@@ -13,7 +13,7 @@ image, config, seed, index).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,9 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
 from seesr.errors import ConfigError
-from seesr.presets import config_file_settings
+from seesr.presets import config_file_settings, convert_value
 
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("degradation.yml")
 """``make_paired_data.py``'s values (lines 43-96), with which SeeSR's training pairs were made."""
@@ -74,26 +73,155 @@ class DegradationConfig:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "DegradationConfig":
-        """The defaults (``degradation.yml``), overridden by the keys of ``path`` when given: a
-        YAML file, or the name of a shipped one (:data:`NAMED_CONFIGS`)."""
-        defaults = yaml.safe_load(DEFAULT_CONFIG_FILE.read_text())
-        values = dict(defaults)
-        if path is not None:
-            given = config_file_settings(NAMED_CONFIGS.get(str(path), path))
-            values = {**values, **given, "kernel_info": {**values["kernel_info"], **given.get("kernel_info", {})}}
-        unknown = set(values) - {f.name for f in fields(cls)}
-        unknown |= set(values["kernel_info"]) - set(defaults["kernel_info"])
-        if unknown:
-            raise ConfigError(f"unknown degradation keys {sorted(unknown)}; see {DEFAULT_CONFIG_FILE}")
-        for name in values["kernel_info"].get("kernel_list", []) + values["kernel_info"].get("kernel_list2", []):
-            if name not in KERNEL_TYPES:
-                raise ConfigError(f"unknown blur kernel {name!r}; use {', '.join(KERNEL_TYPES)}")
-        if values.get("color_jitter_prob", 0):
-            raise ConfigError("color_jitter_prob must be 0: colour jitter is off in SeeSR training and not implemented")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        """The defaults (``degradation.yml``), overridden by the keys of ``path`` when given; every
+        value is held to :data:`RULES` / :data:`KERNEL_RULES` and all problems are one ConfigError."""
+        defaults = config_file_settings(DEFAULT_CONFIG_FILE)
+        given = config_file_settings(NAMED_CONFIGS.get(str(path), path)) if path is not None else {}
+        kernel_given = given.get("kernel_info", {})
+        problems = []
+        if not isinstance(kernel_given, dict):
+            problems.append(f"kernel_info={kernel_given!r} (a mapping of blur kernel settings)")
+            kernel_given = {}
+        top = {k: v for k, v in {**defaults, **given}.items() if k != "kernel_info"}
+        values, top_problems = check_values(RULES, top)
+        kernel = {**defaults["kernel_info"], **kernel_given}
+        kernel_info, kernel_problems = check_values(KERNEL_RULES, kernel, "kernel_info.")
+        problems += top_problems + kernel_problems
+        if problems:
+            raise ConfigError(f"invalid degradation settings in {path or DEFAULT_CONFIG_FILE}: {'; '.join(problems)} "
+                              f"(see {DEFAULT_CONFIG_FILE})")  # fmt: skip
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, kernel_info=kernel_info)
 
     def kernel(self, key: str, second: bool) -> Any:
         return self.kernel_info[f"{key}2" if second else key]
+
+
+# ------------------------------------------------------------------------------ what is allowed
+@dataclass(frozen=True)
+class Rule:
+    """What one degradation key accepts: a value of ``kind`` (converted by the settings rule:
+    finite numbers, integers without a fraction) within ``range`` or among ``choices``; with
+    ``length``, a list of that many such values (a number, a (min, max) pair, or the name of the
+    key whose list it pairs with)."""
+
+    kind: type = float
+    range: tuple[float, float] | None = None
+    length: int | tuple[int, int] | str | None = None
+    choices: tuple[str, ...] | None = None
+    ordered: bool = False
+    """A [low, high] pair: low <= high."""
+    weights: bool = False
+    """Relative probabilities: their sum must be above 0."""
+    why: str = ""
+    """Why the range is narrower than the name suggests."""
+
+    def check(self, name: str, raw: Any, siblings: dict[str, Any]) -> tuple[Any, str | None]:
+        """(the converted value, None) or (raw, the problem in words); ``siblings``: the other keys."""
+        low, high = self._count(siblings) if self.length is not None else (0, 0)
+        if self.length is None and isinstance(raw, (list, tuple, dict)):
+            value, reason = raw, "a single value, not a list"
+        elif self.length is None:
+            value, reason = self._one(raw)
+        elif not isinstance(raw, (list, tuple)) or not low <= len(raw) <= high:
+            value, reason = raw, f"a list of {self._count_text(siblings)}"
+        else:
+            converted = [self._one(item) for item in raw]
+            value, reason = [v for v, _ in converted], next((r for _, r in converted if r is not None), None)
+            if reason is None and self.ordered and value[0] > value[1]:
+                reason = "the first value is the lower bound: at most the second"
+            if reason is None and self.weights and sum(value) <= 0:
+                reason = "relative probabilities: at least one above 0"
+        if reason is not None:
+            shown = list(raw) if isinstance(raw, tuple) else raw
+            return raw, f"{name}={shown!r} ({reason})"
+        return value, None
+
+    def _one(self, raw: Any) -> tuple[Any, str | None]:
+        try:
+            value = convert_value(raw, self.kind)
+        except (TypeError, ValueError) as error:
+            return raw, str(error)
+        if self.choices is not None and value not in self.choices:
+            return raw, f"allowed: {', '.join(self.choices)}"
+        if self.range is not None and not self.range[0] <= value <= self.range[1]:
+            return raw, f"allowed: {self.range[0]:g} to {self.range[1]:g}" + (f"; {self.why}" if self.why else "")
+        return value, None
+
+    def _count(self, siblings: dict[str, Any]) -> tuple[int, int]:
+        if isinstance(self.length, str):
+            paired = siblings.get(self.length)
+            n = len(paired) if isinstance(paired, (list, tuple)) else 0
+            return n, n
+        return self.length if isinstance(self.length, tuple) else (self.length, self.length)
+
+    def _count_text(self, siblings: dict[str, Any]) -> str:
+        low, high = self._count(siblings)
+        what = "names" if self.kind is str else "numbers"
+        paired = f", one per {self.length}" if isinstance(self.length, str) else ""
+        return f"{low} {what}{paired}" if low == high else f"{low} to {high} {what}"
+
+
+PROBABILITY = Rule(float, (0.0, 1.0))
+
+
+def pair(low: float, high: float) -> Rule:
+    """A [min, max] range whose ends lie in [low, high]."""
+    return Rule(float, (low, high), length=2, ordered=True)
+
+
+def both_passes(rules: dict[str, Rule]) -> dict[str, Rule]:
+    """The same rule for a first-pass key and its second-pass twin (``noise_range``, ``noise_range2``;
+    a list paired with ``kernel_list`` pairs with ``kernel_list2`` in the second pass)."""
+    second = {f"{key}2": replace(rule, length=f"{rule.length}2") if isinstance(rule.length, str) else rule
+              for key, rule in rules.items()}  # fmt: skip
+    return {name: rule for key, rule in rules.items() for name, rule in ((key, rule), (f"{key}2", second[f"{key}2"]))}
+
+
+RULES: dict[str, Rule] = {
+    "scale": Rule(int, (1, 8)),
+    "color_jitter_prob": Rule(float, (0.0, 0.0), why="colour jitter is off in SeeSR training and not implemented"),
+    "gray_prob": PROBABILITY,
+    "use_usm": Rule(bool),
+    "second_blur_prob": PROBABILITY,
+    **both_passes({
+        "resize_prob": Rule(float, (0.0, 1.0), length=3, weights=True),  # up, down, keep
+        "resize_range": pair(0.05, 4.0),
+        "gaussian_noise_prob": PROBABILITY,
+        "noise_range": pair(0.0, 255.0),  # sigma in 8-bit levels
+        "poisson_scale_range": pair(0.0, 10.0),
+        "gray_noise_prob": PROBABILITY,
+        "jpeg_range": pair(0.0, 100.0),  # JPEG quality
+    }),
+}  # fmt: skip
+"""Every top-level key of the degradation YAML and what it accepts (``kernel_info``: :data:`KERNEL_RULES`)."""
+KERNEL_RULES: dict[str, Rule] = {
+    **both_passes({
+        "blur_kernel_size": Rule(int, (KERNEL_SIZES[0], PADDED_KERNEL_SIZE),
+                                 why="read but unused: kernel sizes are drawn from 7 to 21, as in the official code"),
+        "kernel_list": Rule(str, length=(1, len(KERNEL_TYPES)), choices=KERNEL_TYPES),
+        "kernel_prob": Rule(float, (0.0, 1.0), length="kernel_list", weights=True),
+        "sinc_prob": PROBABILITY,
+        "blur_sigma": pair(0.1, 10.0),
+        "betag_range": pair(0.1, 8.0),
+        "betap_range": pair(0.1, 8.0),
+    }),
+    "final_sinc_prob": PROBABILITY,
+}  # fmt: skip
+"""Every key of ``kernel_info`` and what it accepts."""
+
+
+def check_values(rules: dict[str, Rule], values: dict[str, Any], prefix: str = "") -> tuple[dict[str, Any], list[str]]:
+    """``values`` held to ``rules``: (converted values, problems); an unknown key is a problem."""
+    checked, problems = {}, []
+    for key, raw in values.items():
+        rule = rules.get(key)
+        if rule is None:
+            problems.append(f"unknown key {prefix}{key!r}")
+            continue
+        checked[key], problem = rule.check(prefix + str(key), raw, values)
+        if problem is not None:
+            problems.append(problem)
+    return checked, problems
 
 
 @dataclass

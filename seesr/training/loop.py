@@ -11,7 +11,9 @@ MSE(UNet epsilon, noise) in float32; AdamW; gradients clipped over ControlNet + 
 Outputs under OUT: ``seesr/controlnet`` and ``seesr/unet`` (safetensors + config, the official
 layout), links to the base model folders and RAM files (so OUT is a complete weights folder for
 ``seesr upscale --model MODEL --weights OUT``), ``checkpoints/checkpoint-N`` (accelerate state for ``--resume``),
-``history.jsonl`` (loss and lr per step), ``tags.json`` and ``validation/step-N``.
+``history.jsonl`` (loss and lr per step), ``tags.json`` and ``validation/step-N``, written by the
+rules of :mod:`.run_folder` (never into what the run reads, every state file whole or absent). A
+non-finite loss or gradient norm stops the run before the step is written anywhere.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +32,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from seesr.errors import ConfigError, MissingWeightsError
+from seesr.files import write_atomically
 from seesr.models import MODELS
-from seesr.training.data import TAGS_FILE, DataFolder, StepSampler, TrainingSamples, compute_tags
-from seesr.training.degradation import DegradationConfig
+from seesr.training.data import DataFolder, StepSampler, TrainingSamples, compute_tags, read_tags
+from seesr.training.degradation import NAMED_CONFIGS, DegradationConfig
+from seesr.training.run_folder import (
+    TAGS_FILE, VALIDATION, append_history, check_run_folder, checkpoint_step, complete_checkpoints, export_weights,
+    find_checkpoint, load_checkpoint, reads_of, remove_leftovers, restart_history, save_checkpoint,
+)  # fmt: skip
 from seesr.training.settings import TrainSettings
 
 if TYPE_CHECKING:
@@ -54,19 +61,6 @@ ADAM_BETAS, ADAM_EPSILON = (0.9, 0.999), 1e-8
 """Official ``--adam_beta1/2`` and ``--adam_epsilon``."""
 NOISE_STREAM = 2
 """Random stream of the VAE sample, noise and timesteps (the data streams are 0 and 1)."""
-CHECKPOINTS = "checkpoints"
-HISTORY_FILE = "history.jsonl"
-BASE_LINKS = {
-    "sd_turbo": "sd-turbo",
-    "sd2_base": "sd-2-base",
-    "ram_checkpoint": "ram_swin_large_14m.pth",
-    "dape_checkpoint": "DAPE.pth",
-    "ram_tag_list": "ram/ram_tag_list.txt",
-    "ram_tag_list_chinese": "ram/ram_tag_list_chinese.txt",
-    "ram_thresholds": "ram/ram_tag_list_threshold.txt",
-    "ram_configs": "ram/configs",
-}
-"""Base weights linked into OUT (WeightPaths field -> place in a weights directory)."""
 
 
 # ------------------------------------------------------------------------------------ the models
@@ -266,6 +260,10 @@ def train(
     cuda = torch.cuda.is_available()
     if settings.mixed_precision == "fp16" and not cuda:
         raise ConfigError("mixed_precision fp16 needs a CUDA GPU; on the CPU use bf16 or no")
+    # 0. Before any work: what is read, what is written, where the run starts
+    degradation = DegradationConfig.load(settings.degradation)
+    paths = WeightPaths.resolve(settings.weights, need=[MODELS[settings.model].base])
+    check_run_folder(output, reads_of(Path(data), paths, NAMED_CONFIGS.get(str(settings.degradation), settings.degradation)))
     accelerator = Accelerator(
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
         mixed_precision=settings.mixed_precision,
@@ -275,8 +273,12 @@ def train(
     device = accelerator.device
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
 
+    resume_dir = _starting_checkpoint(output, settings, accelerator.is_main_process)
+    start_step = checkpoint_step(resume_dir) if resume_dir is not None else 0
+    if start_step >= settings.max_steps:
+        raise ConfigError(f"{resume_dir} is at step {start_step}; raise max_steps above it to train further")
+
     # 1. Models: trainable float32 copies, frozen ones in the autocast precision
-    paths = WeightPaths.resolve(settings.weights, need=[MODELS[settings.model].base])
     models = TrainingModels.load(paths, settings.model, from_base=settings.from_base, seed=settings.seed)
     trainable = models.set_trainable()
     if settings.gradient_checkpointing:
@@ -288,12 +290,13 @@ def train(
     # 2. Data: tags once (main process), then the deterministic sample stream
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(output)
         compute_tags(folder, models.tagger, output / TAGS_FILE)
     accelerator.wait_for_everyone()
-    tags = {k: v["tags"] for k, v in json.loads((output / TAGS_FILE).read_text()).items()}
+    tags = {k: v["tags"] for k, v in read_tags(output / TAGS_FILE).items()}
     dataset = TrainingSamples(
         folder, tags, crop_size=settings.crop_size, null_text_ratio=settings.null_text_ratio, seed=settings.seed,
-        degradation=DegradationConfig.load(settings.degradation),
+        degradation=degradation,
     )
 
     # 3. Optimizer, schedule, accelerate
@@ -309,14 +312,11 @@ def train(
     unet, controlnet, optimizer, lr_scheduler = accelerator.prepare(
         models.unet, models.controlnet, optimizer, lr_scheduler
     )
-    start_step = 0
-    resume_dir = find_checkpoint(output, settings.resume) if settings.resume else None
     if resume_dir is not None:
-        accelerator.load_state(str(resume_dir))
-        start_step = checkpoint_step(resume_dir)
+        load_checkpoint(accelerator, resume_dir)
         logger.info("resumed from %s (step %d)", resume_dir, start_step)
-    if start_step >= settings.max_steps:
-        raise ConfigError(f"{resume_dir} is at step {start_step}; raise max_steps above it to train further")
+    if accelerator.is_main_process:
+        restart_history(output, start_step)
 
     loader = DataLoader(
         dataset,
@@ -341,32 +341,39 @@ def train(
             with accelerator.autocast():
                 loss = training_loss(models, batch, seed=settings.seed, unet=unet, controlnet=controlnet,
                                      weight_dtype=weight_dtype)
+            accumulated += loss.detach() / settings.gradient_accumulation_steps
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 clipped = list(controlnet.parameters()) + list(unet.parameters())
-                accelerator.clip_grad_norm_(clipped, settings.max_grad_norm)
+                norm = accelerator.clip_grad_norm_(clipped, settings.max_grad_norm)
+                # the same norm on every process; fp16's loss scaling skips non-finite steps itself
+                if accelerator.scaler is None and not torch.isfinite(norm):
+                    raise diverged(step + 1, accelerator.reduce(accumulated, "mean").item(), settings, output)
             optimizer.step()
             lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-        accumulated += loss.detach() / settings.gradient_accumulation_steps
         if not accelerator.sync_gradients:
             continue
         step += 1
         step_loss = accelerator.reduce(accumulated, "mean").item()
+        if not math.isfinite(step_loss):
+            raise diverged(step, step_loss, settings, output)
         accumulated.zero_()
         lr = lr_scheduler.get_last_lr()[0]
         losses.append(step_loss)
         bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
         bar.update()
         if accelerator.is_main_process:
-            with (output / HISTORY_FILE).open("a") as history:
-                history.write(json.dumps({"step": step, "loss": step_loss, "lr": lr}) + "\n")
+            append_history(output, {"step": step, "loss": step_loss, "lr": lr})
         if step % settings.checkpoint_every == 0 or step == settings.max_steps:
-            checkpoint = save_checkpoint(accelerator, output, step, settings.keep_checkpoints, paths, unet, controlnet)
+            checkpoint = save_checkpoint(accelerator, output, step, settings.keep_checkpoints)
+            if accelerator.is_main_process:
+                export_weights(accelerator.unwrap_model(unet), accelerator.unwrap_model(controlnet), output, paths)
+            accelerator.wait_for_everyone()
         if settings.validate_every and step % settings.validate_every == 0:
             if accelerator.is_main_process:
                 validation[f"step-{step}"] = validate(
-                    models, dataset, settings, output / "validation" / f"step-{step}",
+                    models, dataset, settings, output / VALIDATION / f"step-{step}",
                     accelerator.unwrap_model(unet), accelerator.unwrap_model(controlnet),
                 )
             accelerator.wait_for_everyone()
@@ -385,61 +392,50 @@ def _optimizer(settings: TrainSettings) -> type[torch.optim.Optimizer]:
     return bitsandbytes.optim.AdamW8bit
 
 
-# ------------------------------------------------------------------------------ checkpoints
-def checkpoint_step(folder: Path) -> int:
-    return int(folder.name.rsplit("-", 1)[1])
+def _starting_checkpoint(output: Path, settings: TrainSettings, is_main_process: bool) -> Path | None:
+    """The checkpoint a run continues from (``--resume``), or None for a new run, which is refused
+    where OUT already holds another run's checkpoints (it would replace them)."""
+    if settings.resume:
+        return find_checkpoint(output, settings.resume, announce=is_main_process)
+    existing = complete_checkpoints(output)
+    if existing:
+        raise ConfigError(f"{output} already holds a training run (newest: {existing[-1].name}): continue it with "
+                          f"--resume latest, or train into another folder")  # fmt: skip
+    return None
 
 
-def find_checkpoint(output: Path, resume: str) -> Path:
-    """``latest``: the newest ``OUT/checkpoints/checkpoint-N``; else the folder named."""
-    if resume != "latest":
-        folder = Path(resume)
-        if not (folder.is_dir() and folder.name.startswith("checkpoint-")):
-            raise ConfigError(f"resume: {folder} is not a checkpoint folder (OUT/checkpoints/checkpoint-N)")
-        return folder
-    found = sorted((output / CHECKPOINTS).glob("checkpoint-*"), key=checkpoint_step)
-    if not found:
-        raise ConfigError(f"resume latest: no checkpoint in {output / CHECKPOINTS}; train without --resume first")
-    return found[-1]
-
-
-def save_checkpoint(accelerator, output: Path, step: int, keep: int, paths, unet, controlnet) -> Path:
-    """accelerate state (for resuming) and the official-layout weights, old checkpoints pruned."""
-    folder = output / CHECKPOINTS / f"checkpoint-{step}"
-    accelerator.save_state(str(folder))
-    if accelerator.is_main_process:
-        export_weights(accelerator.unwrap_model(unet), accelerator.unwrap_model(controlnet), output, paths)
-        for old in sorted((output / CHECKPOINTS).glob("checkpoint-*"), key=checkpoint_step)[:-keep]:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-    return folder
-
-
-def export_weights(unet, controlnet, output: Path, paths) -> None:
-    """OUT/seesr/{unet,controlnet} (safetensors + config) plus links to the base sd-turbo and RAM
-    files, so that OUT is a weights directory ``seesr upscale --weights OUT`` reads unchanged."""
-    unet.save_pretrained(output / "seesr" / "unet", safe_serialization=True)
-    controlnet.save_pretrained(output / "seesr" / "controlnet", safe_serialization=True)
-    for name, place in BASE_LINKS.items():
-        target, link = getattr(paths, name), output / place
-        if target is None or link.exists() or link.is_symlink():
-            continue
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(Path(target).resolve(), target_is_directory=Path(target).is_dir())
+def diverged(step: int, loss: float, settings: TrainSettings, output: Path) -> ConfigError:
+    """The one line for a non-finite loss or gradient norm: this step is not written anywhere."""
+    kept = complete_checkpoints(output)
+    since = f"{kept[-1].name} and its exported weights are kept" if kept else "nothing was exported"
+    what = f"the loss is {loss:g}" if not math.isfinite(loss) else f"the gradient norm is not finite (loss {loss:g})"
+    return ConfigError(
+        f"training diverged at step {step}: {what}; the step was not saved, {since}. "
+        f"Lower --lr (now {settings.lr:g}) or --max-grad-norm, or check the data"
+    )
 
 
 # ------------------------------------------------------------------------------- validation
+VALIDATION_METRICS = ("psnr", "ssim", "lpips")
+"""What validation reports (:mod:`seesr.metrics`; LPIPS only where its weights are at hand)."""
+
+
 def validate(models: TrainingModels, dataset: TrainingSamples, settings: TrainSettings, folder: Path,
              unet, controlnet) -> dict[str, float]:
     """Upscale the fixed validation LR images with the current weights through SeesrPipeline; save
-    bicubic | SeeSR | HR side by side; return mean PSNR / SSIM (dB, luma) against the HR crops."""
+    bicubic | SeeSR | HR side by side; return the mean PSNR, SSIM (and LPIPS where its weights are
+    at hand) against the HR crops, by the code of ``seesr evaluate``."""
+    from seesr.evaluate import load_scorers, score_pair
     from seesr.imaging import side_by_side, tensor_to_pil
 
     pipe = models.pipeline(unet, controlnet)
     was_training = controlnet.training
     controlnet.eval()
     folder.mkdir(parents=True, exist_ok=True)
-    scores: dict[str, list[float]] = {"psnr": [], "ssim": []}
+    scorers, unavailable = load_scorers(VALIDATION_METRICS)
+    for line in unavailable.values():
+        logger.debug("validation without %s", line)
+    scores: dict[str, list[float]] = {name: [] for name in scorers}
     for k in range(settings.validation_images):
         sample = dataset.validation_sample(k)
         lr, hr = tensor_to_pil(sample["lr"].unsqueeze(0)), tensor_to_pil(sample["hr"].unsqueeze(0))
@@ -447,38 +443,14 @@ def validate(models: TrainingModels, dataset: TrainingSamples, settings: TrainSe
         work = (hr.width, hr.height)
         plan = pipe.plan_for(*work, overrides={"offload": False})
         sr = pipe(lr, scale=scale, process_size=settings.crop_size, seed=settings.seed, plan=plan).images[0]
-        scores["psnr"].append(psnr(sr, hr))
-        scores["ssim"].append(ssim(sr, hr))
+        for name, value in score_pair(sr, hr, scorers).items():
+            scores[name].append(value)
         bicubic = lr.resize(hr.size, Image.Resampling.BICUBIC)
-        side_by_side(side_by_side(bicubic, sr), hr).save(folder / f"{k:02d}.png")
+        panel = BytesIO()
+        side_by_side(side_by_side(bicubic, sr), hr).save(panel, format="PNG")
+        write_atomically(folder / f"{k:02d}.png", panel.getvalue(), overwrite=True, error=ConfigError)
     controlnet.train(was_training)
     result = {name: float(np.mean(values)) for name, values in scores.items()}
-    (folder / "metrics.json").write_text(json.dumps(result, indent=1))
-    logger.info("validation %s: PSNR %.2f dB, SSIM %.4f", folder.name, result["psnr"], result["ssim"])
+    write_atomically(folder / "metrics.json", json.dumps(result, indent=1).encode(), overwrite=True, error=ConfigError)
+    logger.info("validation %s: %s", folder.name, ", ".join(f"{name} {value:.4f}" for name, value in result.items()))
     return result
-
-
-def _luma(image: Image.Image) -> np.ndarray:
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float64)
-    return rgb @ np.array([65.481, 128.553, 24.966]) / 255.0 + 16.0  # ITU-R BT.601 Y, as SR papers report
-
-
-def psnr(output: Image.Image, reference: Image.Image) -> float:
-    """PSNR in dB on the luma (Y of YCbCr), the usual super-resolution convention."""
-    mse = float(np.mean((_luma(output) - _luma(reference)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
-
-
-def ssim(output: Image.Image, reference: Image.Image) -> float:
-    """SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5) on the luma."""
-    import cv2
-
-    x, y = _luma(output), _luma(reference)
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-
-    def blur(a: np.ndarray) -> np.ndarray:
-        return cv2.GaussianBlur(a, (11, 11), 1.5)[5:-5, 5:-5]
-
-    mx, my = blur(x), blur(y)
-    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
-    return float(np.mean(((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))))

@@ -8,22 +8,32 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
-
+from typing import Any, Mapping
 
 from seesr.errors import ConfigError
 from seesr.models import MODELS
-from seesr.presets import config_file_settings
+from seesr.presets import config_file_settings, convert_value, field_kind, out_of_range
+from seesr.training.run_folder import complete_checkpoints
 
 ENV_PREFIX = "SEESR_TRAIN_"
+MANY_STEPS = 10**7
+"""Upper bound of every step count (far beyond any real fine-tuning run)."""
 
 
-def setting(default: Any, description: str, *, choices: tuple | None = None, minimum: float | None = None) -> Any:
-    """A training setting: its default, one line of help, and what values are allowed."""
-    return field(default=default, metadata={"help": description, "choices": choices, "minimum": minimum})
+def setting(
+    default: Any,
+    description: str,
+    *,
+    choices: tuple | None = None,
+    range: tuple[float, float] | None = None,  # noqa: A002 - the name every settings declaration uses
+) -> Any:
+    """A training setting: its default, one line of help, and what values are allowed (``choices``,
+    or an inclusive ``range``; numbers must also be finite)."""
+    return field(default=default, metadata={"help": description, "choices": choices, "range": range})
 
 
 @dataclass
@@ -41,94 +51,92 @@ class TrainSettings:
         False, "train from the model's base alone, as train_seesr.py does from SD-2-base: new image attention in "
         "the base UNet, the ControlNet initialised from that UNet (needs the base's unet/ folder)",
     )  # fmt: skip
-    crop_size: int = setting(512, "HR crop size in pixels (a multiple of 8 x scale)", minimum=32)
+    crop_size: int = setting(512, "HR crop size in pixels (a multiple of 8 x scale)", range=(32, 2048))
     degradation: str | None = setting(
         None, "how HR crops are degraded: a YAML file of keys to change, or realesrgan (params_realesrgan.yml's "
         "values); default: make_paired_data.py's, with USM sharpening",
     )  # fmt: skip
-    null_text_ratio: float = setting(0.5, "probability of training with the empty prompt", minimum=0.0)
-    batch_size: int = setting(1, "images per process and micro-batch", minimum=1)
-    gradient_accumulation_steps: int = setting(1, "micro-batches per optimizer step", minimum=1)
+    null_text_ratio: float = setting(0.5, "probability of training with the empty prompt", range=(0.0, 1.0))
+    batch_size: int = setting(1, "images per process and micro-batch", range=(1, 256))
+    gradient_accumulation_steps: int = setting(1, "micro-batches per optimizer step", range=(1, 1024))
     mixed_precision: str = setting("no", "autocast precision", choices=("no", "fp16", "bf16"))
     gradient_checkpointing: bool = setting(False, "recompute activations in backward (less memory, slower)")
-    lr: float = setting(5e-5, "peak learning rate", minimum=0.0)
+    lr: float = setting(5e-5, "peak learning rate", range=(0.0, 0.1))
     lr_schedule: str = setting(
         "constant", "learning-rate schedule after the warm-up (constant: the official)", choices=("constant", "cosine")
     )
-    lr_warmup_steps: int = setting(0, "linear warm-up steps", minimum=0)
-    weight_decay: float = setting(1e-2, "AdamW weight decay", minimum=0.0)
-    max_grad_norm: float = setting(1.0, "gradient clipping norm over ControlNet + UNet", minimum=0.0)
+    lr_warmup_steps: int = setting(0, "linear warm-up steps", range=(0, MANY_STEPS))
+    weight_decay: float = setting(1e-2, "AdamW weight decay", range=(0.0, 1.0))
+    max_grad_norm: float = setting(1.0, "gradient clipping norm over ControlNet + UNet", range=(0.0, 1e4))
     use_8bit_adam: bool = setting(False, "bitsandbytes AdamW8bit (needs bitsandbytes)")
-    max_steps: int = setting(1000, "optimizer steps to train", minimum=1)
-    checkpoint_every: int = setting(500, "save a resumable checkpoint every N steps (and at the end)", minimum=1)
-    keep_checkpoints: int = setting(2, "checkpoints kept (older ones are deleted)", minimum=1)
-    validate_every: int = setting(0, "upscale the validation images every N steps (0: off)", minimum=0)
-    validation_images: int = setting(2, "number of fixed validation images (the first HR images)", minimum=1)
+    max_steps: int = setting(1000, "optimizer steps to train", range=(1, MANY_STEPS))
+    checkpoint_every: int = setting(
+        500, "save a resumable checkpoint every N steps (and at the end)", range=(1, MANY_STEPS)
+    )
+    keep_checkpoints: int = setting(2, "checkpoints kept (older ones are deleted)", range=(1, 1000))
+    validate_every: int = setting(0, "upscale the validation images every N steps (0: off)", range=(0, MANY_STEPS))
+    validation_images: int = setting(2, "number of fixed validation images (the first HR images)", range=(1, 100))
     resume: str | None = setting(None, "'latest' or a checkpoint folder to continue from")
-    seed: int = setting(0, "seed of the crops, degradations, noise and timesteps", minimum=0)
-    num_workers: int = setting(2, "dataloader worker processes (0: load in the training process)", minimum=0)
+    seed: int = setting(0, "seed of the crops, degradations, noise and timesteps", range=(0, 2**63 - 1))
+    num_workers: int = setting(2, "dataloader worker processes (0: load in the training process)", range=(0, 64))
 
     def __post_init__(self) -> None:
-        problems = []
-        for f in fields(self):
-            value, meta = getattr(self, f.name), f.metadata
-            if meta["choices"] and value not in meta["choices"]:
-                problems.append(f"{f.name} must be one of {', '.join(meta['choices'])}, got {value!r}")
-            if meta["minimum"] is not None and value is not None and value < meta["minimum"]:
-                problems.append(f"{f.name} must be >= {meta['minimum']}, got {value!r}")
-        if self.null_text_ratio > 1:
-            problems.append(f"null_text_ratio must be <= 1, got {self.null_text_ratio}")
+        values, problems = _checked({f.name: (None, getattr(self, f.name)) for f in fields(self)})
         if problems:
-            raise ConfigError("; ".join(problems))
+            raise ConfigError("invalid training settings: " + "; ".join(problems))
+        for name, value in values.items():
+            setattr(self, name, value)
 
     @classmethod
     def from_sources(
         cls, flags: dict[str, Any] | None = None, config_file: str | Path | None = None, environ: dict | None = None
     ) -> "TrainSettings":
-        """Merge YAML, ``SEESR_TRAIN_*`` and flags (in rising precedence) over the defaults."""
-        values: dict[str, Any] = {}
+        """Merge YAML, ``SEESR_TRAIN_*`` and flags (in rising precedence) over the defaults; every
+        unknown name and bad value is reported at once, with where it came from."""
+        given: dict[str, tuple[str, Any]] = {}
         if config_file is not None:
-            loaded = config_file_settings(config_file)
-            values.update({k.replace("-", "_"): v for k, v in loaded.items()})
+            given.update((k.replace("-", "_"), ("config file", v)) for k, v in config_file_settings(config_file).items())
         env = os.environ if environ is None else environ
         for f in fields(cls):
-            name = ENV_PREFIX + f.name.upper()
-            if name in env:
-                values[f.name] = _parse(f, env[name], name)
-        values.update({k: v for k, v in (flags or {}).items() if v is not None})
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown training settings {sorted(unknown)}; see `seesr train --help`")
-        for f in fields(cls):
-            if f.name in values and values[f.name] is not None and not isinstance(values[f.name], str):
-                values[f.name] = _parse(f, values[f.name], f.name)
+            if ENV_PREFIX + f.name.upper() in env:
+                given[f.name] = (ENV_PREFIX + f.name.upper(), env[ENV_PREFIX + f.name.upper()])
+        given.update((k, ("argument", v)) for k, v in (flags or {}).items() if v is not None)
+        values, problems = _checked(given)
+        if problems:
+            raise ConfigError("invalid training settings: " + "; ".join(problems) + "; see `seesr train --help`")
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _kind(f) -> type:
-    default = f.default if f.default is not MISSING else None
-    return type(default) if default is not None else str
+DECLARED = {f.name: f for f in fields(TrainSettings)}
+"""The declaration, by name."""
 
 
-def _parse(f, raw: Any, where: str) -> Any:
-    kind = _kind(f)
-    if kind is bool:
-        if isinstance(raw, bool):
-            return raw
-        if str(raw).lower() in ("1", "true", "yes", "on"):
-            return True
-        if str(raw).lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{where} must be true or false, got {raw!r}")
-    try:
-        if kind is int and isinstance(raw, float) and not raw.is_integer():
-            raise ValueError(raw)
-        return kind(raw)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{where} must be a {kind.__name__}, got {raw!r}") from error
+def _checked(given: Mapping[str, tuple[str | None, Any]]) -> tuple[dict[str, Any], list[str]]:
+    """``name -> (where, raw value)`` converted by the one settings rule (:func:`convert_value`) and
+    held to each field's choices and range: (values, problems)."""
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, (where, raw) in given.items():
+        declared = DECLARED.get(name)
+        if declared is None:
+            problems.append(f"unknown setting {name!r}" + (f" ({where})" if where else ""))
+            continue
+        try:
+            value = convert_value(raw, *field_kind(declared))
+        except (TypeError, ValueError) as error:
+            problems.append(f"{name}={raw!r} ({where + ': ' if where else ''}{error})")
+            continue
+        choices, allowed = declared.metadata["choices"], declared.metadata["range"]
+        if value is not None and choices and value not in choices:
+            problems.append(f"{name}={value!r} (allowed: {', '.join(choices)})")
+        elif value is not None and allowed and not allowed[0] <= value <= allowed[1]:
+            problems.append(out_of_range(name, value, allowed))
+        else:
+            values[name] = value
+    return values, problems
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -145,22 +153,53 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="run folder (weights in OUT/seesr/)")
     parser.add_argument("--config", type=Path, help="YAML file of training settings")
     for f in fields(TrainSettings):
-        flag = "--" + f.name.replace("_", "-")
         meta = f.metadata
-        text = f"{meta['help']} (default: {f.default}; env {ENV_PREFIX}{f.name.upper()})"
-        if _kind(f) is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
-        else:
-            parser.add_argument(flag, dest=f.name, type=_kind(f), choices=meta["choices"], default=None, help=text)
+        allowed = (f"; one of {', '.join(meta['choices'])}" if meta["choices"] else
+                   f"; {meta['range'][0]:g} to {meta['range'][1]:g}" if meta["range"] else "")  # fmt: skip
+        text = f"{meta['help']} (default: {f.default}{allowed}; env {ENV_PREFIX}{f.name.upper()})"
+        if field_kind(f)[0] is bool:
+            switch = argparse.BooleanOptionalAction
+            parser.add_argument(_flag(f.name), dest=f.name, action=switch, default=None, help=text)
+        else:  # text: TrainSettings converts and checks every value, reporting all problems at once
+            parser.add_argument(_flag(f.name), dest=f.name, default=None, help=text)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def train_command(args: argparse.Namespace) -> int:
-    """Run ``seesr train`` from parsed flags; prints one summary line."""
+    """Run ``seesr train`` from parsed flags; prints one summary line. On Ctrl-C: the command that
+    continues the run from its newest complete checkpoint (exit code 130)."""
     from seesr.training.loop import train
 
     flags = {f.name: getattr(args, f.name) for f in fields(TrainSettings)}
     settings = TrainSettings.from_sources(flags, args.config)
-    result = train(args.data, args.output, settings=settings, progress=sys.stderr.isatty())
+    try:
+        result = train(args.data, args.output, settings=settings, progress=sys.stderr.isatty())
+    except KeyboardInterrupt:
+        print(f"seesr: {interrupted_line(args, settings)}", file=sys.stderr)
+        return 130
     if result.is_main_process:
         print(f"trained {result.steps} steps, final loss {result.final_loss:.4f}: weights in {result.weights_dir}")
     return 0
+
+
+def interrupted_line(args: argparse.Namespace, settings: TrainSettings) -> str:
+    """What to do after Ctrl-C: resume from the newest complete checkpoint (the command, quoted
+    for the shell, with the flags that were given), or start again when there is none yet."""
+    words = ["seesr", "train", str(args.data), "-o", str(args.output)]
+    words += ["--config", str(args.config)] if args.config is not None else []
+    for f in fields(TrainSettings):
+        value = getattr(args, f.name)
+        if value is None or f.name == "resume":
+            continue
+        if isinstance(value, bool):
+            words.append(_flag(f.name) if value else "--no-" + _flag(f.name)[2:])
+        else:
+            words += [_flag(f.name), str(value)]
+    checkpoints = complete_checkpoints(Path(args.output))
+    if not checkpoints:
+        return (f"interrupted before the first checkpoint (every {settings.checkpoint_every} steps); nothing to "
+                f"resume, start again with: {shlex.join(words)}")  # fmt: skip
+    return f"interrupted; continue from {checkpoints[-1].name} with: {shlex.join([*words, '--resume', 'latest'])}"

@@ -1,9 +1,11 @@
 """One checkpoint reader and one key reporter, used by every network seesr loads.
 
-Reading: safetensors (the header is checked before any tensor is read, so a truncated file fails at
-once) or a weights-only pickle (``.pth``/``.bin``; a pickle holding anything but tensors is refused,
-never re-tried with ``weights_only=False``). A file that cannot be read is a :class:`WeightsError`
-naming it and the fix.
+Reading: a file is first checked to be a regular file of bounded size (:mod:`seesr.files`), then
+read by its format, told from its first bytes and never from its suffix (``.SAFETENSORS``, a renamed
+file): safetensors (the header is checked before any tensor is read, so a truncated file fails at
+once) or a weights-only pickle (``.pth``/``.bin``; a pickle holding anything but tensors is refused
+as unsafe, never re-tried with ``weights_only=False``). A file that cannot be read is a
+:class:`WeightsError` naming it and the fix.
 
 Keys: a key the model needs that is missing or has the wrong shape is a :class:`WeightsError`
 naming the file and the keys; keys the model does not use are one warning line (count and the
@@ -13,12 +15,16 @@ first few names) and loading goes on, as the official loaders (``strict=False``)
 from __future__ import annotations
 
 import logging
+import os
+import pickle
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from seesr.errors import SeesrError, WeightsError
+from seesr.files import checked_file
 
 if TYPE_CHECKING:
     import torch
@@ -28,6 +34,15 @@ logger = logging.getLogger(__name__)
 FIX_HINT = "run `seesr weights verify`, then download it again (`seesr weights download --force`) or replace it"
 DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 TRANSFORMERS_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+CHECKPOINT_MAX_BYTES = 8 * 2**30
+"""Largest weights file read (the largest in the manifest, RAM's Swin-L, is 5.6 GB)."""
+MODEL_FILE_MAX_BYTES = 2 * 2**30
+"""Largest model file given with ``--model`` (Real-ESRGAN x4plus is 64 MB; the largest networks
+spandrel loads are a few hundred MB)."""
+MODEL_FILE = "model file"
+"""How a file the user gives with ``--model`` is named in messages (the fixes differ from a weights file's)."""
+SAFETENSORS = "safetensors"
+PICKLE = "pickle"
 _LISTED_IN_ERRORS = 12
 _LISTED_IN_WARNINGS = 5
 
@@ -36,29 +51,59 @@ Shape = tuple[int, ...]
 
 # --------------------------------------------------------------------------- reading
 def _unreadable(what: str, path: Path, reason: str) -> WeightsError:
-    return WeightsError(f"{what} {path} cannot be read: {reason}; {FIX_HINT}")
+    fix = "give a model file spandrel can load" if what == MODEL_FILE else FIX_HINT
+    return WeightsError(f"{what} {path} cannot be read: {reason}; {fix}")
+
+
+_REFUSED_OBJECTS = re.compile(r"\bGLOBAL\s+[\w.]+|unrecognized function|allowlisted|\bis blocked\b", re.IGNORECASE)
+"""What torch's weights-only unpickler says, in its versions' wordings, when a pickle names a Python
+object or function ("Unsupported global: GLOBAL x", "unsupported GLOBAL posix.system whose module
+posix is blocked", "reduce for unrecognized function", "classes allowlisted via add_safe_globals")."""
 
 
 def _pickle_reason(error: Exception) -> str:
     """Why torch refused a file, in our words (torch's own text advises ``weights_only=False``)."""
     text = str(error)
-    if "Unsupported global" in text:
-        return "it holds Python objects, not only tensors (refused: a weights file must hold only tensors)"
+    if isinstance(error, pickle.UnpicklingError) and _REFUSED_OBJECTS.search(text):
+        return ("refused as unsafe: it holds Python objects, not only tensors, and nothing in it was run "
+                "(a weights file must hold only tensors)")
     if isinstance(error, EOFError) or "EOF" in text or "central directory" in text or "truncated" in text:
         return "the file is truncated"
     return "it is not a PyTorch checkpoint (truncated or another kind of file)"
+
+
+def checked_checkpoint(path: str | Path, what: str, max_bytes: int = CHECKPOINT_MAX_BYTES) -> str:
+    """Check that ``path`` is a regular file of at most ``max_bytes`` (a folder, a FIFO or a device
+    is named as what it is) and return its format, :data:`SAFETENSORS` or :data:`PICKLE`, from its
+    first bytes: a safetensors file starts with the 8-byte length of its JSON header, then ``{``."""
+    path = Path(path)
+    if not os.path.lexists(path) and what != MODEL_FILE:
+        raise WeightsError(f"{what} not found: {path}; run `seesr weights download`")
+    size = checked_file(path, what, max_bytes, WeightsError)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(9)
+    except OSError as error:
+        raise _unreadable(what, path, error.strerror or str(error)) from None
+    if len(head) == 9 and head[8:] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8:
+        return SAFETENSORS
+    return PICKLE
 
 
 def _load_pickle(path: Path, what: str) -> Mapping[str, Any]:
     import torch
 
     try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as error:  # the legacy (non-zip) format cannot be memory-mapped
-            if "mmap" not in str(error):
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        if str(path).endswith(".safetensors"):  # torch.load would take a path so named for safetensors
+            with open(path, "rb") as handle:
+                obj = torch.load(handle, map_location="cpu", weights_only=True)
+        else:
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as error:  # the legacy (non-zip) format cannot be memory-mapped
+                if "mmap" not in str(error):
+                    raise
+                obj = torch.load(path, map_location="cpu", weights_only=True)
     except MemoryError:
         raise
     except Exception as error:  # noqa: BLE001 - every unpickling failure means an unusable file
@@ -69,20 +114,23 @@ def _load_pickle(path: Path, what: str) -> Mapping[str, Any]:
 
 
 def read_checkpoint(
-    path: str | Path, what: str, *, select: str | None = None, dtype: torch.dtype | None = None
+    path: str | Path,
+    what: str,
+    *,
+    select: str | None = None,
+    dtype: torch.dtype | None = None,
+    max_bytes: int = CHECKPOINT_MAX_BYTES,
 ) -> dict[str, torch.Tensor]:
-    """The tensors of a ``.safetensors`` file or a weights-only pickle (all, or those whose key
-    contains ``select``). Nested pickles (``{"model": {...}}``) are returned as stored. ``dtype``:
-    floating-point tensors are cast to it one at a time as they are read, so a float32 file loaded
-    in half precision never holds the whole file in float32."""
+    """The tensors of a safetensors file or a weights-only pickle (all, or those whose key contains
+    ``select``), the format told by :func:`checked_checkpoint`. Nested pickles (``{"model": {...}}``)
+    are returned as stored. ``dtype``: floating-point tensors are cast to it one at a time as they
+    are read, so a float32 file loaded in half precision never holds the whole file in float32."""
 
     def cast(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
 
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{what} not found: {path}; run `seesr weights download`")
-    if path.suffix == ".safetensors":
+    if checked_checkpoint(path, what, max_bytes) == SAFETENSORS:
         from safetensors import safe_open
 
         try:
@@ -96,10 +144,12 @@ def read_checkpoint(
     return {k: cast(v) if hasattr(v, "is_floating_point") else v for k, v in state.items() if select is None or select in k}
 
 
-def read_shapes(path: str | Path, what: str) -> dict[str, Shape]:
-    """Key -> shape of a checkpoint; for safetensors only the header is read."""
+def read_shapes(path: str | Path, what: str, max_bytes: int = CHECKPOINT_MAX_BYTES) -> dict[str, Shape]:
+    """Key -> shape of a checkpoint without reading its tensors: the header of a safetensors file,
+    the memory-mapped pickle of a PyTorch file (nested state dicts are returned under their keys,
+    ``"params_ema.conv_first.weight"``)."""
     path = Path(path)
-    if path.suffix == ".safetensors" and path.is_file():
+    if checked_checkpoint(path, what, max_bytes) == SAFETENSORS:
         from safetensors import safe_open
 
         try:
@@ -107,7 +157,15 @@ def read_shapes(path: str | Path, what: str) -> dict[str, Shape]:
                 return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
         except Exception as error:  # noqa: BLE001
             raise _unreadable(what, path, f"not a complete safetensors file ({str(error).splitlines()[0]})") from None
-    return {k: tuple(v.shape) for k, v in read_checkpoint(path, what).items() if hasattr(v, "shape")}
+    return dict(_shapes(_load_pickle(path, what)))
+
+
+def _shapes(state: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Shape]]:
+    for key, value in state.items():
+        if isinstance(value, Mapping):
+            yield from _shapes(value, f"{prefix}{key}.")
+        elif hasattr(value, "shape"):
+            yield f"{prefix}{key}", tuple(value.shape)
 
 
 def model_file(folder: str | Path, names: Iterable[str] = DIFFUSERS_WEIGHTS) -> Path:

@@ -1,13 +1,24 @@
 """Downloading weights: each file's sources tried in order (manifest, then the user's), a mirror
-trusted only through the manifest's sha256, resumable HTTP, one error listing every failure."""
+trusted only through the manifest's sha256, resumable HTTP, one error listing every failure.
+
+A download is installed only when it is known to be whole: its size and sha256 match the manifest,
+and, for a file the manifest gives neither for (``--trust-unverified``), the transfer's own length
+was stated and met (``Content-Length``, a chunked body's end, or on resume a ``Content-Range``
+that answers the requested range); a body that just stops is refused as incomplete. Every file
+has a size cap (:func:`size_cap`: the manifest's size, else :data:`DOWNLOAD_CEILING_BYTES`, or
+:data:`TEXT_CEILING_BYTES` for a text file) and a deadline (:data:`DEADLINE_GRACE_S` plus one
+second per :data:`MIN_RATE_BYTES_S` bytes received). URLs are printed without their credentials
+(:func:`~seesr.weights.manifest.redact_url`)."""
 
 from __future__ import annotations
 
 import http.client
 import logging
 import os
+import re
 import shutil
 import socket
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -15,32 +26,55 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from seesr.errors import MissingWeightsError
+from seesr.errors import MissingWeightsError, WeightsError
+from seesr.files import checked_file, read_text
 from seesr.weights.checksums import _CHUNK, Status, _status, sha256_of
 from seesr.weights.locate import (
     DOWNLOAD_COMMAND, WEIGHTS_DIR, _folder_of, _local_file, _locate, _looked_in, _offline_error, _size, _where_lines,
     _whole_folder, default_weights_dir, offline_mode,
 )  # fmt: skip
-from seesr.weights.manifest import Manifest, ManifestEntry, Source, load_manifest
+from seesr.weights.manifest import Manifest, ManifestEntry, Source, load_manifest, redact, redact_url
 
 logger = logging.getLogger("seesr.weights")
 
 USER_SOURCES_FILE = "sources.txt"
 """In a weights directory: one extra source per line (``#`` comments), like ``$SEESR_WEIGHTS_SOURCES``."""
+SOURCES_FILE_MAX_BYTES = 1 << 20
+"""A sources list is a few lines; anything larger is refused before reading."""
+DOWNLOAD_CEILING_BYTES = 8 * 2**30
+"""Most bytes a file the manifest gives no size for may bring (the largest file, RAM's Swin-L, is 5.6 GB)."""
+TEXT_CEILING_BYTES = 64 * 2**20
+"""The same for a text file (``.json``, ``.txt``: configs, tokenizer files, tag lists are at most a few MB)."""
+TEXT_SUFFIXES = (".json", ".txt")
+READ_TIMEOUT_S = 60.0
+"""Longest wait for the server to answer or to send the next bytes."""
+DEADLINE_GRACE_S = 300.0
+MIN_RATE_BYTES_S = 16 * 2**10
+"""The deadline of each file: a transfer that has run for more than :data:`DEADLINE_GRACE_S` plus one
+second per ``MIN_RATE_BYTES_S`` bytes received (an average under 16 KiB/s after the first five
+minutes; 4 h for a 230 MB file) stops, keeping what it has for the next run."""
+_REDIRECTS = (301, 302, 303, 307, 308)
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 
 class _SourceFailed(Exception):
     """One source could not deliver the file; the next one is tried."""
 
 
+class _Restart(Exception):
+    """The server cannot resume the partial file (416, or a Content-Range other than the one asked
+    for): it is deleted and the download starts again from byte 0."""
+
+
 def user_sources(weights_dir: Path) -> list[str]:
     """Sources the user adds, tried after the manifest's: ``$SEESR_WEIGHTS_SOURCES`` (separated by
-    spaces or commas), then the lines of ``weights_dir/sources.txt``. Each is a base URL (http, https)
-    or a local folder holding files in the weights-directory layout."""
+    spaces or commas), then the lines of ``weights_dir/sources.txt`` (a UTF-8 text file; anything
+    else is a :class:`WeightsError`). Each is a base URL (http, https) or a local folder holding
+    files in the weights-directory layout."""
     bases = os.environ.get("SEESR_WEIGHTS_SOURCES", "").replace(",", " ").split()
     listing = weights_dir / USER_SOURCES_FILE
-    if listing.is_file():
-        for line in listing.read_text(encoding="utf-8").splitlines():
+    if os.path.lexists(listing):
+        for line in read_text(listing, "weights sources list", SOURCES_FILE_MAX_BYTES, WeightsError).splitlines():
             line = line.split("#", 1)[0].strip()
             if line:
                 bases.append(line)
@@ -48,10 +82,19 @@ def user_sources(weights_dir: Path) -> list[str]:
 
 
 def _user_source(base: str, entry: ManifestEntry) -> Source:
-    if urllib.parse.urlparse(base).scheme in ("http", "https"):
-        return Source(url=f"{base.rstrip('/')}/{urllib.parse.quote(entry.name)}")
+    parts = urllib.parse.urlsplit(base)
+    if parts.scheme in ("http", "https"):  # the file's path goes after the base's path, before its query
+        path = f"{parts.path.rstrip('/')}/{urllib.parse.quote(entry.name)}"
+        return Source(url=urllib.parse.urlunsplit(parts._replace(path=path)))
     folder = Path(base[len("file://"):] if base.startswith("file://") else base).expanduser()
     return Source(folder=folder / entry.name)
+
+
+def size_cap(entry: ManifestEntry) -> int:
+    """Most bytes a download of ``entry`` may bring: its size in the manifest, else a ceiling."""
+    if entry.size is not None:
+        return entry.size
+    return TEXT_CEILING_BYTES if entry.name.lower().endswith(TEXT_SUFFIXES) else DOWNLOAD_CEILING_BYTES
 
 
 def _check_download(entry: ManifestEntry, path: Path) -> None:
@@ -67,6 +110,10 @@ def _check_download(entry: ManifestEntry, path: Path) -> None:
     if problem:
         path.unlink(missing_ok=True)
         raise _SourceFailed(f"{problem} (deleted)")
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
 
 
 def _download_hf(entry: ManifestEntry, source: Source, dest: Path, force: bool = False) -> Path:
@@ -91,8 +138,10 @@ def _download_hf(entry: ManifestEntry, source: Source, dest: Path, force: bool =
 
 
 def _copy_local(entry: ManifestEntry, source: Source, dest: Path) -> Path:
-    if not source.folder.is_file():
-        raise _SourceFailed("no such file")
+    try:
+        checked_file(source.folder, "it", size_cap(entry), WeightsError, shown="")
+    except WeightsError as problem:
+        raise _SourceFailed(str(problem)) from None
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".partial")
     shutil.copyfile(source.folder, partial)
@@ -101,59 +150,24 @@ def _copy_local(entry: ManifestEntry, source: Source, dest: Path) -> Path:
     return dest
 
 
-def _download_url(entry: ManifestEntry, url: str, dest: Path, progress: bool = True, timeout: float = 60.0) -> Path:
+def _download_url(entry: ManifestEntry, url: str, dest: Path, progress: bool = True) -> Path:
     """Stream ``url`` to ``dest.partial`` (resuming it with a Range request), check it, rename it."""
-    try:
-        from tqdm import tqdm
-    except ImportError:  # progress bars are a nicety
-        progress, tqdm = False, None
-
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".partial")
     for attempt in range(2):
         offset = _size(partial) or 0
-        if entry.size is not None and offset > entry.size:
+        if offset > size_cap(entry):
             partial.unlink()
             offset = 0
-        headers = {"User-Agent": "seesr-weights"}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-        request = urllib.request.Request(url, headers=headers)
-        logger.info("downloading %s from %s%s", entry.name, url, f" (resuming at byte {offset})" if offset else "")
         try:
-            # a partial file of the full size only needs checking
-            response = None if offset and offset == entry.size else urllib.request.urlopen(request, timeout=timeout)
-        except urllib.error.HTTPError as error:
-            if error.code == 416 and offset:  # nothing left to send: the partial file is complete (or wrong)
-                response = None
-            else:
-                raise _SourceFailed(f"HTTP {error.code} {error.reason}") from error
-        except (urllib.error.URLError, OSError) as error:
-            raise _SourceFailed(str(error)) from error
-        if response is not None:
-            with response:
-                status = getattr(response, "status", 200)
-                if offset and status != 206:  # the server ignored the Range header: start again
-                    logger.info("%s: the server does not resume downloads; starting again", entry.name)
-                    offset = 0
-                length = response.headers.get("Content-Length")
-                total = offset + int(length) if length and length.isdigit() else entry.size
-                bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                           desc=entry.name, disable=not progress, leave=False) if tqdm else None
-                try:
-                    with open(partial, "ab" if offset else "wb") as out:
-                        for chunk in iter(lambda: response.read(_CHUNK), b""):
-                            out.write(chunk)
-                            if bar is not None:
-                                bar.update(len(chunk))
-                except (OSError, http.client.HTTPException) as error:  # dropped: keep the partial file to resume
-                    raise _SourceFailed(f"interrupted ({error}); run `{DOWNLOAD_COMMAND}` again to resume") from error
-                finally:
-                    if bar is not None:
-                        bar.close()
-            if length and length.isdigit() and _size(partial) != (offset + int(length)):
-                raise _SourceFailed(f"ended early ({_size(partial)} of {offset + int(length)} bytes); "
-                                    f"run `{DOWNLOAD_COMMAND}` again to resume")
+            if not (offset and offset == entry.size):  # a partial file of the full size only needs checking
+                _transfer(entry, url, partial, offset, progress)
+        except _Restart as why:
+            partial.unlink(missing_ok=True)
+            if attempt == 0:
+                logger.warning("%s: %s; downloading it again from the start", entry.name, why)
+                continue
+            raise _SourceFailed(str(why)) from None
         try:
             _check_download(entry, partial)
         except _SourceFailed:
@@ -164,6 +178,115 @@ def _download_url(entry: ManifestEntry, url: str, dest: Path, progress: bool = T
         os.replace(partial, dest)
         return dest
     raise AssertionError("unreachable")
+
+
+def _transfer(entry: ManifestEntry, url: str, partial: Path, offset: int, progress: bool) -> None:
+    """One HTTP request appending to ``partial`` from byte ``offset``: :class:`_SourceFailed` unless
+    the bytes received are known to be the whole rest of the file (the partial file is kept for a
+    resume when the server stated the length, else deleted); :class:`_Restart` when the server
+    cannot resume at ``offset``."""
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise _SourceFailed("only http and https URLs are downloaded")
+    headers = {"User-Agent": "seesr-weights"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    logger.info("downloading %s from %s%s", entry.name, redact_url(url),
+                f" (resuming at byte {offset})" if offset else "")  # fmt: skip
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=READ_TIMEOUT_S)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and offset:
+            raise _Restart(f"the server cannot resume at byte {offset} (HTTP 416)") from None
+        if error.code in _REDIRECTS:
+            raise _SourceFailed(f"HTTP {error.code}: a redirect loop (the server keeps redirecting)") from None
+        raise _SourceFailed(redact(f"HTTP {error.code} {_one_line(error.reason)}", url)) from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as error:
+        reason = error.reason if isinstance(error, urllib.error.URLError) else error
+        raise _SourceFailed(redact(_one_line(reason) or type(error).__name__, url)) from None
+    with response:
+        offset, total = _expected(entry, response, offset)
+        try:
+            _receive(entry, response, partial, offset, total, progress)
+        except _SourceFailed:
+            if total is None:  # a resume could not be checked: start from nothing next time
+                partial.unlink(missing_ok=True)
+            raise
+    received = _size(partial) or 0
+    if total is not None and received != total:
+        raise _SourceFailed(f"ended early ({received} of {total} bytes); run `{DOWNLOAD_COMMAND}` again to resume")
+    if total is None and not response.chunked and entry.size is None and entry.sha256 is None:
+        partial.unlink(missing_ok=True)
+        raise _SourceFailed(
+            "refused as incomplete: the server did not say how long the file is (no Content-Length) and the manifest "
+            "gives no size or sha256, so a transfer cut short cannot be told from a whole file (deleted)"
+        )
+
+
+def _expected(entry: ManifestEntry, response: http.client.HTTPResponse, offset: int) -> tuple[int, int | None]:
+    """(the byte the body starts at, the whole file's size when the server states it), checked
+    against the request: a 206 must answer the range asked for, with the file's total."""
+    status = response.status
+    length = response.headers.get("Content-Length")
+    length = int(length) if length is not None and length.strip().isdigit() else None
+    if offset and status == 206:
+        stated = response.headers.get("Content-Range") or ""
+        found = _CONTENT_RANGE.fullmatch(stated.strip())
+        first, last, total = (int(n) for n in found.groups()) if found else (-1, -1, 0)
+        if first != offset or last != total - 1 or (length is not None and length != total - offset):
+            stated = repr(_one_line(stated)[:80]) if stated else "no Content-Range"
+            raise _Restart(f"the server answered the range bytes={offset}- with {stated}")
+    elif status == 200:
+        if offset:
+            logger.info("%s: the server does not resume downloads; starting again", entry.name)
+        offset, total = 0, length
+    else:
+        raise _SourceFailed(f"unexpected HTTP {status} {_one_line(response.reason)}")
+    cap = size_cap(entry)
+    if total is not None and total > cap:
+        raise _SourceFailed(f"the server offers {total} bytes, over the {cap}-byte limit for this file")
+    if total is not None and entry.size is not None and total != entry.size:
+        raise _SourceFailed(f"the server offers {total} bytes, expected {entry.size}")
+    return offset, total
+
+
+def _receive(
+    entry: ManifestEntry,
+    response: http.client.HTTPResponse,
+    partial: Path,
+    offset: int,
+    total: int | None,
+    progress: bool,
+) -> None:
+    """Stream the body into ``partial`` from ``offset``, within the file's size cap and deadline."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # progress bars are a nicety
+        tqdm = None
+    cap = size_cap(entry)
+    bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=entry.name,
+               disable=not progress, leave=False) if tqdm else None  # fmt: skip
+    start, received = time.monotonic(), 0
+    resume = f"run `{DOWNLOAD_COMMAND}` again to resume" if total is not None else "try again later"
+    try:
+        with open(partial, "ab" if offset else "wb") as out:
+            while chunk := response.read1(_CHUNK):
+                received += len(chunk)
+                if offset + received > cap:
+                    out.close()
+                    partial.unlink(missing_ok=True)
+                    raise _SourceFailed(f"the server sent more than the {cap}-byte limit for this file (deleted)")
+                out.write(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+                elapsed = time.monotonic() - start
+                if elapsed > DEADLINE_GRACE_S + received / MIN_RATE_BYTES_S:
+                    raise _SourceFailed(f"too slow: {received} bytes in {elapsed:.0f} s, under the "
+                                        f"{MIN_RATE_BYTES_S // 1024} KiB/s this file needs; {resume}")  # fmt: skip
+    except (OSError, http.client.HTTPException, ValueError) as error:  # dropped: keep the partial file to resume
+        raise _SourceFailed(f"interrupted ({_one_line(error) or type(error).__name__}); {resume}") from None
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _address(source: Source) -> tuple[str, int] | None:
@@ -249,7 +372,10 @@ def _fetch_all(
         return {}
     if offline_mode():
         raise _offline_error([(e.name, _looked_in(e, weights_dir)) for e in entries], weights_dir)
-    extra = user_sources(weights_dir)
+    try:
+        extra = user_sources(weights_dir)
+    except WeightsError as problem:  # the weights stay missing: the fallback may cover them, naming why
+        raise MissingWeightsError(f"cannot download weights: {problem}") from None
     sources = {e.name: (*e.sources, *(_user_source(base, e) for base in extra)) for e in entries}
     addresses = {_address(s) for group in sources.values() for s in group} - {None}
     reachable = {address: _reachable(address) for address in sorted(addresses)}

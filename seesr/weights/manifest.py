@@ -5,14 +5,62 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from seesr.errors import ConfigError, WeightsError
+from seesr.files import read_text
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[1] / "manifest.json"
 """Shipped inside the package, so an installed seesr knows its files too."""
+MANIFEST_MAX_BYTES = 16 * 2**20
+"""Largest manifest read (the shipped one is a few dozen KiB)."""
+REDACTED = "***"
+_SECRET_NAME = re.compile(r"token|key|secret|sig|pass|auth|credential|session|code", re.IGNORECASE)
+"""Query parameters named like these hold credentials (``?token=``, ``X-Amz-Signature``, ``api_key``)."""
+_TOKEN_LIKE = re.compile(r"(?:hf|ghp|gho|ghs|glpat|sk)[_-]\w+|(?=.*\d)(?=.*[A-Za-z])[\w%+/=.~-]{24,}")
+"""Values that look like credentials whatever their name: known token prefixes, long strings of
+letters and digits."""
+
+
+def url_secrets(url: str) -> list[str]:
+    """The parts of ``url`` never to be printed: its user-info (``user:token@``, and the user and the
+    password alone) and the values of query parameters named like credentials or shaped like tokens."""
+    parts = urllib.parse.urlsplit(url)
+    found = []
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rsplit("@", 1)[0]
+        found += [userinfo, *userinfo.split(":", 1)]
+    for pair in parts.query.split("&"):
+        name, _, value = pair.partition("=")
+        if value and (_SECRET_NAME.search(name) or _TOKEN_LIKE.fullmatch(value)):
+            found.append(value)
+    found += [urllib.parse.unquote(secret) for secret in found]
+    return sorted({secret for secret in found if secret}, key=len, reverse=True)
+
+
+def redact(text: str, url: str) -> str:
+    """``text`` (a message that may quote ``url``) with every secret of ``url`` replaced by ``***``."""
+    for secret in url_secrets(url):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def redact_url(url: str) -> str:
+    """``url`` as it may be printed: user-info and credential-like query values replaced by ``***``."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@{netloc.rsplit('@', 1)[1]}"
+    query = "&".join(
+        f"{name}={REDACTED}" if value and (_SECRET_NAME.search(name) or _TOKEN_LIKE.fullmatch(value)) else pair
+        for pair in parts.query.split("&") if pair
+        for name, _, value in [pair.partition("=")]
+    )  # fmt: skip
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 @dataclass(frozen=True)
@@ -33,9 +81,9 @@ class Source:
     def describe(self) -> str:
         """Where, in words (used in messages and ``seesr weights list``)."""
         if self.hf_repo:
-            hub = f" via {self.endpoint}" if self.endpoint else ""
+            hub = f" via {redact_url(self.endpoint)}" if self.endpoint else ""
             return f"Hugging Face {self.hf_repo}{hub}: {self.hf_filename}"
-        return str(self.url or self.folder)
+        return redact_url(self.url) if self.url else str(self.folder)
 
     def download_url(self) -> str | None:
         """The plain URL of this source (None for the default hub, reached with ``hf_hub_download``,
@@ -124,10 +172,11 @@ def load_manifest(path: str | Path | Manifest | None = None) -> Manifest:
     if isinstance(path, Manifest):
         return path
     path = Path(path) if path is not None else default_manifest_path()
+    text = read_text(path, "weights manifest", MANIFEST_MAX_BYTES, WeightsError)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise WeightsError(f"cannot read the weights manifest {path}: {error}") from error
+        data = json.loads(text)
+    except ValueError as error:
+        raise WeightsError(f"weights manifest {path} is not valid JSON: {error}") from None
     problems: list[str] = []
     entries: list[ManifestEntry] = []
     items = data.get("files") if isinstance(data, dict) else None
