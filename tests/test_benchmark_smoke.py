@@ -238,6 +238,22 @@ def test_report_prints_a_record_and_compares_only_records_of_one_machine(record,
     assert refused.returncode == 2 and "not compared" in refused.stderr and "Another CPU [avx2]" in refused.stderr
 
 
+def test_the_default_path_runs_the_attention_asked_for(tiny_weights_dir, monkeypatch):
+    """``--attention sdpa`` keeps torch's attention on the default path (an A/B of seesr's kernel
+    against torch's on one machine); the record says which processors ran."""
+    from seesr.models import attention
+
+    monkeypatch.setattr(attention, "cpu_bf16_units", lambda: (True, False))
+    monkeypatch.setattr(attention, "load_kernel", lambda: print)  # built (the tiny heads never reach it)
+    common = ["--smoke", "--weights", str(tiny_weights_dir), "--dtype", "bfloat16", "--sizes", "16", "--steps", "1",
+              "--warmup", "0", "--repeats", "1"]  # fmt: skip
+    for choice, processor in (("sdpa", "AttnProcessor2_0"), ("auto", "Avx512Bf16AttnProcessor")):
+        record = bench.main([*common, "--attention", choice])
+        default = record["variants"]["default"]
+        assert default["variant"]["attention"] == choice
+        assert default["attention_processors"] == dict.fromkeys(("unet", "controlnet", "vae"), [processor])
+
+
 def test_candidates_profile_attention_and_unet_run_as_typed(tiny_weights_dir, tmp_path):
     """``python -m seesr.benchmarks.candidates profile attention unet`` as the README types it (tiny weights)."""
     import subprocess
