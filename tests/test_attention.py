@@ -225,3 +225,18 @@ def test_pipeline_applies_the_setting_to_every_network(tiny_weights, monkeypatch
     assert set(sum(attention_processors(pipe).values(), [])) == {"AttnProcessor2_0"}
     pipe.to("cpu", torch.float32)
     assert pipe.attention == "sdpa" and set(sum(attention_processors(pipe).values(), [])) == {"AttnProcessor2_0"}
+
+
+def test_the_attention_setting_reaches_the_pipeline(tiny_weights, monkeypatch):
+    """``attention`` (API, CLI ``--attention``, ``SEESR_ATTENTION``) is applied to the loaded pipeline."""
+    from seesr.api import Upscaler
+    from seesr.cli import build_parser
+
+    upscaler = Upscaler(tiny_weights, device="cpu")
+    pipe = upscaler.pipeline(upscaler.settings({"attention": "sdpa"}))
+    assert pipe.attention == "sdpa"
+    monkeypatch.setenv("SEESR_ATTENTION", "auto")
+    assert upscaler.pipeline(upscaler.settings({})) is pipe and pipe.attention == "auto"
+    assert build_parser().parse_args(["upscale", "x.png", "--attention", "sdpa"]).attention == "sdpa"
+    with pytest.raises(ConfigError, match="attention"):
+        upscaler.settings({"attention": "flash"})
