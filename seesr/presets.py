@@ -82,6 +82,9 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 OUTPUT_FORMATS = ("png", "jpg", "webp", "auto")
 SAMPLERS = ("ddim", "ddpm")
 START_POINTS = ("lr", "noise")
+ATTENTIONS = ("auto", "sdpa")
+"""Attention of the SeeSR networks: ``auto`` (the rule of :func:`seesr.models.attention.attention_kernel`)
+or ``sdpa`` (torch's ``scaled_dot_product_attention`` everywhere)."""
 CogInput = Literal["default", "empty"]
 """How a setting is a Cog input: ``default`` (the input's default is the setting's) or ``empty``
 (an Optional input whose default, empty, leaves the value to the preset, the model or the
@@ -268,6 +271,11 @@ class Settings:
     compile: bool = setting(
         False, "torch.compile ControlNet and UNet (minutes on the first image; measured slower on the CPU).",
         engines=SEESR_ONLY,
+    )  # fmt: skip
+    attention: str = setting(
+        "auto", "Attention kernel: auto (seesr's AVX512-BF16 kernel for bfloat16 on CPUs with AVX512-BF16 and no AMX, "
+        "measured faster there; elsewhere torch's) or sdpa (torch's scaled_dot_product_attention everywhere).",
+        choices=ATTENTIONS, engines=SEESR_ONLY,
     )  # fmt: skip
     tile: int = setting(
         0, "Real-ESRGAN tile size in input pixels (0: untiled when the image fits the free memory, else 256, 128, 64).",
