@@ -114,6 +114,13 @@ def _size(size: int) -> str:
     return f"{size} bytes"
 
 
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/seesr`` (``~/.cache/seesr``): where seesr keeps what it makes for the user
+    (weights of an installed package, Real-ESRGAN conversions when the weights folder does not exist,
+    compiled kernels)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "seesr"
+
+
 # ------------------------------------------------------------------------------------ writing
 _TEMP_FILE = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.tmp$")
 """``.<name>.<pid>-<random>.tmp``: the hidden temporary file :func:`write_atomically` renames into place."""

@@ -31,6 +31,9 @@ SEESR_ONLY = ("seesr",)
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 OUTPUT_FORMATS = ("png", "jpg", "webp", "auto")
 START_POINTS = ("lr", "noise")
+ATTENTIONS = ("auto", "sdpa")
+"""Attention of the SeeSR networks: ``auto`` (the rule of :func:`seesr.engines.seesr.models.attention.attention_kernel`)
+or ``sdpa`` (torch's ``scaled_dot_product_attention`` everywhere)."""
 COLOR_FIX_METHODS: tuple[str, ...] = ("wavelet", "adain", "none")
 """Colour fixes (:mod:`seesr.imaging.colorfix`): the official wavelet and AdaIN, or none."""
 
@@ -173,6 +176,11 @@ class Settings:
     compile: bool = setting(
         False, "torch.compile ControlNet and UNet (minutes on the first image; measured slower on the CPU).",
         engines=SEESR_ONLY,
+    )  # fmt: skip
+    attention: str = setting(
+        "auto", "Attention kernel: auto (seesr's AVX512-BF16 kernel for bfloat16 on CPUs with AVX512-BF16 and no AMX, "
+        "measured faster there; elsewhere torch's) or sdpa (torch's scaled_dot_product_attention everywhere).",
+        choices=ATTENTIONS, engines=SEESR_ONLY,
     )  # fmt: skip
     tile: int = setting(
         0, "Real-ESRGAN tile size in input pixels (0: untiled when the image fits the free memory, else 256, 128, 64).",

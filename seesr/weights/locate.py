@@ -7,6 +7,8 @@ import logging
 import os
 from pathlib import Path
 
+from seesr.io.files import user_cache_dir
+
 
 logger = logging.getLogger("seesr.weights")
 
@@ -46,7 +48,7 @@ def default_weights_dir() -> Path:
         return Path(os.environ["SEESR_WEIGHTS"])
     if REPO_WEIGHTS_DIR.is_dir():
         return REPO_WEIGHTS_DIR
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "seesr" / "weights"
+    return user_cache_dir() / "weights"
 
 
 def hf_cache_dir() -> Path:

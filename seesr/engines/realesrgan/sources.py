@@ -187,7 +187,7 @@ def load_realesrgan(
     (``.pth``/``.safetensors``/``.ckpt``) of any architecture spandrel loads (``path`` is the same).
     A bundled model comes from the first source that exists: its official file in ``weights_dir``
     (``RealESRGAN_x4plus.pth``, ...); the cached conversion ``<official>_from_ncnn.safetensors``
-    there (in :func:`user_cache_dir` when ``weights_dir`` does not exist), rebuilt when unusable;
+    there (in :func:`~seesr.io.files.user_cache_dir` when ``weights_dir`` does not exist), rebuilt when unusable;
     the package's ncnn files, converted and cached. ``weights_dir`` defaults to
     :func:`seesr.weights.default_weights_dir`; ``device`` to CUDA when available; ``dtype`` to
     :func:`default_precision`.

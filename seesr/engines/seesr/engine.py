@@ -120,6 +120,7 @@ class SeesrEngine(HeldNetworks):
         elif self.key != (device, dtype):
             self.pipeline.to(device, dtype)
         self.key = (device, dtype)
+        self.pipeline.use_attention(settings.attention)
         if settings.compile:
             self.pipeline.compile()
         return self.pipeline
