@@ -6,13 +6,14 @@ and keep them until :meth:`Upscaler.unload`. A call (:meth:`Upscaler.upscale`):
 1. resolves its settings (arguments > ``SEESR_*`` environment > config file > model > engine >
    preset > defaults) and reads the input (:func:`seesr.io.read.read_image`: any format, alpha,
    grayscale, 16-bit), pre-filtered when ``denoise`` asks;
-2. chooses the engines (:meth:`Upscaler.engines_for`: the one asked for, unless its weights are
-   missing, then those that stand in for it) and steps through them with the out-of-memory ladder
-   (:func:`seesr.engines.ladder.run_ladder`: each engine's plan, then its rungs);
+2. steps through the engines (:meth:`Upscaler.engines_for`: the one asked for, then those that
+   stand in for it) with the out-of-memory ladder (:func:`seesr.engines.ladder.run_ladder`: from
+   the first whose weights are there, each engine's plan, then its rungs);
 3. finishes any engine's output alike: the colour fix, the output size, the fidelity report, and
    the input's alpha, grayness and bit depth given back (:func:`seesr.io.write.recombine`).
 
-A dry run (:meth:`Upscaler.dry_run`) is step 2's choice and the first engine's plan, run no further.
+A dry run (:meth:`Upscaler.dry_run`) is step 2's choice (:func:`~seesr.engines.ladder.runnable`) and
+the first engine's plan, run no further.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ import numpy as np
 from PIL import Image
 
 from seesr.engines.base import Engine, EngineOutput
-from seesr.engines.ladder import Attempt, run_ladder
+from seesr.engines.ladder import Attempt, run_ladder, runnable
 from seesr.engines.realesrgan.engine import RealesrganEngine
 from seesr.engines.seesr.engine import SeesrEngine
 from seesr.engines.seesr.planner import RunPlan
-from seesr.errors import ConfigError, MissingWeightsError
+from seesr.errors import ConfigError
 from seesr.imaging.colorfix import fix_colours
 from seesr.imaging.compare import compare_image
 from seesr.imaging.convert import pil_to_tensor, resize
@@ -192,23 +193,13 @@ class Upscaler:
     def settings(self, arguments: dict[str, Any]) -> Settings:
         return resolve_settings({**self.defaults, **arguments}, config_file=self.config_file)
 
-    def engines_for(self, settings: Settings, *, check: bool = True) -> tuple[list[Engine], str | None]:
-        """The engines a call steps through, in turn, and why the one asked for is not among them
-        (its weights are missing: :meth:`~seesr.engines.base.Engine.check`, which downloads them
-        when this Upscaler may), else None. With ``no_fallback``: the engine asked for alone, and
-        its missing weights are the error. ``check=False`` takes the weights as found."""
-        engine = self.engines[settings.engine]
-        if check:
-            try:
-                engine.check(settings, self.download)
-            except MissingWeightsError as error:  # absent only: unusable weights are the user's error to see
-                if settings.no_fallback or engine.fallback is None:
-                    raise
-                return [self.engines[engine.fallback]], engine.missing_reason(error)
-        chain = [engine]
+    def engines_for(self, settings: Settings) -> list[Engine]:
+        """The engines a call may step through, in turn: the one the settings ask for, then the
+        ones standing in for it (its ``fallback``, and so on), unless ``no_fallback``."""
+        chain = [self.engines[settings.engine]]
         while not settings.no_fallback and chain[-1].fallback is not None:
             chain.append(self.engines[chain[-1].fallback])
-        return chain, None
+        return chain
 
     def plan(self, image: ImageInput, **arguments: Any) -> tuple[Settings, RunPlan, tuple[int, int]]:
         """What a SeeSR call would do, without running it: settings, plan (with estimated peak
@@ -222,7 +213,9 @@ class Upscaler:
         when SeeSR's weights are missing and the fallback is allowed), model, device, dtype, tile
         plan and estimated peak memory. Loads no network, downloads nothing, imports no diffusers."""
         settings = self.settings(arguments)
-        engines, reason = self.engines_for(settings, check=not self.download)
+        engines, reason = self.engines_for(settings), None
+        if not self.download:  # weights that would be downloaded first are taken as there
+            engines, reason = runnable(engines, settings, download=False)
         plan = engines[0].plan(read_image(image).rgb, settings)
         return DryRun(plan.start, plan.output_size, plan.estimated_peak_bytes, reason)
 
@@ -234,9 +227,9 @@ class Upscaler:
         seed = settings.seed if settings.seed is not None else random.randrange(2**32)
         start = time.perf_counter()
         with PeakMemory(resolve_device(settings.device)) as peak:
-            engines, reason = self.engines_for(settings)
             tracker = StageTracker(self.progress, self.stage_hook)
-            ladder = run_ladder(rgb, dataclasses.replace(settings, seed=seed), engines, tracker, reason)
+            run_settings = dataclasses.replace(settings, seed=seed)
+            ladder = run_ladder(rgb, run_settings, self.engines_for(settings), tracker, download=self.download)
         finishing = time.perf_counter()
         image_out = finish(ladder.output, source, settings.color_fix, ladder.plan.output_size)
         timings = {**ladder.output.timings, "colorfix": time.perf_counter() - finishing}

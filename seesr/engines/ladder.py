@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
 from seesr.engines.base import Engine, EngineOutput, Plan
+from seesr.errors import MissingWeightsError
 from seesr.progress import StageTracker
 from seesr.runtime.memory import is_out_of_memory, release_memory
 from seesr.settings.declare import Settings
@@ -53,14 +54,29 @@ class LadderResult:
     reason: str | None = None
 
 
+def runnable(engines: Sequence[Engine], settings: Settings, download: bool) -> tuple[list[Engine], str | None]:
+    """The engines a run steps through, and why the first is left out: all of them when the first
+    one's weights are there (:meth:`~seesr.engines.base.Engine.check`, which downloads them when
+    ``download``), else the rest, with its ``missing_reason``; alone, its MissingWeightsError. A run
+    and a dry run decide here, alike. Only absent weights are stepped over: unusable ones are the
+    user's error to see."""
+    try:
+        engines[0].check(settings, download)
+    except MissingWeightsError as error:
+        if len(engines) == 1:
+            raise
+        return list(engines[1:]), engines[0].missing_reason(error)
+    return list(engines), None
+
+
 def run_ladder(
-    image: Image.Image, settings: Settings, engines: Sequence[Engine], tracker: StageTracker, reason: str | None = None
+    image: Image.Image, settings: Settings, engines: Sequence[Engine], tracker: StageTracker, download: bool = False
 ) -> LadderResult:
-    """Upscale ``image`` with the first of ``engines`` that gets through one of its rungs; an engine
-    whose every rung ran out of memory hands over to the next one (the reason says on which stage
-    of which rung). ``reason``: why the first engine is not the one the settings asked for (its
-    weights are missing). The last engine's :meth:`~seesr.engines.base.Engine.out_of_memory` error
-    when nothing is left."""
+    """Upscale ``image`` with the first of the :func:`runnable` ``engines`` that gets through one of
+    its rungs; an engine whose every rung ran out of memory hands over to the next one (the reason
+    says on which stage of which rung). The last engine's
+    :meth:`~seesr.engines.base.Engine.out_of_memory` error when nothing is left."""
+    engines, reason = runnable(engines, settings, download)
     attempts: list[Attempt] = []
     for position, engine in enumerate(engines):
         engine.load(settings, tracker)
