@@ -180,7 +180,7 @@ class SeesrEngine(HeldNetworks):
         pipe = self.pipeline
         pipe.progress, pipe.stage_hook = tracker, tracker.stage_hook
         settings = plan.settings
-        keywords = {**settings.arguments_for("pipeline"), "color_fix": "none"}
+        keywords = {**settings.arguments_for("pipeline"), "color_fix": None}
         output = pipe(image, **keywords, plan=rung.detail, kds=kds_config(settings), seed=settings.seed, output_type="pt")
         return EngineOutput(output.images, output.condition, output.tags, output.prompt, output.timings, output.plan)
 

@@ -309,7 +309,7 @@ class SeesrPipeline:
         sampler: str | None = None,
         start_point: Literal["lr", "noise"] = Settings.start_point,
         start_steps: int = Settings.start_steps,
-        color_fix: str = Settings.color_fix,
+        color_fix: str | None = Settings.color_fix,
         process_size: int = Settings.process_size,
         plan: RunPlan | None = None,
         kds: KdsConfig | None = None,
@@ -335,7 +335,7 @@ class SeesrPipeline:
         ``plan``: tiles, tile batch, offload and the working size it was made for (default:
         :meth:`plan_for` this size and the free memory); a latent larger than the tile is denoised in
         the plan's overlapping tiles, their predictions blended. ``output_type="pt"``: the (1, 3, H, W)
-        tensor in [0, 1] before the final resize. ``kds``: Kernel Density Steering over N particles
+        tensor in [0, 1] before the final resize (``color_fix=None``: before any colour fix). ``kds``: Kernel Density Steering over N particles
         (:mod:`seesr.engines.seesr.kds`); the particle nearest their mean is kept.
         """
         # 0. Check the call: the model's defaults, the timesteps that run, the working size and plan
@@ -398,10 +398,16 @@ class SeesrPipeline:
             plan = self.plan_for(*sizes.work_size, batch_multiplier=batch_multiplier)
         return dataclasses.replace(plan, sizes=sizes)
 
-    def decode_and_fix(self, latents: torch.Tensor, condition: torch.Tensor, tile: int, color_fix: str) -> torch.Tensor:
-        """7. The VAE decode in [0, 1] with the colours of ``condition`` (by ``color_fix``), float32."""
+    def decode_and_fix(
+        self, latents: torch.Tensor, condition: torch.Tensor, tile: int, color_fix: str | None
+    ) -> torch.Tensor:
+        """7. The VAE decode in [0, 1] with the colours of ``condition`` (by ``color_fix``), float32;
+        ``color_fix=None`` leaves the colours to the caller (the SeeSR engine: the API fixes every
+        engine's output alike, from the output's ``condition``)."""
         with self.stage("decode", self.vae):
             decoded = (self.decode(latents, tile=tile) / 2 + 0.5).clamp(0, 1)
+        if color_fix is None:
+            return decoded.float()
         with self.stage("colorfix"):
             return apply_color_fix(decoded.float(), condition.float(), color_fix).clamp(0, 1)
 
@@ -484,7 +490,7 @@ class SeesrPipeline:
         image: object,
         steps: int,
         guidance_scale: float,
-        color_fix: str,
+        color_fix: str | None,
         lr_latent: str,
         output_type: str,
         sampler: str,
@@ -499,7 +505,7 @@ class SeesrPipeline:
             problems.append(f"num_inference_steps must be an integer >= 1, got {steps!r}")
         if guidance_scale < 1.0:
             problems.append(f"guidance_scale must be >= 1.0, got {guidance_scale}")
-        if color_fix not in COLOR_FIX_METHODS:
+        if color_fix is not None and color_fix not in COLOR_FIX_METHODS:
             problems.append(f"color_fix must be one of {', '.join(COLOR_FIX_METHODS)}, got {color_fix!r}")
         if lr_latent not in ("sample", "mean"):
             problems.append(f"lr_latent must be 'sample' or 'mean', got {lr_latent!r}")

@@ -1,4 +1,4 @@
-// Exact bfloat16 attention for x86 CPUs with AVX512-BF16 (and no AMX), for seesr.models.attention.
+// Exact bfloat16 attention for x86 CPUs with AVX512-BF16 (and no AMX), for seesr.engines.seesr.models.attention.
 //
 // softmax(scale * Q K^T) V for bf16 Q, K, V of shape (batch, heads, length, head_dim), computed as
 // torch's CPU flash kernel computes it for bf16: Q K^T accumulated in float32, softmax in float32
