@@ -105,9 +105,9 @@ class Runner(BaseRunner):
             default=None,
             choices=["seesr-turbo", "seesr", "realesrgan-x4plus", "realesrgan-x4plus-anime", "realesr-animevideov3-x2", "realesr-animevideov3-x3", "realesr-animevideov3-x4"],
         ),
-        scale: float = Input(
-            description="Upscaling factor.",
-            default=4.0,
+        scale: Optional[float] = Input(
+            description="Upscaling factor; empty: the model's (realesr-animevideov3-x2: 2, realesr-animevideov3-x3: 3), else 4.",
+            default=None,
             ge=1.0,
             le=8.0,
         ),

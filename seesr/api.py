@@ -263,8 +263,9 @@ def finish(output: EngineOutput, source: InputImage, color_fix: str, size: tuple
     return resize(fix_colours(output.pixels, reference, color_fix), size)
 
 
-def upscale(image: ImageInput, preset: str = Settings.preset, scale: float = Settings.scale, **arguments: Any) -> Result:
-    """Upscale one image with a fresh :class:`Upscaler` (use an Upscaler to serve many images)."""
+def upscale(image: ImageInput, preset: str | None = None, scale: float | None = None, **arguments: Any) -> Result:
+    """Upscale one image with a fresh :class:`Upscaler` (use an Upscaler to serve many images); ``preset``
+    and ``scale`` (like every setting) left out: the model's, else the declared default."""
     weights = arguments.pop("weights", None)
     return Upscaler(weights).upscale(image, preset=preset, scale=scale, **arguments)
 

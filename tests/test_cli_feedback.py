@@ -125,6 +125,8 @@ def test_dry_run_plans_the_engine_that_would_run(images, tmp_path, tiny_weights_
     assert "est. peak 0.0 GiB" in esrgan.stdout
     tiled = seesr(tmp_path, "upscale", image, "-o", out, "-n", "realesr-animevideov3-x2", "-t", "32", "--dry-run", *FAST)
     assert "model realesr-animevideov3-x2" in tiled.stdout and "x4 network, resized to x2; tiles of 32 px" in tiled.stdout
+    x3 = seesr(tmp_path, "upscale", image, "-o", out, "-n", "realesr-animevideov3-x3", "--dry-run", "--device", "cpu")
+    assert f"{image} -> {out} (108x72): engine realesrgan, model realesr-animevideov3-x3" in x3.stdout  # its own x3
     turbo = seesr(
         tmp_path, "upscale", image, "-o", out, "--weights", str(tiny_weights_dir), "--dry-run", "--json", *FAST
     )

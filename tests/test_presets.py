@@ -29,6 +29,19 @@ def test_memory_preset_is_small_and_offloaded():
     assert settings.plan_overrides()["vae_decoder_tile"] == PRESETS["memory"]["vae_decoder_tile"]
 
 
+@pytest.mark.parametrize("model,scale", [("realesr-animevideov3-x2", 2.0), ("realesr-animevideov3-x3", 3.0),
+                                         ("realesr-animevideov3-x4", 4.0), ("realesrgan-x4plus-anime", 4.0),
+                                         ("seesr", 4.0)])  # fmt: skip
+def test_a_model_named_for_a_scale_runs_at_it_unless_a_scale_is_given(model, scale, tmp_path):
+    """The model's own scale wins over the declared default, not over a flag, SEESR_SCALE or the YAML file."""
+    assert resolve_settings({"model": model}, environ={}).scale == scale
+    assert resolve_settings({"model": model, "scale": 3}, environ={}).scale == 3.0
+    assert resolve_settings({"model": model}, environ={"SEESR_SCALE": "1.5"}).scale == 1.5
+    config = tmp_path / "seesr.yaml"
+    config.write_text("scale: 5\n")
+    assert resolve_settings({"model": model}, environ={}, config_file=config).scale == 5.0
+
+
 def test_precedence_argument_over_env_over_file_over_preset(tmp_path):
     config = tmp_path / "seesr.yaml"
     config.write_text("steps: 3\nseed: 11\ncolor_fix: adain\npreset: speed\n")

@@ -21,7 +21,7 @@ from seesr.settings.declare import DECLARED, env_name, setting_info, Settings, v
 from seesr.settings.presets import MODEL_RANGES
 from seesr.settings.fields import parse_value, problem
 from seesr.settings.models import (
-    DEFAULT_MODEL as REALESRGAN_DEFAULT_MODEL, MODEL_FILE_MAX_BYTES, REALESRGAN_MODELS, canonical_model,
+    DEFAULT_MODEL as REALESRGAN_DEFAULT_MODEL, MODEL_FILE_MAX_BYTES, MODELS, REALESRGAN_MODELS, canonical_model,
     is_model_file, is_realesrgan_model,
 )  # fmt: skip
 from seesr.settings.presets import ENGINE_DEFAULTS, MODEL_DEFAULTS, PRESETS
@@ -61,7 +61,7 @@ def _engine_and_model(given: dict[str, Any]) -> list[str]:
             given["model"] = REALESRGAN_DEFAULT_MODEL
         return []
     model = given["model"] = canonical_model(model)
-    seesr_models = ", ".join(MODEL_DEFAULTS)
+    seesr_models = ", ".join(MODELS)
     if is_realesrgan_model(model):
         if engine == "seesr":
             return [f"model={model!r} is a Real-ESRGAN model but engine='seesr' (drop engine, or choose a SeeSR "
@@ -72,7 +72,7 @@ def _engine_and_model(given: dict[str, Any]) -> list[str]:
             except ConfigError as problem:
                 return [f"model={model!r} ({problem}; give a model file)"]
         given["engine"] = "realesrgan"
-    elif engine == "realesrgan" and model in MODEL_DEFAULTS:
+    elif engine == "realesrgan" and model in MODELS:
         return [f"model={model!r} is a SeeSR model but engine='realesrgan' (drop engine, or choose a Real-ESRGAN "
                 f"model: {', '.join(REALESRGAN_MODELS)}, or a model file)"]  # fmt: skip
     return []
