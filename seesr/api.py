@@ -42,7 +42,7 @@ from seesr.imaging.prefilter import nl_means
 from seesr.io.naming import PILLOW_FORMATS, SUFFIX_FORMATS, concrete_format, format_of
 from seesr.io.read import InputImage, read_image
 from seesr.io.write import recombine, save_image
-from seesr.progress import RECORD_FIELDS, ProgressCallback, RunStart, StageHook, StageTracker
+from seesr.progress import JOB_FIELDS, RECORD_FIELDS, ProgressCallback, RunStart, StageHook, StageTracker
 from seesr.runtime.devices import resolve_device
 from seesr.runtime.memory import PeakMemory, release_memory
 from seesr.settings.declare import Settings
@@ -77,6 +77,10 @@ class Result:
     fallback_reason: str | None = None
     fidelity: FidelityReport | None = None
     source: InputImage | None = field(default=None, repr=False)
+    input: str | None = None
+    """The input file (None: an image given as bytes, PIL or numpy)."""
+    output: str | None = None
+    """Where :meth:`save` last wrote the image (None before)."""
 
     @property
     def output_format(self) -> str:
@@ -95,10 +99,12 @@ class Result:
         known = path.suffix.lower() in SUFFIX_FORMATS
         fmt = format_of(path, format) if known else self._concrete_format(format or self.settings.output_format)
         sixteen = self.source is not None and self.source.bit_depth == 16 and fmt == "png"
-        return save_image(
+        written = save_image(
             self.image, path, format=fmt, quality=self.settings.quality, overwrite=overwrite, sixteen_bit=sixteen,
             high_bit_source=self.source if sixteen else None,
         )  # fmt: skip
+        self.output = str(written)
+        return written
 
     def comparison(self) -> Image.Image:
         """The input (bicubic) | output picture of ``--compare``, labelled with the engine and model."""
@@ -113,8 +119,12 @@ class Result:
         return self.timings.get("total", sum(self.timings.values()))
 
     def record(self) -> dict[str, Any]:
-        """What a machine reads about the result (:data:`RECORD_FIELDS`), JSON-ready."""
+        """What a machine reads about the result (:data:`JOB_FIELDS`, :data:`RECORD_FIELDS`), JSON-ready:
+        the keys of ``seesr upscale --json``, in its order."""
         values = {
+            "input": self.input,
+            "output": self.output,
+            "status": "done",
             "size": list(self.image.size),
             "engine": self.engine,
             "model": self.model,
@@ -124,7 +134,7 @@ class Result:
             "fallback_reason": self.fallback_reason,
             "fidelity": asdict(self.fidelity) if self.fidelity is not None else None,
         }
-        return {key: values[key] for key in RECORD_FIELDS}
+        return {key: values[key] for key in (*JOB_FIELDS, *RECORD_FIELDS)}
 
     def summary(self) -> str:
         """One line for a log or a terminal."""
@@ -249,6 +259,7 @@ class Upscaler:
             fallback_reason=ladder.reason,
             fidelity=fidelity_report(resize(source.rgb, image_out.size), image_out),
             source=source,
+            input=str(image) if isinstance(image, (str, Path)) else None,
         )
         del ladder
         release_memory()

@@ -19,9 +19,12 @@ from typing import TextIO, TypeVar
 
 logger = logging.getLogger(__name__)
 
+JOB_FIELDS = ("input", "output", "status")
+"""What a record says first, as ``seesr upscale --json`` does: the input and output files (None for an
+image given in memory, or not saved yet) and the status (``done`` for a result)."""
 RECORD_FIELDS = ("size", "engine", "model", "seed", "seconds", "tags", "fallback_reason", "fidelity")
-"""What a result reports to a machine (:meth:`seesr.api.Result.record`; ``seesr upscale --json``
-adds ``input``, ``output`` and ``status``)."""
+"""What a result reports to a machine after :data:`JOB_FIELDS` (:meth:`seesr.api.Result.record`, the
+objects of ``seesr upscale --json``)."""
 
 
 @dataclass(frozen=True)

@@ -193,6 +193,22 @@ def test_an_engine_asked_for_is_no_fallback(upscaler, lr_image):
     assert result.record()["model"] == "realesrgan-x4plus" and result.record()["size"] == [72, 48]
 
 
+def test_a_record_has_the_keys_of_the_json_lines(upscaler, lr_image, tmp_path):
+    """``Result.record()`` is what ``seesr upscale --json`` prints for a file done: input, output and
+    status first (input None for an image in memory, output None until saved)."""
+    from seesr.progress import JOB_FIELDS, RECORD_FIELDS
+
+    source = tmp_path / "in.png"
+    lr_image.save(source)
+    result = upscaler.upscale(str(source), engine="realesrgan", scale=2)
+    record = result.record()
+    assert list(record) == [*JOB_FIELDS, *RECORD_FIELDS]
+    assert (record["input"], record["output"], record["status"]) == (str(source), None, "done")
+    result.save(tmp_path / "out.png")
+    assert result.record()["output"] == str(tmp_path / "out.png")
+    assert upscaler.upscale(lr_image, engine="realesrgan", scale=2).record()["input"] is None
+
+
 def test_start_steps_counts_only_the_steps_that_run(upscaler, tiny_weights, lr_image):
     """4 trailing steps with start_steps 500: t=999 and 749 are skipped, so the run start, the
     denoise progress and the dry run (loaded or not) all say 2 steps; a start below every timestep

@@ -98,8 +98,12 @@ def test_a_bad_environment_value_overridden_by_an_argument_is_no_error(tmp_path)
     config = tmp_path / "seesr.yaml"
     config.write_text("color_fix: sepia\n")
     assert resolve_settings({}, environ={"SEESR_COLOR_FIX": "adain"}, config_file=config).color_fix == "adain"
-    with pytest.raises(ConfigError, match=r"steps=99 \(allowed: 1 to 8\)"):
+    with pytest.raises(ConfigError, match=r"SEESR_STEPS=99 \(allowed: 1 to 8\)"):  # named as the user set it
         resolve_settings({}, environ={"SEESR_STEPS": "99"})
+    with pytest.raises(ConfigError, match=r"SEESR_SEED='abc' \(environment: must be an integer\)"):
+        resolve_settings({}, environ={"SEESR_SEED": "abc"})
+    with pytest.raises(ConfigError, match=r"invalid settings: steps=99 \(allowed: 1 to 8\)$"):
+        resolve_settings({"steps": 99}, environ={})
 
 
 def a_valid_non_default(name: str):

@@ -244,6 +244,8 @@ def test_settings_from_flags_env_and_yaml(tmp_path):
         TrainSettings.from_sources({"learning_rate": 1}, environ={})
     with pytest.raises(ConfigError, match=r"seed='x' \(SEESR_TRAIN_SEED: must be an integer\)"):
         TrainSettings.from_sources(environ={"SEESR_TRAIN_SEED": "x"})
+    with pytest.raises(ConfigError, match=r"SEESR_TRAIN_BATCH_SIZE=0 \(allowed: 1 to 256\)"):  # names the variable
+        TrainSettings.from_sources(environ={"SEESR_TRAIN_BATCH_SIZE": "0"})
 
 
 def test_api_export():

@@ -67,7 +67,9 @@ class _Report(BatchReport["Result"]):
             self.display.clear()
         self.unreported.pop(str(job.source), None)
         if self.json:
-            print(json.dumps({"input": str(job.source), "output": str(job.target), "status": status, **fields}), flush=True)
+            record = {"input": str(job.source), "output": str(job.target), "status": status}
+            record.update((key, value) for key, value in fields.items() if key not in record)
+            print(json.dumps(record), flush=True)
         result_line = status in ("done", "planned")  # stdout; the JSON object stands for it
         if status == "failed" or not (self.quiet or self.json and result_line):
             print(printable(line), file=sys.stdout if result_line else sys.stderr, flush=True)

@@ -36,9 +36,12 @@ def _convert(name: str, value: Any) -> Any:
     return parse_value(value, *value_kind(name))
 
 
-def _validate(values: Mapping[str, Any]) -> list[str]:
+def _validate(values: Mapping[str, Any], labels: Mapping[str, str]) -> list[str]:
+    """Problems of the merged values, each named as the user gave it (``labels``: ``SEESR_STEPS`` for
+    a value from the environment, else the setting's name)."""
     model = values.get("model", Settings.model)
-    problems = [problem(name, value, setting_info(name), _range(name, model)) for name, value in values.items()]
+    problems = [problem(labels.get(name, name), value, setting_info(name), _range(name, model))
+                for name, value in values.items()]  # fmt: skip
     tile, overlap = values.get("latent_tile"), values.get("latent_overlap")
     if tile is not None and overlap is not None and overlap >= tile:
         problems.append(f"latent_overlap={overlap} (must be smaller than latent_tile={tile})")
@@ -98,17 +101,18 @@ def resolve_settings(
     winners: dict[str, tuple[str, Any]] = {}
     for where, layer in reversed(layers):
         winners.update((name, (where, value)) for name, value in layer.items() if name in DECLARED)
+    labels = {name: env_name(name) for name, (where, _) in winners.items() if where == "environment"}
     given: dict[str, Any] = {}
     for name, (where, value) in winners.items():
         try:
             given[name] = _convert(name, value)
         except (TypeError, ValueError) as error:
-            problems.append(f"{name}={value!r} ({where}: {error})")
+            problems.append(f"{labels.get(name, name)}={value!r} ({where}: {error})")
     problems += _engine_and_model(given)
     preset, model = given.get("preset", Settings.preset), given.get("model", Settings.model)
     engine = given.get("engine", Settings.engine)
     merged = {**PRESETS.get(preset, {}), **ENGINE_DEFAULTS.get(engine, {}), **MODEL_DEFAULTS.get(model, {}), **given}
-    problems += _validate(merged)
+    problems += _validate(merged, labels)
     if problems:
         raise ConfigError("invalid settings: " + "; ".join(problems))
     return dataclasses.replace(Settings(), **merged)
