@@ -252,6 +252,23 @@ def test_api_export():
     import seesr
 
     assert seesr.train is train and "train" in seesr.__all__
+    assert {"upscale", "Upscaler", "train", "evaluate"} <= set(dir(seesr))
+
+
+def test_train_help_says_each_default_once(capsys, monkeypatch):
+    """Each flag's help says its default and range once (none where the text names it already, or
+    there is none), the environment and YAML names once, in the epilog."""
+    from seesr.cli import main
+
+    monkeypatch.setenv("COLUMNS", "400")  # no line breaks inside words
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert text.count("default") == text.count("(default: ") + 2  # --weights' and --degradation's own words
+    assert "default: None" not in text and "env SEESR_TRAIN" not in text and text.count("SEESR_TRAIN_NAME") == 1
+    assert "--model MODEL model to fine-tune: seesr-turbo (on sd-turbo) or seesr (on SD-2-base: weights/sd-2-base/) " \
+           "(default: seesr-turbo)" in text  # fmt: skip
+    assert "(default: 1000; 1 to 10000000)" in text and "(default: off)" in text
 
 
 def test_cli_user_mistake_is_one_line(tmp_path, capsys):
