@@ -111,7 +111,12 @@ class Result:
         if self.source is None:
             raise ConfigError("this result does not keep its input; a comparison needs it")
         model = self.model or self.settings.model
-        return compare_image(self.source.rgb, self.image.convert("RGB"), f"output: {self.engine}/{model}")
+        source = self.source.rgb
+        if self.source.alpha is not None:  # shown composited, as the output is
+            source = source.copy()
+            source.putalpha(self.source.alpha)
+        output = self.image.convert("RGBA" if "A" in self.image.getbands() else "RGB")
+        return compare_image(source, output, f"output: {self.engine}/{model}")
 
     @property
     def seconds(self) -> float:
