@@ -32,13 +32,13 @@ from cog import BaseRunner, Input, Path
 
 from seesr.api import Upscaler
 from seesr.runtime.devices import resolve_device
-from seesr.errors import ConfigError, InputError, SeesrError
+from seesr.errors import ConfigError, InputError, MissingWeightsError, SeesrError
 from seesr.io.files import checked_file, read_bytes, write_atomically
 from seesr.io.read import input_file_limit
 from seesr.io.naming import DEFAULT_SINGLE_TAG, SUFFIX_FORMATS, concrete_format, output_file
 from seesr.settings.declare import setting_info
 from seesr.settings.resolve import resolve_settings
-from seesr.weights import WeightPaths, default_weights_dir
+from seesr.weights import WeightPaths, default_weights_dir, missing_summary, offline_mode
 
 logger = logging.getLogger("seesr.cog")
 
@@ -55,27 +55,29 @@ class Runner(BaseRunner):
         resolve_device(resolve_settings().device)
         weights_dir = default_weights_dir()
         self.weights_problem: Optional[str] = None
-        paths = None
+        paths, problem = None, None
         try:
             paths = WeightPaths.resolve(weights_dir, download=False, progress=False)
             logger.info("SeeSR weights found (%s)", weights_dir)
         except Exception as missing:  # noqa: BLE001 - any failure here must leave setup running
-            logger.info("SeeSR weights are not all in %s; downloading the missing files (%s)",
-                        weights_dir, _first_line(missing))
+            what = missing_summary(missing.missing) if isinstance(missing, MissingWeightsError) else _first_line(missing)
+            then = "HF_HUB_OFFLINE is set, so no download" if offline_mode() else "downloading them"
+            logger.info("SeeSR weights are not all in %s (missing: %s); %s", weights_dir, what, then)
             try:
                 paths = WeightPaths.resolve(weights_dir, download=True, progress=False)
                 logger.info("SeeSR weights downloaded into %s", weights_dir)
             except Exception as error:  # noqa: BLE001 - no network, disk full, checksum: fall back
-                self.weights_problem = str(error)
-                logger.warning(
-                    "SeeSR weights are unavailable, predictions will use the bundled Real-ESRGAN:\n%s", error
-                )
+                self.weights_problem, problem = str(error), error
         # Outputs go here; each run removes the previous run's file (already sent: with a sync run()
         # the next prediction starts only after the last one's output was encoded or uploaded).
         self.outputs = Path(tempfile.mkdtemp(prefix="seesr-cog-"))
         # With paths the pipeline loads from them; without, the Upscaler looks in weights_dir again
         # (without downloading) on each prediction and falls back to Real-ESRGAN, naming the reason.
         self.upscaler = Upscaler(paths if paths is not None else weights_dir)
+        if problem is not None:  # one line when weights are missing (what was tried), all of any other fault
+            seesr = self.upscaler.engines["seesr"]
+            why = seesr.missing_reason(problem) if isinstance(problem, MissingWeightsError) else str(problem)
+            logger.warning("predictions will use the bundled Real-ESRGAN: %s", why)
         defaults = self.upscaler.settings({})
         try:
             if paths is not None:
@@ -222,10 +224,8 @@ class Runner(BaseRunner):
             previous.unlink(missing_ok=True)
         name = f"upscaled-{uuid.uuid4().hex[:12]}"
         target = result.save(output_file(self.outputs, name, result.output_format))
-        print(f"seesr: {result.summary()}")
+        print(f"seesr: {result.summary(reason=self.weights_problem is None)}")  # else said in setup's log
         print(f"seesr: engine {result.engine}; seed {result.seed}; tags: {result.tags or '-'}")
-        if result.fallback_reason:
-            print(f"seesr: fell back to {result.engine}: {result.fallback_reason}")
         self.record_metric("engine", result.engine)
         if result.seed is not None:
             self.record_metric("seed", result.seed)

@@ -42,7 +42,7 @@ from seesr.imaging.prefilter import nl_means
 from seesr.io.naming import PILLOW_FORMATS, SUFFIX_FORMATS, concrete_format, format_of
 from seesr.io.read import InputImage, read_image
 from seesr.io.write import recombine, save_image
-from seesr.progress import JOB_FIELDS, RECORD_FIELDS, ProgressCallback, RunStart, StageHook, StageTracker
+from seesr.progress import JOB_FIELDS, RECORD_FIELDS, ProgressCallback, RunStart, StageHook, StageTracker, TerminalProgress
 from seesr.runtime.devices import resolve_device
 from seesr.runtime.memory import PeakMemory, release_memory
 from seesr.settings.declare import Settings
@@ -141,11 +141,12 @@ class Result:
         }
         return {key: values[key] for key in (*JOB_FIELDS, *RECORD_FIELDS)}
 
-    def summary(self) -> str:
-        """One line for a log or a terminal."""
+    def summary(self, reason: bool = True) -> str:
+        """One line for a log or a terminal (``reason=False``: the fallback's reason said once
+        elsewhere, as a folder run does, not repeated)."""
         parts = [f"{self.image.width}x{self.image.height}", f"engine {self.engine}" + (f" ({self.model})" if self.model else "")]
         if self.fallback_reason:
-            parts.append(f"fallback: {self.fallback_reason}")
+            parts.append(f"fallback: {self.fallback_reason}" if reason else "fallback (why: said above)")
         if self.tags:
             parts.append(f"tags: {self.tags}")
         if self.fidelity is not None:
@@ -226,13 +227,13 @@ class Upscaler:
     def dry_run(self, image: ImageInput, **arguments: Any) -> DryRun:
         """What :meth:`upscale` would run on ``image``: the engine (Real-ESRGAN when asked for, or
         when SeeSR's weights are missing and the fallback is allowed), model, device, dtype, tile
-        plan and estimated peak memory. Loads no network, downloads nothing, imports no diffusers."""
+        plan and estimated peak memory. Decided as the run decides (missing weights with
+        ``download``: whether the download could start now, and what it would fetch). Loads no
+        network, downloads nothing, imports no diffusers."""
         settings = self.settings(arguments)
-        engines, reason = self.engines_for(settings), None
-        if not self.download:  # weights that would be downloaded first are taken as there
-            engines, reason = runnable(engines, settings, download=False)
+        engines, reason, first = runnable(self.engines_for(settings), settings, self.download, dry=True)
         plan = engines[0].plan(read_image(image).rgb, settings)
-        return DryRun(plan.start, plan.output_size, plan.estimated_peak_bytes, reason)
+        return DryRun(plan.start, plan.output_size, plan.estimated_peak_bytes, reason, first)
 
     def upscale(self, image: ImageInput, **arguments: Any) -> Result:
         """Upscale one image (path, bytes, PIL image or numpy array); see :class:`Settings`."""
@@ -241,10 +242,17 @@ class Upscaler:
         rgb = nl_means(source.rgb, settings.denoise) if settings.denoise else source.rgb
         seed = settings.seed if settings.seed is not None else random.randrange(2**32)
         start = time.perf_counter()
-        with PeakMemory(resolve_device(settings.device)) as peak:
-            tracker = StageTracker(self.progress, self.stage_hook)
-            run_settings = dataclasses.replace(settings, seed=seed)
-            ladder = run_ladder(rgb, run_settings, self.engines_for(settings), tracker, download=self.download)
+        display = self.progress if isinstance(self.progress, TerminalProgress) else None
+        if display is not None:
+            display.begin(Path(image).name if isinstance(image, (str, Path)) else "image")
+        try:
+            with PeakMemory(resolve_device(settings.device)) as peak:
+                tracker = StageTracker(self.progress, self.stage_hook)
+                run_settings = dataclasses.replace(settings, seed=seed)
+                ladder = run_ladder(rgb, run_settings, self.engines_for(settings), tracker, download=self.download)
+        finally:
+            if display is not None:
+                display.end()
         finishing = time.perf_counter()
         image_out = finish(ladder.output, source, settings.color_fix, ladder.plan.output_size)
         timings = {**ladder.output.timings, "colorfix": time.perf_counter() - finishing}
@@ -294,8 +302,12 @@ class DryRun:
     output_size: tuple[int, int]
     estimated_peak_bytes: int
     fallback_reason: str | None = None
+    first: str | None = None
+    """What the run does before it starts (a download of missing weights), and that it depends on the network."""
 
-    def describe(self) -> str:
+    def describe(self, reason: bool = True) -> str:
+        """The plan in one line (``reason=False``: as :meth:`Result.summary`)."""
         peak = "" if "est. peak" in self.start.tiles else f", est. peak {self.estimated_peak_bytes / 2**30:.1f} GiB"
-        why = f" (fallback: {self.fallback_reason})" if self.fallback_reason else ""
-        return f"{self.start.describe()}{peak}{why}"
+        why = f" (fallback: {self.fallback_reason if reason else 'why: said above'})" if self.fallback_reason else ""
+        first = f" (after {self.first})" if self.first else ""
+        return f"{self.start.describe()}{peak}{why}{first}"

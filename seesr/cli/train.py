@@ -56,10 +56,14 @@ def run(args: argparse.Namespace) -> int:
     continues the run from its newest complete checkpoint (exit code 130)."""
     from seesr.training.loop import train
 
+    from seesr.progress import TrainingLines, training_every
+
     flags = {f.name: getattr(args, f.name) for f in fields(TrainSettings)}
     settings = TrainSettings.from_sources(flags, args.config)
+    # a bar on a terminal; else a line every few steps (a log file, CI)
+    progress = True if sys.stderr.isatty() else TrainingLines(sys.stderr, training_every(settings.max_steps))
     try:
-        result = train(args.data, args.output, settings=settings, progress=sys.stderr.isatty())
+        result = train(args.data, args.output, settings=settings, progress=progress)
     except KeyboardInterrupt:
         print(f"seesr: {interrupted_line(args, settings)}", file=sys.stderr)
         return 130

@@ -49,6 +49,20 @@ class _Report(BatchReport["Result"]):
         self.quiet, self.json, self.display = args.quiet, args.json, display
         self.unreported: dict[str, str | None] = {pattern: None for pattern in args.inputs}
         """Input -> output of each input without its line yet: the arguments until the jobs are planned."""
+        self.reasons_said: set[str] = set()
+        """The fallback reasons said so far: each once per run, on stderr, not on every file's line."""
+
+    def _reason_said(self, reason: str | None) -> bool:
+        """Whether the lines may leave ``reason`` out: said now (once per run), or nothing to say."""
+        if reason is None or self.json:
+            return reason is None
+        if reason not in self.reasons_said:
+            self.reasons_said.add(reason)
+            if self.display is not None:
+                self.display.clear()
+            if not self.quiet:
+                print(printable(f"seesr: fallback to Real-ESRGAN for this run: {reason}"), file=sys.stderr, flush=True)
+        return not self.quiet
 
     def expect(self, jobs: list[Job]) -> None:
         """From now on the inputs are these jobs'."""
@@ -75,14 +89,16 @@ class _Report(BatchReport["Result"]):
             print(printable(line), file=sys.stdout if result_line else sys.stderr, flush=True)
 
     def done(self, job: Job, outcome: Result) -> None:
-        self._say(job, "done", f"{job.target}: {outcome.summary()}", outcome.record())
+        said = self._reason_said(outcome.fallback_reason)
+        self._say(job, "done", f"{job.target}: {outcome.summary(reason=not said)}", outcome.record())
 
     def planned(self, job: Job, plan: DryRun) -> None:
         start, (width, height) = plan.start, plan.output_size
         fields = {"size": [width, height], "engine": start.engine, "model": start.model, "device": start.device,
                   "dtype": start.dtype, "steps": start.steps, "tiles": start.tiles,
-                  "estimated_peak_bytes": plan.estimated_peak_bytes, "fallback_reason": plan.fallback_reason}  # fmt: skip
-        self._say(job, "planned", f"{job.source} -> {job.target} ({width}x{height}): {plan.describe()}", fields)
+                  "estimated_peak_bytes": plan.estimated_peak_bytes, "fallback_reason": plan.fallback_reason, "first": plan.first}  # fmt: skip
+        said = self._reason_said(plan.fallback_reason)
+        self._say(job, "planned", f"{job.source} -> {job.target} ({width}x{height}): {plan.describe(reason=not said)}", fields)
 
     def skipped(self, job: Job, reason: str) -> None:
         self._say(job, "skipped", f"{job.source}: skipped, {reason}", {"reason": reason})

@@ -33,6 +33,7 @@ from seesr.weights._shared import (
 )  # fmt: skip
 from seesr.weights.checksums import Status, file_status, sha256_of
 from seesr.weights.locate import DOWNLOAD_COMMAND, WEIGHTS_DIR, default_weights_dir, offline_mode
+from seesr.weights.realesrgan import NCNN_PACKAGE, bundled_instead
 from seesr.weights.manifest import Manifest, ManifestEntry, Source, load_manifest, redact, redact_url
 
 logger = logging.getLogger("seesr.weights")
@@ -371,7 +372,7 @@ class DownloadPlan:
     """Each source host: whether it accepted a connection just now."""
 
     def describe(self) -> str:
-        """``a download of 20 files (at least 5.63 GB) from huggingface.co first``, for a dry run."""
+        """``a download of 20 files (at least 5.63 GB) from huggingface.co``, for a dry run."""
         sizes = [entry.size for entry in self.entries]
         known = sum(size for size in sizes if size is not None)
         size = f"{known / 1e9:.2f} GB" if known else ""
@@ -380,13 +381,14 @@ class DownloadPlan:
         hosts = [host for (host, _), up in self.reachable.items() if up]
         first = f" from {hosts[0]}" if hosts else ""
         count = len(self.entries)
-        return f"a download of {count} file{'s' if count != 1 else ''} ({size}){first} first"
+        return f"a download of {count} file{'s' if count != 1 else ''} ({size}){first}"
 
 
-def plan_download(entries: Sequence[ManifestEntry], weights_dir: Path) -> DownloadPlan:
+def plan_download(entries: Sequence[ManifestEntry], weights_dir: Path, *, checking: bool = False) -> DownloadPlan:
     """The checks :func:`fetch_entries` makes before downloading, and what it would fetch: a
-    :class:`MissingWeightsError` (with what was tried) when it could not start: offline mode, an
-    unreadable sources list, or no source host reachable (a TCP connection, seconds at most)."""
+    :class:`MissingWeightsError` (with what was tried; ``checking``: what would be) when it could
+    not start: offline mode, an unreadable sources list, or no source host reachable (a TCP
+    connection, seconds at most)."""
     names = [entry.name for entry in entries]
     if offline_mode():
         raise offline_error([(e.name, looked_in(e, weights_dir)) for e in entries], weights_dir)
@@ -405,8 +407,8 @@ def plan_download(entries: Sequence[ManifestEntry], weights_dir: Path) -> Downlo
             f"cannot download weights: {hosts} cannot be reached (no network?). Missing:\n"
             + where_lines([(e.name, looked_in(e, weights_dir)) for e in entries]),
             names,
-            tried=f"a download was tried from {len(addresses)} source{'s' if len(addresses) != 1 else ''} ({hosts}): "
-            "none could be reached",
+            tried=f"a download {'would be' if checking else 'was'} tried from {len(addresses)} "
+            f"source{'s' if len(addresses) != 1 else ''} ({hosts}): none {'can be reached now' if checking else 'could be reached'}",
         )
     return DownloadPlan(tuple(entries), sources, reachable)
 
@@ -424,7 +426,7 @@ def download_plan(
     if unknown:
         raise MissingWeightsError(f"{', '.join(unknown)}: not in the weights manifest, so not downloadable", names,
                                   tried=f"no download: {', '.join(unknown)} cannot be downloaded")  # fmt: skip
-    return plan_download([man[name] for name in names], weights_dir)
+    return plan_download([man[name] for name in names], weights_dir, checking=True)
 
 
 def fetch_entries(
@@ -489,7 +491,16 @@ def download(
                     todo.append(entry)
             elif locate_entry(entry, weights_dir)[1] is None:
                 todo.append(entry)
-    fetched = fetch_entries(todo, weights_dir, progress, force=force, trust_unverified=trust_unverified)
+    covered = {e.name: model for e in todo if not e.required and (model := bundled_instead(e.name)) is not None}
+    fetched = fetch_entries([e for e in todo if e.name not in covered], weights_dir, progress, force=force,
+                            trust_unverified=trust_unverified)  # fmt: skip
+    try:
+        fetched.update(fetch_entries([e for e in todo if e.name in covered], weights_dir, progress, force=force,
+                                     trust_unverified=trust_unverified))  # fmt: skip
+    except MissingWeightsError as error:  # optional: the bundled model runs without it
+        for name in error.missing:
+            logger.warning("%s not downloaded (%s); not needed: %s runs on the model bundled with the %s package",
+                           name, error.tried, covered.get(name, "Real-ESRGAN"), NCNN_PACKAGE)  # fmt: skip
     out = []
     for entry in selected:
         if entry.name in fetched:

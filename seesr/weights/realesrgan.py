@@ -90,3 +90,16 @@ def bundled_networks() -> dict[str, tuple[str, ...]]:
         first = by_file.setdefault(spec.cache_file, name)
         networks.setdefault(first, []).append(name)
     return {first: tuple(models) for first, models in networks.items()}
+
+
+def bundled_instead(official_file: str) -> str | None:
+    """The bundled model that runs without ``official_file`` (an optional official Real-ESRGAN file,
+    e.g. ``RealESRGAN_x4plus.pth``), when its package is installed; else None."""
+    for name, spec in REALESRGAN_MODELS.items():
+        if spec.official_file == Path(official_file).name:
+            try:
+                bundled_ncnn_files(name)
+            except WeightsError:
+                return None
+            return name
+    return None
