@@ -254,6 +254,7 @@ class Upscaler:
                 if settings.no_fallback:
                     raise
                 reason = self._missing_reason(error)
+        loaded = load_image(image)
         if settings.engine == "realesrgan" or reason is not None:
             from seesr.models import (
                 DEFAULT_MODEL, REALESRGAN_MODELS, canonical_model, is_model_file, is_realesrgan_model,
@@ -267,7 +268,6 @@ class Upscaler:
                 planned_precision,
             )
 
-            loaded = load_image(image)
             device = resolve_device(settings.device)
             dtype = planned_precision(device, settings.fp32)
             model = canonical_model(settings.model) if is_realesrgan_model(settings.model) else DEFAULT_MODEL
@@ -284,12 +284,12 @@ class Upscaler:
             budget = batch_pixels_for(free_memory_bytes(device), scale, dtype)
             tile = settings.tile or auto_tile(height, width, budget, settings.tile_pad)
             peak = estimated_peak_bytes(height, width, tile, scale, dtype, budget, settings.tile_pad)
-            return DryRun(start, size, peak, reason)
-        settings, plan, size = self.plan(image, **arguments)
+            return DryRun(start, loaded.size, size, peak, reason)
+        settings, plan, size = self.plan(loaded.rgb, **arguments)
         device = resolve_device(settings.device)
         dtype = _dtype_name(settings.torch_dtype(device))
         start = RunStart("seesr", settings.model, str(device), dtype, self.steps_that_run(settings), plan.describe())
-        return DryRun(start, size, plan.estimated_peak_bytes)
+        return DryRun(start, loaded.size, size, plan.estimated_peak_bytes)
 
     def upscale(self, image: ImageInput, **arguments: Any) -> Result:
         """Upscale one image (path, bytes, PIL image or numpy array); see :class:`Settings`."""
@@ -448,9 +448,11 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 @dataclass(frozen=True)
 class DryRun:
-    """What :meth:`Upscaler.upscale` would do with one image (``seesr upscale --dry-run``)."""
+    """What :meth:`Upscaler.upscale` would do with one image (``seesr upscale --dry-run``): the run's
+    first line, the input's size (after EXIF orientation), the output's, and the memory it needs."""
 
     start: RunStart
+    input_size: tuple[int, int]
     output_size: tuple[int, int]
     estimated_peak_bytes: int
     fallback_reason: str | None = None

@@ -82,6 +82,11 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 OUTPUT_FORMATS = ("png", "jpg", "webp", "auto")
 SAMPLERS = ("ddim", "ddpm")
 START_POINTS = ("lr", "noise")
+Scope = Literal["image", "process", "naming"]
+"""What a setting is about: ``image``, how one image is upscaled (chosen per request on every
+surface: the web page's controls, its API); ``process``, the machine and how the networks are
+held (device, precision, compilation: chosen by whoever starts a server, as ``seesr ui`` flags
+and ``SEESR_*``, never per request); ``naming``, the files a folder run writes."""
 CogInput = Literal["default", "empty"]
 """How a setting is a Cog input: ``default`` (the input's default is the setting's) or ``empty``
 (an Optional input whose default, empty, leaves the value to the preset, the model or the
@@ -115,6 +120,8 @@ class Setting:
     """Other accepted names of choices (alias -> choice)."""
     file_suffixes: tuple[str, ...] | None = None
     """A value ending in one of these is a file path, accepted in place of a choice."""
+    scope: Scope = "image"
+    """What the setting is about (:data:`Scope`)."""
 
 
 def setting(
@@ -129,9 +136,10 @@ def setting(
     extra_flags: tuple[str, ...] = (),
     aliases: Mapping[str, str] | None = None,
     file_suffixes: tuple[str, ...] | None = None,
+    scope: Scope = "image",
 ) -> Any:
     """A :class:`Settings` field with its :class:`Setting` description as metadata."""
-    described = Setting(help, range, choices, engines, cog, feeds, extra_flags, aliases, file_suffixes)
+    described = Setting(help, range, choices, engines, cog, feeds, extra_flags, aliases, file_suffixes, scope)
     return dataclasses.field(default=default, metadata={"setting": described})
 
 
@@ -199,7 +207,7 @@ class Settings:
     quality: int = setting(95, "JPEG and WebP quality (PNG is lossless).", range=(1, 100), cog="default")
     suffix: str | None = setting(
         None, "Text added to the stem of each output named after its input; empty: _seesr for one input "
-        "written beside it, nothing in an output folder.",
+        "written beside it, nothing in an output folder.", scope="naming",
     )  # fmt: skip
     sampler: str = setting(
         TURBO.sampler, "Sampler (ddim: deterministic, ours; ddpm: the official scripts' stochastic step); empty: the "
@@ -235,10 +243,10 @@ class Settings:
         None, "Keep the networks on the CPU between stages (less GPU memory, slower); empty: the planner decides.",
         engines=SEESR_ONLY, cog="empty", feeds="plan",
     )  # fmt: skip
-    device: str | None = setting(None, "Device: cuda, cuda:1, cpu, ...; empty: cuda when available.")
+    device: str | None = setting(None, "Device: cuda, cuda:1, cpu, ...; empty: cuda when available.", scope="process")
     dtype: str = setting(
         "auto", "Precision; auto: float16 on CUDA, bfloat16 on a CPU with native bf16, else float32.",
-        choices=DTYPES, engines=SEESR_ONLY,
+        choices=DTYPES, engines=SEESR_ONLY, scope="process",
     )  # fmt: skip
     latent_tile: int | None = setting(
         None, "Denoiser tile in latent pixels (8 image pixels each); empty: the planner's.",
@@ -267,7 +275,7 @@ class Settings:
     )  # fmt: skip
     compile: bool = setting(
         False, "torch.compile ControlNet and UNet (minutes on the first image; measured slower on the CPU).",
-        engines=SEESR_ONLY,
+        engines=SEESR_ONLY, scope="process",
     )  # fmt: skip
     tile: int = setting(
         0, "Real-ESRGAN tile size in input pixels (0: untiled when the image fits the free memory, else 256, 128, 64).",
@@ -279,7 +287,7 @@ class Settings:
     )  # fmt: skip
     fp32: bool = setting(
         False, "Real-ESRGAN in float32 (else float16 on CUDA, bfloat16 on a CPU with native bf16).",
-        engines=("realesrgan",),
+        engines=("realesrgan",), scope="process",
     )  # fmt: skip
     denoise: float = setting(0.0, "Non-local-means denoising strength before upscaling (0: off).", range=(0.0, MAX_DENOISE_STRENGTH))
     no_fallback: bool = setting(
@@ -350,6 +358,11 @@ _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 def setting_info(name: str) -> Setting:
     """The declaration of one setting."""
     return DECLARED[name].metadata["setting"]
+
+
+def settings_in_scope(scope: Scope) -> tuple[str, ...]:
+    """The settings of one :data:`Scope`, in declaration order."""
+    return tuple(name for name in DECLARED if setting_info(name).scope == scope)
 
 
 def env_name(name: str) -> str:
