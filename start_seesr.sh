@@ -7,6 +7,7 @@
 #   benchmark [ARGS]      full-size speed/memory benchmark (python -m seesr.benchmarks.pipeline)
 #   train HR_DIR -o OUT   fine-tune SeeSR on a folder of HR images (seesr train; --help for flags)
 #   evaluate SR_DIR HR_DIR  PSNR/SSIM/LPIPS/... table, paired by name (seesr evaluate; --run to upscale first)
+#   ui [--port 7860]      the web page on http://127.0.0.1:7860 (seesr ui; --help for flags)
 #   python ARGS           python in the venv (SEESR_DEBUG=1: debug logging)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -43,6 +44,7 @@ case "$cmd" in
     benchmark) ensure_setup; cd "$ROOT"; exec "$PY" -m seesr.benchmarks.pipeline "$@" ;;
     train) ensure_setup; exec "$PY" -m seesr.cli train "$@" ;;
     evaluate) ensure_setup; exec "$PY" -m seesr.cli evaluate "$@" ;;
+    ui) ensure_setup; exec "$PY" -m seesr.cli ui "$@" ;;
     python) ensure_setup; exec "$PY" "$@" ;;
     *) sed -n '2,/^set /p' "$0" | sed -n 's/^# \{0,1\}//p' >&2; exit 2 ;;
 esac

@@ -1,5 +1,5 @@
-"""Command line: ``seesr upscale INPUT... -o OUT``, ``seesr weights download|verify|list``, ``seesr train``
-and ``seesr evaluate``.
+"""Command line: ``seesr upscale INPUT... -o OUT``, ``seesr weights download|verify|list``, ``seesr train``,
+``seesr evaluate`` and ``seesr ui``.
 
 A thin adapter over :class:`seesr.api.Upscaler` and :mod:`seesr.weights`: it parses flags, finds
 the files, shows progress (one updating line on a terminal), writes outputs atomically and reports
@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="accept files without a published sha256 from mirrors (marked 'unverified' in list)")
     add_train_parser(commands)
     add_evaluate_parser(commands)
+    add_ui_parser(commands)
     return parser
 
 
@@ -143,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             return train_command(args)
         if args.command == "evaluate":
             return evaluate_command(args)
+        if args.command == "ui":
+            return ui_command(args)
         return upscale_command(args)
     except SeesrError as error:
         _error(f"seesr: {error}")
@@ -455,6 +458,34 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 def _evaluate_progress(row: str, index: int, total: int, name: str) -> None:
     print(f"\r\033[K{row}: {index}/{total} {name}", end="", file=sys.stderr, flush=True)
+
+
+def add_ui_parser(commands: Any) -> None:
+    """``seesr ui``: the web page; its setting flags are the process settings (device, precision),
+    the ones a page request cannot choose."""
+    from seesr.presets import DECLARED, settings_in_scope
+    from seesr.ui import DEFAULT_QUEUE_SIZE
+
+    ui = commands.add_parser(
+        "ui", help="a web page: upload, before/after slider, every setting, progress (Gradio)",
+        epilog=SETTINGS_EPILOG, allow_abbrev=False,
+    )  # fmt: skip
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
+    ui.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
+    ui.add_argument("--weights", type=Path, help="weights directory (default: weights/ or $SEESR_WEIGHTS)")
+    ui.add_argument("--download", action="store_true", help="download missing weights on the first request")
+    ui.add_argument("--config", type=Path, help="YAML file of settings: the page's defaults")
+    ui.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE, metavar="N",
+                    help="requests that may wait their turn (default: %(default)s); one runs at a time")  # fmt: skip
+    ui.add_argument("--share", action="store_true", help="also publish the page through a Gradio share link (off by default)")
+    add_setting_flags(ui, leave_out=frozenset(DECLARED) - frozenset(settings_in_scope("process")))
+
+
+def ui_command(args: argparse.Namespace) -> int:
+    from seesr.ui.server import serve
+
+    return serve(host=args.host, port=args.port, weights=args.weights, download=args.download, config_file=args.config,
+                 queue_size=args.queue_size, share=args.share, **setting_arguments(args))  # fmt: skip
 
 
 if __name__ == "__main__":

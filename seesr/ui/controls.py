@@ -1,0 +1,46 @@
+"""The page's setting controls, generated from the one :class:`~seesr.presets.Settings` declaration.
+
+Every setting whose scope is ``image`` (:data:`~seesr.presets.Scope`) gets one control named after it,
+of the kind its declaration says: a dropdown of its choices, default/on/off for a switch, a text box
+for a number or a text; its help text (:func:`~seesr.presets.describe`) says the default, what
+presets and models change, and what is allowed. Every control starts at :data:`UNSET` (a box
+starts empty), which sends nothing, so the preset, the model, the engine, the server's ``SEESR_*``
+environment and ``seesr ui`` flags decide, as for a flag not given on the command line. Values go
+to the library as the text a person typed, as flags do: it converts and checks them and reports
+every problem in one line. Settings of other scopes (device, precision, output names) are the
+server's, not a request's, and have no control.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from seesr import presets
+
+UNSET = "default"
+"""What a control shows before a person sets it; it sends nothing (an empty box does the same)."""
+SWITCH_CHOICES = (UNSET, "on", "off")
+"""The choices of an on/off setting (the library reads ``on`` and ``off`` as it reads a flag)."""
+
+
+def page_settings() -> tuple[str, ...]:
+    """The settings the page has a control for, in declaration order."""
+    return presets.settings_in_scope("image")
+
+
+def setting_control(name: str) -> gr.components.Component:
+    """The control of one setting, labelled and explained as the declaration says."""
+    info, (kind, _) = presets.setting_info(name), presets.value_kind(name)
+    common: dict[str, Any] = dict(label=name.replace("_", " "), info=presets.describe(name), elem_id=f"setting-{name}")
+    if info.choices:
+        return gr.Dropdown(choices=[UNSET, *info.choices], value=UNSET, **common)
+    if kind is bool:
+        return gr.Radio(choices=list(SWITCH_CHOICES), value=UNSET, **common)
+    return gr.Textbox(value="", placeholder=UNSET, **common)
+
+
+def setting_arguments(values: dict[str, Any]) -> dict[str, Any]:
+    """The settings a person set, by name: controls at :data:`UNSET` or left empty send nothing."""
+    return {name: value for name, value in values.items() if value is not None and str(value).strip() not in ("", UNSET)}
