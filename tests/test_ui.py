@@ -195,3 +195,11 @@ print(sorted(m for m in ("gradio", "torch") if m in sys.modules))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines()[-1] == "[]"
+
+
+def test_requests_queue_one_at_a_time_in_a_bounded_queue(upscaler):
+    app = build_app(upscaler, queue_size=3)
+    assert app._queue.max_size == 3 and app._queue.default_concurrency_limit == 1
+    runs = [fn for fn in app.fns.values() if fn.concurrency_id == "upscaler"]
+    assert {fn.name for fn in runs} == {"upscale_on_page", "batch", "upscale"}  # the page's run, the batch, /upscale
+    assert all(fn.concurrency_limit == 1 for fn in runs)

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
+from seesr import presets
 from seesr.api import DryRun, Result
 from seesr.errors import Cancelled, SeesrError
 from seesr.progress import ProgressCallback, ProgressTimes, RunStart
@@ -121,12 +122,10 @@ def _settings_panel() -> tuple[dict[str, gr.components.Component], gr.Checkbox]:
         with gr.Row():
             place(OUTPUT_SETTINGS)
     with gr.Accordion("Advanced", open=False):
-        from seesr.presets import setting_info
-
         rest = [n for n in names if n not in controls]
-        for engines in dict.fromkeys(setting_info(n).engines for n in rest):
+        for engines in dict.fromkeys(presets.setting_info(n).engines for n in rest):
             gr.Markdown(f"### {' and '.join(engines)}" if len(engines) == 1 else "### every engine")
-            place(tuple(n for n in rest if setting_info(n).engines == engines))
+            place(tuple(n for n in rest if presets.setting_info(n).engines == engines))
     return {name: controls[name] for name in names}, random_seed
 
 
@@ -151,7 +150,8 @@ def _wire(service: PageService, one: dict, several: dict, controls: dict, random
             return warning(message(error))
 
     plan_inputs = {one["image"], random_seed, *controls.values()}
-    triggers = [one["image"].change, *(c.change for c in controls.values() if not isinstance(c, gr.Textbox))]
+    planned = [name for name in names if presets.value_kind(name)[0] is not str or presets.setting_info(name).choices]
+    triggers = [one["image"].change, *(controls[name].change for name in planned)]  # prompts change no plan
     gr.on(triggers, plan, inputs=plan_inputs, outputs=one["plan"], show_progress="hidden", trigger_mode="always_last",
           concurrency_id="plan", concurrency_limit=2, api_visibility="private")  # fmt: skip
 
@@ -171,9 +171,15 @@ def _wire(service: PageService, one: dict, several: dict, controls: dict, random
         download = gr.update(value=str(done.download), label=f"Download {done.download.name}", visible=True)
         return (done.before, done.after), done_text(done.result), download, report_text(done.result), used
 
+    def cleared(words: int) -> Callable[[], tuple]:
+        """Empties ``words`` Markdown outputs and hides a download: the last result goes as a run is asked for."""
+        return lambda: ("",) * words + (gr.update(visible=False),)
+
+    one["run"].click(cleared(2), outputs=[one["status"], one["report"], one["download"]], queue=False, api_visibility="private")
+    several["run"].click(cleared(1), outputs=[several["status"], several["archive"]], queue=False, api_visibility="private")
     outputs = [one["slider"], one["status"], one["download"], one["report"], controls.get("seed", one["status"])]
     run_event = one["run"].click(upscale_on_page, inputs={one["image"], random_seed, *controls.values()}, outputs=outputs,
-                                 concurrency_id=RUN_GROUP, api_visibility="private")  # fmt: skip
+                                 concurrency_id=RUN_GROUP, concurrency_limit=1, api_visibility="private")  # fmt: skip
 
     def batch(values: dict, request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple:
         files = values[several["files"]] or []
@@ -196,7 +202,7 @@ def _wire(service: PageService, one: dict, several: dict, controls: dict, random
 
     batch_event = several["run"].click(
         batch, inputs={several["files"], random_seed, *controls.values()},
-        outputs=[several["gallery"], several["status"], several["archive"]], concurrency_id=RUN_GROUP, api_visibility="private",
+        outputs=[several["gallery"], several["status"], several["archive"]], concurrency_id=RUN_GROUP, concurrency_limit=1, api_visibility="private",
     )  # fmt: skip
 
     def cancel(request: gr.Request) -> str:
@@ -206,7 +212,7 @@ def _wire(service: PageService, one: dict, several: dict, controls: dict, random
         tab["cancel"].click(cancel, outputs=tab["status"], queue=False, cancels=[event], api_visibility="private")
 
     one["api_trigger"].click(api_endpoint(service, names), inputs=[one["image"], *controls.values()],
-                             outputs=one["api_output"], api_name="upscale", concurrency_id=RUN_GROUP)  # fmt: skip
+                             outputs=one["api_output"], api_name="upscale", concurrency_id=RUN_GROUP, concurrency_limit=1)  # fmt: skip
 
 
 def api_endpoint(service: PageService, names: list[str]) -> Callable[..., str]:
