@@ -44,12 +44,19 @@ def photo(tmp_path, lr_image) -> Path:
     return path
 
 
+def gr_page_folder() -> Path:
+    import seesr.ui
+
+    return Path(seesr.ui.__file__).parent
+
+
 def controls_of(app: gr.Blocks) -> dict:
     return app.seesr_controls
 
 
 def test_the_pages_controls_are_the_declaration(upscaler):
     controls = controls_of(build_app(upscaler))
+    assert not list(Path(gr_page_folder()).glob("*.pyi"))  # building the page writes nothing beside it
     assert tuple(controls) == page_settings() == presets.settings_in_scope("image")
     assert set(presets.DECLARED) - set(controls) == set(presets.settings_in_scope("process") + presets.settings_in_scope("naming"))
     assert {"device", "dtype", "suffix"}.isdisjoint(controls)  # the server's, not a request's

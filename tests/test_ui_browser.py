@@ -9,101 +9,36 @@ The server runs in its own process group on 127.0.0.1 and is always stopped with
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import os
 import shutil
-import signal
-import subprocess
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 from conftest import REPO_ROOT, shared_input
 from PIL import Image
-from test_cog import assert_upscaled, free_port
+from test_cog import assert_upscaled
 from tiny_layout import lay_out_tiny_weights
+
+from seesr.benchmarks.ui import CHROMIUM, PageServer, open_chromium, set_setting
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-STARTUP_TIMEOUT = 180.0
 RUN_TIMEOUT_MS = 240_000
 PHOTO = "179.png"  # a real 128x128 photo
 SOAK_REQUESTS, SOAK_WARMUP = 20, 5
 SCREENSHOT_MAX_BYTES = 200_000
 
 
-class UiServer:
-    """``./start_seesr.sh ui`` in its own process group, its log and its temporary folder (TMPDIR)."""
-
-    def __init__(self, root: Path, weights: Path) -> None:
-        self.root, self.tmp = root, root / "tmp"
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SEESR_", "GRADIO_", "HF_"))}
-        env.update(TMPDIR=str(self.tmp), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1",
-                   NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")  # fmt: skip
-        for attempt in range(3):  # the free port may be taken before the server binds it
-            self.port = free_port()
-            self.url = f"http://127.0.0.1:{self.port}"
-            self.log = root / f"server-{attempt}.log"
-            with open(self.log, "wb") as out:
-                command = [str(REPO_ROOT / "start_seesr.sh"), "ui", "--port", str(self.port), "--weights", str(weights), "--device", "cpu"]
-                self.process = subprocess.Popen(command, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-            if self._wait_ready():
-                return
-            self.stop()
-        pytest.fail(f"no free port for the page:\n{self.log_tail()}")
-
-    def log_tail(self, chars: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-chars:]
-
-    def _wait_ready(self) -> bool:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                if "address already in use" in self.log_tail().lower():
-                    return False
-                pytest.fail(f"`start_seesr.sh ui` exited with {self.process.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(OSError):
-                if self.get("/")[0] == 200:
-                    return True
-            time.sleep(0.5)
-        pytest.fail(f"the page was not up after {STARTUP_TIMEOUT:.0f} s:\n{self.log_tail()}")
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, no proxy
-        try:
-            with opener.open(self.url + path, timeout=30) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as error:
-            with error:
-                return error.code, error.read()
-
-    def stop(self) -> int | None:
-        """SIGTERM to the whole group (the page removes its files), then SIGKILL if it lingers."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=30)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        return self.process.wait(timeout=30)
-
-    def rss(self) -> int:
-        """Resident memory of the server (the Python process and any children)."""
-        process = psutil.Process(self.process.pid)
-        return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
+def start_page(root: Path, weights: Path) -> PageServer:
+    """``./start_seesr.sh ui --port P --weights W --device cpu``, as typed, in its own process group."""
+    command = [str(REPO_ROOT / "start_seesr.sh"), "ui", "--weights", str(weights), "--device", "cpu"]
+    try:
+        return PageServer(command, root, {**os.environ, "OMP_NUM_THREADS": "2"})
+    except RuntimeError as failure:
+        pytest.fail(str(failure))
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +48,7 @@ def weights(tiny, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(weights, tmp_path_factory):
-    ui = UiServer(tmp_path_factory.mktemp("ui"), weights)
+    ui = start_page(tmp_path_factory.mktemp("ui"), weights)
     try:
         yield ui
     finally:
@@ -127,26 +62,8 @@ def browser():
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright, tempfile.TemporaryDirectory(prefix="seesr-chromium-") as profile:
-        context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True, accept_downloads=True,
-            viewport={"width": 1280, "height": 900},
-        )  # fmt: skip
-        try:
-            yield context
-        finally:
-            context.close()
-
-
-def set_text(page, name: str, value: str) -> None:
-    page.locator(f"#setting-{name}").locator("input, textarea").first.fill(value)
-
-
-def choose(page, name: str, value: str) -> None:
-    page.locator(f"#setting-{name}").locator("input").first.click()
-    page.get_by_role("option", name=value, exact=True).click()
+    with open_chromium() as context:
+        yield context
 
 
 def drop_file(page, target: str, name: str, data: bytes) -> None:
@@ -190,17 +107,17 @@ def test_a_person_upscales_with_seesr_then_realesrgan_and_downloads(server, brow
     expect(page.locator("#plan")).to_contain_text("128x128 -> 512x512", timeout=60_000)  # the dry run, before any click
     expect(page.locator("#plan")).to_contain_text("engine: seesr (seesr-turbo)")
     expect(page.locator("#plan")).to_contain_text("estimated peak memory")
-    set_text(page, "scale", "2")
+    set_setting(page, "scale", "2")
     page.get_by_text("Advanced", exact=True).click()
-    set_text(page, "steps", "1")
-    set_text(page, "process_size", "0")
+    set_setting(page, "steps", "1")
+    set_setting(page, "process_size", "0")
     expect(page.locator("#plan")).to_contain_text("128x128 -> 256x256")
     seesr_output = run_and_download(page, expect, "seesr")
     assert_upscaled(seesr_output, (256, 256))
     used_seed = page.locator("#setting-seed").locator("input, textarea").first.input_value()
     expect(page.locator("#report")).to_contain_text(f"seed: {used_seed}")
 
-    choose(page, "model", "realesrgan-x4plus")
+    set_setting(page, "model", "realesrgan-x4plus")
     expect(page.locator("#plan")).to_contain_text("engine: realesrgan (realesrgan-x4plus)")
     realesrgan_output = run_and_download(page, expect, "realesrgan")
     assert_upscaled(realesrgan_output, (256, 256))
@@ -231,15 +148,15 @@ def test_cancel_stops_a_run_and_the_page_runs_the_next(server, browser):
     page.locator("#input-image input[type=file]").set_input_files(str(shared_input(PHOTO)))
     expect(page.locator("#plan")).to_contain_text("128x128 -> 512x512", timeout=60_000)
     page.get_by_text("Advanced", exact=True).click()
-    set_text(page, "steps", "8")  # 512 px, 8 steps: long enough to be stopped in the middle
+    set_setting(page, "steps", "8")  # 512 px, 8 steps: long enough to be stopped in the middle
     page.click("#upscale-button")
     expect(page.locator("#result-slider")).to_contain_text("denoising", timeout=RUN_TIMEOUT_MS)  # the progress
     started = time.monotonic()
     page.click("#cancel-button")
     expect(page.locator("#status")).to_contain_text("Cancel", timeout=30_000)
-    set_text(page, "steps", "1")
-    set_text(page, "scale", "2")
-    set_text(page, "process_size", "0")
+    set_setting(page, "steps", "1")
+    set_setting(page, "scale", "2")
+    set_setting(page, "process_size", "0")
     page.click("#upscale-button")
     expect(page.locator("#status")).to_contain_text("Done", timeout=RUN_TIMEOUT_MS)
     assert time.monotonic() - started < 60, "the cancelled run went on"
@@ -289,7 +206,7 @@ def test_twenty_requests_in_a_row_level_off_in_memory(server):
 def test_stopping_the_server_removes_its_files(weights, tmp_path):
     from gradio_client import Client, handle_file
 
-    ui = UiServer(tmp_path, weights)
+    ui = start_page(tmp_path, weights)
     try:
         Client(ui.url, verbose=False).predict(handle_file(str(shared_input(PHOTO))), model="realesrgan-x4plus",
                                               scale=2, api_name="/upscale")  # fmt: skip
@@ -299,3 +216,22 @@ def test_stopping_the_server_removes_its_files(weights, tmp_path):
     assert code == 0, ui.log_tail()
     assert not list(ui.tmp.glob("seesr-ui-*")), list(ui.tmp.iterdir())
     assert "Traceback" not in ui.log_tail(100_000)
+
+
+def test_the_page_benchmark_prints_both_times_and_the_overhead(weights, browser, tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "seesr.benchmarks.ui", "--image", str(shared_input(PHOTO)), "--weights", str(weights),
+               "--model", "realesrgan-x4plus", "--scale", "2", "--repeats", "1"]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("machine: ") and "threads" in lines[0]
+    api, page, inside = (float(re.search(r"median ([\d.]+) s", line).group(1)) for line in lines[2:5])
+    assert lines[2].startswith("API (Upscaler.upscale") and lines[3].startswith("page (click to result)")
+    assert 0 < api and 0 < inside < page and lines[4].startswith("the same runs inside the server")
+    overhead = float(re.match(r"page overhead: ([+-][\d.]+) %", lines[5]).group(1))
+    assert overhead == pytest.approx(100 * (page / inside - 1), abs=100 * 0.01 / inside + 0.1)  # one run: that run

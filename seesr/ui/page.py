@@ -35,15 +35,14 @@ RUN_GROUP = "upscaler"
 """The concurrency group of every event that runs the Upscaler: one at a time, in queue order."""
 
 
-class SentImage(gr.Image):
-    """An image upload that reaches seesr as the file the browser sent, undecoded, so that seesr's
-    reader checks its bytes and pixels before anything decodes it (Gradio's own Image opens it)."""
-
-    def preprocess(self, payload: Any) -> str | None:
-        return None if payload is None or payload.path is None else payload.path
-
-    def get_block_name(self) -> str:
-        return "image"
+def sent_image(**options: Any) -> gr.Image:
+    """An image upload that reaches seesr as the path of the file the browser sent, undecoded, so
+    that seesr's reader checks its bytes and pixels before anything decodes it (Gradio's Image
+    opens it first). Its preprocessing is replaced on the instance: a subclass of a Gradio
+    component would make Gradio write a ``.pyi`` stub beside this module."""
+    image = gr.Image(type="filepath", image_mode=None, **options)
+    image.preprocess = lambda payload: None if payload is None else payload.path
+    return image
 
 
 def build_page(service: PageService, queue_size: int) -> gr.Blocks:
@@ -71,9 +70,7 @@ def build_page(service: PageService, queue_size: int) -> gr.Blocks:
 def _one_image_tab() -> dict[str, Any]:
     with gr.Row():
         with gr.Column():
-            image = SentImage(
-                label="image", type="filepath", image_mode=None, sources=["upload", "clipboard"], elem_id="input-image"
-            )
+            image = sent_image(label="image", sources=["upload", "clipboard"], elem_id="input-image")
             plan = gr.Markdown("Drop an image to see what will run.", elem_id="plan")
         with gr.Column():
             slider = gr.ImageSlider(label="before (bicubic) / after", type="pil", format="png", elem_id="result-slider")
@@ -130,89 +127,115 @@ def _settings_panel() -> tuple[dict[str, gr.components.Component], gr.Checkbox]:
 
 
 # ---------------------------------------------------------------------------- events
-def _wire(service: PageService, one: dict, several: dict, controls: dict, random_seed: gr.Checkbox) -> None:
-    names = list(controls)
-    by_component = {component: name for name, component in controls.items()}
+class _Settings:
+    """The setting controls of the page and how their values become an Upscaler's arguments."""
 
-    def arguments(values: dict, random: bool) -> dict[str, Any]:
-        chosen = setting_arguments({by_component[c]: v for c, v in values.items() if c in by_component})
-        if random:
+    def __init__(self, controls: dict[str, gr.components.Component], random_seed: gr.Checkbox) -> None:
+        self.controls, self.random_seed = controls, random_seed
+        self.names = {component: name for name, component in controls.items()}
+
+    def inputs(self, *components: gr.components.Component) -> set:
+        """An event's inputs: ``components``, the random-seed switch and every control."""
+        return {*components, self.random_seed, *self.controls.values()}
+
+    def arguments(self, values: dict) -> dict[str, Any]:
+        """The settings a person set; no seed while "random seed" is on."""
+        chosen = setting_arguments({self.names[c]: v for c, v in values.items() if c in self.names})
+        if values[self.random_seed]:
             chosen.pop("seed", None)
         return chosen
+
+
+def _wire(service: PageService, one: dict, several: dict, controls: dict, random_seed: gr.Checkbox) -> None:
+    settings = _Settings(controls, random_seed)
+    _wire_plan(service, one, settings)
+    run_one = _wire_one_image(service, one, settings)
+    run_several = _wire_several_images(service, several, settings)
+
+    def cancel(request: gr.Request) -> str:
+        return "Cancelling..." if service.cancel(_session(request)) else "Nothing is running."
+
+    for tab, event in ((one, run_one), (several, run_several)):
+        tab["cancel"].click(cancel, outputs=tab["status"], queue=False, cancels=[event], api_visibility="private")
+    one["api_trigger"].click(api_endpoint(service, list(controls)), inputs=[one["image"], *controls.values()],
+                             outputs=one["api_output"], api_name="upscale", concurrency_id=RUN_GROUP, concurrency_limit=1)  # fmt: skip
+
+
+def _wire_plan(service: PageService, one: dict, settings: _Settings) -> None:
+    """The dry-run plan, again whenever the image or a setting that can change it changes."""
 
     def plan(values: dict) -> str:
         image = values[one["image"]]
         if image is None:
             return "Drop an image to see what will run."
         try:
-            return plan_text(service.plan(image, arguments(values, values[random_seed])))
+            return plan_text(service.plan(image, settings.arguments(values)))
         except SeesrError as error:
             return warning(message(error))
 
-    plan_inputs = {one["image"], random_seed, *controls.values()}
-    planned = [name for name in names if presets.value_kind(name)[0] is not str or presets.setting_info(name).choices]
-    triggers = [one["image"].change, *(controls[name].change for name in planned)]  # prompts change no plan
-    gr.on(triggers, plan, inputs=plan_inputs, outputs=one["plan"], show_progress="hidden", trigger_mode="always_last",
-          concurrency_id="plan", concurrency_limit=2, api_visibility="private")  # fmt: skip
+    texts = [name for name in settings.controls if presets.value_kind(name)[0] is str and not presets.setting_info(name).choices]
+    triggers = [one["image"].change, *(c.change for name, c in settings.controls.items() if name not in texts)]  # prompts: no
+    gr.on(triggers, plan, inputs=settings.inputs(one["image"]), outputs=one["plan"], show_progress="hidden",
+          trigger_mode="always_last", concurrency_id="plan", concurrency_limit=2, api_visibility="private")  # fmt: skip
+
+
+def _wire_one_image(service: PageService, one: dict, settings: _Settings) -> gr.events.Dependency:
+    """Upscale: the slider, the status line, the download, the report and the seed used."""
+    seed = settings.controls.get("seed")
 
     def upscale_on_page(values: dict, request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple:
-        image, started = values[one["image"]], time.monotonic()
-        seed_box = values[controls["seed"]] if "seed" in controls else None
-        if image is None:
-            return None, warning("Drop an image first."), gr.update(visible=False), "", seed_box
-        try:
-            done = service.upscale(image, arguments(values, values[random_seed]), _session(request), page_progress(progress))
-        except Cancelled:
-            return None, f"Cancelled after {time.monotonic() - started:.0f} s; nothing was produced.", gr.update(visible=False), "", seed_box
-        except Exception as error:  # noqa: BLE001 - one line on the page; a bug's traceback goes to the log
-            _log_unexpected(error)
-            return None, warning(message(error)), gr.update(visible=False), "", seed_box
-        used = str(done.result.seed) if done.result.seed is not None else seed_box
+        seed_shown = values[seed] if seed is not None else None
+        if values[one["image"]] is None:
+            return None, warning("Drop an image first."), gr.update(visible=False), "", seed_shown
+        done, failure = _attempt(lambda: service.upscale(values[one["image"]], settings.arguments(values),
+                                                         _session(request), page_progress(progress)))  # fmt: skip
+        if failure is not None:
+            return None, failure, gr.update(visible=False), "", seed_shown
         download = gr.update(value=str(done.download), label=f"Download {done.download.name}", visible=True)
+        used = str(done.result.seed) if done.result.seed is not None else seed_shown
         return (done.before, done.after), done_text(done.result), download, report_text(done.result), used
 
-    def cleared(words: int) -> Callable[[], tuple]:
-        """Empties ``words`` Markdown outputs and hides a download: the last result goes as a run is asked for."""
-        return lambda: ("",) * words + (gr.update(visible=False),)
+    one["run"].click(lambda: ("", "", gr.update(visible=False)), outputs=[one["status"], one["report"], one["download"]],
+                     queue=False, api_visibility="private")  # the last result's words go at once  # fmt: skip
+    outputs = [one["slider"], one["status"], one["download"], one["report"], seed if seed is not None else one["status"]]
+    return one["run"].click(upscale_on_page, inputs=settings.inputs(one["image"]), outputs=outputs, concurrency_id=RUN_GROUP,
+                            concurrency_limit=1, api_visibility="private")  # fmt: skip
 
-    one["run"].click(cleared(2), outputs=[one["status"], one["report"], one["download"]], queue=False, api_visibility="private")
-    several["run"].click(cleared(1), outputs=[several["status"], several["archive"]], queue=False, api_visibility="private")
-    outputs = [one["slider"], one["status"], one["download"], one["report"], controls.get("seed", one["status"])]
-    run_event = one["run"].click(upscale_on_page, inputs={one["image"], random_seed, *controls.values()}, outputs=outputs,
-                                 concurrency_id=RUN_GROUP, concurrency_limit=1, api_visibility="private")  # fmt: skip
+
+def _wire_several_images(service: PageService, several: dict, settings: _Settings) -> gr.events.Dependency:
+    """Upscale all: the gallery, the status (with each file that failed) and the zip."""
 
     def batch(values: dict, request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple:
         files = values[several["files"]] or []
         if not files:
             return [], warning("Add some images first."), gr.update(visible=False)
-        started = time.monotonic()
 
         def image_progress(index: int, name: str) -> ProgressCallback:
             return page_progress(progress, f"image {index + 1}/{len(files)} ({name}): ")
 
-        try:
-            done = service.batch(files, arguments(values, values[random_seed]), _session(request), image_progress)
-        except Cancelled:
-            return [], f"Cancelled after {time.monotonic() - started:.0f} s.", gr.update(visible=False)
-        except Exception as error:  # noqa: BLE001
-            _log_unexpected(error)
-            return [], warning(message(error)), gr.update(visible=False)
+        done, failure = _attempt(lambda: service.batch(files, settings.arguments(values), _session(request), image_progress))
+        if failure is not None:
+            return [], failure, gr.update(visible=False)
         archive = gr.update(value=str(done.archive), visible=True) if done.archive else gr.update(visible=False)
         return [(str(upscaled.download), name) for name, upscaled in done.done], batch_text(done), archive
 
-    batch_event = several["run"].click(
-        batch, inputs={several["files"], random_seed, *controls.values()},
-        outputs=[several["gallery"], several["status"], several["archive"]], concurrency_id=RUN_GROUP, concurrency_limit=1, api_visibility="private",
-    )  # fmt: skip
+    several["run"].click(lambda: ("", gr.update(visible=False)), outputs=[several["status"], several["archive"]],
+                         queue=False, api_visibility="private")  # fmt: skip
+    outputs = [several["gallery"], several["status"], several["archive"]]
+    return several["run"].click(batch, inputs=settings.inputs(several["files"]), outputs=outputs, concurrency_id=RUN_GROUP,
+                                concurrency_limit=1, api_visibility="private")  # fmt: skip
 
-    def cancel(request: gr.Request) -> str:
-        return "Cancelling..." if service.cancel(_session(request)) else "Nothing is running."
 
-    for tab, event in ((one, run_event), (several, batch_event)):
-        tab["cancel"].click(cancel, outputs=tab["status"], queue=False, cancels=[event], api_visibility="private")
-
-    one["api_trigger"].click(api_endpoint(service, names), inputs=[one["image"], *controls.values()],
-                             outputs=one["api_output"], api_name="upscale", concurrency_id=RUN_GROUP, concurrency_limit=1)  # fmt: skip
+def _attempt(run: Callable[[], Any]) -> tuple[Any, str | None]:
+    """``(run(), None)``, or ``(None, the line the page says)`` when it was cancelled or refused."""
+    started = time.monotonic()
+    try:
+        return run(), None
+    except Cancelled:
+        return None, f"Cancelled after {time.monotonic() - started:.0f} s; nothing was produced."
+    except Exception as error:  # noqa: BLE001 - one line on the page; a bug's traceback goes to the log
+        _log_unexpected(error)
+        return None, warning(message(error))
 
 
 def api_endpoint(service: PageService, names: list[str]) -> Callable[..., str]:
