@@ -168,6 +168,7 @@ class Upscaler:
         elif self._pipe_key != key:
             self._pipe.to(device, dtype)
         self._pipe_key = key
+        self._pipe.use_attention(settings.attention)
         if settings.compile:
             self._pipe.compile()
         return self._pipe

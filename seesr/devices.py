@@ -59,14 +59,20 @@ def default_dtype(device: str | torch.device) -> torch.dtype:
     return torch.float32
 
 
+def cpu_bf16_units() -> tuple[bool, bool]:
+    """(AVX512-BF16, AMX tiles): the CPU's native bf16 units, as torch's kernels see them."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    try:
+        avx512_bf16, amx = (check is not None and bool(check()) for check in checks)
+    except RuntimeError:
+        return False, False
+    return avx512_bf16, amx
+
+
 def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX tiles. (oneDNN's ``_is_mkldnn_bf16_supported`` also says yes on plain
     AVX-512, where bf16 is emulated and no faster than float32.)"""
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    try:
-        return torch.backends.mkldnn.is_available() and any(check() for check in checks if check is not None)
-    except RuntimeError:
-        return False
+    return torch.backends.mkldnn.is_available() and any(cpu_bf16_units())
 
 
 class PeakTracker:

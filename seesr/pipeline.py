@@ -28,6 +28,7 @@ from seesr.imaging import pil_to_tensor, plan_working_size, resize, tensor_to_pi
 from seesr.kds import KdsConfig, particle_noise, select_particle, steered_denoiser
 from seesr.memory import keep_heap_within_stage, trim_host_heap
 from seesr.models import MODELS
+from seesr.models.attention import set_attention
 from seesr.models.controlnet import SeesrControlNetModel
 from seesr.models.tagger import RamConfig, RamTagger
 from seesr.models.unet import SeesrUNet2DConditionModel
@@ -111,6 +112,8 @@ class SeesrPipeline:
         latent tiles while denoising (steps x tiles)."""
         self._offload = False
         self._timings: dict[str, float] = {}
+        self.attention = "auto"
+        """Which attention the networks run (:data:`~seesr.presets.ATTENTIONS`; see :meth:`use_attention`)."""
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -184,7 +187,7 @@ class SeesrPipeline:
         """Move the networks, each to its dtype for ``dtype`` (:func:`network_dtypes`; None: keep).
         A bfloat16 VAE on the CPU gets channels_last weights: oneDNN runs NHWC convolutions without
         layout reorders. A float32 VAE stays NCHW, which keeps its results equal to the official
-        (NCHW) numbers."""
+        (NCHW) numbers. The attention layers get the processor of :meth:`use_attention`."""
         device = torch.device(device)
         self.execution_device = device
         if self._offload:
@@ -203,7 +206,21 @@ class SeesrPipeline:
             model.eval().requires_grad_(False)
         cpu_bf16 = self.execution_device.type == "cpu" and next(self.vae.parameters()).dtype == torch.bfloat16
         self.vae.to(memory_format=torch.channels_last if cpu_bf16 else torch.contiguous_format)
+        for module in self.vae.modules():
+            # every SiLU of the VAE acts on a fresh GroupNorm output (the VAE has no time embedding):
+            # in place it computes the same values without a new image-sized activation
+            if isinstance(module, torch.nn.SiLU):
+                module.inplace = True
+        self.use_attention(self.attention)
         return self
+
+    def use_attention(self, choice: str) -> None:
+        """``auto``: each network gets the attention :func:`~seesr.models.attention.attention_kernel`
+        picks for its device and dtype (the AVX512-BF16 kernel for bfloat16 on CPUs without AMX);
+        ``sdpa``: torch's ``scaled_dot_product_attention`` everywhere."""
+        for model in (self.unet, self.controlnet, self.vae):
+            set_attention([model], self.execution_device, next(model.parameters()).dtype, choice)
+        self.attention = choice
 
     def set_offload(self, enabled: bool) -> None:
         """Keep the networks on the CPU and move each to the execution device only for its stage."""

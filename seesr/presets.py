@@ -87,6 +87,9 @@ Scope = Literal["image", "process", "naming"]
 surface: the web page's controls, its API); ``process``, the machine and how the networks are
 held (device, precision, compilation: chosen by whoever starts a server, as ``seesr ui`` flags
 and ``SEESR_*``, never per request); ``naming``, the files a folder run writes."""
+ATTENTIONS = ("auto", "sdpa")
+"""Attention of the SeeSR networks: ``auto`` (the rule of :func:`seesr.models.attention.attention_kernel`)
+or ``sdpa`` (torch's ``scaled_dot_product_attention`` everywhere)."""
 CogInput = Literal["default", "empty"]
 """How a setting is a Cog input: ``default`` (the input's default is the setting's) or ``empty``
 (an Optional input whose default, empty, leaves the value to the preset, the model or the
@@ -276,6 +279,11 @@ class Settings:
     compile: bool = setting(
         False, "torch.compile ControlNet and UNet (minutes on the first image; measured slower on the CPU).",
         engines=SEESR_ONLY, scope="process",
+    )  # fmt: skip
+    attention: str = setting(
+        "auto", "Attention kernel: auto (seesr's AVX512-BF16 kernel for bfloat16 on CPUs with AVX512-BF16 and no AMX, "
+        "measured faster there; elsewhere torch's) or sdpa (torch's scaled_dot_product_attention everywhere).",
+        choices=ATTENTIONS, engines=SEESR_ONLY, scope="process",
     )  # fmt: skip
     tile: int = setting(
         0, "Real-ESRGAN tile size in input pixels (0: untiled when the image fits the free memory, else 256, 128, 64).",

@@ -36,12 +36,12 @@ from dataclasses import dataclass
 from typing import Callable, Generator, Sequence
 
 import torch
-import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from torch import nn
 
 from seesr.errors import ConfigError, InputError
+from seesr.models.attention import sdpa_for
 from seesr.tiling import Tile, axis_starts
 
 __all__ = ["tiled_decode", "tiled_encode", "group_stats", "pool_group_stats", "plan_windows", "Window"]
@@ -336,7 +336,7 @@ class _WindowPass:
         query, key, value = attn.to_q(h), attn.to_k(h), attn.to_v(h)
         head_dim = key.shape[-1] // attn.heads
         query, key, value = (t.view(b, -1, attn.heads, head_dim).transpose(1, 2) for t in (query, key, value))
-        h = F.scaled_dot_product_attention(query, key, value)
+        h = sdpa_for(attn)(query, key, value)
         h = h.transpose(1, 2).reshape(b, -1, attn.heads * head_dim).to(query.dtype)
         h = attn.to_out[1](attn.to_out[0](h))
         h = h.transpose(-1, -2).reshape(b, c, height, width)

@@ -238,8 +238,24 @@ def test_report_prints_a_record_and_compares_only_records_of_one_machine(record,
     assert refused.returncode == 2 and "not compared" in refused.stderr and "Another CPU [avx2]" in refused.stderr
 
 
-def test_candidates_profile_and_unet_run_as_typed(tiny_weights_dir, tmp_path):
-    """``python -m seesr.benchmarks.candidates profile unet`` as the README types it (tiny weights)."""
+def test_the_default_path_runs_the_attention_asked_for(tiny_weights_dir, monkeypatch):
+    """``--attention sdpa`` keeps torch's attention on the default path (an A/B of seesr's kernel
+    against torch's on one machine); the record says which processors ran."""
+    from seesr.models import attention
+
+    monkeypatch.setattr(attention, "cpu_bf16_units", lambda: (True, False))
+    monkeypatch.setattr(attention, "load_kernel", lambda: print)  # built (the tiny heads never reach it)
+    common = ["--smoke", "--weights", str(tiny_weights_dir), "--dtype", "bfloat16", "--sizes", "16", "--steps", "1",
+              "--warmup", "0", "--repeats", "1"]  # fmt: skip
+    for choice, processor in (("sdpa", "AttnProcessor2_0"), ("auto", "Avx512Bf16AttnProcessor")):
+        record = bench.main([*common, "--attention", choice])
+        default = record["variants"]["default"]
+        assert default["variant"]["attention"] == choice
+        assert default["attention_processors"] == dict.fromkeys(("unet", "controlnet", "vae"), [processor])
+
+
+def test_candidates_profile_attention_and_unet_run_as_typed(tiny_weights_dir, tmp_path):
+    """``python -m seesr.benchmarks.candidates profile attention unet`` as the README types it (tiny weights)."""
     import subprocess
     import sys
 
@@ -247,7 +263,7 @@ def test_candidates_profile_and_unet_run_as_typed(tiny_weights_dir, tmp_path):
 
     out = tmp_path / "candidates.json"
     done = subprocess.run(
-        [sys.executable, "-m", "seesr.benchmarks.candidates", "profile", "unet", "--latent", "8", "--warmup", "0",
+        [sys.executable, "-m", "seesr.benchmarks.candidates", "profile", "attention", "unet", "--latent", "8", "--warmup", "0",
          "--repeats", "1", "--threads", "1", "--weights", str(tiny_weights_dir), "--json", str(out)],
         capture_output=True, text=True, timeout=600, env={"PYTHONPATH": str(REPO_ROOT), "PATH": "", "OMP_WAIT_POLICY": "PASSIVE"},
     )  # fmt: skip
@@ -261,7 +277,22 @@ def test_candidates_profile_and_unet_run_as_typed(tiny_weights_dir, tmp_path):
         assert 0 < sum(shares) <= 1.0 + 1e-9 and shares == sorted(shares, reverse=True)
         assert all(op["calls"] >= 1 and op["op"] for op in profile["top_ops"])
     assert any(op["op"].startswith("aten::") for op in profiles[0]["top_ops"])
-    assert "| op | calls | self s | share |" in done.stdout
+    assert "| op | calls | self s | share |" in done.stdout and "| GFLOP | GFLOP/s |" in done.stdout
+    convolutions = [op for op in profiles[0]["flop_ops"] if op["op"] == "aten::conv2d"]
+    assert convolutions and convolutions[0]["gflop"] > 0 and convolutions[0]["gflops"] > 0
+    attention = record["candidates"]["attention"]
+    if attention[0].get("kernel") == "sdpa":  # a CPU where the rule keeps torch's SDPA: nothing to time
+        assert len(attention) == 1
+    else:
+        calls = [r for r in attention if r["what"] == "attention call"]
+        assert calls and all(r["calls_per_forward"] >= 1 and r["gflop"] > 0 for r in calls)
+        for row in calls:  # the tiny networks' heads (8, 32 wide) are not the kernel's: both are torch's SDPA
+            assert row["kernel_vs_sdpa"]["max_abs"] == 0
+            assert row["sdpa_vs_float32"]["relative_l2"] < 1e-2
+        whole = {r["what"]: r for r in attention if r["what"] != "attention call"}
+        assert set(whole) == {"controlnet+unet forward", "vae decode"}
+        assert all(len(r["sdpa"]["samples"]) == len(r["auto"]["samples"]) == 1 for r in whole.values())
+        assert whole["controlnet+unet forward"]["kernel_vs_float32"]["relative_l2"] < 0.05
     unet = record["candidates"]["unet"]
     assert [(r["dtype"], r["channels_last"]) for r in unet] == [("float32", False), ("float32", True),
                                                                 ("bfloat16", False), ("bfloat16", True)]  # fmt: skip

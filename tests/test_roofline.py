@@ -23,6 +23,18 @@ def test_cpu_flash_attention_is_counted():
     assert counter.get_total_flops() == 2 * 1 * 2 * 8 * 6 * (4 + 5)
 
 
+def test_seesr_attention_kernel_is_counted():
+    """The AVX512-BF16 kernel's operator counts as the flash kernel does (shapes only: fake tensors)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        q, k, v = (torch.empty(1, 2, n, 64, dtype=torch.bfloat16) for n in (8, 6, 6))
+        with FlopCounterMode(display=False, custom_mapping=roofline.ATTENTION_FORMULAS) as counter:
+            out = torch.ops.seesr.attention_avx512bf16(q, k, v, 0.125)
+    assert out.shape == (1, 2, 8, 64)
+    assert counter.get_total_flops() == 2 * 1 * 2 * 8 * 6 * (64 + 64)
+
+
 def test_each_stage_is_counted_and_steps_add_up(tiny_pipe):
     one = roofline.count_stage_flops(tiny_pipe, 16, steps=1)
     two = roofline.count_stage_flops(tiny_pipe, 16, steps=2)

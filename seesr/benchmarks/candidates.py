@@ -1,11 +1,12 @@
 """Candidate speed-ups, each measured against its own baseline in one process (full-size networks).
 
-    python -m seesr.benchmarks.candidates quality precision sdpa unet threads vae tile_batch compile profile
+    python -m seesr.benchmarks.candidates quality precision attention sdpa unet threads vae tile_batch compile profile
         [--device cpu|cuda] [--latent 64] [--warmup 1] [--repeats 2] [--threads N] [--json out.json]
         [--weights DIR]     # measure a weights folder's networks instead of full-size random ones
 
 See ``CANDIDATES``: bf16 vs float32 and channels_last for ControlNet + UNet and for the VAE, thread
-count, tile batching, ``torch.compile``, the attention processor in use, the numerical cost of bf16
+count, tile batching, ``torch.compile``, the attention processor in use, torch's SDPA against
+seesr's AVX512-BF16 attention kernel (timed alternately, with errors), the numerical cost of bf16
 (final latents, and one epsilon prediction in bf16 and fp16 vs fp32), and ``profile``: the top
 operators (share of time) of one ControlNet + UNet forward in float32 and in the device's default
 dtype, and of one VAE decode.
@@ -31,6 +32,7 @@ from seesr.benchmarks.common import (
     random_image,
     release_memory,
     timed,
+    timed_alternating,
     versions,
 )
 from seesr.devices import default_dtype
@@ -161,6 +163,92 @@ def candidate_quality(pipe, lr_size: int, steps: int) -> list[dict]:
              "image_max_abs": float((ia - ib).abs().max()), "image_mean_abs": float((ia - ib).abs().mean())}]  # fmt: skip
 
 
+class _AttentionShapes(torch.overrides.TorchFunctionMode):
+    """Records the (batch, heads, length, head_dim) shapes of query and key of every SDPA call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[tuple, int] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.nn.functional.scaled_dot_product_attention:
+            shapes = (tuple(args[0].shape), tuple(args[1].shape))
+            self.calls[shapes] = self.calls.get(shapes, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+def _relative_errors(got: torch.Tensor, want: torch.Tensor) -> dict:
+    diff = got.double() - want.double()
+    return {"max_abs": float(diff.abs().max()), "relative_l2": float(diff.norm() / want.double().norm())}
+
+
+def _heads(shape: tuple, seed: int) -> torch.Tensor:
+    """A bf16 (batch, heads, length, head_dim) tensor laid out as diffusers' processors make it."""
+    batch, heads, length, head_dim = shape
+    x = torch.randn(batch, length, heads * head_dim, generator=torch.Generator().manual_seed(seed))
+    return x.to(torch.bfloat16).view(batch, length, heads, head_dim).transpose(1, 2)
+
+
+def candidate_attention(pipe, device, latent: int, warmup: int, repeats: int) -> list[dict]:
+    """torch's SDPA against seesr's AVX512-BF16 kernel (``attention="auto"`` where the rule picks
+    it), timed alternately in this process: every distinct attention call of a ControlNet + UNet
+    forward and a VAE decode at ``latent`` (error of each against float32 SDPA and of the kernel
+    against torch's bf16), the whole forward (epsilon against float32) and the VAE decode."""
+    from seesr.models.attention import attention_kernel, scaled_dot_product_attention
+
+    if attention_kernel(device, torch.bfloat16) == "sdpa":
+        log("attention: the rule keeps torch's SDPA on this machine; nothing to compare")
+        return [{"what": "attention", "kernel": "sdpa", "note": "the rule keeps torch's SDPA here"}]
+    latents, condition, text, ram = _predict_inputs(pipe, latent)
+    z = torch.randn(1, 4, latent, latent, generator=torch.Generator().manual_seed(0)).to(device)
+    forward = lambda: pipe.predict_noise(latents, 999, text.to(pipe.dtype), ram.to(pipe.dtype), condition, 1.0, 1.0)
+    pipe.to(device, torch.float32)
+    reference = forward().float()
+    pipe.to(device, torch.bfloat16)
+    pipe.use_attention("sdpa")
+    shapes = _AttentionShapes()
+    with shapes:
+        forward()
+        pipe.decode(z)
+    rows = []
+    for (q_shape, k_shape), calls in sorted(shapes.calls.items(), key=lambda item: -item[0][0][2] * item[0][1][2]):
+        q, k, v = _heads(q_shape, 0), _heads(k_shape, 1), _heads(k_shape, 2)
+        outputs = {}
+        fns = {"sdpa": lambda: outputs.__setitem__("sdpa", torch.nn.functional.scaled_dot_product_attention(q, k, v)),
+               "kernel": lambda: outputs.__setitem__("kernel", scaled_dot_product_attention(q, k, v))}  # fmt: skip
+        stats = timed_alternating(fns, device, warmup, max(repeats, 5))
+        exact = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float())
+        gflop = 2 * q_shape[0] * q_shape[1] * q_shape[2] * k_shape[2] * (q_shape[3] + k_shape[3]) / 1e9
+        rows.append({"what": "attention call", "query": list(q_shape), "key": list(k_shape), "calls_per_forward": calls,
+                     "gflop": gflop, **{name: stats[name] for name in fns},
+                     "speedup_median": stats["sdpa"]["median"] / stats["kernel"]["median"],
+                     "sdpa_vs_float32": _relative_errors(outputs["sdpa"], exact),
+                     "kernel_vs_float32": _relative_errors(outputs["kernel"], exact),
+                     "kernel_vs_sdpa": _relative_errors(outputs["kernel"], outputs["sdpa"])})  # fmt: skip
+        log(f"attention q{q_shape} k{k_shape}: sdpa {stats['sdpa']['median'] * 1e3:.1f} ms, kernel "
+            f"{stats['kernel']['median'] * 1e3:.1f} ms ({rows[-1]['speedup_median']:.2f}x), relative L2 vs float32 "
+            f"{rows[-1]['sdpa_vs_float32']['relative_l2']:.5f} / {rows[-1]['kernel_vs_float32']['relative_l2']:.5f}")  # fmt: skip
+    for what, call in (("controlnet+unet forward", forward), ("vae decode", lambda: pipe.decode(z))):
+        outputs = {}
+
+        def run(choice: str, call=call, outputs=outputs) -> None:
+            pipe.use_attention(choice)
+            outputs[choice] = call().float()
+
+        stats = timed_alternating({"sdpa": lambda: run("sdpa"), "auto": lambda: run("auto")}, device, warmup, repeats)
+        row = {"what": what, "latent": latent, "dtype": "bfloat16", **stats,
+               "speedup_median": stats["sdpa"]["median"] / stats["auto"]["median"],
+               "kernel_vs_sdpa": _relative_errors(outputs["auto"], outputs["sdpa"])}  # fmt: skip
+        if what.startswith("controlnet"):
+            row.update(sdpa_vs_float32=_relative_errors(outputs["sdpa"], reference),
+                       kernel_vs_float32=_relative_errors(outputs["auto"], reference))  # fmt: skip
+        rows.append(row)
+        log(f"{what} {latent}^2 bf16: sdpa {stats['sdpa']['median']:.2f} s, kernel {stats['auto']['median']:.2f} s "
+            f"({row['speedup_median']:.3f}x)")  # fmt: skip
+    pipe.use_attention("auto")
+    return rows
+
+
 def _rebuild_denoiser(pipe) -> None:
     """Fresh float32 UNet + ControlNet with the same random weights as ``build_full_size_pipeline``
     (after a round trip through 16 bits the float32 weights are no longer the original ones)."""
@@ -223,7 +311,7 @@ def candidate_compile(pipe, device, latent: int, repeats: int) -> list[dict]:
              "speedup_median": eager["median"] / compiled["median"]}]  # fmt: skip
 
 
-CANDIDATES = ("quality", "precision", "sdpa", "profile", "unet", "threads", "vae", "tile_batch", "compile")
+CANDIDATES = ("quality", "precision", "attention", "sdpa", "profile", "unet", "threads", "vae", "tile_batch", "compile")
 """In the order they run: ``quality`` first (the others round the float32 weights through bf16),
 ``compile`` last (it changes the modules)."""
 
@@ -262,6 +350,8 @@ def _run_candidate(name: str, pipe, device: torch.device, settings: CandidateSet
         return candidate_quality(pipe, latent * 8 // SCALE, 2)
     if name == "precision":
         return candidate_precision(pipe, device, latent)
+    if name == "attention":
+        return candidate_attention(pipe, device, latent, w, r)
     if name == "profile":
         return candidate_profile(pipe, device, latent)
     if name == "unet":
@@ -277,47 +367,92 @@ def _run_candidate(name: str, pipe, device: torch.device, settings: CandidateSet
 
 
 
-def profile_rows(fn, device: torch.device, top: int = 15) -> list[dict]:
-    """The ``top`` operators of one call of ``fn`` (after a warm-up) by self time: name, calls,
-    self time and share of the total."""
+ATTENTION_OPS = ("aten::_scaled_dot_product_flash_attention_for_cpu", "seesr::attention_avx512bf16")
+"""Attention operators whose FLOPs the profile counts from their input shapes (the profiler does not)."""
+MATRIX_OPS = ("aten::conv2d", "aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", *ATTENTION_OPS)
+"""The operators whose FLOPs the profile counts (each FLOP once: the profiler counts ``conv2d``, not
+the ``convolution`` it calls)."""
+
+
+def _event_flops(event) -> int:
+    """FLOPs of one profiled operator call: the profiler's count (matrix products, convolutions)
+    or, for :data:`ATTENTION_OPS`, 2 x multiply-adds of Q K^T and P V from the input shapes."""
+    if event.name in ATTENTION_OPS and len(event.input_shapes) >= 2 and len(event.input_shapes[0]) == 4:
+        (batch, heads, q_len, dim), key = event.input_shapes[0], event.input_shapes[1]
+        return 2 * batch * heads * q_len * key[2] * (dim + key[3])
+    return event.flops or 0
+
+
+def profile_rows(fn, device: torch.device, top: int = 15) -> tuple[list[dict], list[dict]]:
+    """One call of ``fn`` (after a warm-up), profiled: the ``top`` operators by self time (name,
+    calls, self time, share of the total), and the operators that do the counted FLOPs (convolutions,
+    matrix products, attention) with their time including callees, share, GFLOP and GFLOP/s."""
     from torch.profiler import ProfilerActivity, profile
 
     fn()
     activities = [ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * (device.type == "cuda")
-    with profile(activities=activities) as prof:
+    with profile(activities=activities, record_shapes=True, with_flops=True) as prof:
         fn()
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0 or getattr(e, "self_device_time_total", 0) > 0]
     attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     total = sum(getattr(e, attr) for e in events) or 1
     events.sort(key=lambda e: getattr(e, attr), reverse=True)
-    return [{"op": e.key, "calls": e.count, "self_s": getattr(e, attr) / 1e6, "share": getattr(e, attr) / total}
-            for e in events[:top]]  # fmt: skip
+    ops = [{"op": e.key, "calls": e.count, "self_s": getattr(e, attr) / 1e6, "share": getattr(e, attr) / total}
+           for e in events[:top]]  # fmt: skip
+    matrix: dict[str, dict] = {}
+    for event in prof.events():
+        flops = _event_flops(event) if event.name in MATRIX_OPS else 0
+        if flops:
+            row = matrix.setdefault(event.name, {"op": event.name, "calls": 0, "total_s": 0.0, "gflop": 0.0})
+            row["calls"] += 1
+            row["total_s"] += (event.device_time_total if device.type == "cuda" else event.cpu_time_total) / 1e6
+            row["gflop"] += flops / 1e9
+    flop_ops = sorted(matrix.values(), key=lambda r: -r["total_s"])
+    for row in flop_ops:
+        row.update(share=row["total_s"] * 1e6 / total, gflops=row["gflop"] / row["total_s"] if row["total_s"] else None)
+    return ops, flop_ops
 
 
 def candidate_profile(pipe, device: torch.device, latent: int) -> list[dict]:
     """Top operators of one ControlNet + UNet forward at ``latent`` in float32 and in the device's
-    default dtype, and of one VAE decode of that latent as the library runs it (``SeesrPipeline.to``)."""
+    default dtype (there with each attention the rule offers: torch's SDPA, and the AVX512-BF16
+    kernel where it picks it), and of one VAE decode of that latent as the library runs it
+    (``SeesrPipeline.to``): share of time, and GFLOP/s of the matrix work."""
+    from seesr.models.attention import attention_kernel
+
     rows = []
     for dtype in dict.fromkeys((torch.float32, default_dtype(device))):
         pipe.to(device, dtype)
-        latents, condition, text, ram = _predict_inputs(pipe, latent)
-        ops = profile_rows(lambda: pipe.predict_noise(latents, 999, text, ram, condition, 1.0, 1.0), device)
-        rows.append({"what": "controlnet+unet forward", "latent": latent, "dtype": str(dtype)[6:], "top_ops": ops})
-        z = torch.randn(1, 4, latent, latent, generator=torch.Generator().manual_seed(0)).to(device)
-        ops = profile_rows(lambda: pipe.decode(z), device)
-        rows.append({"what": "vae decode", "latent": latent, "dtype": str(pipe.vae.dtype)[6:], "top_ops": ops})
-        for row in rows[-2:]:
-            log(f"{row['what']} {row['dtype']}: " + ", ".join(f"{o['op']} {o['share']:.0%}" for o in row["top_ops"][:5]))
+        choices = ("sdpa", "auto") if attention_kernel(device, dtype) != "sdpa" else ("auto",)
+        for choice in choices:
+            pipe.use_attention(choice)
+            latents, condition, text, ram = _predict_inputs(pipe, latent)
+            z = torch.randn(1, 4, latent, latent, generator=torch.Generator().manual_seed(0)).to(device)
+            calls = (("controlnet+unet forward", lambda: pipe.predict_noise(latents, 999, text, ram, condition, 1.0, 1.0)),
+                     ("vae decode", lambda: pipe.decode(z)))  # fmt: skip
+            for what, call in calls:
+                ops, flop_ops = profile_rows(call, device)
+                network = pipe.unet if what.startswith("controlnet") else pipe.vae
+                rows.append({"what": what, "latent": latent, "dtype": str(next(network.parameters()).dtype)[6:],
+                             "attention": choice, "top_ops": ops, "flop_ops": flop_ops})  # fmt: skip
+                log(f"{what} {rows[-1]['dtype']} attention={choice}: "
+                    + ", ".join(f"{o['op']} {o['share']:.0%}" for o in ops[:5]))  # fmt: skip
+    pipe.use_attention("auto")
     return rows
 
 
 def profile_table(rows: list[dict]) -> str:
-    """The profile rows as Markdown tables (one per measured call)."""
+    """The profile rows as Markdown tables (one per measured call): top operators by self time,
+    then the operators that do the counted FLOPs."""
     lines = []
     for row in rows:
-        lines += [f"\n{row['what']}, {row['latent']}x{row['latent']} latent, {row['dtype']}:\n",
-                  "| op | calls | self s | share |", "|---|---|---|---|"]  # fmt: skip
+        lines += [f"\n{row['what']}, {row['latent']}x{row['latent']} latent, {row['dtype']}, attention "
+                  f"{row.get('attention', 'auto')}:\n", "| op | calls | self s | share |", "|---|---|---|---|"]  # fmt: skip
         lines += [f"| {o['op']} | {o['calls']} | {o['self_s']:.3f} | {o['share']:.1%} |" for o in row["top_ops"]]
+        if row.get("flop_ops"):
+            lines += ["", "| op (with callees) | calls | s | share | GFLOP | GFLOP/s |", "|---|---|---|---|---|---|"]
+            lines += [f"| {o['op']} | {o['calls']} | {o['total_s']:.3f} | {o['share']:.1%} | {o['gflop']:.1f} | "
+                      f"{o['gflops']:.0f} |" for o in row["flop_ops"] if o["gflops"]]  # fmt: skip
     return "\n".join(lines)
 
 

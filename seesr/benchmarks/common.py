@@ -138,6 +138,27 @@ def timed(fn: Callable[[], object], device: torch.device, warmup: int, repeats: 
     return summarize(samples)
 
 
+def timed_alternating(fns: dict[str, Callable[[], object]], device: torch.device, warmup: int,
+                      repeats: int) -> dict[str, dict]:  # fmt: skip
+    """Each of ``fns`` timed ``repeats`` times in alternation (A B, then B A, ...) after ``warmup``
+    calls of each, so that a shared machine's changing load falls on all of them alike: the
+    :func:`summarize` of each, with the 1-minute load average of each round."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    loads = []
+    for round_ in range(repeats):
+        for name in list(fns) if round_ % 2 == 0 else list(fns)[::-1]:
+            synchronize(device)
+            start = time.perf_counter()
+            fns[name]()
+            synchronize(device)
+            samples[name].append(time.perf_counter() - start)
+        loads.append(os.getloadavg()[0])
+    return {name: {**summarize(times), "load_average_1m": loads} for name, times in samples.items()}
+
+
 def random_image(size: int, seed: int) -> Image.Image:
     """A deterministic RGB test image: smooth colour fields plus noise (speed does not depend on it)."""
     generator = torch.Generator().manual_seed(seed)

@@ -2,7 +2,7 @@
 
     python -m seesr.benchmarks.pipeline [--sizes 128 256] [--device cpu|cuda]
         [--dtype float32|bfloat16|float16] [--steps 1 2 4] [--repeats N] [--warmup N]
-        [--json out.json] [--naive] [--threads N] [--against-official REF]
+        [--json out.json] [--naive] [--threads N] [--against-official REF] [--attention auto|sdpa]
     python -m seesr.benchmarks.pipeline --presets speed balanced quality memory [--sizes ...]
     python -m seesr.benchmarks.pipeline --smoke --weights DIR     # tiny weights, seconds (CI)
 
@@ -71,6 +71,7 @@ from seesr.benchmarks.common import (
 from seesr.benchmarks.report import compare, fits, latent_differences, official_ratios, print_report
 from seesr.devices import default_dtype
 from seesr.memory import PeakMemory
+from seesr.presets import ATTENTIONS
 from seesr.planner import (
     DEFAULT_LATENT_OVERLAP,
     MEMORY_HEADROOM,
@@ -108,10 +109,13 @@ class Variant:
     channels_last: str = "none"
     compile: bool = False
     tile_batch_size: int | None = None
+    attention: str = "auto"
+    """The ``attention`` setting (:meth:`SeesrPipeline.use_attention`)."""
 
     def describe(self) -> str:
         extras = [f"VAE {self.vae_dtype}" if self.vae_dtype else "VAE library default"]
         extras += [f"channels_last {self.channels_last}"] * (self.channels_last != "none")
+        extras += [f"attention {self.attention}"] * (self.attention != "auto")
         extras += ["torch.compile"] * self.compile
         if self.tile_batch_size:
             extras.append(f"tile batch {self.tile_batch_size}")
@@ -193,8 +197,10 @@ def build_pipeline(variant: Variant, settings: HarnessSettings):
 
 
 def apply_options(pipe, variant: Variant) -> None:
-    """VAE dtype, memory format and compilation of a built pipeline (nothing: the library's choices).
-    Giving ``vae_dtype`` also sets the VAE's memory format: channels_last only when asked for."""
+    """VAE dtype, memory format, attention and compilation of a built pipeline (nothing: the
+    library's choices). Giving ``vae_dtype`` also sets the VAE's memory format: channels_last only
+    when asked for."""
+    pipe.use_attention(variant.attention)
     if variant.vae_dtype:
         torch.nn.Module.to(pipe.vae, getattr(torch, variant.vae_dtype))  # diffusers .to warns spuriously
     if variant.channels_last == "all":
@@ -449,6 +455,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="channels_last weights on the default path")
     parser.add_argument("--compile", action="store_true", help="torch.compile ControlNet + UNet on the default path")
     parser.add_argument("--tile-batch-size", type=int, help="override the planner's tile batch on the default path")
+    parser.add_argument("--attention", choices=ATTENTIONS, default="auto",
+                        help="attention of the default path (sdpa: torch's everywhere; auto: the library's rule)")
     parser.add_argument("--steps", type=int, nargs="+", default=[2])
     parser.add_argument("--presets", nargs="+", choices=["speed", "balanced", "quality", "memory"],
                         help="measure these presets (steps, tiles, KDS, offload, dtype) instead of --steps")
@@ -513,7 +521,8 @@ def _main(args: argparse.Namespace) -> dict:
                                           torch.get_num_threads(), args.official_tool)  # fmt: skip
 
     dtype = args.dtype or dtype_name(default_dtype(settings.device))
-    variants = [Variant("default", dtype, "planner", args.vae_dtype, args.channels_last, args.compile, args.tile_batch_size)]
+    variants = [Variant("default", dtype, "planner", args.vae_dtype, args.channels_last, args.compile, args.tile_batch_size,
+                        args.attention)]  # fmt: skip
     if args.naive or args.against_official:
         variants.append(Variant("naive", "float32", "naive"))
     record["variants"] = {}

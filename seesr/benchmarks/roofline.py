@@ -33,6 +33,7 @@ from seesr.benchmarks.common import (
 from seesr.benchmarks.pipeline import stage_hook
 from seesr.benchmarks.report import TIME_TARGET
 from seesr.errors import SeesrError
+from seesr.models import attention as _registers_the_attention_operator  # noqa: F401
 
 STAGE_NETWORKS = {"tag": "tagger", "text": "text_encoder", "encode": "vae", "denoise": "unet", "decode": "vae"}
 """The network whose dtype each counted stage runs in."""
@@ -48,8 +49,9 @@ def attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
     return 2 * batch * heads * q_len * k_len * (dim + v_dim)
 
 
-ATTENTION_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: attention_flops}
-"""Attention kernels torch's FLOP counter leaves out (it knows the CUDA ones)."""
+ATTENTION_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: attention_flops,
+                      torch.ops.seesr.attention_avx512bf16: attention_flops}  # fmt: skip
+"""Attention kernels torch's FLOP counter leaves out (it knows the CUDA ones), seesr's own included."""
 
 
 class StageFlops:
