@@ -230,8 +230,8 @@ def test_the_page_benchmark_prints_both_times_and_the_overhead(weights, browser,
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
     assert lines[0].startswith("machine: ") and "threads" in lines[0]
-    api, page, inside = (float(re.search(r"median ([\d.]+) s", line).group(1)) for line in lines[2:5])
-    assert lines[2].startswith("API (Upscaler.upscale") and lines[3].startswith("page (click to result)")
-    assert 0 < api and 0 < inside < page and lines[4].startswith("the same runs inside the server")
-    overhead = float(re.match(r"page overhead: ([+-][\d.]+) %", lines[5]).group(1))
-    assert overhead == pytest.approx(100 * (page / inside - 1), abs=100 * 0.01 / inside + 0.1)  # one run: that run
+    best = [float(re.search(r"best ([\d.]+) s", line).group(1)) for line in lines[2:4]]
+    assert lines[2].startswith("API (Upscaler.upscale)") and lines[3].startswith("page (click to result)")
+    assert 0 < best[0] < best[1]  # the page does the API's work and more
+    overhead = float(re.match(r"page overhead: ([+-][\d.]+) %", lines[4]).group(1))
+    assert overhead == pytest.approx(100 * (best[1] / best[0] - 1), abs=100 * 0.01 / best[0] + 0.1)
