@@ -109,12 +109,16 @@ def test_the_plan_is_the_dry_run(service, photo, upscaler):
 
 def test_a_run_gives_the_slider_pair_and_the_download_in_the_chosen_format(service, photo):
     done = service.upscale(photo, {**FAST, "output_format": "jpg", "quality": "80"}, "session")
-    assert done.after.size == done.before.size == (72, 48) and done.result.engine == "seesr" and done.result.seed == 3
-    with Image.open(done.download) as written:
+    assert done.result.engine == "seesr" and done.result.seed == 3
+    with Image.open(done.before) as before, Image.open(done.after) as after:
+        assert before.format == after.format == "PNG" and before.size == after.size == (72, 48)
+        expected = np.asarray(done.result.source.rgb.resize((72, 48), Image.Resampling.BICUBIC))
+        assert np.array_equal(np.asarray(before), expected)  # left: the input, bicubic, at the output size
+        assert np.array_equal(np.asarray(after), np.asarray(done.result.image))  # right: the output, lossless
+    download = done.download()
+    with Image.open(download) as written:
         assert written.format == "JPEG" and written.size == (72, 48)
-    assert done.download.name == "photo_seesr.jpg" and service.workdir in done.download.parents
-    expected = np.asarray(done.result.source.rgb.resize((72, 48), Image.Resampling.BICUBIC))
-    assert np.array_equal(np.asarray(done.before), expected)  # left: the input, bicubic, at the output size
+    assert download.name == "photo_seesr.jpg" and service.workdir in download.parents
     assert "seed: 3" in report_text(done.result) and "timings: " in report_text(done.result)
 
 
@@ -134,7 +138,7 @@ def test_bad_input_is_one_line_and_the_service_stays_healthy(service, photo, tmp
             call()
         assert says in str(refused.value) and "\n" not in str(refused.value) and str(bad) not in str(refused.value)
     assert not service.lock.locked()
-    assert service.upscale(photo, FAST, "s").after.size == (72, 48)
+    assert Image.open(service.upscale(photo, FAST, "s").after).size == (72, 48)
 
 
 def test_an_image_over_the_pixel_limit_is_refused_from_its_header(service, tmp_path):
@@ -165,7 +169,7 @@ def test_cancel_stops_the_sessions_run_and_the_next_run_is_unchanged(service, ph
     assert not service.lock.locked() and service.cancel("mine") is False and upscaler.progress is None
     again = service.upscale(photo, {**FAST, "steps": "2"}, "mine")
     fresh = PageService(Upscaler(upscaler.weights, device="cpu"), service.workdir).upscale(photo, {**FAST, "steps": "2"}, "x")
-    assert np.array_equal(np.asarray(again.after), np.asarray(fresh.after))
+    assert np.array_equal(np.asarray(Image.open(again.after)), np.asarray(Image.open(fresh.after)))
 
 
 def test_a_batch_does_every_good_image_names_each_bad_one_and_zips_the_outputs(service, photo, tmp_path):
@@ -178,7 +182,7 @@ def test_a_batch_does_every_good_image_names_each_bad_one_and_zips_the_outputs(s
     done = service.batch([photo, broken, other], {**FAST, "model": "realesrgan-x4plus"}, "s",
                          lambda index, name: names.append(f"{index}:{name}"))  # fmt: skip
     assert names == ["0:photo.png", "1:broken.jpg", "2:photo.png"]
-    assert [name for name, _ in done.done] == ["photo.png", "photo.png"]
+    assert [name for name, _, _ in done.done] == ["photo.png", "photo.png"]
     assert done.failed[0][0] == "broken.jpg" and "broken" not in done.failed[0][1].split(":")[0]
     with zipfile.ZipFile(done.archive) as bundle:
         assert bundle.namelist() == ["photo_seesr.png", "photo_seesr_2.png"]

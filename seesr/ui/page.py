@@ -23,7 +23,7 @@ from seesr.api import DryRun, Result
 from seesr.errors import Cancelled, SeesrError
 from seesr.progress import ProgressCallback, ProgressTimes, RunStart
 from seesr.ui.controls import page_settings, setting_arguments, setting_control
-from seesr.ui.service import BatchDone, PageService, message
+from seesr.ui.service import RESULT_MAX_AGE, BatchDone, PageService, Upscaled, message
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def _one_image_tab() -> dict[str, Any]:
             image = sent_image(label="image", sources=["upload", "clipboard"], elem_id="input-image")
             plan = gr.Markdown("Drop an image to see what will run.", elem_id="plan")
         with gr.Column():
-            slider = gr.ImageSlider(label="before (bicubic) / after", type="pil", format="png", elem_id="result-slider")
+            slider = gr.ImageSlider(label="before (bicubic) / after", type="filepath", elem_id="result-slider")
             with gr.Row():
                 run = gr.Button("Upscale", variant="primary", elem_id="upscale-button")
                 cancel = gr.Button("Cancel", variant="stop", elem_id="cancel-button")
@@ -180,26 +180,38 @@ def _wire_plan(service: PageService, one: dict, settings: _Settings) -> None:
 
 
 def _wire_one_image(service: PageService, one: dict, settings: _Settings) -> gr.events.Dependency:
-    """Upscale: the slider, the status line, the download, the report and the seed used."""
+    """Upscale: the slider, the status line, the report and the seed used; then the download is
+    written (in the chosen format) and offered, after the result is on the page."""
     seed = settings.controls.get("seed")
+    made = gr.State(None, time_to_live=RESULT_MAX_AGE)  # the result until its download is written
 
     def upscale_on_page(values: dict, request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple:
         seed_shown = values[seed] if seed is not None else None
         if values[one["image"]] is None:
-            return None, warning("Drop an image first."), gr.update(visible=False), "", seed_shown
+            return None, warning("Drop an image first."), "", seed_shown, None
         done, failure = _attempt(lambda: service.upscale(values[one["image"]], settings.arguments(values),
                                                          _session(request), page_progress(progress)))  # fmt: skip
         if failure is not None:
-            return None, failure, gr.update(visible=False), "", seed_shown
-        download = gr.update(value=str(done.download), label=f"Download {done.download.name}", visible=True)
+            return None, failure, "", seed_shown, None
         used = str(done.result.seed) if done.result.seed is not None else seed_shown
-        return (done.before, done.after), done_text(done.result), download, report_text(done.result), used
+        return (str(done.before), str(done.after)), done_text(done.result), report_text(done.result), used, done
+
+    def offer_download(done: Upscaled | None) -> tuple:
+        if done is None:
+            return gr.update(visible=False), None
+        path, failure = _attempt(done.download)
+        if failure is not None:
+            return gr.update(visible=False), None
+        return gr.update(value=str(path), label=f"Download {path.name}", visible=True), None
 
     one["run"].click(lambda: ("", "", gr.update(visible=False)), outputs=[one["status"], one["report"], one["download"]],
                      queue=False, api_visibility="private")  # the last result's words go at once  # fmt: skip
-    outputs = [one["slider"], one["status"], one["download"], one["report"], seed if seed is not None else one["status"]]
-    return one["run"].click(upscale_on_page, inputs=settings.inputs(one["image"]), outputs=outputs, concurrency_id=RUN_GROUP,
-                            concurrency_limit=1, api_visibility="private")  # fmt: skip
+    outputs = [one["slider"], one["status"], one["report"], seed if seed is not None else one["report"], made]
+    run = one["run"].click(upscale_on_page, inputs=settings.inputs(one["image"]), outputs=outputs, concurrency_id=RUN_GROUP,
+                           concurrency_limit=1, api_visibility="private")  # fmt: skip
+    run.then(offer_download, inputs=made, outputs=[one["download"], made], concurrency_id="download",
+             concurrency_limit=2, api_visibility="private")  # fmt: skip
+    return run
 
 
 def _wire_several_images(service: PageService, several: dict, settings: _Settings) -> gr.events.Dependency:
@@ -217,7 +229,7 @@ def _wire_several_images(service: PageService, several: dict, settings: _Setting
         if failure is not None:
             return [], failure, gr.update(visible=False)
         archive = gr.update(value=str(done.archive), visible=True) if done.archive else gr.update(visible=False)
-        return [(str(upscaled.download), name) for name, upscaled in done.done], batch_text(done), archive
+        return [(str(download), name) for name, _, download in done.done], batch_text(done), archive
 
     several["run"].click(lambda: ("", gr.update(visible=False)), outputs=[several["status"], several["archive"]],
                          queue=False, api_visibility="private")  # fmt: skip
@@ -247,10 +259,10 @@ def api_endpoint(service: PageService, names: list[str]) -> Callable[..., str]:
             raise gr.Error("send an image (gradio_client.handle_file(path))")
         try:
             done = service.upscale(image, setting_arguments(dict(zip(names, values))), f"api-{uuid.uuid4().hex}")
+            return str(done.download())
         except Exception as error:  # noqa: BLE001 - the client gets the one line
             _log_unexpected(error)
             raise gr.Error(message(error)) from None
-        return str(done.download)
 
     image = inspect.Parameter("image", inspect.Parameter.POSITIONAL_OR_KEYWORD)
     settings = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for name in names]

@@ -60,7 +60,8 @@ def serve(
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as Ctrl-C does: files removed
     app = None
     try:
-        app = build_app(upscaler, workdir=workdir / "results", queue_size=queue_size)
+        # results inside Gradio's upload folder: it serves them from there without copying them
+        app = build_app(upscaler, workdir=workdir / GRADIO_FOLDERS["GRADIO_TEMP_DIR"] / "seesr", queue_size=queue_size)
         if not _loopback(host):
             logger.warning("the page listens on %s: anyone who reaches this machine can use it (it has no login)", host)
         logger.warning("temporary files in %s (removed when the server stops)", workdir)

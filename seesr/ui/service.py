@@ -36,24 +36,35 @@ logger = logging.getLogger(__name__)
 
 RESULT_MAX_AGE = 3600.0
 """Seconds a result's files are kept for its download."""
+SLIDER_PNG_LEVEL = 1
+"""zlib level of the slider's PNG files: lossless, since the slider is for comparing details, and
+written in a fiftieth of a second for a megapixel (the default level takes ten times as long)."""
 
 
 @dataclass(frozen=True)
 class Upscaled:
-    """One image done for the page: the result, the before/after pair (the input resized to the
-    output's size with bicubic, the output) and the file to download, in the chosen format."""
+    """One image done for the page: the result, and the slider's two PNG files in ``folder`` (the
+    input resized to the output's size with bicubic; the output). The file to download is written
+    by :meth:`download`, after the slider is shown."""
 
     result: Result
-    before: Image.Image
-    after: Image.Image
-    download: Path
+    name: str
+    """The download's stem: the input's, with the single-file tag (``photo`` -> ``photo_seesr``)."""
+    folder: Path
+    before: Path
+    after: Path
+
+    def download(self) -> Path:
+        """Write the output in the settings' format and quality (``auto``: the input's) and return it."""
+        return self.result.save(output_file(self.folder, self.name, self.result.output_format))
 
 
 @dataclass
 class BatchDone:
     """Several images done: what each one gave (in upload order), and one zip of the outputs."""
 
-    done: list[tuple[str, Upscaled]] = field(default_factory=list)
+    done: list[tuple[str, Upscaled, Path]] = field(default_factory=list)
+    """(file name, what it gave, its output file) of each image upscaled."""
     failed: list[tuple[str, str]] = field(default_factory=list)
     """(file name, the one-line reason) of each image that could not be upscaled."""
     archive: Path | None = None
@@ -114,13 +125,15 @@ class PageService:
                 name = Path(image).name
                 cancellation.callback = progress(index, name) if progress is not None else None
                 try:
-                    outcome.done.append((name, self._upscale(read_sent_image(image), Path(image).stem, arguments, cancellation)))
+                    upscaled = self._upscale(read_sent_image(image), Path(image).stem, arguments, cancellation)
                 except Cancelled:
                     raise
                 except SeesrError as error:
                     outcome.failed.append((name, message(error)))
+                else:
+                    outcome.done.append((name, upscaled, upscaled.download()))
         if outcome.done:
-            outcome.archive = self._archive([upscaled.download for _, upscaled in outcome.done])
+            outcome.archive = self._archive([download for _, _, download in outcome.done])
         return outcome
 
     def cancel(self, session: str) -> bool:
@@ -155,10 +168,11 @@ class PageService:
         finally:
             self.upscaler.progress = None
         folder = self._result_folder()
-        download = result.save(output_file(folder, stem + DEFAULT_SINGLE_TAG, result.output_format))
         after = _displayable(result.image)
         before = resize(result.source.rgb, after.size) if result.source is not None else after
-        return Upscaled(result, before, after, download)
+        for image, path in ((before, folder / "before.png"), (after, folder / "after.png")):
+            image.save(path, compress_level=SLIDER_PNG_LEVEL)
+        return Upscaled(result, stem + DEFAULT_SINGLE_TAG, folder, folder / "before.png", folder / "after.png")
 
     # ------------------------------------------------------------------ files
     def _result_folder(self) -> Path:
