@@ -194,7 +194,7 @@ def _wire_one_image(service: PageService, one: dict, settings: _Settings) -> gr.
         if failure is not None:
             return None, failure, "", seed_shown, None
         used = str(done.result.seed) if done.result.seed is not None else seed_shown
-        return (str(done.before), str(done.after)), done_text(done.result), report_text(done.result), used, done
+        return (str(done.before), str(done.after)), done_text(done), report_text(done.result), used, done
 
     def offer_download(done: Upscaled | None) -> tuple:
         if done is None:
@@ -318,9 +318,10 @@ def plan_text(plan: DryRun) -> str:
     return "\n".join(lines)
 
 
-def done_text(result: Result) -> str:
-    width, height = result.image.size
-    return f"Done: {width}x{height} in {result.seconds:.1f} s."
+def done_text(done: Upscaled) -> str:
+    """The status line of a finished run: the output's size and the upscale's wall time."""
+    width, height = done.result.image.size
+    return f"Done: {width}x{height} in {done.seconds:.2f} s."
 
 
 def report_text(result: Result) -> str:

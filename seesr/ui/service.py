@@ -53,6 +53,8 @@ class Upscaled:
     folder: Path
     before: Path
     after: Path
+    seconds: float
+    """Wall time of the :meth:`~seesr.api.Upscaler.upscale` call."""
 
     def download(self) -> Path:
         """Write the output in the settings' format and quality (``auto``: the input's) and return it."""
@@ -163,16 +165,18 @@ class PageService:
 
     def _upscale(self, data: bytes, stem: str, arguments: dict[str, Any], cancellation: Cancellation) -> Upscaled:
         self.upscaler.progress = cancellation
+        started = time.perf_counter()
         try:
             result = self.upscaler.upscale(data, **arguments)
         finally:
             self.upscaler.progress = None
+        seconds = time.perf_counter() - started
         folder = self._result_folder()
         after = _displayable(result.image)
         before = resize(result.source.rgb, after.size) if result.source is not None else after
         for image, path in ((before, folder / "before.png"), (after, folder / "after.png")):
             image.save(path, compress_level=SLIDER_PNG_LEVEL)
-        return Upscaled(result, stem + DEFAULT_SINGLE_TAG, folder, folder / "before.png", folder / "after.png")
+        return Upscaled(result, stem + DEFAULT_SINGLE_TAG, folder, folder / "before.png", folder / "after.png", seconds)
 
     # ------------------------------------------------------------------ files
     def _result_folder(self) -> Path:
