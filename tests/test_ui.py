@@ -214,3 +214,12 @@ def test_requests_queue_one_at_a_time_in_a_bounded_queue(upscaler):
     runs = [fn for fn in app.fns.values() if fn.concurrency_id == "upscaler"]
     assert {fn.name for fn in runs} == {"upscale_on_page", "batch", "upscale"}  # the page's run, the batch, /upscale
     assert all(fn.concurrency_limit == 1 for fn in runs)
+
+
+def test_the_readme_shows_the_pages_screenshot():
+    root = Path(__file__).resolve().parents[1]
+    shot = root / "docs" / "web-page.png"
+    assert "](docs/web-page.png)" in (root / "README.md").read_text()
+    with Image.open(shot) as image:
+        assert image.format == "PNG" and image.size == (1280, 900)
+    assert shot.stat().st_size < 200_000
