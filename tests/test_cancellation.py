@@ -26,7 +26,8 @@ def cancel_at(stage: str, done: int, events: list) -> Cancellation:
 
 
 @pytest.mark.parametrize("stage, done", [("denoise", 1), ("tag", 0)])
-def test_a_cancelled_seesr_run_stops_at_the_next_event_and_leaves_the_upscaler_healthy(tiny_weights, lr_image, stage, done):
+def test_a_cancelled_seesr_run_stops_at_the_next_event_and_the_upscaler_stays_healthy(tiny_weights, lr_image, stage,
+                                                                                     done):  # fmt: skip
     upscaler = Upscaler(tiny_weights, device="cpu")
     events: list = []
     if stage == "tag":  # a stage without a count: cancelled before the run starts, stopped at the first event

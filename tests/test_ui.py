@@ -58,13 +58,15 @@ def test_the_pages_controls_are_the_declaration(upscaler):
     controls = controls_of(build_app(upscaler))
     assert not list(Path(gr_page_folder()).glob("*.pyi"))  # building the page writes nothing beside it
     assert tuple(controls) == page_settings() == presets.settings_in_scope("image")
-    assert set(presets.DECLARED) - set(controls) == set(presets.settings_in_scope("process") + presets.settings_in_scope("naming"))
+    servers = presets.settings_in_scope("process") + presets.settings_in_scope("naming")
+    assert set(presets.DECLARED) - set(controls) == set(servers)
     assert {"device", "dtype", "suffix"}.isdisjoint(controls)  # the server's, not a request's
     for name, control in controls.items():
         info, (kind, _) = presets.setting_info(name), presets.value_kind(name)
         assert control.info == presets.describe(name) and control.elem_id == f"setting-{name}"
         if info.choices:
-            assert isinstance(control, gr.Dropdown) and [value for _, value in control.choices] == [UNSET, *info.choices]
+            assert isinstance(control, gr.Dropdown)
+            assert [value for _, value in control.choices] == [UNSET, *info.choices]
             assert control.value == UNSET
         elif kind is bool:
             assert isinstance(control, gr.Radio) and [v for _, v in control.choices] == list(SWITCH_CHOICES)
@@ -168,7 +170,8 @@ def test_cancel_stops_the_sessions_run_and_the_next_run_is_unchanged(service, ph
         service.upscale(photo, {**FAST, "steps": "2"}, "mine", cancel_in_denoise)
     assert not service.lock.locked() and service.cancel("mine") is False and upscaler.progress is None
     again = service.upscale(photo, {**FAST, "steps": "2"}, "mine")
-    fresh = PageService(Upscaler(upscaler.weights, device="cpu"), service.workdir).upscale(photo, {**FAST, "steps": "2"}, "x")
+    fresh_service = PageService(Upscaler(upscaler.weights, device="cpu"), service.workdir)
+    fresh = fresh_service.upscale(photo, {**FAST, "steps": "2"}, "x")
     assert np.array_equal(np.asarray(Image.open(again.after)), np.asarray(Image.open(fresh.after)))
 
 

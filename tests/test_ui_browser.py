@@ -58,7 +58,8 @@ def server(weights, tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
-        message = "Debian's Chromium is missing: `./start_seesr.sh setup` installs it as root (apt-get install chromium chromium-driver)"
+        message = ("Debian's Chromium is missing: `./start_seesr.sh setup` installs it as root "
+                   "(apt-get install chromium chromium-driver)")  # fmt: skip
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
@@ -121,7 +122,8 @@ def test_a_person_upscales_with_seesr_then_realesrgan_and_downloads(server, brow
     expect(page.locator("#plan")).to_contain_text("engine: realesrgan (realesrgan-x4plus)")
     realesrgan_output = run_and_download(page, expect, "realesrgan")
     assert_upscaled(realesrgan_output, (256, 256))
-    bicubic = np.asarray(Image.open(shared_input(PHOTO)).convert("RGB").resize((256, 256), Image.Resampling.BICUBIC), dtype=np.float32)
+    photo = Image.open(shared_input(PHOTO)).convert("RGB")
+    bicubic = np.asarray(photo.resize((256, 256), Image.Resampling.BICUBIC), dtype=np.float32)
     assert np.abs(np.asarray(realesrgan_output, dtype=np.float32) - bicubic).mean() < 20  # the same picture, sharper
     shot = tmp_path / "page.png"
     page.evaluate("window.scrollTo(0, 0)")
@@ -223,15 +225,17 @@ def test_the_page_benchmark_prints_both_times_and_the_overhead(weights, browser,
     import subprocess
     import sys
 
-    command = [sys.executable, "-m", "seesr.benchmarks.ui", "--image", str(shared_input(PHOTO)), "--weights", str(weights),
-               "--model", "realesrgan-x4plus", "--scale", "2", "--repeats", "1"]  # fmt: skip
+    command = [sys.executable, "-m", "seesr.benchmarks.ui", "--image", str(shared_input(PHOTO)),
+               "--weights", str(weights), "--model", "realesrgan-x4plus", "--scale", "2", "--repeats", "1"]  # fmt: skip
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"})  # fmt: skip
+                          env={**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"},
+                          )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
     assert lines[0].startswith("machine: ") and "threads" in lines[0]
     api, page, inside = (float(re.search(r"median ([\d.]+) s", line).group(1)) for line in lines[2:5])
     assert lines[2].startswith("API (Upscaler.upscale") and lines[3].startswith("page (click to result)")
     assert 0 < inside < page and 0 < api  # the page does the API's work and more
-    added = re.match(r"page overhead: best against best [+-][\d.]+ %; added per run, median ([\d.]+) s = \+([\d.]+) %", lines[5])
+    added = re.match(r"page overhead: best against best [+-][\d.]+ %; added per run, median ([\d.]+) s = \+([\d.]+) %",
+                     lines[5])  # fmt: skip
     assert added and float(added.group(1)) == pytest.approx(page - inside, abs=0.02)  # one run: that run

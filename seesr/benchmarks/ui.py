@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from seesr.benchmarks.common import REPO_ROOT, cpu_description
+from seesr.benchmarks.common import cpu_description
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = (
@@ -53,7 +53,8 @@ class PageServer:
     def __init__(self, command: Sequence[str], root: Path, env: dict[str, str] | None = None) -> None:
         self.root, self.tmp = root, root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
-        environment = {k: v for k, v in (env if env is not None else os.environ).items() if not k.startswith(("SEESR_", "GRADIO_"))}
+        given = env if env is not None else os.environ
+        environment = {k: v for k, v in given.items() if not k.startswith(("SEESR_", "GRADIO_"))}
         environment.update(TMPDIR=str(self.tmp), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
                            NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")  # fmt: skip
         for attempt in range(3):  # the free port may be taken before the server binds it
@@ -150,13 +151,16 @@ def set_setting(page, name: str, value: str) -> None:
 
 
 @contextlib.contextmanager
-def page_runner(image: Path, settings: dict[str, str], weights: Path | None) -> Iterator[Callable[[], tuple[float, float]]]:
+def page_runner(
+    image: Path, settings: dict[str, str], weights: Path | None
+) -> Iterator[Callable[[], tuple[float, float]]]:
     """``seesr ui`` in Chromium with ``image`` uploaded and ``settings`` set; yields a function that
     clicks Upscale and returns the seconds until the page says Done with the slider shown, and the
     seconds of the ``Upscaler.upscale`` call in the server that the page reports for the run."""
     from playwright.sync_api import expect
 
-    command = [sys.executable, "-m", "seesr.cli", "ui", "--device", "cpu", *(["--weights", str(weights)] if weights else [])]
+    command = [sys.executable, "-m", "seesr.cli", "ui", "--device", "cpu"]
+    command += ["--weights", str(weights)] if weights else []
     with tempfile.TemporaryDirectory(prefix="seesr-ui-bench-") as root, open_chromium() as browser:
         server = PageServer(command, Path(root))
         try:
@@ -208,12 +212,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     cpu, flags = cpu_description()
     added = [clicked - upscaled for clicked, upscaled in zip(page, inside)]
     print(f"machine: {cpu} ({', '.join(flags) or 'no avx512/amx flags'}), {os.cpu_count()} threads")
-    print(f"image: {args.image.name}, {', '.join(f'{k} {v}' for k, v in settings.items())}, {args.repeats} runs each after a warm-up")
-    print(f"API (Upscaler.upscale in this process): best {min(api):.2f} s, median {statistics.median(api):.2f} s ({_seconds(api)})")
+    chosen = ", ".join(f"{k} {v}" for k, v in settings.items())
+    print(f"image: {args.image.name}, {chosen}, {args.repeats} runs each after a warm-up")
+    print(f"API (Upscaler.upscale in this process): best {min(api):.2f} s, median {statistics.median(api):.2f} s "
+          f"({_seconds(api)})")
     print(f"page (click to result): best {min(page):.2f} s, median {statistics.median(page):.2f} s ({_seconds(page)})")
     print(f"page runs' Upscaler.upscale in the server: median {statistics.median(inside):.2f} s ({_seconds(inside)})")
     print(f"page overhead: best against best {100 * (min(page) / min(api) - 1):+.1f} %; added per run, median "
-          f"{statistics.median(added):.2f} s = {100 * statistics.median(a / u for a, u in zip(added, inside)):+.1f} % of its upscale")
+          f"{statistics.median(added):.2f} s = {100 * statistics.median(a / u for a, u in zip(added, inside)):+.1f} % "
+          "of its upscale")
     return 0
 
 

@@ -22,7 +22,9 @@ DEFAULT_QUEUE_SIZE = 16
 """Requests that may wait for the Upscaler at once; more are turned away with Gradio's "queue is full"."""
 
 
-def build_app(upscaler: Upscaler | None = None, *, workdir: Path | None = None, queue_size: int = DEFAULT_QUEUE_SIZE) -> gradio.Blocks:
+def build_app(
+    upscaler: Upscaler | None = None, *, workdir: Path | None = None, queue_size: int = DEFAULT_QUEUE_SIZE
+) -> gradio.Blocks:
     """The page over ``upscaler`` (default: a fresh :class:`~seesr.api.Upscaler` on the default weights),
     queue included. Its result files go into ``workdir`` (default: a temporary folder removed when
     the process exits)."""

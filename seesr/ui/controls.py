@@ -43,4 +43,6 @@ def setting_control(name: str) -> gr.components.Component:
 
 def setting_arguments(values: dict[str, Any]) -> dict[str, Any]:
     """The settings a person set, by name: controls at :data:`UNSET` or left empty send nothing."""
-    return {name: value for name, value in values.items() if value is not None and str(value).strip() not in ("", UNSET)}
+    return {
+        name: value for name, value in values.items() if value is not None and str(value).strip() not in ("", UNSET)
+    }

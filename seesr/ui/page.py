@@ -112,7 +112,9 @@ def _settings_panel() -> tuple[dict[str, gr.components.Component], gr.Checkbox]:
     gr.Markdown("## Settings")
     with gr.Row():
         place(MAIN_SETTINGS)
-        random_seed = gr.Checkbox(True, label="random seed", info="the seed used is shown after the run", elem_id="random-seed")
+        random_seed = gr.Checkbox(
+            True, label="random seed", info="the seed used is shown after the run", elem_id="random-seed"
+        )
     with gr.Accordion("Prompts (SeeSR)", open=False):
         place(PROMPT_SETTINGS)
     with gr.Accordion("Output file", open=False):
@@ -157,8 +159,10 @@ def _wire(service: PageService, one: dict, several: dict, controls: dict, random
 
     for tab, event in ((one, run_one), (several, run_several)):
         tab["cancel"].click(cancel, outputs=tab["status"], queue=False, cancels=[event], api_visibility="private")
-    one["api_trigger"].click(api_endpoint(service, list(controls)), inputs=[one["image"], *controls.values()],
-                             outputs=one["api_output"], api_name="upscale", concurrency_id=RUN_GROUP, concurrency_limit=1)  # fmt: skip
+    one["api_trigger"].click(
+        api_endpoint(service, list(controls)), inputs=[one["image"], *controls.values()], outputs=one["api_output"],
+        api_name="upscale", concurrency_id=RUN_GROUP, concurrency_limit=1,
+    )  # fmt: skip
 
 
 def _wire_plan(service: PageService, one: dict, settings: _Settings) -> None:
@@ -173,8 +177,10 @@ def _wire_plan(service: PageService, one: dict, settings: _Settings) -> None:
         except SeesrError as error:
             return warning(message(error))
 
-    texts = [name for name in settings.controls if presets.value_kind(name)[0] is str and not presets.setting_info(name).choices]
-    triggers = [one["image"].change, *(c.change for name, c in settings.controls.items() if name not in texts)]  # prompts: no
+    def changes_plans(name: str) -> bool:  # the prompts (free text) do not
+        return presets.value_kind(name)[0] is not str or bool(presets.setting_info(name).choices)
+
+    triggers = [one["image"].change, *(c.change for name, c in settings.controls.items() if changes_plans(name))]
     gr.on(triggers, plan, inputs=settings.inputs(one["image"]), outputs=one["plan"], show_progress="hidden",
           trigger_mode="always_last", concurrency_id="plan", concurrency_limit=2, api_visibility="private")  # fmt: skip
 
@@ -204,11 +210,12 @@ def _wire_one_image(service: PageService, one: dict, settings: _Settings) -> gr.
             return gr.update(visible=False), None
         return gr.update(value=str(path), label=f"Download {path.name}", visible=True), None
 
-    one["run"].click(lambda: ("", "", gr.update(visible=False)), outputs=[one["status"], one["report"], one["download"]],
-                     queue=False, api_visibility="private")  # the last result's words go at once  # fmt: skip
+    last_result = [one["status"], one["report"], one["download"]]
+    one["run"].click(lambda: ("", "", gr.update(visible=False)), outputs=last_result, queue=False,
+                     api_visibility="private")  # the last result's words go at once  # fmt: skip
     outputs = [one["slider"], one["status"], one["report"], seed if seed is not None else one["report"], made]
-    run = one["run"].click(upscale_on_page, inputs=settings.inputs(one["image"]), outputs=outputs, concurrency_id=RUN_GROUP,
-                           concurrency_limit=1, api_visibility="private")  # fmt: skip
+    run = one["run"].click(upscale_on_page, inputs=settings.inputs(one["image"]), outputs=outputs,
+                           concurrency_id=RUN_GROUP, concurrency_limit=1, api_visibility="private")  # fmt: skip
     run.then(offer_download, inputs=made, outputs=[one["download"], made], concurrency_id="download",
              concurrency_limit=2, api_visibility="private")  # fmt: skip
     return run
@@ -225,7 +232,8 @@ def _wire_several_images(service: PageService, several: dict, settings: _Setting
         def image_progress(index: int, name: str) -> ProgressCallback:
             return page_progress(progress, f"image {index + 1}/{len(files)} ({name}): ")
 
-        done, failure = _attempt(lambda: service.batch(files, settings.arguments(values), _session(request), image_progress))
+        arguments = settings.arguments(values)
+        done, failure = _attempt(lambda: service.batch(files, arguments, _session(request), image_progress))
         if failure is not None:
             return [], failure, gr.update(visible=False)
         archive = gr.update(value=str(done.archive), visible=True) if done.archive else gr.update(visible=False)
@@ -234,8 +242,8 @@ def _wire_several_images(service: PageService, several: dict, settings: _Setting
     several["run"].click(lambda: ("", gr.update(visible=False)), outputs=[several["status"], several["archive"]],
                          queue=False, api_visibility="private")  # fmt: skip
     outputs = [several["gallery"], several["status"], several["archive"]]
-    return several["run"].click(batch, inputs=settings.inputs(several["files"]), outputs=outputs, concurrency_id=RUN_GROUP,
-                                concurrency_limit=1, api_visibility="private")  # fmt: skip
+    return several["run"].click(batch, inputs=settings.inputs(several["files"]), outputs=outputs,
+                                concurrency_id=RUN_GROUP, concurrency_limit=1, api_visibility="private")  # fmt: skip
 
 
 def _attempt(run: Callable[[], Any]) -> tuple[Any, str | None]:
@@ -309,7 +317,8 @@ def plan_text(plan: DryRun) -> str:
     steps = f", {start.steps} step{'s' if start.steps != 1 else ''}" if start.steps is not None else ""
     lines = [
         f"**{width}x{height} -> {out_width}x{out_height}**",
-        f"- engine: {escape(start.engine)} ({escape(start.model)}), {escape(start.device)} {escape(start.dtype)}{steps}",
+        f"- engine: {escape(start.engine)} ({escape(start.model)}), "
+        f"{escape(start.device)} {escape(start.dtype)}{steps}",
         f"- tiles: {escape(start.tiles)}",
         f"- estimated peak memory: {_gib(plan.estimated_peak_bytes)}",
     ]

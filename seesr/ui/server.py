@@ -43,7 +43,9 @@ def serve(
     try:
         import gradio  # noqa: F401 - only to say what is missing
     except ImportError:
-        raise ConfigError("the web page needs Gradio: run `./start_seesr.sh setup` (or `pip install 'seesr[ui]'`)") from None
+        raise ConfigError(
+            "the web page needs Gradio: run `./start_seesr.sh setup` (or `pip install 'seesr[ui]'`)"
+        ) from None
     if queue_size < 1:
         raise ConfigError(f"--queue-size must be 1 or more, got {queue_size}")
     from seesr.api import Upscaler

@@ -77,7 +77,8 @@ def message(error: BaseException) -> str:
     if isinstance(error, SeesrError):
         lines = str(error).splitlines()
         return lines[0] if lines else type(error).__name__
-    return f"unexpected error: {type(error).__name__}: {' '.join(str(error).split())} (the server's log has the details)"
+    text = " ".join(str(error).split())
+    return f"unexpected error: {type(error).__name__}: {text} (the server's log has the details)"
 
 
 class PageService:
