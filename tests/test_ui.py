@@ -175,6 +175,17 @@ def test_cancel_stops_the_sessions_run_and_the_next_run_is_unchanged(service, ph
     assert np.array_equal(np.asarray(Image.open(again.after)), np.asarray(Image.open(fresh.after)))
 
 
+def test_cancel_stops_a_run_asked_for_before_it_starts(service, photo):
+    service.ask("mine")  # the click: the run waits in the queue
+    assert service.cancel("mine") is True
+    events: list = []
+    with pytest.raises(Cancelled):
+        service.upscale(photo, FAST, "mine", events.append)
+    assert events == [] and not service.lock.locked()  # stopped before any work
+    assert service.cancel("mine") is False
+    assert Image.open(service.upscale(photo, FAST, "mine").after).size == (72, 48)  # the next click runs
+
+
 def test_a_batch_does_every_good_image_names_each_bad_one_and_zips_the_outputs(service, photo, tmp_path):
     other = tmp_path / "other" / "photo.png"  # the same name as the first: its zip entry gets _2
     other.parent.mkdir()

@@ -142,27 +142,59 @@ def test_a_person_upscales_with_seesr_then_realesrgan_and_downloads(server, brow
     page.close()
 
 
-def test_cancel_stops_a_run_and_the_page_runs_the_next(server, browser):
+def test_a_queued_request_shows_its_place_and_cancel_stops_waiting_and_running_runs(server, browser):
+    from playwright.sync_api import expect
+
+    first, second = browser.new_page(), browser.new_page()  # two people
+    for page in (first, second):
+        page.goto(server.url)
+        page.locator("#input-image input[type=file]").set_input_files(str(shared_input(PHOTO)))
+        expect(page.locator("#plan")).to_contain_text("128x128 -> 512x512", timeout=60_000)
+    first.get_by_text("Advanced", exact=True).click()
+    set_setting(first, "steps", "8")  # 512 px, 8 steps: long enough to be stopped in the middle
+    first.click("#upscale-button")
+    expect(first.locator("#result-slider")).to_contain_text("denoising", timeout=RUN_TIMEOUT_MS)  # the progress bar
+    second.click("#upscale-button")
+    expect(second.locator("#result-slider")).to_contain_text("queue: 1/1", timeout=30_000)  # its place in the queue
+    second.click("#cancel-button")
+    started = time.monotonic()
+    first.click("#cancel-button")
+    for page in (first, second):
+        expect(page.locator("#status")).to_contain_text("Cancelled after", timeout=60_000)
+        expect(page.locator("#status")).to_contain_text("nothing was produced")
+        expect(page.locator("#result-slider img")).to_have_count(0)
+    assert time.monotonic() - started < 30, "the running run went on"
+    set_setting(first, "steps", "1")
+    set_setting(first, "scale", "2")
+    set_setting(first, "process_size", "0")
+    first.click("#upscale-button")
+    expect(first.locator("#status")).to_contain_text("Done: 256x256 in ", timeout=RUN_TIMEOUT_MS)
+    first.close()
+    second.close()
+
+
+def test_several_images_give_a_gallery_a_reason_for_each_bad_one_and_one_zip(server, browser, tmp_path):
+    import zipfile
+
     from playwright.sync_api import expect
 
     page = browser.new_page()
     page.goto(server.url)
-    page.locator("#input-image input[type=file]").set_input_files(str(shared_input(PHOTO)))
-    expect(page.locator("#plan")).to_contain_text("128x128 -> 512x512", timeout=60_000)
-    page.get_by_text("Advanced", exact=True).click()
-    set_setting(page, "steps", "8")  # 512 px, 8 steps: long enough to be stopped in the middle
-    page.click("#upscale-button")
-    expect(page.locator("#result-slider")).to_contain_text("denoising", timeout=RUN_TIMEOUT_MS)  # the progress
-    started = time.monotonic()
-    page.click("#cancel-button")
-    expect(page.locator("#status")).to_contain_text("Cancel", timeout=30_000)
-    set_setting(page, "steps", "1")
+    page.get_by_role("tab", name="Several images").click()
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"not a picture\n" * 20)
+    page.locator("#batch-files input[type=file]").set_input_files([str(shared_input(PHOTO)), str(corrupt)])
+    set_setting(page, "model", "realesrgan-x4plus")
     set_setting(page, "scale", "2")
-    set_setting(page, "process_size", "0")
-    page.click("#upscale-button")
-    expect(page.locator("#status")).to_contain_text("Done", timeout=RUN_TIMEOUT_MS)
-    assert time.monotonic() - started < 60, "the cancelled run went on"
-    assert "Done: 256x256 in " in page.locator("#status").inner_text()
+    page.click("#batch-button")
+    expect(page.locator("#batch-status")).to_contain_text("Done: 1 of 2 images.", timeout=RUN_TIMEOUT_MS)
+    expect(page.locator("#batch-status")).to_contain_text("corrupt.png: image data is not an image file Pillow can read")
+    expect(page.locator("#batch-gallery img")).to_have_count(1)
+    with page.expect_download() as download:
+        page.click("#batch-download")
+    with zipfile.ZipFile(download.value.path()) as bundle:
+        assert bundle.namelist() == ["179_seesr.png"]
+        assert_upscaled(Image.open(io.BytesIO(bundle.read("179_seesr.png"))), (256, 256))
     page.close()
 
 

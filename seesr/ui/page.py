@@ -151,14 +151,14 @@ class _Settings:
 def _wire(service: PageService, one: dict, several: dict, controls: dict, random_seed: gr.Checkbox) -> None:
     settings = _Settings(controls, random_seed)
     _wire_plan(service, one, settings)
-    run_one = _wire_one_image(service, one, settings)
-    run_several = _wire_several_images(service, several, settings)
+    _wire_one_image(service, one, settings)
+    _wire_several_images(service, several, settings)
 
     def cancel(request: gr.Request) -> str:
         return "Cancelling..." if service.cancel(_session(request)) else "Nothing is running."
 
-    for tab, event in ((one, run_one), (several, run_several)):
-        tab["cancel"].click(cancel, outputs=tab["status"], queue=False, cancels=[event], api_visibility="private")
+    for tab in (one, several):  # the run itself says "Cancelled after ..." as it stops
+        tab["cancel"].click(cancel, outputs=tab["status"], queue=False, api_visibility="private")
     one["api_trigger"].click(
         api_endpoint(service, list(controls)), inputs=[one["image"], *controls.values()], outputs=one["api_output"],
         api_name="upscale", concurrency_id=RUN_GROUP, concurrency_limit=1,
@@ -185,7 +185,7 @@ def _wire_plan(service: PageService, one: dict, settings: _Settings) -> None:
           trigger_mode="always_last", concurrency_id="plan", concurrency_limit=2, api_visibility="private")  # fmt: skip
 
 
-def _wire_one_image(service: PageService, one: dict, settings: _Settings) -> gr.events.Dependency:
+def _wire_one_image(service: PageService, one: dict, settings: _Settings) -> None:
     """Upscale: the slider, the status line, the report and the seed used; then the download is
     written (in the chosen format) and offered, after the result is on the page."""
     seed = settings.controls.get("seed")
@@ -210,18 +210,20 @@ def _wire_one_image(service: PageService, one: dict, settings: _Settings) -> gr.
             return gr.update(visible=False), None
         return gr.update(value=str(path), label=f"Download {path.name}", visible=True), None
 
-    last_result = [one["status"], one["report"], one["download"]]
-    one["run"].click(lambda: ("", "", gr.update(visible=False)), outputs=last_result, queue=False,
-                     api_visibility="private")  # the last result's words go at once  # fmt: skip
+    def asked(request: gr.Request) -> tuple:  # at once: Cancel applies, the last result's words go
+        service.ask(_session(request))
+        return "", "", gr.update(visible=False)
+
+    one["run"].click(asked, outputs=[one["status"], one["report"], one["download"]], queue=False,
+                     api_visibility="private")  # fmt: skip
     outputs = [one["slider"], one["status"], one["report"], seed if seed is not None else one["report"], made]
     run = one["run"].click(upscale_on_page, inputs=settings.inputs(one["image"]), outputs=outputs,
                            concurrency_id=RUN_GROUP, concurrency_limit=1, api_visibility="private")  # fmt: skip
     run.then(offer_download, inputs=made, outputs=[one["download"], made], concurrency_id="download",
              concurrency_limit=2, api_visibility="private")  # fmt: skip
-    return run
 
 
-def _wire_several_images(service: PageService, several: dict, settings: _Settings) -> gr.events.Dependency:
+def _wire_several_images(service: PageService, several: dict, settings: _Settings) -> None:
     """Upscale all: the gallery, the status (with each file that failed) and the zip."""
 
     def batch(values: dict, request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple:
@@ -239,11 +241,15 @@ def _wire_several_images(service: PageService, several: dict, settings: _Setting
         archive = gr.update(value=str(done.archive), visible=True) if done.archive else gr.update(visible=False)
         return [(str(download), name) for name, _, download in done.done], batch_text(done), archive
 
-    several["run"].click(lambda: ("", gr.update(visible=False)), outputs=[several["status"], several["archive"]],
-                         queue=False, api_visibility="private")  # fmt: skip
+    def asked(request: gr.Request) -> tuple:  # at once: Cancel applies, the last result's words go
+        service.ask(_session(request))
+        return "", gr.update(visible=False)
+
+    several["run"].click(asked, outputs=[several["status"], several["archive"]], queue=False,
+                         api_visibility="private")  # fmt: skip
     outputs = [several["gallery"], several["status"], several["archive"]]
-    return several["run"].click(batch, inputs=settings.inputs(several["files"]), outputs=outputs,
-                                concurrency_id=RUN_GROUP, concurrency_limit=1, api_visibility="private")  # fmt: skip
+    several["run"].click(batch, inputs=settings.inputs(several["files"]), outputs=outputs,
+                         concurrency_id=RUN_GROUP, concurrency_limit=1, api_visibility="private")  # fmt: skip
 
 
 def _attempt(run: Callable[[], Any]) -> tuple[Any, str | None]:

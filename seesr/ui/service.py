@@ -92,7 +92,9 @@ class PageService:
         )
         self.workdir = Path(workdir)
         self.lock = threading.Lock()
-        self._runs: dict[str, Cancellation] = {}
+        self._asked: dict[str, Cancellation] = {}
+        """Per browser session: the run asked for and not started yet (it waits in Gradio's queue)."""
+        self._running: dict[str, Cancellation] = {}
         self._runs_lock = threading.Lock()
 
     # ------------------------------------------------------------------ planning
@@ -139,30 +141,36 @@ class PageService:
             outcome.archive = self._archive([download for _, _, download in outcome.done])
         return outcome
 
-    def cancel(self, session: str) -> bool:
-        """Stop the run of this browser session at its next step; False when none is running."""
+    def ask(self, session: str) -> None:
+        """A run of this browser session was asked for and may wait in the queue: from now on
+        :meth:`cancel` stops it before it starts, or at its next step once it runs."""
         with self._runs_lock:
-            cancellation = self._runs.get(session)
-        if cancellation is None:
-            return False
-        cancellation.cancel()
-        return True
+            self._asked[session] = Cancellation()
+
+    def cancel(self, session: str) -> bool:
+        """Stop the run of this browser session (waiting or running); False when there is none."""
+        with self._runs_lock:
+            runs = [r for r in (self._asked.get(session), self._running.get(session)) if r is not None]
+        for cancellation in runs:
+            cancellation.cancel()
+        return bool(runs)
 
     @contextmanager
     def _run(self, session: str, progress: ProgressCallback | None) -> Iterator[Cancellation]:
-        """A run's turn on the Upscaler: cancellable (:meth:`cancel`) while it waits and while it
-        runs, holding :attr:`lock` while it runs."""
-        cancellation = Cancellation(progress)
+        """A run's turn on the Upscaler, holding :attr:`lock`: cancellable (:meth:`cancel`) from
+        the moment it was asked for (:meth:`ask`) until it ends."""
         with self._runs_lock:
-            self._runs[session] = cancellation
+            cancellation = self._asked.pop(session, None) or Cancellation()
+            cancellation.callback = progress
+            self._running[session] = cancellation
         try:
             with self.lock:
                 cancellation.check()  # cancelled while it waited
                 yield cancellation
         finally:
             with self._runs_lock:
-                if self._runs.get(session) is cancellation:
-                    del self._runs[session]
+                if self._running.get(session) is cancellation:
+                    del self._running[session]
 
     def _upscale(self, data: bytes, stem: str, arguments: dict[str, Any], cancellation: Cancellation) -> Upscaled:
         self.upscaler.progress = cancellation
