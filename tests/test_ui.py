@@ -237,3 +237,12 @@ def test_the_readme_shows_the_pages_screenshot():
     with Image.open(shot) as image:
         assert image.format == "PNG" and image.size == (1280, 900)
     assert shot.stat().st_size < 200_000
+
+
+def test_serve_refuses_an_empty_queue_and_a_device_this_machine_lacks_before_it_listens(tiny_weights_dir):
+    from seesr.ui.server import serve
+
+    with pytest.raises(ConfigError, match="--queue-size must be 1 or more, got 0"):
+        serve(weights=tiny_weights_dir, queue_size=0)
+    with pytest.raises(ConfigError, match="cuda:7"):
+        serve(weights=tiny_weights_dir, device="cuda:7")
