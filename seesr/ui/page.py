@@ -218,6 +218,7 @@ def _wire_one_image(service: PageService, one: dict, settings: _Settings) -> Non
                      api_visibility="private")  # fmt: skip
     outputs = [one["slider"], one["status"], one["report"], seed if seed is not None else one["report"], made]
     run = one["run"].click(upscale_on_page, inputs=settings.inputs(one["image"]), outputs=outputs,
+                           show_progress_on=one["slider"],  # one progress bar: each one costs the browser CPU
                            concurrency_id=RUN_GROUP, concurrency_limit=1, api_visibility="private")  # fmt: skip
     run.then(offer_download, inputs=made, outputs=[one["download"], made], concurrency_id="download",
              concurrency_limit=2, api_visibility="private")  # fmt: skip
@@ -249,6 +250,7 @@ def _wire_several_images(service: PageService, several: dict, settings: _Setting
                          api_visibility="private")  # fmt: skip
     outputs = [several["gallery"], several["status"], several["archive"]]
     several["run"].click(batch, inputs=settings.inputs(several["files"]), outputs=outputs,
+                         show_progress_on=several["gallery"],
                          concurrency_id=RUN_GROUP, concurrency_limit=1, api_visibility="private")  # fmt: skip
 
 
