@@ -9,7 +9,7 @@ repository's ``weights/``) and the Hugging Face cache, and downloads what is mis
 (no network, ``HF_HUB_OFFLINE``), setup logs why and carries on: every prediction then runs the
 bundled Real-ESRGAN and says so in its logs (``Result.fallback_reason``).
 
-The inputs after ``image`` are the settings that ``seesr.presets.Settings`` declares for Cog, with
+The inputs after ``image`` are the settings that ``seesr.settings.declare.Settings`` declares for Cog, with
 the same names, in the same order. They are plain literals (one string literal per description:
 no implicit concatenation, no escapes) because ``cog build`` reads them statically with
 tree-sitter; ``tests/test_cog.py`` holds them equal to the declaration (types, defaults, ranges,
@@ -31,12 +31,13 @@ from typing import Optional
 from cog import BaseRunner, Input, Path
 
 from seesr.api import Upscaler
-from seesr.devices import resolve_device
+from seesr.runtime.devices import resolve_device
 from seesr.errors import ConfigError, InputError, SeesrError
-from seesr.files import checked_file, write_atomically
-from seesr.load import input_file_limit, read_sent_image
-from seesr.outputs import DEFAULT_SINGLE_TAG, SUFFIX_FORMATS, concrete_format, output_file
-from seesr.presets import resolve_settings, setting_info
+from seesr.io.files import checked_file, write_atomically
+from seesr.io.naming import DEFAULT_SINGLE_TAG, SUFFIX_FORMATS, concrete_format, output_file
+from seesr.io.read import input_file_limit, read_sent_image
+from seesr.settings.declare import setting_info
+from seesr.settings.resolve import resolve_settings
 from seesr.weights import WeightPaths, default_weights_dir
 
 logger = logging.getLogger("seesr.cog")

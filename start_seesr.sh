@@ -4,7 +4,7 @@
 #   test [pytest args]    run the test suite
 #   upscale ARGS          seesr upscale (downloads missing weights; offline: Real-ESRGAN, says why)
 #   predict IMAGE [ARGS]  the Cog prediction path without Docker (writes IMAGE_seesr.png)
-#   benchmark [ARGS]      full-size speed/memory benchmark (python -m seesr.benchmarks.pipeline)
+#   benchmark [ARGS]      full-size speed/memory benchmark (python -m benchmarks.pipeline)
 #   train HR_DIR -o OUT   fine-tune SeeSR on a folder of HR images (seesr train; --help for flags)
 #   evaluate SR_DIR HR_DIR  PSNR/SSIM/LPIPS/... table, paired by name (seesr evaluate; --run to upscale first)
 #   ui [--port 7860]      the web page on http://127.0.0.1:7860 (seesr ui; --help for flags)
@@ -71,7 +71,7 @@ case "$cmd" in
     test) ensure_setup; cd "$ROOT"; exec "$PY" -m pytest "$@" ;;
     upscale) ensure_setup; exec "$PY" -m seesr.cli upscale --download "$@" ;;
     predict) ensure_setup; exec "$PY" "$ROOT/predict.py" "$@" ;;
-    benchmark) ensure_setup; cd "$ROOT"; exec "$PY" -m seesr.benchmarks.pipeline "$@" ;;
+    benchmark) ensure_setup; cd "$ROOT"; exec "$PY" -m benchmarks.pipeline "$@" ;;
     train) ensure_setup; exec "$PY" -m seesr.cli train "$@" ;;
     evaluate) ensure_setup; exec "$PY" -m seesr.cli evaluate "$@" ;;
     ui) ensure_setup; exec "$PY" -m seesr.cli ui "$@" ;;

@@ -38,11 +38,15 @@ def __getattr__(name: str):
 
         return train
     if name == "SeesrPipeline":
-        from seesr.pipeline import SeesrPipeline
+        from seesr.engines.seesr.pipeline import SeesrPipeline
 
         return SeesrPipeline
-    if name in ("Settings", "PRESETS"):
-        from seesr import presets
+    if name == "Settings":
+        from seesr.settings.declare import Settings
 
-        return getattr(presets, name)
+        return Settings
+    if name == "PRESETS":
+        from seesr.settings.presets import PRESETS
+
+        return PRESETS
     raise AttributeError(f"module 'seesr' has no attribute {name!r}")

@@ -1,14 +1,24 @@
 """The Python API: ``seesr.upscale(image, ...)`` and the ``Upscaler`` that serves many images.
 
-An ``Upscaler`` loads its networks lazily, once, and keeps them until :meth:`Upscaler.unload`.
-Each call resolves its settings (arguments > ``SEESR_*`` environment > config file > preset >
-defaults), decodes the input (any format, alpha, grayscale, 16-bit), plans tiles for the memory it
-has, runs SeeSR down the out-of-memory ladder (Real-ESRGAN last), and returns a :class:`Result`.
+An ``Upscaler`` holds one of each engine (:data:`ENGINES`), which load their networks lazily, once,
+and keep them until :meth:`Upscaler.unload`. A call (:meth:`Upscaler.upscale`):
+
+1. resolves its settings (arguments > ``SEESR_*`` environment > config file > model > engine >
+   preset > defaults) and reads the input (:func:`seesr.io.read.read_image`: any format, alpha,
+   grayscale, 16-bit), pre-filtered when ``denoise`` asks;
+2. steps through the engines (:meth:`Upscaler.engines_for`: the one asked for, then those that
+   stand in for it) with the out-of-memory ladder (:func:`seesr.engines.ladder.run_ladder`: from
+   the first whose weights are there, each engine's plan, then its rungs);
+3. finishes any engine's output alike: the colour fix, the output size, the fidelity report, and
+   the input's alpha, grayness and bit depth given back (:func:`seesr.io.write.recombine`).
+
+A dry run (:meth:`Upscaler.dry_run`) is step 2's choice (:func:`~seesr.engines.ladder.runnable`) and
+the first engine's plan, run no further.
 """
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,30 +26,37 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
-from seesr.devices import PeakTracker, resolve_device
-from seesr.errors import ConfigError, MissingWeightsError
-from seesr.fallback import Attempt, free_memory, run_ladder
-from seesr.fidelity import FidelityReport, fidelity_report
-from seesr.imaging import compare_image, denoise, plan_working_size, resize
-from seesr.load import LoadedImage, load_image
-from seesr.models import MODELS
-from seesr.outputs import PILLOW_FORMATS, SUFFIX_FORMATS, concrete_format, format_of
-from seesr.planner import RunPlan, plan_run
-from seesr.presets import Settings, resolve_settings
-from seesr.progress import RECORD_FIELDS, ProgressCallback, RunStart, StageProgress, StageTracker
-from seesr.sampling import NoiseSchedule
-from seesr.save import recombine, save_image
-from seesr.weights import WeightPaths, default_weights_dir, load_manifest
+from seesr.engines.base import Engine, EngineOutput
+from seesr.engines.ladder import Attempt, run_ladder, runnable
+from seesr.engines.realesrgan.engine import RealesrganEngine
+from seesr.engines.seesr.engine import SeesrEngine
+from seesr.engines.seesr.planner import RunPlan
+from seesr.errors import ConfigError
+from seesr.imaging.colorfix import fix_colours
+from seesr.imaging.compare import compare_image
+from seesr.imaging.convert import pil_to_tensor, resize
+from seesr.imaging.fidelity import FidelityReport, fidelity_report
+from seesr.imaging.prefilter import nl_means
+from seesr.io.naming import PILLOW_FORMATS, SUFFIX_FORMATS, concrete_format, format_of
+from seesr.io.read import InputImage, read_image
+from seesr.io.write import recombine, save_image
+from seesr.progress import RECORD_FIELDS, ProgressCallback, RunStart, StageHook, StageTracker
+from seesr.runtime.devices import resolve_device
+from seesr.runtime.memory import PeakMemory, release_memory
+from seesr.settings.declare import Settings
+from seesr.settings.resolve import resolve_settings
+from seesr.weights import WeightPaths
 
 if TYPE_CHECKING:
-    from seesr.pipeline import SeesrPipeline
-
-logger = logging.getLogger(__name__)
+    from seesr.engines.realesrgan.upscaler import RealEsrganUpscaler
+    from seesr.engines.seesr.pipeline import SeesrPipeline
 
 ImageInput = str | Path | bytes | Image.Image | np.ndarray
+ENGINES: dict[str, type[Engine]] = {"seesr": SeesrEngine, "realesrgan": RealesrganEngine}
+"""Every engine by the name the ``engine`` setting takes (:data:`seesr.settings.models.ENGINES`)."""
+
 
 @dataclass
 class Result:
@@ -59,7 +76,7 @@ class Result:
     attempts: list[Attempt] = field(default_factory=list)
     fallback_reason: str | None = None
     fidelity: FidelityReport | None = None
-    source: LoadedImage | None = field(default=None, repr=False)
+    source: InputImage | None = field(default=None, repr=False)
 
     @property
     def output_format(self) -> str:
@@ -128,8 +145,9 @@ class Upscaler:
     ``weights``: a weights directory or :class:`WeightPaths` (default: ``weights/`` or
     ``$SEESR_WEIGHTS``, then the Hugging Face cache); ``download``: fetch missing weights;
     ``progress``: receives :mod:`seesr.progress` events (engine started, stage, steps x tiles;
-    :class:`~seesr.progress.TerminalProgress` draws them).
-    Other keyword arguments are default settings for every call (see :class:`Settings`)."""
+    :class:`~seesr.progress.TerminalProgress` draws them). ``stage_hook``: the context every stage
+    of every engine runs under (see :data:`~seesr.progress.StageHook`; tests inject out-of-memory
+    errors with it). Other keyword arguments are default settings for every call (see :class:`Settings`)."""
 
     def __init__(
         self,
@@ -145,306 +163,111 @@ class Upscaler:
         self.download = download
         self.config_file = config_file
         self.defaults = defaults
+        self.stage_hook: StageHook | None = None
         resolve_settings(defaults, config_file=config_file)
-        self._pipe = None
-        self._pipe_key: tuple | None = None
-        self._realesrgan = None
-        self._realesrgan_key: tuple | None = None
+        self.engines: dict[str, Engine] = {name: engine(weights, download) for name, engine in ENGINES.items()}
 
     # ---------------------------------------------------------------- models
-    def pipeline(self, settings: Settings):
+    def pipeline(self, settings: Settings) -> SeesrPipeline:
         """The SeeSR pipeline for these settings' model, device and dtype (loaded once per model;
         WeightsError if missing, found before diffusers is imported)."""
-        device = resolve_device(settings.device)
-        dtype = settings.torch_dtype(device)
-        key = (device, dtype)
-        if self._pipe is not None and self._pipe.model != settings.model:
-            self.unload()  # one model's networks at a time
-        if self._pipe is None:
-            paths = self.weight_paths(settings, download=self.download).check()
-            from seesr.pipeline import SeesrPipeline
-
-            self._pipe = SeesrPipeline.from_pretrained(paths, model=settings.model, device=device, torch_dtype=dtype)
-        elif self._pipe_key != key:
-            self._pipe.to(device, dtype)
-        self._pipe_key = key
-        self._pipe.use_attention(settings.attention)
-        if settings.compile:
-            self._pipe.compile()
-        return self._pipe
+        return self.engines["seesr"].load(settings)
 
     @property
     def loaded(self) -> SeesrPipeline | None:
         """The SeeSR pipeline loaded now: None before the first SeeSR call and after :meth:`unload`."""
-        return self._pipe
+        return self.engines["seesr"].pipeline
 
-    def weight_paths(self, settings: Settings, *, download: bool = False) -> WeightPaths:
-        """Where the SeeSR weights of ``settings.model`` are (MissingWeightsError naming the missing ones)."""
-        if isinstance(self.weights, WeightPaths):
-            return self.weights
-        return WeightPaths.resolve(self.weights, download=download, need=[MODELS[settings.model].base])
-
-    def realesrgan(self, settings: Settings):
-        """The Real-ESRGAN engine: the settings' Real-ESRGAN model, else (the SeeSR fallback) x4plus;
+    def realesrgan(self, settings: Settings) -> RealEsrganUpscaler:
+        """The Real-ESRGAN network: the settings' Real-ESRGAN model, else (the SeeSR fallback) x4plus;
         loaded once per model, device and precision."""
-        from seesr.models import DEFAULT_MODEL, is_realesrgan_model
-        from seesr.realesrgan import load_realesrgan
-
-        model = settings.model if is_realesrgan_model(settings.model) else DEFAULT_MODEL
-        key = (model, settings.device, settings.fp32)
-        if self._realesrgan is None or self._realesrgan_key != key:
-            self._realesrgan = None
-            weights_dir = None if isinstance(self.weights, WeightPaths) or self.weights is None else Path(self.weights)
-            self._realesrgan = load_realesrgan(weights_dir, device=settings.device, model=model, fp32=settings.fp32)
-            self._realesrgan_key = key
-        return self._realesrgan
+        return self.engines["realesrgan"].load(settings)
 
     def unload(self) -> None:
         """Drop every network and return their memory."""
-        self._pipe = None
-        self._realesrgan = None
-        free_memory()
+        for engine in self.engines.values():
+            engine.unload()
+        release_memory()
 
     # ---------------------------------------------------------------- the call
-    def plan(self, image: ImageInput, **arguments: Any) -> tuple[Settings, RunPlan, tuple[int, int]]:
-        """What a call would do, without running it: settings, plan (with estimated peak memory)
-        and output size. Does not load the networks."""
-        settings = self.settings(arguments)
-        loaded = load_image(image)
-        sizes = plan_working_size(*loaded.size, settings.scale, settings.process_size)
-        device = resolve_device(settings.device)
-        dtype = settings.torch_dtype(device)
-        overrides, multiplier = settings.plan_overrides(), settings.batch_multiplier()
-        planning = dict(batch_multiplier=multiplier, max_latent_tile=settings.max_latent_tile, overrides=overrides)
-        if self._pipe is not None:
-            plan = self._pipe.plan_for(*sizes.work_size, **planning)
-        else:  # nothing loaded yet: plan for the full-size weights in this dtype
-            weights = _full_size_weights_bytes(dtype)
-            plan = plan_run(*sizes.work_size, device=device, dtype=dtype, weights_bytes=weights, **planning)
-        return settings, plan, sizes.output_size
-
-    def steps_that_run(self, settings: Settings) -> int:
-        """How many denoising steps a call with ``settings`` runs: the timesteps at or below
-        ``start_steps`` (ConfigError when none is), by the model's scheduler config. Weights not
-        downloaded yet (``download=True``): the steps asked for."""
-        if self._pipe is not None and self._pipe.model == settings.model:
-            schedule = self._pipe.schedule
-        else:
-            try:
-                base = getattr(self.weight_paths(settings), MODELS[settings.model].base)
-            except MissingWeightsError:
-                base = None
-            if base is None:
-                return settings.steps
-            schedule = NoiseSchedule.from_pretrained(base / "scheduler")
-        return len(schedule.timesteps(settings.steps, settings.start_steps))
-
     def settings(self, arguments: dict[str, Any]) -> Settings:
         return resolve_settings({**self.defaults, **arguments}, config_file=self.config_file)
+
+    def engines_for(self, settings: Settings) -> list[Engine]:
+        """The engines a call may step through, in turn: the one the settings ask for, then the
+        ones standing in for it (its ``fallback``, and so on), unless ``no_fallback``."""
+        chain = [self.engines[settings.engine]]
+        while not settings.no_fallback and chain[-1].fallback is not None:
+            chain.append(self.engines[chain[-1].fallback])
+        return chain
+
+    def plan(self, image: ImageInput, **arguments: Any) -> tuple[Settings, RunPlan, tuple[int, int]]:
+        """What a SeeSR call would do, without running it: settings, plan (with estimated peak
+        memory) and output size. Does not load the networks."""
+        settings = self.settings(arguments)
+        plan = self.engines["seesr"].plan(read_image(image).rgb, settings)
+        return settings, plan.detail, plan.output_size
 
     def dry_run(self, image: ImageInput, **arguments: Any) -> DryRun:
         """What :meth:`upscale` would run on ``image``: the engine (Real-ESRGAN when asked for, or
         when SeeSR's weights are missing and the fallback is allowed), model, device, dtype, tile
-        plan and estimated peak memory. Loads no network and imports no diffusers."""
+        plan and estimated peak memory. Loads no network, downloads nothing, imports no diffusers."""
         settings = self.settings(arguments)
-        reason = None
-        if settings.engine == "seesr" and self._pipe is None and not self.download:
-            try:
-                self.weight_paths(settings).check()
-            except MissingWeightsError as error:
-                if settings.no_fallback:
-                    raise
-                reason = self._missing_reason(error)
-        loaded = load_image(image)
-        if settings.engine == "realesrgan" or reason is not None:
-            from seesr.models import (
-                DEFAULT_MODEL, REALESRGAN_MODELS, canonical_model, is_model_file, is_realesrgan_model,
-            )  # fmt: skip
-            from seesr.realesrgan import (
-                auto_tile,
-                batch_pixels_for,
-                estimated_peak_bytes,
-                free_memory_bytes,
-                inspect_model_file,
-                planned_precision,
-            )
-
-            device = resolve_device(settings.device)
-            dtype = planned_precision(device, settings.fp32)
-            model = canonical_model(settings.model) if is_realesrgan_model(settings.model) else DEFAULT_MODEL
-            if is_model_file(model):  # its header says what it is; its tensors are read only to run it
-                header = inspect_model_file(model)
-                model, net_scale = header.name, header.scale
-            else:
-                net_scale = REALESRGAN_MODELS[model].network_scale
-            start = RunStart("realesrgan", model, str(device), _dtype_name(dtype), None,
-                             realesrgan_tiles(settings.tile, settings.scale, net_scale))  # fmt: skip
-            size = plan_working_size(*loaded.size, settings.scale, 0).output_size
-            width, height = loaded.size
-            scale = net_scale or 4  # a model file's scale is known once it is read: plan for x4
-            budget = batch_pixels_for(free_memory_bytes(device), scale, dtype)
-            tile = settings.tile or auto_tile(height, width, budget, settings.tile_pad)
-            peak = estimated_peak_bytes(height, width, tile, scale, dtype, budget, settings.tile_pad)
-            return DryRun(start, loaded.size, size, peak, reason)
-        settings, plan, size = self.plan(loaded.rgb, **arguments)
-        device = resolve_device(settings.device)
-        dtype = _dtype_name(settings.torch_dtype(device))
-        start = RunStart("seesr", settings.model, str(device), dtype, self.steps_that_run(settings), plan.describe())
-        return DryRun(start, loaded.size, size, plan.estimated_peak_bytes)
+        engines, reason = self.engines_for(settings), None
+        if not self.download:  # weights that would be downloaded first are taken as there
+            engines, reason = runnable(engines, settings, download=False)
+        source = read_image(image)
+        plan = engines[0].plan(source.rgb, settings)
+        return DryRun(plan.start, source.size, plan.output_size, plan.estimated_peak_bytes, reason)
 
     def upscale(self, image: ImageInput, **arguments: Any) -> Result:
         """Upscale one image (path, bytes, PIL image or numpy array); see :class:`Settings`."""
         settings = self.settings(arguments)
-        loaded = load_image(image)
-        rgb = denoise(loaded.rgb, settings.denoise) if settings.denoise else loaded.rgb
+        source = read_image(image)
+        rgb = nl_means(source.rgb, settings.denoise) if settings.denoise else source.rgb
         seed = settings.seed if settings.seed is not None else random.randrange(2**32)
         start = time.perf_counter()
-        with PeakTracker(resolve_device(settings.device)) as peak:
-            ladder = self._run(rgb, settings, seed, StageTracker(self.progress))
-        reference = resize(loaded.rgb, ladder.image.size)
-        if ladder.engine == "realesrgan":
-            from seesr.realesrgan import color_fix_image
-
-            ladder.image = color_fix_image(ladder.image, reference, settings.color_fix)
-        image_out = recombine(ladder.image, loaded)
-        output = ladder.seesr_output
-        timings = dict(getattr(output, "timings", {}) or {})
-        timings["total"] = time.perf_counter() - start
+        with PeakMemory(resolve_device(settings.device)) as peak:
+            tracker = StageTracker(self.progress, self.stage_hook)
+            run_settings = dataclasses.replace(settings, seed=seed)
+            ladder = run_ladder(rgb, run_settings, self.engines_for(settings), tracker, download=self.download)
+        finishing = time.perf_counter()
+        image_out = finish(ladder.output, source, settings.color_fix, ladder.plan.output_size)
+        timings = {**ladder.output.timings, "colorfix": time.perf_counter() - finishing}
+        by_seesr = ladder.engine.name == "seesr"
         result = Result(
-            image=image_out,
-            engine=ladder.engine,
+            image=recombine(image_out, source),
+            engine=ladder.engine.name,
             settings=settings,
-            seed=seed if ladder.engine == "seesr" else None,
-            model=settings.model if ladder.engine == "seesr" else self._realesrgan.name,
-            tags=getattr(output, "tags", None),
-            prompt=getattr(output, "prompt", None),
-            plan=ladder.plan,
-            timings=timings,
-            peak_memory_bytes=peak.peak,
+            seed=seed if by_seesr else None,
+            model=ladder.plan.start.model,
+            tags=ladder.output.tags,
+            prompt=ladder.output.prompt,
+            plan=ladder.output.plan,
+            timings={**timings, "total": time.perf_counter() - start},
+            peak_memory_bytes=peak.total,
             attempts=ladder.attempts,
             fallback_reason=ladder.reason,
-            fidelity=fidelity_report(reference, ladder.image),
-            source=loaded,
+            fidelity=fidelity_report(resize(source.rgb, image_out.size), image_out),
+            source=source,
         )
-        del ladder, output
-        free_memory()
+        del ladder
+        release_memory()
         return result
 
-    def _run(self, rgb: Image.Image, settings: Settings, seed: int, report: StageTracker):
-        def load_realesrgan():
-            if self._realesrgan is None:
-                report(StageProgress("load", 0, 0))
-            engine = self.realesrgan(settings)
-            engine.progress = report
-            tiles = realesrgan_tiles(settings.tile, settings.scale, engine.net_scale)
-            report(RunStart("realesrgan", engine.name, str(engine.device), _dtype_name(engine.dtype), None, tiles))
-            return engine
 
-        def realesrgan_only(reason: str | None):
-            return run_ladder(
-                rgb,
-                scale=settings.scale,
-                plan=None,
-                run_seesr=None,
-                load_realesrgan=load_realesrgan,
-                skip_reason=reason,
-                realesrgan_tile=settings.tile,
-                realesrgan_tile_pad=settings.tile_pad,
-            )
-
-        if settings.engine == "realesrgan":
-            return realesrgan_only(None)
-        try:
-            if self._pipe is None or self._pipe.model != settings.model:
-                report(StageProgress("load", 0, 0))
-            pipe = self.pipeline(settings)
-        except MissingWeightsError as error:  # absent only: unusable weights are the user's error to see
-            if settings.no_fallback:
-                raise
-            return realesrgan_only(self._missing_reason(error))
-        pipe.progress = report
-        steps = len(pipe.schedule.timesteps(settings.steps, settings.start_steps))  # ConfigError before any work
-        sizes = plan_working_size(rgb.width, rgb.height, settings.scale, settings.process_size)
-        plan = pipe.plan_for(
-            *sizes.work_size,
-            batch_multiplier=settings.batch_multiplier(),
-            max_latent_tile=settings.max_latent_tile,
-            overrides=settings.plan_overrides(),
-        )
-        keywords = settings.arguments_for("pipeline")
-        tried: list[str] = []
-
-        def run_seesr(rung: RunPlan):
-            retry = f"out of memory in {report.stage or 'setup'}" if tried else None
-            tried.append(rung.describe())
-            start = RunStart("seesr", settings.model, str(pipe.device), _dtype_name(pipe.dtype), steps, rung.describe(), retry)
-            report(start)
-            report.stage = None
-            return pipe(rgb, **keywords, plan=rung, kds=settings.kds_config(), seed=seed)
-
-        return run_ladder(
-            rgb,
-            scale=settings.scale,
-            plan=plan,
-            run_seesr=run_seesr,
-            load_realesrgan=load_realesrgan,
-            allow_fallback=not settings.no_fallback,
-            stage_hook=pipe.stage_hook,
-            stage=lambda: report.stage,
-            realesrgan_tile=settings.tile,
-            realesrgan_tile_pad=settings.tile_pad,
-        )
-
-    def _missing_reason(self, error: MissingWeightsError) -> str:
-        """Why SeeSR cannot run, in one line: the missing files (by group when many) and where."""
-        if not error.missing:
-            return "SeeSR weights are missing: " + " ".join(str(error).split())
-        manifest = load_manifest()
-        known = {entry.name: entry.group for entry in manifest.entries}
-        missing = list(error.missing)
-        if len(missing) <= MISSING_NAMED:
-            what = ", ".join(missing)
-        else:
-            groups: dict[str, int] = {}
-            for name in missing:
-                group = known.get(name, name.split("/")[0])
-                groups[group] = groups.get(group, 0) + 1
-            what = f"{len(missing)} files ({', '.join(f'{group} {count}' for group, count in groups.items())})"
-        if isinstance(self.weights, WeightPaths):
-            where = "the given weight paths"
-        else:
-            where = f"{Path(self.weights) if self.weights is not None else default_weights_dir()} or the Hugging Face cache"
-        listed = "" if len(missing) <= MISSING_NAMED else " (`seesr weights list` names them)"
-        return f"SeeSR weights are missing: {what} not found in {where}{listed}; run `seesr weights download`"
+def finish(output: EngineOutput, source: InputImage, color_fix: str, size: tuple[int, int]) -> Image.Image:
+    """The one step after any engine: the output's colours from its reference (else from the input,
+    bicubic-upscaled to it) by ``color_fix``, quantised to 8 bits, at the output ``size``."""
+    height, width = output.pixels.shape[-2:]
+    reference = output.reference if output.reference is not None else pil_to_tensor(resize(source.rgb, (width, height)))
+    return resize(fix_colours(output.pixels, reference, color_fix), size)
 
 
-def upscale(image: ImageInput, preset: str = "balanced", scale: float = 4, **arguments: Any) -> Result:
+def upscale(image: ImageInput, preset: str = Settings.preset, scale: float = Settings.scale, **arguments: Any) -> Result:
     """Upscale one image with a fresh :class:`Upscaler` (use an Upscaler to serve many images)."""
     weights = arguments.pop("weights", None)
     return Upscaler(weights).upscale(image, preset=preset, scale=scale, **arguments)
-
-
-MISSING_NAMED = 3
-"""Up to this many missing weight files are named one by one; more are counted by group."""
-
-FULL_SIZE_PARAMETERS = int(2.25e9)
-"""Parameters of the full-size networks, for plans made before the networks are loaded."""
-
-
-def _full_size_weights_bytes(dtype: torch.dtype) -> int:
-    return FULL_SIZE_PARAMETERS * (torch.finfo(dtype).bits // 8)
-
-
-def realesrgan_tiles(tile: int, scale: float, net_scale: int | None) -> str:
-    """The Real-ESRGAN plan in words: network scale, resize, tiles."""
-    network = f"x{net_scale} network" if net_scale else "the model file's network"
-    resize_to = "" if scale == net_scale else f", resized to x{scale:g}"
-    tiles = f"tiles of {tile} px" if tile else "untiled when it fits the free memory, else tiles"
-    return f"{network}{resize_to}; {tiles} (smaller on out-of-memory)"
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Images are paired by name (the file stem: ``out/0001.png`` with ``hr/0001.jpg``)
 table is one way of making the SR images: a folder of them, the bicubic baseline from the LR images
 (``lr_dir``), or an engine / model / preset run on the LR images now (``runs``, through
 :class:`~seesr.api.Upscaler` without its fallback, so a row is what it says). Every pair gets every
-metric asked (:mod:`seesr.metrics`), then each row its mean; FID compares the row's set with the HR
+metric asked (:mod:`seesr.imaging.metrics`), then each row its mean; FID compares the row's set with the HR
 set. What cannot be done is one line each (an unpaired file, a size mismatch, an unreadable image,
 a metric without its weights, a row whose weights are missing) and the rest is still reported:
 the evaluation is then ``partial``.
@@ -24,9 +24,9 @@ import numpy as np
 from PIL import Image
 
 from seesr.errors import ConfigError, InputError, SeesrError
-from seesr.inputs import IMAGE_SUFFIXES
-from seesr.load import LoadedImage, load_image
-from seesr.metrics import METRICS, MetricUnavailable, crop, load_metric
+from seesr.io.inputs import IMAGE_SUFFIXES
+from seesr.io.read import InputImage, read_image
+from seesr.imaging.metrics import METRICS, MetricUnavailable, crop, load_metric, load_scorers, metric_pixels, score_pair
 
 BICUBIC = "bicubic"
 """The row (and ``--run`` name) of the LR images upscaled to the HR size with PIL bicubic."""
@@ -183,39 +183,6 @@ def _names(names: list[str], shown: int = 5) -> str:
 # --------------------------------------------------------------------------- scoring
 
 
-def metric_pixels(image: LoadedImage) -> np.ndarray:
-    """HxWx3 float64 on [0, 255] of a loaded image: its 8-bit values, or its 16-bit values scaled
-    by 255/65535 (not rounded); alpha is not part of it, gray is three equal channels."""
-    if image.high_bit_rgb is not None:
-        return image.high_bit_rgb.astype(np.float64) * (255.0 / 65535.0)
-    return np.asarray(image.rgb, dtype=np.float64)
-
-
-def score_pair(sr: LoadedImage | Image.Image, hr: LoadedImage | Image.Image, scorers: dict[str, Any],
-               crop_border: int = 0) -> dict[str, float]:  # fmt: skip
-    """Every per-image metric of ``scorers`` (name -> loaded metric) on one SR / HR pair, after
-    ``crop_border`` pixels leave every edge of both; a size mismatch is an InputError."""
-    sr, hr = (image if isinstance(image, LoadedImage) else load_image(image) for image in (sr, hr))
-    if sr.size != hr.size:
-        raise InputError(f"SR {sr.size[0]}x{sr.size[1]} and HR {hr.size[0]}x{hr.size[1]} differ in size")
-    a, b = crop(metric_pixels(sr), crop_border), crop(metric_pixels(hr), crop_border)
-    return {name: scorer(a, b) for name, scorer in scorers.items()}
-
-
-def load_scorers(metrics: Sequence[str], device: str = "cpu") -> tuple[dict[str, Any], dict[str, str]]:
-    """(name -> loaded per-image metric, name -> why it is unavailable) for ``metrics`` (FID, a
-    metric of sets, is left to the caller)."""
-    scorers, unavailable = {}, {}
-    for name in metrics:
-        if METRICS[name].kind == "set":
-            continue
-        try:
-            scorers[name] = load_metric(name, device)
-        except MetricUnavailable as error:
-            unavailable[name] = str(error)
-    return scorers, unavailable
-
-
 class _Scoring:
     """The metrics of one evaluation, loaded once, and the rows it scores."""
 
@@ -225,7 +192,7 @@ class _Scoring:
         self.device = _device(device) if learned else "cpu"
         self.per_image, self.evaluation.unavailable = load_scorers(metrics, self.device)
 
-    def score_row(self, row: Row, pairs: list[Pair], make_sr: Callable[[Pair, LoadedImage], LoadedImage | Image.Image],
+    def score_row(self, row: Row, pairs: list[Pair], make_sr: Callable[[Pair, InputImage], InputImage | Image.Image],
                   progress: Progress | None) -> None:  # fmt: skip
         """Score ``make_sr(pair, hr)`` against each pair's HR image; a pair that fails is one line."""
         fid, border = self._fid(), self.evaluation.crop_border
@@ -233,9 +200,9 @@ class _Scoring:
             if progress is not None:
                 progress(row.name, index + 1, len(pairs), pair.name)
             try:
-                hr = load_image(pair.hr)
+                hr = read_image(pair.hr)
                 sr = make_sr(pair, hr)
-                sr = sr if isinstance(sr, LoadedImage) else load_image(sr)
+                sr = sr if isinstance(sr, InputImage) else read_image(sr)
                 row.scores[pair.name] = score_pair(sr, hr, self.per_image, border)
                 if fid is not None:
                     fid.add(crop(metric_pixels(sr), border), crop(metric_pixels(hr), border))
@@ -257,7 +224,7 @@ class _Scoring:
 
 def _device(name: str | None) -> str:
     """The device of the learned metrics: ``name`` checked, or cuda when there is one."""
-    from seesr.devices import resolve_device
+    from seesr.runtime.devices import resolve_device
 
     return str(resolve_device(name))
 
@@ -266,9 +233,9 @@ def _first_line(error: BaseException) -> str:
     return (str(error).strip() or type(error).__name__).splitlines()[0]
 
 
-def _bicubic(pair: Pair, hr: LoadedImage) -> Image.Image:
+def _bicubic(pair: Pair, hr: InputImage) -> Image.Image:
     """The LR image of ``pair`` upscaled to the size of its HR image with PIL bicubic."""
-    return load_image(pair.source).rgb.resize(hr.size, Image.Resampling.BICUBIC)
+    return read_image(pair.source).rgb.resize(hr.size, Image.Resampling.BICUBIC)
 
 
 def evaluate_folder(
@@ -280,7 +247,7 @@ def evaluate_folder(
     scoring = _Scoring(metrics, crop_border, device)
     pairs, problems = pair_by_name(Path(sr_dir), Path(hr_dir))
     scoring.evaluation.problems += problems
-    scoring.score_row(Row(Path(sr_dir).name or str(sr_dir), "folder"), pairs, lambda pair, hr: load_image(pair.source), progress)
+    scoring.score_row(Row(Path(sr_dir).name or str(sr_dir), "folder"), pairs, lambda pair, hr: read_image(pair.source), progress)
     if lr_dir is not None:
         lr_pairs, problems = pair_by_name(Path(lr_dir), Path(hr_dir), role="LR")
         scoring.evaluation.problems += problems
@@ -294,8 +261,8 @@ def evaluate_folder(
 def run_choices() -> tuple[str, ...]:
     """What ``--run`` accepts: presets (SeeSR-Turbo), SeeSR models, Real-ESRGAN models, the engine
     name ``realesrgan`` (x4plus) and ``bicubic``."""
-    from seesr.models import MODELS, REALESRGAN_MODELS
-    from seesr.presets import PRESETS
+    from seesr.settings.models import MODELS, REALESRGAN_MODELS
+    from seesr.settings.presets import PRESETS
 
     return (*PRESETS, *MODELS, *REALESRGAN_MODELS, REALESRGAN_ENGINE, BICUBIC)
 
@@ -303,8 +270,8 @@ def run_choices() -> tuple[str, ...]:
 def run_arguments(name: str) -> dict[str, Any]:
     """The settings a ``--run`` name stands for (``balanced`` -> preset, ``realesrgan-x4plus`` ->
     model, ...); an unknown name is a one-line ConfigError."""
-    from seesr.models import MODELS, canonical_model, is_realesrgan_model
-    from seesr.presets import PRESETS
+    from seesr.settings.models import MODELS, canonical_model, is_realesrgan_model
+    from seesr.settings.presets import PRESETS
 
     if name in PRESETS:
         return {"preset": name, "engine": "seesr"}
@@ -344,8 +311,8 @@ def evaluate_runs(
             scoring.evaluation.problems.append(f"{name}: not run, {row.missing}")
             continue
 
-        def upscaled(pair: Pair, hr: LoadedImage, row_arguments: dict[str, Any] = row_arguments) -> Image.Image:
-            scale = hr.size[0] / load_image(pair.source).size[0]
+        def upscaled(pair: Pair, hr: InputImage, row_arguments: dict[str, Any] = row_arguments) -> Image.Image:
+            scale = hr.size[0] / read_image(pair.source).size[0]
             return upscaler.upscale(pair.source, scale=scale, no_fallback=True, **row_arguments).image
 
         scoring.score_row(row, pairs, upscaled, progress)

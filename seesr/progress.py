@@ -1,7 +1,7 @@
 """What an upscale is doing, as events, and the one-line terminal display of them.
 
 The library never prints: :class:`~seesr.api.Upscaler` (``progress=callback``), the SeeSR pipeline
-(``pipe.progress``) and the Real-ESRGAN engine (``engine.progress``) send :data:`ProgressEvent`
+(``pipe.progress``) and the Real-ESRGAN network (``network.progress``) send :data:`ProgressEvent`
 values to a callback. The command line draws them with :class:`TerminalProgress` when stderr is a
 terminal. Light module (no torch).
 """
@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TextIO, TypeVar
 
@@ -78,11 +79,18 @@ class StageCounter:
             self.callback(StageProgress(self.stage, self.done, self.total))
 
 
-class StageTracker:
-    """Passes events on and remembers the stage running (to say where memory ran out)."""
+StageHook = Callable[[str], AbstractContextManager[object]]
+"""Called with a stage's name as it starts; the context manager it returns is held while the stage
+runs (an out-of-memory injector raises from the call, a benchmark clock times the stage)."""
 
-    def __init__(self, callback: ProgressCallback | None = None) -> None:
+
+class StageTracker:
+    """Passes events on, remembers the stage running (to say where memory ran out), and holds the
+    stage hook every stage of a run starts under (None: none)."""
+
+    def __init__(self, callback: ProgressCallback | None = None, stage_hook: StageHook | None = None) -> None:
         self.callback = callback
+        self.stage_hook = stage_hook
         self.stage: str | None = None
 
     def __call__(self, event: ProgressEvent) -> None:

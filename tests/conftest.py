@@ -59,7 +59,7 @@ def tiny_weights(tiny: Path):
 @pytest.fixture(scope="session")
 def tiny_pipe(tiny_weights):
     """The SeeSR pipeline on the tiny official fixtures, CPU float32 (loaded once)."""
-    from seesr.pipeline import SeesrPipeline
+    from seesr.engines.seesr.pipeline import SeesrPipeline
 
     return SeesrPipeline.from_pretrained(tiny_weights, device="cpu")
 

@@ -2,7 +2,7 @@
 
 Officially every tile contributes the statistics of its whole padded window, and the tiles'
 means and variances are averaged, count-weighted (the spread of the per-tile means is dropped).
-Plugged into :func:`seesr.vae_tiling._run_windows`, the lock-step machinery then reproduces the
+Plugged into :func:`seesr.engines.seesr.vae_tiling._run_windows`, the lock-step machinery then reproduces the
 official tiled results.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from seesr.vae_tiling import GroupStats, _WindowPass, group_stats
+from seesr.engines.seesr.vae_tiling import GroupStats, _WindowPass, group_stats
 
 
 class OfficialWindowPass(_WindowPass):
@@ -36,4 +36,4 @@ def pool_like_official(parts: Sequence[GroupStats]) -> tuple[torch.Tensor, torch
 
 
 OFFICIAL_RULES = dict(window_pass=OfficialWindowPass, pool=pool_like_official)
-"""Keyword arguments of :func:`seesr.vae_tiling._run_windows` for the official statistics."""
+"""Keyword arguments of :func:`seesr.engines.seesr.vae_tiling._run_windows` for the official statistics."""

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from oom import OomInjector
 from seesr.api import Result, Upscaler
 from seesr.errors import ConfigError, InputError, OutOfMemoryError
-from seesr.fallback import OomInjector, is_out_of_memory
+from seesr.runtime.memory import is_out_of_memory
 
 FAST = dict(scale=2, steps=1, process_size=0, seed=3)
 
@@ -21,8 +22,7 @@ def upscaler(tiny_weights):
 @pytest.fixture(autouse=True)
 def no_faults(upscaler):
     yield
-    if upscaler.loaded is not None:
-        upscaler.loaded.stage_hook = None
+    upscaler.stage_hook = None
 
 
 def test_upscale_returns_a_full_result(upscaler, lr_image):
@@ -68,7 +68,7 @@ def test_alpha_and_gray_come_back(upscaler, lr_image):
 
 @pytest.mark.parametrize("stage", ["tag", "encode", "denoise", "decode"])
 def test_out_of_memory_at_any_stage_goes_to_a_smaller_plan(upscaler, lr_image, stage):
-    upscaler.pipeline(upscaler.settings(FAST)).stage_hook = injector = OomInjector({stage: 1})
+    upscaler.stage_hook = injector = OomInjector({stage: 1})
     result = upscaler.upscale(lr_image, **FAST)
     assert injector.raised == [stage]
     assert result.engine == "seesr"
@@ -79,12 +79,12 @@ def test_out_of_memory_at_any_stage_goes_to_a_smaller_plan(upscaler, lr_image, s
 
 
 def test_offload_rung_then_realesrgan(upscaler, lr_image):
-    upscaler.pipeline(upscaler.settings(FAST)).stage_hook = OomInjector({"denoise": 2})
+    upscaler.stage_hook = OomInjector({"denoise": 2})
     result = upscaler.upscale(lr_image, **FAST)
     assert result.engine == "seesr" and "offload" in result.attempts[-1].settings
     assert len(result.attempts) == 3
 
-    upscaler.loaded.stage_hook = OomInjector({"denoise": 3, "realesrgan": 1})
+    upscaler.stage_hook = OomInjector({"denoise": 3, "realesrgan": 1})
     result = upscaler.upscale(lr_image, **FAST)
     assert result.engine == "realesrgan" and "every rung" in result.fallback_reason
     assert [a.engine for a in result.attempts] == ["seesr"] * 3 + ["realesrgan"] * 2
@@ -93,7 +93,7 @@ def test_offload_rung_then_realesrgan(upscaler, lr_image):
 
 
 def test_no_fallback_raises_typed_error_with_advice(upscaler, lr_image):
-    upscaler.pipeline(upscaler.settings(FAST)).stage_hook = OomInjector({"denoise": 1})
+    upscaler.stage_hook = OomInjector({"denoise": 1})
     with pytest.raises(OutOfMemoryError, match="memory"):
         upscaler.upscale(lr_image, no_fallback=True, **FAST)
 
@@ -101,7 +101,7 @@ def test_no_fallback_raises_typed_error_with_advice(upscaler, lr_image):
 def test_everything_out_of_memory_is_a_typed_error(upscaler, lr_image):
     """Real-ESRGAN's rungs: its planned tile (untiled for this small image), then 256, 128, 64."""
     injector = OomInjector({"denoise": 3, "realesrgan": 4})
-    upscaler.pipeline(upscaler.settings(FAST)).stage_hook = injector
+    upscaler.stage_hook = injector
     with pytest.raises(OutOfMemoryError, match="every rung"):
         upscaler.upscale(lr_image, **FAST)
     assert injector.raised == ["denoise"] * 3 + ["realesrgan"] * 4
@@ -166,7 +166,7 @@ def test_progress_events_and_the_out_of_memory_reason(upscaler, lr_image):
     events = []
     upscaler.progress = events.append
     try:
-        upscaler.pipeline(upscaler.settings(FAST)).stage_hook = OomInjector({"tag": 1, "denoise": 2})
+        upscaler.stage_hook = OomInjector({"tag": 1, "denoise": 2})
         result = upscaler.upscale(lr_image, **FAST)
     finally:
         upscaler.progress = None

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from seesr.errors import ConfigError
-from seesr.models import attention
-from seesr.models.attention import (
+from seesr.engines.seesr.models import attention
+from seesr.engines.seesr.models.attention import (
     Avx512Bf16AttnProcessor,
     attention_kernel,
     kernel_supports,
@@ -136,7 +136,7 @@ def fresh_kernel(monkeypatch, tmp_path):
 def test_without_a_compiler_attention_stays_on_torch(monkeypatch, fresh_kernel, caplog):
     monkeypatch.setattr(attention, "_compiler", lambda: None)
     q = torch.randn(1, 2, 20, 64).bfloat16()
-    with caplog.at_level(logging.WARNING, logger="seesr.models.attention"):
+    with caplog.at_level(logging.WARNING, logger="seesr.engines.seesr.models.attention"):
         assert load_kernel() is None
         assert torch.equal(scaled_dot_product_attention(q, q, q), F.scaled_dot_product_attention(q, q, q))
     assert "no C++ compiler" in caplog.text
@@ -145,7 +145,7 @@ def test_without_a_compiler_attention_stays_on_torch(monkeypatch, fresh_kernel, 
 
 def test_a_failed_build_warns_once_and_leaves_nothing_behind(monkeypatch, fresh_kernel, caplog):
     monkeypatch.setattr(attention, "_compiler", lambda: "/bin/false")
-    with caplog.at_level(logging.WARNING, logger="seesr.models.attention"):
+    with caplog.at_level(logging.WARNING, logger="seesr.engines.seesr.models.attention"):
         assert load_kernel() is None
         assert load_kernel() is None
     assert caplog.text.count("building the AVX512-BF16 attention kernel failed") == 1
@@ -212,8 +212,8 @@ def test_float32_layers_keep_torchs_processor(monkeypatch):
 def test_pipeline_applies_the_setting_to_every_network(tiny_weights, monkeypatch):
     """``SeesrPipeline.use_attention`` (the ``attention`` setting) gives the UNet, ControlNet and VAE
     the rule's processor for their dtype, and ``sdpa`` puts torch's back."""
-    from seesr.benchmarks.common import attention_processors
-    from seesr.pipeline import SeesrPipeline
+    from benchmarks.common import attention_processors
+    from seesr.engines.seesr.pipeline import SeesrPipeline
 
     monkeypatch.setattr(attention, "cpu_bf16_units", lambda: (True, False))
     monkeypatch.setattr(attention, "load_kernel", lambda: print)  # built (the tiny heads never reach it)

@@ -8,10 +8,10 @@ import time
 import pytest
 import torch
 
-from seesr.benchmarks import pipeline as bench
-from seesr.benchmarks import report
-from seesr.benchmarks.common import cpu_description
-from seesr.devices import default_dtype
+from benchmarks import pipeline as bench
+from benchmarks import report
+from benchmarks.common import cpu_description
+from seesr.runtime.devices import default_dtype
 
 PIPELINE_STAGES = ("tag", "text", "encode", "denoise", "decode", "colorfix")
 
@@ -227,7 +227,7 @@ def test_report_prints_a_record_and_compares_only_records_of_one_machine(record,
     other.write_text(json.dumps(elsewhere))
 
     def report(*paths):
-        return subprocess.run([sys.executable, "-m", "seesr.benchmarks.report", *map(str, paths)], capture_output=True,
+        return subprocess.run([sys.executable, "-m", "benchmarks.report", *map(str, paths)], capture_output=True,
                               text=True, env={"PYTHONPATH": str(REPO_ROOT), "PATH": ""}, timeout=120)  # fmt: skip
 
     done = report(first, same)
@@ -241,7 +241,7 @@ def test_report_prints_a_record_and_compares_only_records_of_one_machine(record,
 def test_the_default_path_runs_the_attention_asked_for(tiny_weights_dir, monkeypatch):
     """``--attention sdpa`` keeps torch's attention on the default path (an A/B of seesr's kernel
     against torch's on one machine); the record says which processors ran."""
-    from seesr.models import attention
+    from seesr.engines.seesr.models import attention
 
     monkeypatch.setattr(attention, "cpu_bf16_units", lambda: (True, False))
     monkeypatch.setattr(attention, "load_kernel", lambda: print)  # built (the tiny heads never reach it)
@@ -255,7 +255,7 @@ def test_the_default_path_runs_the_attention_asked_for(tiny_weights_dir, monkeyp
 
 
 def test_candidates_profile_attention_and_unet_run_as_typed(tiny_weights_dir, tmp_path):
-    """``python -m seesr.benchmarks.candidates profile attention unet`` as the README types it (tiny weights)."""
+    """``python -m benchmarks.candidates profile attention unet`` as the README types it (tiny weights)."""
     import subprocess
     import sys
 
@@ -263,7 +263,7 @@ def test_candidates_profile_attention_and_unet_run_as_typed(tiny_weights_dir, tm
 
     out = tmp_path / "candidates.json"
     done = subprocess.run(
-        [sys.executable, "-m", "seesr.benchmarks.candidates", "profile", "attention", "unet", "--latent", "8", "--warmup", "0",
+        [sys.executable, "-m", "benchmarks.candidates", "profile", "attention", "unet", "--latent", "8", "--warmup", "0",
          "--repeats", "1", "--threads", "1", "--weights", str(tiny_weights_dir), "--json", str(out)],
         capture_output=True, text=True, timeout=600, env={"PYTHONPATH": str(REPO_ROOT), "PATH": "", "OMP_WAIT_POLICY": "PASSIVE"},
     )  # fmt: skip
@@ -302,7 +302,7 @@ def test_candidates_profile_attention_and_unet_run_as_typed(tiny_weights_dir, tm
 def test_every_listed_benchmark_is_a_module_with_a_main():
     import importlib
 
-    from seesr.benchmarks.__main__ import BENCHMARKS
+    from benchmarks.__main__ import BENCHMARKS
 
     for name in BENCHMARKS:
-        assert callable(importlib.import_module(f"seesr.benchmarks.{name}").main), name
+        assert callable(importlib.import_module(f"benchmarks.{name}").main), name

@@ -21,7 +21,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from seesr.errors import MissingWeightsError, WeightsError
-from seesr.pipeline import SeesrPipeline
+from seesr.engines.seesr.pipeline import SeesrPipeline
 from seesr.weights import WeightPaths
 
 FILES = {

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from seesr.cli import main
-from seesr.inputs import find_inputs
+from seesr.io.inputs import find_inputs
 
 FAST = ["--scale", "2", "--steps", "1", "--seed", "1", "--device", "cpu"]
 
@@ -156,8 +156,10 @@ def upscale_help(capsys, monkeypatch) -> str:
 
 
 def test_every_setting_has_a_flag_with_its_help(capsys, monkeypatch):
-    from seesr.cli import build_parser, setting_arguments
-    from seesr.presets import DECLARED, describe, flag_name, value_kind
+    from seesr.cli import build_parser
+    from seesr.cli.flags import setting_arguments
+    from seesr.settings.declare import DECLARED, describe, value_kind
+    from seesr.settings.fields import flag_name
 
     parser = build_parser()
     for name in DECLARED:
@@ -220,10 +222,10 @@ def test_batch_is_a_leaf():
     the command line calls them, never the reverse."""
     import ast
 
-    import seesr.batch
+    import seesr.io.batch
 
-    tree = ast.parse(Path(seesr.batch.__file__).read_text())
+    tree = ast.parse(Path(seesr.io.batch.__file__).read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    assert {name for name in imported if name.startswith("seesr")} == {"seesr.errors", "seesr.files"}
-    assert not hasattr(seesr.batch, "main")
+    assert {name for name in imported if name.startswith("seesr")} == {"seesr.errors", "seesr.io.files"}
+    assert not hasattr(seesr.io.batch, "main")

@@ -102,7 +102,7 @@ def test_quiet_prints_nothing_on_success(images, tmp_path):
 
 def cpu_dtype() -> str:
     """The precision Real-ESRGAN runs in on this CPU (bfloat16 where the CPU has native bf16)."""
-    from seesr.realesrgan import planned_precision
+    from seesr.engines.realesrgan.sources import planned_precision
 
     return str(planned_precision(torch.device("cpu"))).removeprefix("torch.")
 
@@ -238,7 +238,8 @@ def test_terminal_progress_repeats_the_engine_line_only_when_it_changes():
 
 
 def test_help_lists_the_report_flags_from_their_declaration(capsys, monkeypatch):
-    from seesr.cli import REPORT_FLAGS, build_parser
+    from seesr.cli import build_parser
+    from seesr.cli.flags import REPORT_FLAGS
 
     monkeypatch.setenv("COLUMNS", "10000")
     with pytest.raises(SystemExit):

@@ -79,7 +79,8 @@ def test_runner_inputs_match_the_library(predict_module):
     """Literal values in predict.py (so cog build can read them) must be the settings' declaration:
     the settings flagged for Cog, in declaration order, with their types, defaults, choices, widest
     range over the models, and help text as description."""
-    from seesr.presets import DECLARED, ENGINE_DEFAULTS, MODEL_DEFAULTS, MODEL_RANGES, PRESETS, setting_info, value_kind
+    from seesr.settings.declare import DECLARED, setting_info, value_kind
+    from seesr.settings.presets import ENGINE_DEFAULTS, MODEL_DEFAULTS, MODEL_RANGES, PRESETS
 
     inputs = run_inputs(predict_module.Runner)
     assert inputs[0][0] == "image" and inputs[0][2].description

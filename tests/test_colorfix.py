@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from seesr.colorfix import adain_color_fix, apply_color_fix, wavelet_color_fix, wavelet_lowpass
+from seesr.imaging.colorfix import adain_color_fix, apply_color_fix, wavelet_color_fix, wavelet_lowpass
 from seesr.errors import ConfigError
-from seesr.imaging import pil_to_tensor, tensor_to_pil
+from seesr.imaging.convert import pil_to_tensor, tensor_to_pil
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from seesr.devices import available_devices, default_device, resolve_device
+from seesr.runtime.devices import available_devices, default_device, resolve_device
 from seesr.errors import ConfigError
 
 

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT, SHARED
-from seesr import metrics
+from seesr.imaging import metrics
 from seesr.cli import main
 from seesr.errors import InputError
 
@@ -98,7 +98,7 @@ def test_identical_images_and_bad_shapes():
 
 
 def test_psnr_and_ssim_import_no_torch():
-    code = "import sys, numpy as np; from seesr import metrics, evaluate; a = np.zeros((16, 16, 3)); " \
+    code = "import sys, numpy as np; from seesr.imaging import metrics; from seesr import evaluate; a = np.zeros((16, 16, 3)); " \
            "metrics.ssim(a, a + 1); metrics.psnr(a, a + 1); print('torch' in sys.modules)"  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
                           env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})  # fmt: skip
@@ -322,7 +322,7 @@ def run_command(command: list[str], cwd: Path, **env: str) -> subprocess.Complet
 def test_run_reproduces_the_realesrgan_benchmark(tmp_path):
     """x4plus on two cropped RealSR pairs: the row of `seesr evaluate --run` is the benchmark's figure;
     a SeeSR preset without weights says so in its row, and bicubic is the bicubic baseline."""
-    from seesr.benchmarks.realesrgan import run
+    from benchmarks.realesrgan import run
 
     data = tmp_path / "realsr"
     for folder in ("lr", "hr"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from seesr.fidelity import FidelityReport, edge_f1, fidelity_report
+from seesr.imaging.fidelity import FidelityReport, edge_f1, fidelity_report
 
 INPUTS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "inputs"
 

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from seesr.errors import ConfigError, InputError
-from seesr.files import checked_file, read_bytes, read_text
+from seesr.io.files import checked_file, read_bytes, read_text
 
 
 def test_regular_file_is_read(tmp_path):

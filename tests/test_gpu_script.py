@@ -14,7 +14,7 @@ def test_gpu_script_dry_run_writes_one_complete_record(tiny_weights_dir, tmp_pat
     out = tmp_path / "gpu.json"
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(REPO_ROOT)}
     done = subprocess.run(
-        [sys.executable, "-m", "seesr.benchmarks.gpu", "--tiny-weights", str(tiny_weights_dir), "--json", str(out),
+        [sys.executable, "-m", "benchmarks.gpu", "--tiny-weights", str(tiny_weights_dir), "--json", str(out),
          "--dry-run", "--realesrgan-weights", str(tmp_path / "esrgan")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip

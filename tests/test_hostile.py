@@ -123,7 +123,7 @@ def test_a_read_only_output_folder_is_one_line_before_any_model_loads(photos, tm
             )  # fmt: skip
             assert done.returncode == 2, done.stderr
             assert_one_line(done.stderr, f"cannot write to the output folder {out}", "Permission denied")
-            assert "seesr.pipeline" not in done.stderr and "loading" not in done.stderr.lower()
+            assert "seesr.engines.seesr.pipeline" not in done.stderr and "loading" not in done.stderr.lower()
             assert list(out.iterdir()) == []
     finally:
         out.chmod(0o755)
@@ -297,7 +297,7 @@ def test_files_a_folder_scan_skips_are_named_once(photos, tmp_path, capsys):
 
 def test_a_side_at_or_below_the_overlap_is_one_tile_wide():
     from seesr.errors import ConfigError
-    from seesr.tiling import plan_tiles
+    from seesr.imaging.tiling import plan_tiles
 
     tiles = plan_tiles(16, 300, 64, 16)  # Real-ESRGAN on a 300x16 image: 16 rows, overlap 16
     assert {(t.top, t.height) for t in tiles} == {(0, 16)} and tiles[-1].left + tiles[-1].width == 300

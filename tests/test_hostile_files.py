@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-import seesr.realesrgan as resr
+import seesr.engines.realesrgan.sources as sources
 from seesr.cli import main
 from seesr.errors import WeightsError
 
@@ -90,7 +90,7 @@ def test_a_hostile_model_file_is_named_for_what_it_is(kind, photo, tmp_path):
     assert done.returncode == 2
     assert one_line(done.stderr).startswith(f"seesr: invalid settings: model='net.pth' (it {says}")
     with pytest.raises(WeightsError) as refused:
-        resr.load_realesrgan(model=str(tmp_path / "net.pth"), device="cpu")
+        sources.load_realesrgan(model=str(tmp_path / "net.pth"), device="cpu")
     assert str(refused.value).startswith(f"model file {tmp_path / 'net.pth'} {says}")
 
 
@@ -116,14 +116,14 @@ def sparse_safetensors(path: Path, key: str, numel: int) -> Path:
 def test_the_architecture_is_detected_before_any_tensor_is_read(tmp_path, monkeypatch):
     giant = sparse_safetensors(tmp_path / "giant.safetensors", "body.0.weight", 2**30)  # 4 GiB "of tensors"
     with pytest.raises(WeightsError, match="is 4 GiB, over the 2 GiB limit"):
-        resr.load_realesrgan(model=str(giant), device="cpu")
-    monkeypatch.setattr(resr, "read_checkpoint", lambda *a, **k: pytest.fail("a tensor was read"))
+        sources.load_realesrgan(model=str(giant), device="cpu")
+    monkeypatch.setattr(sources, "read_checkpoint", lambda *a, **k: pytest.fail("a tensor was read"))
     big = sparse_safetensors(tmp_path / "big.safetensors", "encoder.weight", 2**28)  # 1 GiB, unknown keys
     unknown = r"not a model spandrel can load: no architecture it knows has these keys \(encoder\.weight\)"
     with pytest.raises(WeightsError, match=unknown):
-        resr.load_realesrgan(model=str(big), device="cpu")
+        sources.load_realesrgan(model=str(big), device="cpu")
     with pytest.raises(WeightsError, match="no architecture it knows"):
-        resr.inspect_model_file(big)
+        sources.inspect_model_file(big)
 
 
 def test_a_model_files_format_comes_from_its_bytes(compact_state, tmp_path):
@@ -134,9 +134,9 @@ def test_a_model_files_format_comes_from_its_bytes(compact_state, tmp_path):
     renamed = tmp_path / "net_pickle.safetensors"  # a PyTorch pickle under a safetensors name
     torch.save({"params_ema": compact_state}, renamed)
     for path in (upper, renamed):
-        engine = resr.load_realesrgan(model=str(path), device="cpu")
+        engine = sources.load_realesrgan(model=str(path), device="cpu")
         assert engine.name == f"{path.name} (RealESRGAN Compact x2)" and engine.scale == 2
-        assert resr.inspect_model_file(path).name == engine.name
+        assert sources.inspect_model_file(path).name == engine.name
 
 
 def test_an_empty_state_dict_says_so(tmp_path):
@@ -146,7 +146,7 @@ def test_an_empty_state_dict_says_so(tmp_path):
     save_file({}, str(tmp_path / "empty.safetensors"))
     for name in ("empty.pth", "empty.safetensors"):
         with pytest.raises(WeightsError, match=r"holds no tensors \(an empty state dict\); it is not a model$"):
-            resr.load_realesrgan(model=str(tmp_path / name), device="cpu")
+            sources.load_realesrgan(model=str(tmp_path / name), device="cpu")
 
 
 class ShellPayload:
@@ -163,7 +163,7 @@ def test_a_pickle_with_a_payload_is_refused_as_unsafe(compact_state, tmp_path):
     ShellPayload.marker = tmp_path / "payload-ran"
     torch.save({**compact_state, "extra": ShellPayload()}, tmp_path / "net.pth")
     with pytest.raises(WeightsError, match="net.pth cannot be read: refused as unsafe: it holds Python objects") as err:
-        resr.load_realesrgan(model=str(tmp_path / "net.pth"), device="cpu")
+        sources.load_realesrgan(model=str(tmp_path / "net.pth"), device="cpu")
     assert "weights_only" not in str(err.value) and not ShellPayload.marker.exists()
 
 

@@ -1,4 +1,4 @@
-"""seesr.imaging: the denoise pre-stage and side-by-side / comparison images."""
+"""seesr.imaging.prefilter and seesr.imaging.compare: the denoise pre-stage and side-by-side / comparison images."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from seesr.errors import ConfigError
-from seesr.imaging import COMPARE_DIVIDER, DIVIDER_COLOUR, INPUT_LABEL, compare_image, denoise, side_by_side
+from seesr.imaging.compare import COMPARE_DIVIDER, DIVIDER_COLOUR, INPUT_LABEL, compare_image, side_by_side
+from seesr.imaging.prefilter import nl_means
 
 # --------------------------------------------------------------------------------------------
 # denoise
@@ -22,26 +23,26 @@ def _noisy_flat(seed: int = 0) -> Image.Image:
 def test_denoise_reduces_noise():
     noisy = _noisy_flat()
     before = np.asarray(noisy, dtype=np.float64).std()
-    after = np.asarray(denoise(noisy, 10), dtype=np.float64).std()
+    after = np.asarray(nl_means(noisy, 10), dtype=np.float64).std()
     assert after < before / 2
     gray = noisy.convert("L")
-    assert np.asarray(denoise(gray, 10), dtype=np.float64).std() < np.asarray(gray, dtype=np.float64).std() / 2
+    assert np.asarray(nl_means(gray, 10), dtype=np.float64).std() < np.asarray(gray, dtype=np.float64).std() / 2
     rgba = noisy.copy()
     rgba.putalpha(77)
-    out = denoise(rgba, 5)
+    out = nl_means(rgba, 5)
     assert out.mode == "RGBA" and (np.asarray(out)[..., 3] == 77).all()
 
 
 def test_denoise_strength_zero_is_identity():
     noisy = _noisy_flat(1)
-    out = denoise(noisy, 0)
+    out = nl_means(noisy, 0)
     assert out is not noisy and np.array_equal(np.asarray(out), np.asarray(noisy))
 
 
 @pytest.mark.parametrize("strength", [-1, 30.5, float("nan"), float("inf"), "5", True])
 def test_denoise_strength_validated(strength):
     with pytest.raises(ConfigError):
-        denoise(_noisy_flat(), strength)
+        nl_means(_noisy_flat(), strength)
 
 
 def test_side_by_side_scales_left_to_the_right_height():

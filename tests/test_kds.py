@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from seesr.errors import ConfigError
-from seesr.kds import (
+from seesr.engines.seesr.kds import (
     KdsConfig,
     kds_noise_pred,
     mean_shift_vectors,
@@ -20,7 +20,7 @@ from seesr.kds import (
     steered_noise,
     step_size,
 )
-from seesr.sampling import NoiseSchedule, ddim_step, predict_clean, previous_timestep, trailing_timesteps
+from seesr.engines.seesr.sampling import NoiseSchedule, ddim_step, predict_clean, previous_timestep, trailing_timesteps
 
 
 def patch_bandwidth(x0: torch.Tensor, patch: int) -> torch.Tensor:
@@ -100,7 +100,7 @@ def test_zero_step_returns_the_noise_prediction_itself():
     sample, noise = torch.randn(4, 4, 8, 8), torch.randn(4, 4, 8, 8)
     config = KdsConfig(particles=4, schedule="decay")
     assert kds_noise_pred(sample, noise, 0.3, config, 1, 2) is noise  # decay: last step not steered
-    assert kds_noise_pred(sample, noise, 0.3, KdsConfig(strength=0.0), 0, 2) is noise
+    assert kds_noise_pred(sample, noise, 0.3, KdsConfig(particles=4, strength=0.0), 0, 2) is noise
 
 
 def test_identical_particles_are_not_moved():
@@ -186,12 +186,12 @@ def test_select_particle_nearest_the_mean():
 
 
 def test_step_size_schedules():
-    decay = KdsConfig(strength=0.9)
+    decay = KdsConfig(particles=4, strength=0.9)
     assert [step_size(decay, i, 4) for i in range(4)] == pytest.approx([0.9, 0.6, 0.3, 0.0])
     assert [step_size(decay, i, 2) for i in range(2)] == pytest.approx([0.9, 0.0])
-    ramp = KdsConfig(strength=0.9, schedule="ramp")
+    ramp = KdsConfig(particles=4, strength=0.9, schedule="ramp")
     assert [step_size(ramp, i, 4) for i in range(4)] == pytest.approx([0.0, 0.3, 0.6, 0.9])
-    constant = KdsConfig(strength=0.9, schedule="constant")
+    constant = KdsConfig(particles=4, strength=0.9, schedule="constant")
     assert [step_size(constant, i, 3) for i in range(3)] == pytest.approx([0.9] * 3)
     for config in (decay, ramp, constant):
         assert step_size(config, 0, 1) == pytest.approx(0.9)
@@ -243,7 +243,7 @@ def test_config_is_checked():
         dict(schedule="cosine"),
     ):
         with pytest.raises(ConfigError):
-            KdsConfig(**bad)
+            KdsConfig(**{"particles": 4, **bad})
     with pytest.raises(ConfigError, match="particles"):
         steer(torch.zeros(3, 4, 8, 8), KdsConfig(particles=4), 0, 2)
 

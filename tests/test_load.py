@@ -1,4 +1,4 @@
-"""seesr.load: real and generated odd inputs, limits, broken files."""
+"""seesr.io.read: real and generated odd inputs, limits, broken files."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from PIL import Image, ImageOps
 
 from conftest import shared_input as _input
 from seesr.errors import ConfigError, InputError
-from seesr.load import LoadedImage, input_file_limit, load_image
-from seesr.save import recombine, save_image
+from seesr.io.read import InputImage, input_file_limit, read_image
+from seesr.io.write import recombine, save_image
 
 # name: (is_gray, has_alpha, bit_depth)
 REAL_INPUTS = {
@@ -61,7 +61,7 @@ def _exif_orientation(value: int) -> bytes:
 def test_real_inputs(name):
     is_gray, has_alpha, bit_depth = REAL_INPUTS[name]
     path = _input(name)
-    loaded = load_image(path)
+    loaded = read_image(path)
     with Image.open(path) as header:
         assert loaded.size == header.size
         assert loaded.source_format == header.format
@@ -81,11 +81,11 @@ def test_real_inputs(name):
 
 def test_all_inputs_sources_agree():
     path = _input("0014.jpg")
-    from_path = load_image(path)
-    from_str = load_image(str(path))
-    from_bytes = load_image(path.read_bytes())
-    from_pil = load_image(Image.open(path))
-    from_array = load_image(np.asarray(Image.open(path)))
+    from_path = read_image(path)
+    from_str = read_image(str(path))
+    from_bytes = read_image(path.read_bytes())
+    from_pil = read_image(Image.open(path))
+    from_array = read_image(np.asarray(Image.open(path)))
     for other in (from_str, from_bytes, from_pil, from_array):
         assert np.array_equal(np.asarray(other.rgb), np.asarray(from_path.rgb))
     assert from_array.source_format == "ndarray"
@@ -93,7 +93,7 @@ def test_all_inputs_sources_agree():
 
 def test_rgba_alpha_is_the_files_alpha():
     path = _input("children-alpha.png")
-    loaded = load_image(path)
+    loaded = read_image(path)
     with Image.open(path) as image:
         rgba = np.asarray(image.convert("RGBA"))
     assert np.array_equal(np.asarray(loaded.alpha), rgba[..., 3])
@@ -102,7 +102,7 @@ def test_rgba_alpha_is_the_files_alpha():
 
 def test_16bit_rgba_keeps_full_precision():
     path = _input("tree_alpha_16bit.png")
-    loaded = load_image(path)
+    loaded = read_image(path)
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # BGRA uint16
     assert raw.dtype == np.uint16
     assert np.array_equal(loaded.high_bit_rgb, raw[..., 2::-1])
@@ -126,7 +126,7 @@ def test_cmyk_jpeg(tmp_path):
     Image.fromarray(rgb).convert("CMYK").save(path, quality=95)
     with Image.open(path) as check:
         assert check.mode == "CMYK"
-    loaded = load_image(path)
+    loaded = read_image(path)
     assert loaded.rgb.mode == "RGB" and not loaded.is_gray and loaded.alpha is None
     centre = np.asarray(loaded.rgb)[8:24, [4, 8, 20, 24, 36, 40]].astype(int)
     expected = rgb[8:24, [4, 8, 20, 24, 36, 40]].astype(int)
@@ -141,7 +141,7 @@ def test_palette_png_with_transparency(tmp_path):
     image.putpalette([255, 0, 0, 0, 0, 255, 0, 255, 0] + [0] * (253 * 3))
     path = tmp_path / "palette.png"
     image.save(path, transparency=2)
-    loaded = load_image(path)
+    loaded = read_image(path)
     alpha = np.asarray(loaded.alpha)
     assert (alpha[:4] == 0).all() and (alpha[4:] == 255).all()
     rgb = np.asarray(loaded.rgb)
@@ -153,7 +153,7 @@ def test_gray_palette_is_gray(tmp_path):
     image = Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16), "L").convert("P")
     path = tmp_path / "graypal.png"
     image.save(path)
-    assert load_image(path).is_gray
+    assert read_image(path).is_gray
 
 
 def test_animated_gif_uses_first_frame(tmp_path):
@@ -162,7 +162,7 @@ def test_animated_gif_uses_first_frame(tmp_path):
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=50, loop=0)
     with Image.open(path) as check:
         assert check.n_frames == 3
-    loaded = load_image(path)
+    loaded = read_image(path)
     assert loaded.size == (20, 12)
     assert (np.asarray(loaded.rgb) == (255, 0, 0)).all()
 
@@ -172,7 +172,7 @@ def test_exif_rotated_jpeg(tmp_path):
     pixels[:10, :20] = (255, 0, 0)  # top-left quadrant red
     path = tmp_path / "rotated.jpg"
     Image.fromarray(pixels).save(path, quality=95, exif=_exif_orientation(6))
-    loaded = load_image(path)
+    loaded = read_image(path)
     assert loaded.size == (20, 40)  # swapped
     rgb = np.asarray(loaded.rgb).astype(int)
     # orientation 6 = rotate 90 degrees clockwise to display: top-left goes to top-right
@@ -187,7 +187,7 @@ def test_16bit_png_orientation_matches_pillow(orientation):
     ok, png = cv2.imencode(".png", data[..., ::-1])
     assert ok
     png = _with_chunk_after_ihdr(png.tobytes(), b"eXIf", _exif_orientation(orientation))
-    loaded = load_image(png, min_side=1)
+    loaded = read_image(png, min_side=1)
     assert loaded.bit_depth == 16
     expected = []
     for c in range(3):
@@ -201,7 +201,7 @@ def test_16bit_gray_png(tmp_path):
     gray = (np.arange(24 * 40, dtype=np.uint32).reshape(24, 40) * 67 % 65536).astype(np.uint16)
     path = tmp_path / "gray16.png"
     Image.fromarray(gray).save(path)  # I;16
-    loaded = load_image(path)
+    loaded = read_image(path)
     assert loaded.is_gray and loaded.bit_depth == 16 and loaded.alpha is None
     assert np.array_equal(loaded.high_bit_rgb, np.repeat(gray[..., None], 3, axis=2))
     out = save_image(recombine(loaded.rgb, loaded), tmp_path / "out.png", sixteen_bit=True, high_bit_source=loaded)
@@ -214,7 +214,7 @@ def test_float_tiff(tmp_path):
     values = np.linspace(0, 1, 16 * 16, dtype=np.float32).reshape(16, 16)
     path = tmp_path / "float.tif"
     Image.fromarray(values, "F").save(path)
-    loaded = load_image(path)
+    loaded = read_image(path)
     assert loaded.is_gray and loaded.bit_depth == 16
     assert np.array_equal(loaded.high_bit_rgb[..., 0], np.rint(values * 65535).astype(np.uint16))
 
@@ -223,13 +223,13 @@ def test_numpy_inputs():
     rng = np.random.default_rng(0)
     gray = rng.integers(0, 256, (10, 12), dtype=np.uint8)
     for array in (gray, gray[..., None]):
-        loaded = load_image(array)
+        loaded = read_image(array)
         assert loaded.is_gray and loaded.size == (12, 10) and loaded.bit_depth == 8
     rgb16 = rng.integers(0, 65536, (10, 12, 3), dtype=np.uint16)
-    loaded = load_image(rgb16)
+    loaded = read_image(rgb16)
     assert loaded.bit_depth == 16 and np.array_equal(loaded.high_bit_rgb, rgb16)
     rgba = rng.random((10, 12, 4))
-    loaded = load_image(rgba)
+    loaded = read_image(rgba)
     assert loaded.alpha is not None and loaded.high_bit_alpha is not None
     assert np.array_equal(np.asarray(loaded.rgb), np.rint(rgba[..., :3] * 255).astype(np.uint8))
 
@@ -242,9 +242,9 @@ def test_numpy_inputs():
     ]
     for array, message in bad:
         with pytest.raises(InputError, match=message):
-            load_image(array)
+            read_image(array)
     with pytest.raises(InputError, match="cannot read an image from a list"):
-        load_image([[1, 2], [3, 4]])
+        read_image([[1, 2], [3, 4]])
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,10 +255,10 @@ def test_too_small_image(tmp_path):
     path = tmp_path / "one.png"
     Image.new("RGB", (1, 1), (10, 20, 30)).save(path)
     with pytest.raises(InputError, match=r"1x1, smaller than the 4 px minimum side"):
-        load_image(path)
-    assert load_image(path, min_side=1).size == (1, 1)
+        read_image(path)
+    assert read_image(path, min_side=1).size == (1, 1)
     with pytest.raises(InputError, match="minimum side"):
-        load_image(_input("179.png"), min_side=200)
+        read_image(_input("179.png"), min_side=200)
 
 
 def test_pixel_limit_checked_before_decoding(tmp_path):
@@ -266,27 +266,27 @@ def test_pixel_limit_checked_before_decoding(tmp_path):
     path = tmp_path / "huge.png"
     path.write_bytes(_png_header_only(5000, 4000))
     with pytest.raises(InputError, match=r"5000x4000 = 20\.0 MP, above the 16\.8 MP input limit; downscale it"):
-        load_image(path)
+        read_image(path)
     with pytest.raises(InputError, match="truncated or corrupt"):
-        load_image(path, max_pixels=5000 * 4000)  # allowed: now it is decoded, and is broken
+        read_image(path, max_pixels=5000 * 4000)  # allowed: now it is decoded, and is broken
 
 
 def test_decompression_bomb_is_an_input_error(tmp_path):
     path = tmp_path / "bomb.png"
     path.write_bytes(_png_header_only(30000, 30000))  # 900 MP, above Pillow's hard limit
     with pytest.raises(InputError, match=r"900\.0 MP, above the 16\.8 MP input limit"):
-        load_image(path)
+        read_image(path)
     with pytest.raises(InputError, match="decompression-bomb"):
-        load_image(path, max_pixels=10**9)
+        read_image(path, max_pixels=10**9)
 
 
 def test_max_pixels_on_real_image_and_arrays():
     with pytest.raises(InputError, match="raise max_pixels"):
-        load_image(_input("OST_009.png"), max_pixels=100_000)
+        read_image(_input("OST_009.png"), max_pixels=100_000)
     with pytest.raises(InputError, match="raise max_pixels"):
-        load_image(np.zeros((400, 400, 3), np.uint8), max_pixels=100_000)
+        read_image(np.zeros((400, 400, 3), np.uint8), max_pixels=100_000)
     with pytest.raises(ConfigError):
-        load_image(_input("179.png"), max_pixels=0)
+        read_image(_input("179.png"), max_pixels=0)
 
 
 @pytest.mark.parametrize("name", ["OST_009.png", "tree_alpha_16bit.png", "0030.jpg"])
@@ -295,25 +295,25 @@ def test_truncated_files(tmp_path, name):
     path = tmp_path / f"cut_{name}"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match="truncated or corrupt"):
-        load_image(path)
+        read_image(path)
 
 
 def test_unreadable_sources(tmp_path):
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     with pytest.raises(InputError, match=r"empty \(0 bytes\)"):
-        load_image(empty)
+        read_image(empty)
     with pytest.raises(InputError, match="empty"):
-        load_image(b"")
+        read_image(b"")
     text = tmp_path / "notes.png"
     text.write_text("this is not a picture\n")
     with pytest.raises(InputError, match="not an image file"):
-        load_image(text)
+        read_image(text)
     missing = tmp_path / "missing.png"
     with pytest.raises(InputError, match=f"{missing}.*does not exist"):
-        load_image(missing)
+        read_image(missing)
     with pytest.raises(InputError, match="is a folder, not a file"):
-        load_image(tmp_path)
+        read_image(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -333,11 +333,11 @@ def test_inputs_that_would_hang_or_exhaust_memory_are_refused_before_reading(tmp
     path = tmp_path / "input.png"
     make(path)
     with pytest.raises(InputError) as refused:
-        load_image(path)
+        read_image(path)
     assert str(refused.value).startswith(f"input {path} {says}"), refused.value
 
 
 def test_loaded_image_is_a_dataclass():
-    loaded = load_image(np.zeros((8, 8, 3), np.uint8))
-    assert isinstance(loaded, LoadedImage) and loaded.size == (8, 8) and not loaded.has_alpha
+    loaded = read_image(np.zeros((8, 8, 3), np.uint8))
+    assert isinstance(loaded, InputImage) and loaded.size == (8, 8) and not loaded.has_alpha
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from seesr.api import Upscaler
-from seesr.memory import keep_heap_within_stage, trim_host_heap
+from seesr.runtime.memory import keep_heap_within_stage, trim_host_heap
 
 REQUESTS = 100
 WARMUP = 10
@@ -52,7 +52,7 @@ def test_half_precision_weights_are_read_straight_into_their_dtype(tiny_weights,
     the values of the float32 load rounded once; no network is ever cast after loading."""
     import torch
 
-    from seesr.pipeline import SeesrPipeline
+    from seesr.engines.seesr.pipeline import SeesrPipeline
     from seesr.weights import checkpoints
 
     read_dtypes = []
@@ -63,7 +63,7 @@ def test_half_precision_weights_are_read_straight_into_their_dtype(tiny_weights,
         read_dtypes.extend({v.dtype for v in state.values() if hasattr(v, "is_floating_point") and v.is_floating_point()})
         return state
 
-    monkeypatch.setattr("seesr.models.unet.read_checkpoint", spy)
+    monkeypatch.setattr("seesr.engines.seesr.models.unet.read_checkpoint", spy)
     casts = []
     module_to = torch.nn.Module.to
 

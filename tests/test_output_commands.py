@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT, shared_input
-from seesr.imaging import COMPARE_DIVIDER, DIVIDER_COLOUR
+from seesr.imaging.compare import COMPARE_DIVIDER, DIVIDER_COLOUR
 from seesr.weights import load_manifest
 from seesr.weights.listing import HEADER, human_size
 

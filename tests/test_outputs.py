@@ -1,4 +1,4 @@
-"""The output rules (seesr/outputs.py): formats from suffixes, one distinct output per input, no
+"""The output rules (seesr/io/naming.py): formats from suffixes, one distinct output per input, no
 input or side file ever overwritten, output folders checked first, leftovers of killed runs removed."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from seesr.errors import ConfigError
-from seesr.outputs import format_of, plan_outputs, prepare_folder
-from seesr.files import remove_stale_temp_files
+from seesr.io.naming import format_of, plan_outputs, prepare_folder
+from seesr.io.files import remove_stale_temp_files
 
 
 def touch(*paths: Path) -> None:
@@ -156,7 +156,7 @@ def test_result_save_writes_the_format_its_suffix_names(tmp_path):
 
     from seesr.api import Result
     from seesr.errors import ConfigError
-    from seesr.presets import Settings
+    from seesr.settings.declare import Settings
 
     result = Result(image=Image.new("RGB", (8, 6), (10, 200, 30)), engine="realesrgan", settings=Settings(), seed=None)
     assert Image.open(result.save(tmp_path / "a.jpg")).format == "JPEG"
@@ -172,12 +172,12 @@ def test_result_save_uses_quality_and_auto_format(tmp_path):
     from PIL import Image
 
     from seesr.api import Result
-    from seesr.load import load_image
-    from seesr.presets import Settings
+    from seesr.io.read import read_image
+    from seesr.settings.declare import Settings
 
     photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8), "RGB")
     photo.save(tmp_path / "in.webp")
-    source = load_image(tmp_path / "in.webp")
+    source = read_image(tmp_path / "in.webp")
     sizes = {}
     for quality in (90, 30):
         settings = Settings(output_format="auto", quality=quality)

@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from seesr.errors import ConfigError, InputError, WeightsError
-from seesr.pipeline import SeesrPipeline, build_prompt
-from seesr.planner import RunPlan
-from seesr.sampling import NoiseSchedule, previous_timestep, trailing_timesteps
+from seesr.engines.seesr.pipeline import SeesrPipeline, build_prompt
+from seesr.engines.seesr.planner import RunPlan
+from seesr.engines.seesr.sampling import NoiseSchedule, previous_timestep, trailing_timesteps
 from seesr.weights import WeightPaths
 
 STEP_COUNTS = (1, 2, 4)
@@ -58,10 +58,10 @@ def assert_steps_match_official(tiny, refs, prefix: str, recorded: dict[int, tor
 def official_last_step(monkeypatch):
     """Make the last step an ordinary DDIM step, as the official DDIM run takes it (landing on
     alphas_cumprod[0] with a little predicted noise left), to compare whole official outputs."""
-    import seesr.pipeline
+    import seesr.engines.seesr.pipeline
 
-    step = seesr.pipeline.denoise_step
-    monkeypatch.setattr(seesr.pipeline, "denoise_step", lambda *args, last, **kwargs: step(*args, last=False, **kwargs))
+    step = seesr.engines.seesr.pipeline.denoise_step
+    monkeypatch.setattr(seesr.engines.seesr.pipeline, "denoise_step", lambda *args, last, **kwargs: step(*args, last=False, **kwargs))
 
 
 def run_reference_call(pipe, tiny, refs, steps: int, **overrides):
@@ -97,7 +97,7 @@ def test_prompt_matches_official(tiny, refs, tiny_pipe):
 
 
 def test_lr_latents_match_official(tiny, refs, tiny_pipe):
-    from seesr.imaging import pil_to_tensor
+    from seesr.imaging.convert import pil_to_tensor
 
     image = pil_to_tensor(Image.open(tiny / "inputs" / "pipeline_input.png"))
     latents = tiny_pipe.encode_image(image, torch.Generator().manual_seed(0), "mean")
@@ -188,7 +188,7 @@ def official_start_steps_loop(pipe, tiny, refs, scheduler, steps: int, start_ste
     ``scheduler.add_noise``, every timestep above ``start_steps`` skipped, ``scheduler.step`` after
     each prediction (the networks' forward, checked against the official one above, is ours).
     Returns the start latents, the timesteps that ran, each step's latents and the last x0."""
-    from seesr.imaging import pil_to_tensor
+    from seesr.imaging.convert import pil_to_tensor
 
     inputs = refs("pipeline_inputs")
     condition = pil_to_tensor(Image.open(tiny / "inputs" / "pipeline_input.png"))
@@ -344,13 +344,13 @@ def test_tiled_pipeline_matches_official_with_its_weights(tiny, refs, tiny_pipe,
     """With the official (asymmetric) blend weights swapped in, our tiled denoising reproduces the
     official tiled run: proves the grid (8 tiles of 8x8, snapped offsets), the 8x condition crops and
     the accumulation. With our symmetric weights the result differs, as intended."""
-    import seesr.tiling
+    import seesr.imaging.tiling
 
     ref = refs("pipeline")
     prefix = f"steps{steps}_tiled"
     tiling = dict(plan=RunPlan(latent_tile=8, latent_overlap=4, tile_batch_size=3))
     ours, _ = run_reference_call(tiny_pipe, tiny, refs, steps, **tiling)
-    monkeypatch.setattr(seesr.tiling, "blend_weights", official_asymmetric_weights)
+    monkeypatch.setattr(seesr.imaging.tiling, "blend_weights", official_asymmetric_weights)
     official, recorded = run_reference_call(tiny_pipe, tiny, refs, steps, **tiling)
     assert official.timesteps == ref[f"{prefix}.timesteps"].tolist()
     assert_steps_match_official(tiny, refs, prefix, recorded)
@@ -365,7 +365,7 @@ def test_one_tile_covering_the_latent_is_the_untiled_path(tiny, refs, tiny_pipe)
 
 
 def test_kds_with_one_particle_is_the_plain_pipeline_bit_for_bit(tiny, refs, tiny_pipe):
-    from seesr.kds import KdsConfig
+    from seesr.engines.seesr.kds import KdsConfig
 
     plain, _ = run_reference_call(tiny_pipe, tiny, refs, 2)
     steered, _ = run_reference_call(tiny_pipe, tiny, refs, 2, kds=KdsConfig(particles=1))
@@ -374,7 +374,7 @@ def test_kds_with_one_particle_is_the_plain_pipeline_bit_for_bit(tiny, refs, tin
 
 @pytest.mark.parametrize("plan", [RunPlan(latent_tile=96), RunPlan(latent_tile=8, latent_overlap=4, tile_batch_size=3)])
 def test_kds_is_deterministic_with_and_without_tiling(tiny, refs, tiny_pipe, plan):
-    from seesr.kds import KdsConfig
+    from seesr.engines.seesr.kds import KdsConfig
 
     kds = KdsConfig(particles=3, strength=0.5)
     runs = [

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from seesr.errors import ConfigError
-from seesr.planner import RunPlan, estimate_peak_bytes, plan_run
+from seesr.engines.seesr.planner import RunPlan, estimate_peak_bytes, plan_run
 
 GiB = 2**30
 CUDA = torch.device("cuda")
@@ -45,9 +45,9 @@ def test_max_latent_tile_moves_the_cap():
 @pytest.mark.parametrize("device", [CPU, CUDA])
 def test_1024_input_x4_tiles_at_most_96_on_any_memory(monkeypatch, device):
     """A 1024x1024 x4 job (4096x4096 working image, 512x512 latent) with a terabyte free."""
-    import seesr.planner as planner
+    import seesr.engines.seesr.planner as planner
 
-    monkeypatch.setattr(planner, "available_memory", lambda device: 2**40)
+    monkeypatch.setattr(planner, "free_memory_bytes", lambda device: 2**40)
     plan = plan_run(4096, 4096, device=device, dtype=torch.float16, weights_bytes=5 * GiB)
     assert plan.latent_tile == 96 and all(t.height <= 96 and t.width <= 96 for t in plan.latent_tiles())
     assert "latent 512x512 in 8x8 tiles of 96 (overlap 32)" in plan.describe()
@@ -57,10 +57,10 @@ def test_dry_run_plan_of_a_1024_x4_job_tiles_at_most_96(monkeypatch):
     """What ``seesr upscale --dry-run`` prints comes from Upscaler.plan (no networks loaded)."""
     from PIL import Image
 
-    import seesr.planner as planner
+    import seesr.engines.seesr.planner as planner
     from seesr.api import Upscaler
 
-    monkeypatch.setattr(planner, "available_memory", lambda device: 2**40)
+    monkeypatch.setattr(planner, "free_memory_bytes", lambda device: 2**40)
     upscaler = Upscaler()
     _, plan, size = upscaler.plan(Image.new("RGB", (1024, 1024)), scale=4, device="cpu")
     assert size == (4096, 4096) and plan.latent_tile == 96
@@ -91,9 +91,9 @@ def test_tiny_budget_offloads_on_cuda():
 def test_weights_already_loaded_are_not_counted_twice(monkeypatch):
     """Free memory read after loading no longer includes the weights: with 3 GiB free and the
     5 GiB of weights already on the GPU the plan must equal an 8 GiB budget before loading."""
-    import seesr.planner as planner
+    import seesr.engines.seesr.planner as planner
 
-    monkeypatch.setattr(planner, "available_memory", lambda device: int(3 * GiB / planner.MEMORY_HEADROOM))
+    monkeypatch.setattr(planner, "free_memory_bytes", lambda device: int(3 * GiB / planner.MEMORY_HEADROOM))
     args = dict(device=CUDA, dtype=torch.float16, weights_bytes=5 * GiB)
     loaded = plan_run(4096, 4096, loaded_bytes=5 * GiB, **args)
     assert loaded == plan_run(4096, 4096, budget_bytes=8 * GiB, **args) and not loaded.offload

@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 
 from seesr.errors import ConfigError
-from seesr.kds import KdsConfig
-from seesr.planner import RunPlan
-from seesr.presets import DECLARED, PRESETS, Settings, describe, env_name, resolve_settings, setting_info, value_kind
+from seesr.engines.seesr.engine import kds_config
+from seesr.engines.seesr.kds import KdsConfig
+from seesr.engines.seesr.planner import RunPlan
+from seesr.settings.declare import DECLARED, describe, env_name, setting_info, Settings, value_kind
+from seesr.settings.presets import PRESETS
+from seesr.settings.resolve import resolve_settings
 
 
 def test_defaults_are_the_balanced_preset():
@@ -228,7 +231,7 @@ def test_which_settings_feed_which_keywords():
     assert settings.arguments_for("planner") == {"max_latent_tile": 96}
     plan_fields = {f for f in RunPlan.__dataclass_fields__}
     assert settings.plan_overrides() == {k: v for k, v in PRESETS["memory"].items() if k in plan_fields}
-    assert settings.kds_config() == KdsConfig(particles=2, bandwidth=None, patch=4, strength=1.0)
+    assert kds_config(settings) == KdsConfig(particles=2, bandwidth=None, patch=4, strength=1.0)
     assert set(settings.arguments_for("kds")) <= set(KdsConfig.__dataclass_fields__)
 
 
@@ -258,7 +261,7 @@ def test_readme_model_table_is_the_declaration():
     """The README's table of SeeSR models says what MODELS declares (steps, guidance, sampler, tiles)."""
     from pathlib import Path
 
-    from seesr.models import MODELS
+    from seesr.settings.models import MODELS
 
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     rows = {line.split("|")[1].split("`")[1]: [c.strip() for c in line.split("|")[2:-1]]

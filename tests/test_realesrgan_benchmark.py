@@ -1,4 +1,4 @@
-"""`python -m seesr.benchmarks.realesrgan`, quality and speed modes, on a small model and inputs."""
+"""`python -m benchmarks.realesrgan`, quality and speed modes, on a small model and inputs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from conftest import REPO_ROOT, SHARED
 
 def run_benchmark(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "SEESR_SHARED": str(SHARED)}
-    command = [sys.executable, "-m", "seesr.benchmarks", "realesrgan", "--model", "realesr-animevideov3-x4",
+    command = [sys.executable, "-m", "benchmarks", "realesrgan", "--model", "realesr-animevideov3-x4",
                "--weights-dir", str(tmp_path / "weights"), "--threads", "1", *args]  # fmt: skip
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
 

@@ -3,6 +3,7 @@ follows the model, and the commands as a user types them."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -13,10 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-import seesr.realesrgan as resr
+from seesr.settings import models
+import seesr.engines.realesrgan.sources as sources
 from conftest import REPO_ROOT, SHARED
 from seesr.errors import ConfigError, WeightsError
-from seesr.presets import resolve_settings
+from seesr.settings.resolve import resolve_settings
 
 
 @pytest.fixture(scope="module")
@@ -50,18 +52,18 @@ def compact_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_bundled_models_are_declared_once() -> None:
-    from seesr.presets import setting_info
+    from seesr.settings.declare import setting_info
 
     info = setting_info("model")
-    assert set(resr.REALESRGAN_MODELS) <= set(info.choices)
+    assert set(models.REALESRGAN_MODELS) <= set(info.choices)
     assert info.aliases == {
         "RealESRGAN_x4plus": "realesrgan-x4plus",
         "RealESRGAN_x4plus_anime_6B": "realesrgan-x4plus-anime",
         "realesr-animevideov3": "realesr-animevideov3-x4",
     }
-    assert [spec.scale for spec in resr.REALESRGAN_MODELS.values()] == [4, 4, 2, 3, 4]
+    assert [spec.scale for spec in models.REALESRGAN_MODELS.values()] == [4, 4, 2, 3, 4]
     # the three anime-video models are one network: converted and cached once
-    assert len({spec.cache_file for spec in resr.REALESRGAN_MODELS.values()}) == 3
+    assert len({spec.cache_file for spec in models.REALESRGAN_MODELS.values()}) == 3
 
 
 @pytest.mark.parametrize(
@@ -110,7 +112,7 @@ def test_environment_engine_with_a_realesrgan_model_flag_is_refused() -> None:
 
 
 def test_model_file_is_loaded_with_its_architecture_and_scale(compact_file: Path, photo: Path) -> None:
-    engine = resr.load_realesrgan(model=str(compact_file), device="cpu")
+    engine = sources.load_realesrgan(model=str(compact_file), device="cpu")
     assert engine.scale == 2 and engine.name == "tiny_compact_x2.safetensors (RealESRGAN Compact x2)"
     assert engine.source == compact_file
     image = Image.open(photo)
@@ -124,7 +126,7 @@ def test_a_file_spandrel_cannot_read_is_a_weights_error(tmp_path: Path) -> None:
     bad = tmp_path / "not_a_model.safetensors"
     save_file({"whatever.weight": torch.zeros(2, 2)}, str(bad))
     with pytest.raises(WeightsError, match="not a model spandrel can load"):
-        resr.load_realesrgan(model=str(bad), device="cpu")
+        sources.load_realesrgan(model=str(bad), device="cpu")
 
 
 def test_api_names_the_model(compact_file: Path, photo: Path, weights: Path) -> None:
@@ -188,10 +190,11 @@ def test_contradiction_is_one_line(photo: Path, weights: Path, tmp_path: Path) -
 
 def test_readme_table_is_the_declaration() -> None:
     """The README's model table lists exactly the declared models, scales, networks and aliases."""
-    text = (REPO_ROOT / "README.md").read_text()
-    rows = [line for line in text.splitlines() if line.startswith("| `real")]
+    lines = (REPO_ROOT / "README.md").read_text().splitlines()
+    header = lines.index("| `--model` / `-n` | scale | network | also accepted |")
+    rows = list(itertools.takewhile(lambda line: line.startswith("|"), lines[header + 2 :]))
     expected = [
         f"| `{name}` | x{spec.scale} | {spec.architecture} | {', '.join(f'`{a}`' for a in spec.aliases)} |"
-        for name, spec in resr.REALESRGAN_MODELS.items()
+        for name, spec in models.REALESRGAN_MODELS.items()
     ]
     assert [" ".join(row.split()) for row in rows] == [" ".join(row.split()) for row in expected]

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from seesr.benchmarks import roofline
-from seesr.benchmarks.common import machine_info
-from seesr.benchmarks.report import TIME_TARGET
+from benchmarks import roofline
+from benchmarks.common import machine_info
+from benchmarks.report import TIME_TARGET
 
 
 def test_cpu_flash_attention_is_counted():
@@ -66,7 +66,7 @@ def test_matmul_peak_is_a_throughput():
 def _record(machine: dict, lr_size: int, steps: int, official: bool = True) -> dict:
     stages = {name: {"median": seconds} for name, seconds in
               {"tag": 0.5, "text": 0.1, "encode": 0.2, "denoise": 1.0, "decode": 0.4, "end_to_end": 2.5}.items()}  # fmt: skip
-    record = {"benchmark": "seesr.benchmarks.pipeline", "machine": machine, "variants": {"default": {"runs": [{"lr_size": lr_size, "steps": steps, "stages": stages}]}}}
+    record = {"benchmark": "benchmarks.pipeline", "machine": machine, "variants": {"default": {"runs": [{"lr_size": lr_size, "steps": steps, "stages": stages}]}}}
     if official:
         record["official"] = {"lr_size": lr_size, "steps": steps, "end_to_end_s": {"median": 10.0}}
     return record
@@ -91,10 +91,10 @@ def test_a_record_from_another_machine_is_refused(tmp_path):
 
 def test_what_is_not_a_pipeline_record_is_refused_in_one_line(tmp_path):
     missing, training = tmp_path / "missing.json", tmp_path / "train.json"
-    training.write_text(json.dumps({"benchmark": "seesr.benchmarks.training", "rows": []}))
+    training.write_text(json.dumps({"benchmark": "benchmarks.training", "rows": []}))
     with pytest.raises(SystemExit, match="cannot read the record"):
         roofline.main(["--smoke", "--weights", str(tmp_path), "--record", str(missing)])
-    with pytest.raises(SystemExit, match="is not a record of `python -m seesr.benchmarks.pipeline --json`"):
+    with pytest.raises(SystemExit, match="is not a record of `python -m benchmarks.pipeline --json`"):
         roofline.main(["--smoke", "--weights", str(tmp_path), "--record", str(training)])
 
 
@@ -110,7 +110,7 @@ def test_command_prints_and_records_the_bounds(tiny_weights_dir, tmp_path):
     record.write_text(json.dumps(_record(machine_info("cpu"), 16, 2)))
     out = tmp_path / "roofline.json"
     done = subprocess.run(
-        [sys.executable, "-m", "seesr.benchmarks", "roofline", "--smoke", "--weights", str(tiny_weights_dir),
+        [sys.executable, "-m", "benchmarks", "roofline", "--smoke", "--weights", str(tiny_weights_dir),
          "--record", str(record), "--json", str(out)],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip

@@ -9,7 +9,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
 from seesr.errors import ConfigError
-from seesr.sampling import NoiseSchedule, ddim_step, ddpm_step, denoise_step, predict_clean, previous_timestep
+from seesr.engines.seesr.sampling import NoiseSchedule, ddim_step, ddpm_step, denoise_step, predict_clean, previous_timestep
 
 SD2_BASE_SCHEDULER = {
     "_class_name": "PNDMScheduler",

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from seesr.kds import KdsConfig, kds_noise_pred, steered_denoiser
-from seesr.planner import RunPlan
-from seesr.sampling import (
+from seesr.engines.seesr.kds import KdsConfig, kds_noise_pred, steered_denoiser
+from seesr.engines.seesr.planner import RunPlan
+from seesr.engines.seesr.sampling import (
     NoiseSchedule,
     ddim_step,
     denoise_step,
@@ -21,7 +21,7 @@ from seesr.sampling import (
     tiled_denoiser,
     trailing_timesteps,
 )
-from seesr.tiling import plan_tiles
+from seesr.imaging.tiling import plan_tiles
 
 SCHEDULE = NoiseSchedule.from_config({"timestep_spacing": "trailing"})
 

@@ -1,4 +1,4 @@
-"""seesr.save: recombination, 16-bit output, formats, atomic and no-overwrite saving."""
+"""seesr.io.write: recombination, 16-bit output, formats, atomic and no-overwrite saving."""
 
 from __future__ import annotations
 
@@ -12,17 +12,17 @@ import pytest
 from PIL import Image
 
 from conftest import shared_input as _input
-from seesr import save as ssave
+from seesr.io import write as ssave
 from seesr.errors import ConfigError, InputError
-from seesr.load import load_image
-from seesr.save import recombine, save_image, to_high_bit
+from seesr.io.read import read_image
+from seesr.io.write import recombine, save_image, to_high_bit
 
 # --------------------------------------------------------------------------------------------
 # recombination and 16-bit output
 
 
 def test_alpha_recombined_at_output_size():
-    loaded = load_image(_input("children-alpha.png"))
+    loaded = read_image(_input("children-alpha.png"))
     output = loaded.rgb.resize((loaded.size[0] * 2, loaded.size[1] * 2), Image.Resampling.BICUBIC)
     result = recombine(output, loaded)
     assert result.mode == "RGBA" and result.size == output.size
@@ -33,13 +33,13 @@ def test_alpha_recombined_at_output_size():
 
 
 def test_gray_and_gray_alpha_recombination():
-    gray = load_image(_input("wolf_gray.jpg"))
+    gray = read_image(_input("wolf_gray.jpg"))
     out = recombine(gray.rgb.resize((472, 472)), gray)
     assert out.mode == "L" and out.size == (472, 472)
     la = np.zeros((16, 16, 2), np.uint8)
     la[..., 0] = np.arange(16)[None] * 16
     la[..., 1] = 128
-    loaded = load_image(Image.fromarray(la, "LA"))
+    loaded = read_image(Image.fromarray(la, "LA"))
     assert loaded.is_gray and loaded.alpha is not None
     out = recombine(loaded.rgb.resize((32, 32)), loaded)
     assert out.mode == "LA" and out.size == (32, 32)
@@ -48,18 +48,18 @@ def test_gray_and_gray_alpha_recombination():
 
 def test_16bit_rgba_round_trip_is_bit_exact(tmp_path):
     path = _input("tree_alpha_16bit.png")
-    loaded = load_image(path)
+    loaded = read_image(path)
     identity = recombine(loaded.rgb.copy(), loaded)  # an "upscale" that changes nothing
     out = save_image(identity, tmp_path / "tree.png", sixteen_bit=True, high_bit_source=loaded)
     assert np.array_equal(cv2.imread(str(out), cv2.IMREAD_UNCHANGED), cv2.imread(str(path), cv2.IMREAD_UNCHANGED))
     with Image.open(out) as written:  # a valid PNG, with the source's ICC profile
         assert written.info.get("icc_profile") == loaded.icc_profile
-    again = load_image(out)
+    again = read_image(out)
     assert again.bit_depth == 16 and np.array_equal(again.high_bit_rgb, loaded.high_bit_rgb)
 
 
 def test_16bit_output_of_an_upscale_stays_on_the_model_output():
-    loaded = load_image(_input("tree_alpha_16bit.png"))
+    loaded = read_image(_input("tree_alpha_16bit.png"))
     size = (loaded.size[0] * 2, loaded.size[1] * 2)
     output = recombine(loaded.rgb.resize(size, Image.Resampling.BICUBIC), loaded)
     high = to_high_bit(output, loaded)
@@ -111,7 +111,7 @@ def test_jpeg_composites_alpha_on_white(tmp_path, caplog):
     array = np.zeros((16, 16, 4), np.uint8)
     array[..., 0] = 200
     array[:, 8:, 3] = 255  # left half fully transparent
-    with caplog.at_level(logging.WARNING, logger="seesr.save"):
+    with caplog.at_level(logging.WARNING, logger="seesr.io.write"):
         path = save_image(Image.fromarray(array, "RGBA"), tmp_path / "flat.jpg")
     assert "no alpha channel" in caplog.text
     back = np.asarray(Image.open(path)).astype(int)

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from seesr.api import Upscaler
 from seesr.errors import WeightsError
-from seesr.pipeline import SeesrPipeline
+from seesr.engines.seesr.pipeline import SeesrPipeline
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
@@ -42,7 +42,7 @@ def test_plain_rule_loads_the_seesr_unet_whole(tiny, seesr_pipe):
 def test_plain_rule_builds_the_full_size_unet_from_the_seesr_config(tiny, tmp_path):
     """The plain rule reads the UNet config from seesr/unet (not from the base folder): with the
     official full-size config it builds exactly the full-size key list (on the meta device)."""
-    from seesr.models.unet import SeesrUNet2DConditionModel
+    from seesr.engines.seesr.models.unet import SeesrUNet2DConditionModel
 
     contract = json.loads((tiny / "keys" / "full" / "unet_seesr_sd2base.json").read_text())
     (tmp_path / "unet").mkdir()

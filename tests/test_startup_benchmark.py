@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from seesr.benchmarks import startup
-from seesr.benchmarks.common import cpu_description
+from benchmarks import startup
+from benchmarks.common import cpu_description
 
 
 @pytest.mark.slow  # fresh processes

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from seesr.errors import ConfigError, InputError, WeightsError
-from seesr.models.tagger import (
+from seesr.engines.seesr.models.tagger import (
     RAM_EMBED_DIM,
     RAM_NUM_TOKENS,
     RamConfig,
@@ -279,7 +279,7 @@ def test_pipeline_in_half_precision_tags_in_float32(tiny: Path, refs, tiny_weigh
     near its threshold would flip in half precision. A pipeline moved to bf16/fp16 keeps the tagger
     float32, so its tags and embeddings equal the float32 pipeline's; only the denoiser gets the
     embeddings in its dtype."""
-    from seesr.pipeline import SeesrPipeline
+    from seesr.engines.seesr.pipeline import SeesrPipeline
 
     half = SeesrPipeline.from_pretrained(tiny_weights, device="cpu", torch_dtype=dtype)
     assert half.unet.dtype == dtype and {p.dtype for p in half.tagger.parameters()} == {torch.float32}

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from seesr.errors import ConfigError
-from seesr.tiling import Tile, axis_starts, blend_weights, context_window, plan_tiles, tiled_apply
+from seesr.imaging.tiling import Tile, axis_starts, blend_weights, context_window, plan_tiles, tiled_apply
 
 SIZES = [(1, 1), (7, 13), (8, 8), (12, 18), (31, 97), (64, 64), (97, 61), (128, 200)]
 

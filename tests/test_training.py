@@ -161,7 +161,7 @@ def test_run_writes_history_validation_and_checkpoint(two_step_run):
 def test_saved_weights_load_in_the_pipeline_and_change_its_output(two_step_run, tiny_weights, tiny_pipe):
     import dataclasses
 
-    from seesr.pipeline import SeesrPipeline
+    from seesr.engines.seesr.pipeline import SeesrPipeline
 
     trained_weights = dataclasses.replace(tiny_weights, seesr=two_step_run / "seesr")
     trained = SeesrPipeline.from_pretrained(trained_weights, device="cpu")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from seesr.benchmarks import training as bench
-from seesr.benchmarks.common import cpu_description
+from benchmarks import training as bench
+from benchmarks.common import cpu_description
 
 
 def test_smoke_measures_every_variant(tiny_weights_dir, tmp_path, capsys):

@@ -24,6 +24,7 @@ from seesr.cli import main
 from seesr.errors import ConfigError, WeightsError
 from seesr.training.degradation import DEFAULT_CONFIG_FILE, KERNEL_RULES, RULES, DegradationConfig
 from seesr.training.run_folder import MANIFEST, checkpoint_problem, find_checkpoint, restart_history
+from seesr.settings.fields import setting_of
 from seesr.training.settings import TrainSettings
 from test_hostile import assert_one_line, cli_env, file_size_limit
 from test_training import hr_dir  # noqa: F401 - the fixture: four small HR images
@@ -329,7 +330,7 @@ def test_every_training_setting_is_bounded_and_all_problems_are_one_line(hr_dir,
     assert not out.exists()
     with pytest.raises(ConfigError, match=r"lr=inf \(must be a finite number\)"):
         TrainSettings(lr=float("inf"))
-    assert all(f.metadata["range"] or f.metadata["choices"] or f.type in ("bool", "str | None") for f in fields(TrainSettings))
+    assert all(setting_of(f).range or setting_of(f).choices or f.type in ("bool", "str | None") for f in fields(TrainSettings))
 
 
 @pytest.mark.parametrize(

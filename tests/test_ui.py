@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seesr import presets
+from seesr.settings import declare, fields
 from seesr.api import Upscaler
 from seesr.errors import Cancelled, ConfigError, InputError
 from seesr.progress import StageProgress
@@ -57,13 +57,13 @@ def controls_of(app: gr.Blocks) -> dict:
 def test_the_pages_controls_are_the_declaration(upscaler):
     controls = controls_of(build_app(upscaler))
     assert not list(Path(gr_page_folder()).glob("*.pyi"))  # building the page writes nothing beside it
-    assert tuple(controls) == page_settings() == presets.settings_in_scope("image")
-    servers = presets.settings_in_scope("process") + presets.settings_in_scope("naming")
-    assert set(presets.DECLARED) - set(controls) == set(servers)
+    assert tuple(controls) == page_settings() == declare.settings_in_scope("image")
+    servers = declare.settings_in_scope("process") + declare.settings_in_scope("naming")
+    assert set(declare.DECLARED) - set(controls) == set(servers)
     assert {"device", "dtype", "suffix"}.isdisjoint(controls)  # the server's, not a request's
     for name, control in controls.items():
-        info, (kind, _) = presets.setting_info(name), presets.value_kind(name)
-        assert control.info == presets.describe(name) and control.elem_id == f"setting-{name}"
+        info, (kind, _) = declare.setting_info(name), declare.value_kind(name)
+        assert control.info == declare.describe(name) and control.elem_id == f"setting-{name}"
         if info.choices:
             assert isinstance(control, gr.Dropdown)
             assert [value for _, value in control.choices] == [UNSET, *info.choices]
@@ -76,9 +76,9 @@ def test_the_pages_controls_are_the_declaration(upscaler):
 
 
 def test_a_new_setting_gets_a_control_and_an_api_parameter_without_ui_code(upscaler, monkeypatch):
-    knob = dataclasses.field(default=3, metadata={"setting": presets.Setting("A new knob.", range=(1, 9))})
+    knob = dataclasses.field(default=3, metadata={"setting": fields.Setting("A new knob.", range=(1, 9))})
     knob.name, knob.type = "new_knob", "int"
-    monkeypatch.setitem(presets.DECLARED, "new_knob", knob)
+    monkeypatch.setitem(declare.DECLARED, "new_knob", knob)
     app = build_app(upscaler)
     assert controls_of(app)["new_knob"].info == "A new knob. Default: 3. Range: 1 to 9."
     parameters = app.get_api_info()["named_endpoints"]["/upscale"]["parameters"]

@@ -22,7 +22,7 @@ from PIL import Image
 from test_cog import assert_upscaled
 from tiny_layout import lay_out_tiny_weights
 
-from seesr.benchmarks.ui import CHROMIUM, PageServer, open_chromium, set_setting
+from benchmarks.ui import CHROMIUM, PageServer, open_chromium, set_setting
 
 pytestmark = pytest.mark.slow
 
@@ -257,10 +257,11 @@ def test_the_page_benchmark_prints_both_times_and_the_overhead(weights, browser,
     import subprocess
     import sys
 
-    command = [sys.executable, "-m", "seesr.benchmarks.ui", "--image", str(shared_input(PHOTO)),
+    command = [sys.executable, "-m", "benchmarks.ui", "--image", str(shared_input(PHOTO)),
                "--weights", str(weights), "--model", "realesrgan-x4plus", "--scale", "2", "--repeats", "1"]  # fmt: skip
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"},
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "NO_PROXY": "127.0.0.1,localhost",
+                               "no_proxy": "127.0.0.1,localhost"},
                           )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()

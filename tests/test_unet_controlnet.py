@@ -15,8 +15,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from seesr.errors import ConfigError, WeightsError
-from seesr.models.controlnet import SeesrControlNetModel
-from seesr.models.unet import SeesrUNet2DConditionModel
+from seesr.engines.seesr.models.controlnet import SeesrControlNetModel
+from seesr.engines.seesr.models.unet import SeesrUNet2DConditionModel
 
 ATOL = 1e-4
 WEIGHTS = "diffusion_pytorch_model.safetensors"

@@ -1,4 +1,4 @@
-"""Tiled VAE with whole-image GroupNorm statistics (seesr.vae_tiling) against the official tiled VAE."""
+"""Tiled VAE with whole-image GroupNorm statistics (seesr.engines.seesr.vae_tiling) against the official tiled VAE."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from PIL import Image
 
 from official_vae_tiling import OFFICIAL_RULES
 from seesr.errors import InputError
-from seesr.tiling import Tile
-from seesr.vae_tiling import (
+from seesr.imaging.tiling import Tile
+from seesr.engines.seesr.vae_tiling import (
     Window,
     _run_windows,
     group_stats,

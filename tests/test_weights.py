@@ -382,7 +382,7 @@ def test_hub_download_goes_through_hf_hub_download(tiny, tmp_path, monkeypatch, 
 
 # ------------------------------------------------------------------ the pipeline on a laid-out directory
 def test_pipeline_loads_from_a_laid_out_weights_dir(tiny, weights_dir, monkeypatch, test_manifest):
-    from seesr.pipeline import SeesrPipeline
+    from seesr.engines.seesr.pipeline import SeesrPipeline
 
     no_network(monkeypatch)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -423,7 +423,7 @@ def test_installed_package_uses_a_user_cache_for_weights(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_wheel_ships_the_manifest(tmp_path):
     """An installed seesr must find its manifest and the training degradation files: they are
-    package data, built into the wheel."""
+    package data, built into the wheel. The benchmarks and tests are not the product: not in it."""
     import subprocess
     import sys
     import zipfile
@@ -438,6 +438,9 @@ def test_wheel_ships_the_manifest(tmp_path):
     (wheel,) = tmp_path.glob("seesr-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         shipped = json.loads(archive.read("seesr/manifest.json"))
+        names = archive.namelist()
+        assert not [name for name in names if name.startswith(("benchmarks/", "tests/")) or "/benchmarks/" in name]
+        assert "seesr/engines/seesr/pipeline.py" in names and "seesr/cli/__main__.py" in names
         from seesr.training.degradation import DEFAULT_CONFIG_FILE, NAMED_CONFIGS
 
         for config in (DEFAULT_CONFIG_FILE, *NAMED_CONFIGS.values()):

@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from seesr.errors import ConfigError, InputError
-from seesr.files import read_text, write_atomically
-from seesr.inputs import find_inputs
-from seesr.load import load_image
-from seesr.models.tagger import IMAGENET_MEAN, IMAGENET_STD, RAM_IMAGE_SIZE
+from seesr.io.files import read_text, write_atomically
+from seesr.io.inputs import find_inputs
+from seesr.io.read import read_image
+from seesr.engines.seesr.models.tagger import IMAGENET_MEAN, IMAGENET_STD, RAM_IMAGE_SIZE
 from seesr.training.degradation import DegradationConfig, degrade, reflect_pad
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class DataFolder:
 
 def read_rgb(path: Path) -> torch.Tensor:
     """An image file as (3, H, W) float32 in [0, 1] through our loader (any input format)."""
-    array = np.asarray(load_image(path).rgb, dtype=np.float32) / 255.0
+    array = np.asarray(read_image(path).rgb, dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
@@ -106,7 +106,7 @@ def read_tags(cache_file: Path) -> dict[str, dict[str, str]]:
 def compute_tags(data: DataFolder, tagger, cache_file: Path) -> dict[str, str]:
     """RAM tags of every HR image (whole image), reusing ``cache_file`` entries of unchanged files;
     the cache is rewritten whole (temporary file, then rename)."""
-    from seesr.imaging import pil_to_tensor
+    from seesr.imaging.convert import pil_to_tensor
 
     cache = read_tags(cache_file)
     tags: dict[str, str] = {}
@@ -115,7 +115,7 @@ def compute_tags(data: DataFolder, tagger, cache_file: Path) -> dict[str, str]:
         key, stamp = str(path.resolve()), f"{stat.st_size}:{stat.st_mtime_ns}"
         entry = cache.get(key)
         if entry is None or entry.get("stamp") != stamp:
-            pixels = pil_to_tensor(load_image(path).rgb).to(tagger.device, tagger.dtype)
+            pixels = pil_to_tensor(read_image(path).rgb).to(tagger.device, tagger.dtype)
             entry = {"stamp": stamp, "tags": tagger.tag(pixels).tags[0]}
             logger.info("tags of %s: %s", path.name, entry["tags"])
         tags[key] = cache[key] = entry

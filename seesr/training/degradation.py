@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from seesr.errors import ConfigError
-from seesr.presets import config_file_settings, convert_value
+from seesr.settings.config_file import config_file_settings
+from seesr.settings.fields import parse_value
 
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("degradation.yml")
 """``make_paired_data.py``'s values (lines 43-96), with which SeeSR's training pairs were made."""
@@ -138,7 +139,7 @@ class Rule:
 
     def _one(self, raw: Any) -> tuple[Any, str | None]:
         try:
-            value = convert_value(raw, self.kind)
+            value = parse_value(raw, self.kind)
         except (TypeError, ValueError) as error:
             return raw, str(error)
         if self.choices is not None and value not in self.choices:
@@ -378,10 +379,11 @@ def _interpolate(image: torch.Tensor, size: tuple[int, int], mode: str) -> torch
     return F.interpolate(image, size=size, mode=mode, **({} if mode == "area" else {"align_corners": False}))
 
 
-def add_noise(
+def add_sensor_noise(
     rng: np.random.Generator, image: torch.Tensor, gaussian_prob: float, sigma_range, poisson_range, gray_prob: float
 ) -> tuple[torch.Tensor, dict]:
-    """Gaussian noise (sigma in 8-bit levels) or Poisson noise (scaled), grey with ``gray_prob``."""
+    """The camera-noise step of the degradation: Gaussian noise (sigma in 8-bit levels) or Poisson
+    noise (scaled), grey with ``gray_prob`` (the diffusion's noising is ``sampling.add_noise``)."""
     gray = rng.uniform() < gray_prob
     shape = (image.shape[0], 1 if gray else image.shape[1], *image.shape[-2:])
     if rng.uniform() < gaussian_prob:
@@ -433,7 +435,7 @@ def degrade(hr: torch.Tensor, config: DegradationConfig, rng: np.random.Generato
     # 1. First pass: blur, resize, noise, JPEG
     out = filter2d(hr, kernel1)
     out, trace["resize1"] = random_resize(rng, out, config.resize_prob, config.resize_range)
-    out, trace["noise1"] = add_noise(
+    out, trace["noise1"] = add_sensor_noise(
         rng, out, config.gaussian_noise_prob, config.noise_range, config.poisson_scale_range, config.gray_noise_prob
     )
     out, trace["jpeg1"] = jpeg(rng, out, config.jpeg_range)
@@ -443,7 +445,7 @@ def degrade(hr: torch.Tensor, config: DegradationConfig, rng: np.random.Generato
     if trace["blur2"]:
         out = filter2d(out, kernel2)
     out, trace["resize2"] = random_resize(rng, out, config.resize_prob2, config.resize_range2, base=(h / s, w / s))
-    out, trace["noise2"] = add_noise(
+    out, trace["noise2"] = add_sensor_noise(
         rng, out, config.gaussian_noise_prob2, config.noise_range2, config.poisson_scale_range2, config.gray_noise_prob2
     )
 

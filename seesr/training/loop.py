@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from seesr.errors import ConfigError, MissingWeightsError
-from seesr.files import write_atomically
-from seesr.models import MODELS
+from seesr.io.files import write_atomically
+from seesr.settings.models import MODELS
 from seesr.training.data import DataFolder, StepSampler, TrainingSamples, compute_tags, read_tags
 from seesr.training.degradation import NAMED_CONFIGS, DegradationConfig
 from seesr.training.run_folder import (
@@ -46,11 +46,11 @@ if TYPE_CHECKING:
     from diffusers import AutoencoderKL, DDPMScheduler
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from seesr.models.controlnet import SeesrControlNetModel
-    from seesr.models.tagger import RamTagger
-    from seesr.models.unet import SeesrUNet2DConditionModel
-    from seesr.pipeline import SeesrPipeline
-    from seesr.sampling import NoiseSchedule
+    from seesr.engines.seesr.models.controlnet import SeesrControlNetModel
+    from seesr.engines.seesr.models.tagger import RamTagger
+    from seesr.engines.seesr.models.unet import SeesrUNet2DConditionModel
+    from seesr.engines.seesr.pipeline import SeesrPipeline
+    from seesr.engines.seesr.sampling import NoiseSchedule
     from seesr.weights import WeightPaths
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class TrainingModels:
     schedule: NoiseSchedule
     """The same schedule as inference reads it (for the validation pipeline)."""
     model: str = "seesr-turbo"
-    """Which of :data:`~seesr.models.MODELS` these networks are."""
+    """Which of :data:`~seesr.settings.models.MODELS` these networks are."""
 
     @classmethod
     def load(
@@ -94,9 +94,9 @@ class TrainingModels:
         weights are not read."""
         from diffusers import DDPMScheduler
 
-        from seesr.models.controlnet import SeesrControlNetModel
-        from seesr.models.unet import SeesrUNet2DConditionModel
-        from seesr.pipeline import SeesrPipeline
+        from seesr.engines.seesr.models.controlnet import SeesrControlNetModel
+        from seesr.engines.seesr.models.unet import SeesrUNet2DConditionModel
+        from seesr.engines.seesr.pipeline import SeesrPipeline
 
         base = getattr(paths, MODELS[model].base)
         networks = {}
@@ -129,7 +129,7 @@ class TrainingModels:
 
     def pipeline(self, unet: torch.nn.Module | None = None, controlnet: torch.nn.Module | None = None) -> SeesrPipeline:
         """A SeesrPipeline over these networks (the current weights), for validation."""
-        from seesr.pipeline import SeesrPipeline
+        from seesr.engines.seesr.pipeline import SeesrPipeline
 
         pipe = SeesrPipeline(self.vae, self.text_encoder, self.tokenizer, self.unet if unet is None else unet,
                              self.controlnet if controlnet is None else controlnet, self.tagger, self.schedule)
@@ -244,62 +244,160 @@ def train(
 ) -> TrainResult:
     """Fine-tune SeeSR on ``data`` (HR images, or pairs) into ``output``; ``overrides`` are
     :class:`TrainSettings` fields. Run under ``accelerate launch`` for several processes."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-    from diffusers.optimization import get_scheduler
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
-
-    from seesr.weights import WeightPaths
-
     if settings is None:
         settings = TrainSettings.from_sources(overrides)
     elif overrides:
         settings = TrainSettings(**{**settings.to_dict(), **overrides})
-    output = Path(output)
-    folder = DataFolder.open(data)
-    cuda = torch.cuda.is_available()
-    if settings.mixed_precision == "fp16" and not cuda:
-        raise ConfigError("mixed_precision fp16 needs a CUDA GPU; on the CPU use bf16 or no")
-    # 0. Before any work: what is read, what is written, where the run starts
-    degradation = DegradationConfig.load(settings.degradation)
-    paths = WeightPaths.resolve(settings.weights, need=[MODELS[settings.model].base])
-    check_run_folder(output, reads_of(Path(data), paths, NAMED_CONFIGS.get(str(settings.degradation), settings.degradation)))
-    accelerator = Accelerator(
-        gradient_accumulation_steps=settings.gradient_accumulation_steps,
-        mixed_precision=settings.mixed_precision,
-        cpu=not cuda,
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-    )
-    device = accelerator.device
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    run = _Run.start(Path(data), Path(output), settings)  # 0-3
+    return run.loop(progress)  # 4
 
-    resume_dir = _starting_checkpoint(output, settings, accelerator.is_main_process)
-    start_step = checkpoint_step(resume_dir) if resume_dir is not None else 0
-    if start_step >= settings.max_steps:
-        raise ConfigError(f"{resume_dir} is at step {start_step}; raise max_steps above it to train further")
 
-    # 1. Models: trainable float32 copies, frozen ones in the autocast precision
-    models = TrainingModels.load(paths, settings.model, from_base=settings.from_base, seed=settings.seed)
-    trainable = models.set_trainable()
-    if settings.gradient_checkpointing:
-        models.unet.enable_gradient_checkpointing()
-        models.controlnet.enable_gradient_checkpointing()
-    for model in (models.vae, models.text_encoder, models.tagger):
-        torch.nn.Module.to(model, device=device, dtype=weight_dtype)
+@dataclass
+class _Run:
+    """One training run, set up: accelerate, the models, the sample stream, the optimizer."""
 
-    # 2. Data: tags once (main process), then the deterministic sample stream
-    if accelerator.is_main_process:
-        output.mkdir(parents=True, exist_ok=True)
-        remove_leftovers(output)
-        compute_tags(folder, models.tagger, output / TAGS_FILE)
-    accelerator.wait_for_everyone()
-    tags = {k: v["tags"] for k, v in read_tags(output / TAGS_FILE).items()}
-    dataset = TrainingSamples(
-        folder, tags, crop_size=settings.crop_size, null_text_ratio=settings.null_text_ratio, seed=settings.seed,
-        degradation=degradation,
-    )
+    settings: TrainSettings
+    output: Path
+    paths: WeightPaths
+    accelerator: Any
+    weight_dtype: torch.dtype
+    start_step: int
+    models: TrainingModels
+    dataset: TrainingSamples
+    unet: Any
+    controlnet: Any
+    optimizer: Any
+    lr_scheduler: Any
+    loader: Any
 
-    # 3. Optimizer, schedule, accelerate
+    @classmethod
+    def start(cls, data: Path, output: Path, settings: TrainSettings) -> "_Run":
+        from accelerate import Accelerator, DistributedDataParallelKwargs
+
+        from seesr.weights import WeightPaths
+
+        folder = DataFolder.open(data)
+        cuda = torch.cuda.is_available()
+        if settings.mixed_precision == "fp16" and not cuda:
+            raise ConfigError("mixed_precision fp16 needs a CUDA GPU; on the CPU use bf16 or no")
+        # 0. Before any work: what is read, what is written, where the run starts
+        degradation = DegradationConfig.load(settings.degradation)
+        paths = WeightPaths.resolve(settings.weights, need=[MODELS[settings.model].base])
+        check_run_folder(output, reads_of(data, paths, NAMED_CONFIGS.get(str(settings.degradation), settings.degradation)))
+        accelerator = Accelerator(
+            gradient_accumulation_steps=settings.gradient_accumulation_steps,
+            mixed_precision=settings.mixed_precision,
+            cpu=not cuda,
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        )
+        weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+        resume_dir = _starting_checkpoint(output, settings, accelerator.is_main_process)
+        start_step = checkpoint_step(resume_dir) if resume_dir is not None else 0
+        if start_step >= settings.max_steps:
+            raise ConfigError(f"{resume_dir} is at step {start_step}; raise max_steps above it to train further")
+
+        # 1. Models: trainable float32 copies, frozen ones in the autocast precision
+        models = TrainingModels.load(paths, settings.model, from_base=settings.from_base, seed=settings.seed)
+        trainable = models.set_trainable()
+        if settings.gradient_checkpointing:
+            models.unet.enable_gradient_checkpointing()
+            models.controlnet.enable_gradient_checkpointing()
+        for model in (models.vae, models.text_encoder, models.tagger):
+            torch.nn.Module.to(model, device=accelerator.device, dtype=weight_dtype)
+
+        # 2. Data: tags once (main process), then the deterministic sample stream
+        if accelerator.is_main_process:
+            output.mkdir(parents=True, exist_ok=True)
+            remove_leftovers(output)
+            compute_tags(folder, models.tagger, output / TAGS_FILE)
+        accelerator.wait_for_everyone()
+        tags = {k: v["tags"] for k, v in read_tags(output / TAGS_FILE).items()}
+        dataset = TrainingSamples(
+            folder, tags, crop_size=settings.crop_size, null_text_ratio=settings.null_text_ratio, seed=settings.seed,
+            degradation=degradation,
+        )
+
+        # 3. Optimizer, schedule, accelerate
+        parts = _prepared(accelerator, models, trainable, settings, resume_dir, start_step)
+        if accelerator.is_main_process:
+            restart_history(output, start_step)
+        loader = _loader(dataset, settings, start_step, accelerator, cuda)
+        return cls(settings, output, paths, accelerator, weight_dtype, start_step, models, dataset, *parts, loader)
+
+    def loop(self, progress: bool) -> TrainResult:
+        """4. The loop: accumulate, clip, step; history, checkpoints, exported weights, validation."""
+        from tqdm.auto import tqdm
+
+        settings, accelerator, output = self.settings, self.accelerator, self.output
+        unet, controlnet, optimizer, lr_scheduler = self.unet, self.controlnet, self.optimizer, self.lr_scheduler
+        step = self.start_step
+        losses: list[float] = []
+        validation: dict[str, dict[str, float]] = {}
+        checkpoint: Path | None = None
+        accumulated = torch.zeros((), device=accelerator.device)
+        bar = tqdm(total=settings.max_steps, initial=step, unit="step", desc="train",
+                   disable=not (progress and accelerator.is_local_main_process))
+        for batch in self.loader:
+            with accelerator.accumulate(controlnet, unet):
+                with accelerator.autocast():
+                    loss = training_loss(self.models, batch, seed=settings.seed, unet=unet, controlnet=controlnet,
+                                         weight_dtype=self.weight_dtype)
+                accumulated += loss.detach() / settings.gradient_accumulation_steps
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    clipped = list(controlnet.parameters()) + list(unet.parameters())
+                    norm = accelerator.clip_grad_norm_(clipped, settings.max_grad_norm)
+                    # the same norm on every process; fp16's loss scaling skips non-finite steps itself
+                    if accelerator.scaler is None and not torch.isfinite(norm):
+                        raise diverged(step + 1, accelerator.reduce(accumulated, "mean").item(), settings, output)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            step_loss = accelerator.reduce(accumulated, "mean").item()
+            if not math.isfinite(step_loss):
+                raise diverged(step, step_loss, settings, output)
+            accumulated.zero_()
+            lr = lr_scheduler.get_last_lr()[0]
+            losses.append(step_loss)
+            bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
+            bar.update()
+            checkpoint = self.after_step(step, step_loss, lr, validation) or checkpoint
+        bar.close()
+        accelerator.end_training()
+        return TrainResult(step, losses, output, checkpoint, validation, accelerator.is_main_process)
+
+    def after_step(self, step: int, loss: float, lr: float, validation: dict[str, dict[str, float]]) -> Path | None:
+        """What follows an optimizer step: its history line, and when due a checkpoint (with the
+        exported weights) and a validation; returns the checkpoint written, if any."""
+        settings, accelerator, output = self.settings, self.accelerator, self.output
+        checkpoint = None
+        if accelerator.is_main_process:
+            append_history(output, {"step": step, "loss": loss, "lr": lr})
+        if step % settings.checkpoint_every == 0 or step == settings.max_steps:
+            checkpoint = save_checkpoint(accelerator, output, step, settings.keep_checkpoints)
+            if accelerator.is_main_process:
+                unet, controlnet = accelerator.unwrap_model(self.unet), accelerator.unwrap_model(self.controlnet)
+                export_weights(unet, controlnet, output, self.paths)
+            accelerator.wait_for_everyone()
+        if settings.validate_every and step % settings.validate_every == 0:
+            if accelerator.is_main_process:
+                validation[f"step-{step}"] = validate(
+                    self.models, self.dataset, settings, output / VALIDATION / f"step-{step}",
+                    accelerator.unwrap_model(self.unet), accelerator.unwrap_model(self.controlnet),
+                )
+            accelerator.wait_for_everyone()
+        return checkpoint
+
+
+def _prepared(accelerator: Any, models: TrainingModels, trainable: list[torch.nn.Parameter], settings: TrainSettings,
+              resume_dir: Path | None, start_step: int) -> tuple[Any, Any, Any, Any]:  # fmt: skip
+    """The optimizer and learning-rate schedule, prepared by accelerate with the trainable networks
+    (UNet, ControlNet, optimizer, schedule), their state loaded from ``resume_dir`` when resuming."""
+    from diffusers.optimization import get_scheduler
+
     optimizer = _optimizer(settings)(
         trainable, lr=settings.lr, betas=ADAM_BETAS, weight_decay=settings.weight_decay, eps=ADAM_EPSILON
     )
@@ -309,16 +407,18 @@ def train(
         num_warmup_steps=settings.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=settings.max_steps * accelerator.num_processes,
     )
-    unet, controlnet, optimizer, lr_scheduler = accelerator.prepare(
-        models.unet, models.controlnet, optimizer, lr_scheduler
-    )
+    prepared = accelerator.prepare(models.unet, models.controlnet, optimizer, lr_scheduler)
     if resume_dir is not None:
         load_checkpoint(accelerator, resume_dir)
         logger.info("resumed from %s (step %d)", resume_dir, start_step)
-    if accelerator.is_main_process:
-        restart_history(output, start_step)
+    return prepared
 
-    loader = DataLoader(
+
+def _loader(dataset: TrainingSamples, settings: TrainSettings, start_step: int, accelerator: Any, cuda: bool) -> Any:
+    """The data loader of the steps still to train: each process its share of each step's samples."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(
         dataset,
         batch_size=settings.batch_size,
         sampler=StepSampler(start_step, settings.max_steps, settings.batch_size, settings.gradient_accumulation_steps,
@@ -327,59 +427,6 @@ def train(
         pin_memory=cuda,
         persistent_workers=settings.num_workers > 0,
     )
-
-    # 4. The loop
-    step = start_step
-    losses: list[float] = []
-    validation: dict[str, dict[str, float]] = {}
-    checkpoint: Path | None = None
-    accumulated = torch.zeros((), device=device)
-    bar = tqdm(total=settings.max_steps, initial=start_step, unit="step", desc="train",
-               disable=not (progress and accelerator.is_local_main_process))
-    for batch in loader:
-        with accelerator.accumulate(controlnet, unet):
-            with accelerator.autocast():
-                loss = training_loss(models, batch, seed=settings.seed, unet=unet, controlnet=controlnet,
-                                     weight_dtype=weight_dtype)
-            accumulated += loss.detach() / settings.gradient_accumulation_steps
-            accelerator.backward(loss)
-            if accelerator.sync_gradients:
-                clipped = list(controlnet.parameters()) + list(unet.parameters())
-                norm = accelerator.clip_grad_norm_(clipped, settings.max_grad_norm)
-                # the same norm on every process; fp16's loss scaling skips non-finite steps itself
-                if accelerator.scaler is None and not torch.isfinite(norm):
-                    raise diverged(step + 1, accelerator.reduce(accumulated, "mean").item(), settings, output)
-            optimizer.step()
-            lr_scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-        if not accelerator.sync_gradients:
-            continue
-        step += 1
-        step_loss = accelerator.reduce(accumulated, "mean").item()
-        if not math.isfinite(step_loss):
-            raise diverged(step, step_loss, settings, output)
-        accumulated.zero_()
-        lr = lr_scheduler.get_last_lr()[0]
-        losses.append(step_loss)
-        bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
-        bar.update()
-        if accelerator.is_main_process:
-            append_history(output, {"step": step, "loss": step_loss, "lr": lr})
-        if step % settings.checkpoint_every == 0 or step == settings.max_steps:
-            checkpoint = save_checkpoint(accelerator, output, step, settings.keep_checkpoints)
-            if accelerator.is_main_process:
-                export_weights(accelerator.unwrap_model(unet), accelerator.unwrap_model(controlnet), output, paths)
-            accelerator.wait_for_everyone()
-        if settings.validate_every and step % settings.validate_every == 0:
-            if accelerator.is_main_process:
-                validation[f"step-{step}"] = validate(
-                    models, dataset, settings, output / VALIDATION / f"step-{step}",
-                    accelerator.unwrap_model(unet), accelerator.unwrap_model(controlnet),
-                )
-            accelerator.wait_for_everyone()
-    bar.close()
-    accelerator.end_training()
-    return TrainResult(step, losses, output, checkpoint, validation, accelerator.is_main_process)
 
 
 def _optimizer(settings: TrainSettings) -> type[torch.optim.Optimizer]:
@@ -417,7 +464,7 @@ def diverged(step: int, loss: float, settings: TrainSettings, output: Path) -> C
 
 # ------------------------------------------------------------------------------- validation
 VALIDATION_METRICS = ("psnr", "ssim", "lpips")
-"""What validation reports (:mod:`seesr.metrics`; LPIPS only where its weights are at hand)."""
+"""What validation reports (:mod:`seesr.imaging.metrics`; LPIPS only where its weights are at hand)."""
 
 
 def validate(models: TrainingModels, dataset: TrainingSamples, settings: TrainSettings, folder: Path,
@@ -425,8 +472,9 @@ def validate(models: TrainingModels, dataset: TrainingSamples, settings: TrainSe
     """Upscale the fixed validation LR images with the current weights through SeesrPipeline; save
     bicubic | SeeSR | HR side by side; return the mean PSNR, SSIM (and LPIPS where its weights are
     at hand) against the HR crops, by the code of ``seesr evaluate``."""
-    from seesr.evaluate import load_scorers, score_pair
-    from seesr.imaging import side_by_side, tensor_to_pil
+    from seesr.imaging.metrics import load_scorers, score_pair
+    from seesr.imaging.compare import side_by_side
+    from seesr.imaging.convert import tensor_to_pil
 
     pipe = models.pipeline(unet, controlnet)
     was_training = controlnet.training

@@ -12,7 +12,7 @@ The rules, so that no kill, full disk or mistyped ``-o`` loses weights or checkp
   it writes inside OUT is a symbolic link (which would carry the write to the linked source):
   :func:`check_run_folder`, before any work.
 - Every state file is written whole under a temporary name and renamed into place
-  (:func:`~seesr.files.write_atomically`). A checkpoint is saved into ``checkpoint-N.partial``, its
+  (:func:`~seesr.io.files.write_atomically`). A checkpoint is saved into ``checkpoint-N.partial``, its
   files and sizes listed in :data:`MANIFEST`, then renamed to ``checkpoint-N``; the exported
   weights are saved into a hidden staging folder and each file renamed into place.
 - ``--resume latest`` takes the newest complete checkpoint (every file of its manifest present
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from seesr.errors import ConfigError, SeesrError, WeightsError
-from seesr.files import checked_file, read_text, remove_stale_temp_files, write_atomically
+from seesr.io.files import checked_file, read_text, remove_stale_temp_files, write_atomically
 
 if TYPE_CHECKING:
     from seesr.weights import WeightPaths
@@ -293,7 +293,7 @@ def _unusable_file(folder: Path) -> str | None:
     import torch
     from safetensors import safe_open
 
-    from seesr.weights.checkpoints import _pickle_reason
+    from seesr.weights.checkpoints import unsafe_pickle_reason
 
     for path in sorted(folder.glob("model*.safetensors")):
         try:
@@ -305,7 +305,7 @@ def _unusable_file(folder: Path) -> str | None:
         try:
             torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - every unpickling failure means an unusable file
-            return f"{path.name}: {_pickle_reason(error)}"
+            return f"{path.name}: {unsafe_pickle_reason(error)}"
     return None
 
 

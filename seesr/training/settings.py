@@ -1,39 +1,25 @@
 """Training settings, declared once: the ``seesr train`` flags, ``SEESR_TRAIN_*`` environment names,
 YAML keys (``--config``), validation and ``--help`` all come from :class:`TrainSettings`.
 
-Precedence: flags > environment > YAML file > defaults. Light module (no torch): the CLI imports it.
+Precedence: flags > environment > YAML file > defaults. Light module (no torch): the command
+(:mod:`seesr.cli.train`) imports it.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import shlex
-import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 from seesr.errors import ConfigError
-from seesr.models import MODELS
-from seesr.presets import config_file_settings, convert_value, field_kind, out_of_range
-from seesr.training.run_folder import complete_checkpoints
+from seesr.settings.models import MODELS
+from seesr.settings.config_file import config_file_settings
+from seesr.settings.fields import field_kind, parse_value, problem, setting, setting_of
 
 ENV_PREFIX = "SEESR_TRAIN_"
 MANY_STEPS = 10**7
 """Upper bound of every step count (far beyond any real fine-tuning run)."""
-
-
-def setting(
-    default: Any,
-    description: str,
-    *,
-    choices: tuple | None = None,
-    range: tuple[float, float] | None = None,  # noqa: A002 - the name every settings declaration uses
-) -> Any:
-    """A training setting: its default, one line of help, and what values are allowed (``choices``,
-    or an inclusive ``range``; numbers must also be finite)."""
-    return field(default=default, metadata={"help": description, "choices": choices, "range": range})
 
 
 @dataclass
@@ -115,7 +101,7 @@ DECLARED = {f.name: f for f in fields(TrainSettings)}
 
 
 def _checked(given: Mapping[str, tuple[str | None, Any]]) -> tuple[dict[str, Any], list[str]]:
-    """``name -> (where, raw value)`` converted by the one settings rule (:func:`convert_value`) and
+    """``name -> (where, raw value)`` converted by the one settings rule (:func:`parse_value`) and
     held to each field's choices and range: (values, problems)."""
     values: dict[str, Any] = {}
     problems: list[str] = []
@@ -125,81 +111,13 @@ def _checked(given: Mapping[str, tuple[str | None, Any]]) -> tuple[dict[str, Any
             problems.append(f"unknown setting {name!r}" + (f" ({where})" if where else ""))
             continue
         try:
-            value = convert_value(raw, *field_kind(declared))
+            value = parse_value(raw, *field_kind(declared))
         except (TypeError, ValueError) as error:
             problems.append(f"{name}={raw!r} ({where + ': ' if where else ''}{error})")
             continue
-        choices, allowed = declared.metadata["choices"], declared.metadata["range"]
-        if value is not None and choices and value not in choices:
-            problems.append(f"{name}={value!r} (allowed: {', '.join(choices)})")
-        elif value is not None and allowed and not allowed[0] <= value <= allowed[1]:
-            problems.append(out_of_range(name, value, allowed))
+        line = problem(name, value, setting_of(declared))
+        if line is not None:
+            problems.append(line)
         else:
             values[name] = value
     return values, problems
-
-
-# ------------------------------------------------------------------------------------------ CLI
-def add_train_parser(commands: argparse._SubParsersAction) -> None:
-    """The ``seesr train HR_DIR -o OUT`` subcommand, one flag per :class:`TrainSettings` field."""
-    parser = commands.add_parser(
-        "train",
-        help="fine-tune SeeSR on a folder of HR images (or ready LR/HR pairs)",
-        description="Fine-tune SeeSR's ControlNet and image attention. Several processes: "
-        "`accelerate launch -m seesr.cli train ...`.",
-        allow_abbrev=False,
-    )
-    parser.add_argument("data", type=Path, help="folder of HR images, or of pairs (hr/ or gt/ + lr/ or sr_bicubic/)")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="run folder (weights in OUT/seesr/)")
-    parser.add_argument("--config", type=Path, help="YAML file of training settings")
-    for f in fields(TrainSettings):
-        meta = f.metadata
-        allowed = (f"; one of {', '.join(meta['choices'])}" if meta["choices"] else
-                   f"; {meta['range'][0]:g} to {meta['range'][1]:g}" if meta["range"] else "")  # fmt: skip
-        text = f"{meta['help']} (default: {f.default}{allowed}; env {ENV_PREFIX}{f.name.upper()})"
-        if field_kind(f)[0] is bool:
-            switch = argparse.BooleanOptionalAction
-            parser.add_argument(_flag(f.name), dest=f.name, action=switch, default=None, help=text)
-        else:  # text: TrainSettings converts and checks every value, reporting all problems at once
-            parser.add_argument(_flag(f.name), dest=f.name, default=None, help=text)
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def train_command(args: argparse.Namespace) -> int:
-    """Run ``seesr train`` from parsed flags; prints one summary line. On Ctrl-C: the command that
-    continues the run from its newest complete checkpoint (exit code 130)."""
-    from seesr.training.loop import train
-
-    flags = {f.name: getattr(args, f.name) for f in fields(TrainSettings)}
-    settings = TrainSettings.from_sources(flags, args.config)
-    try:
-        result = train(args.data, args.output, settings=settings, progress=sys.stderr.isatty())
-    except KeyboardInterrupt:
-        print(f"seesr: {interrupted_line(args, settings)}", file=sys.stderr)
-        return 130
-    if result.is_main_process:
-        print(f"trained {result.steps} steps, final loss {result.final_loss:.4f}: weights in {result.weights_dir}")
-    return 0
-
-
-def interrupted_line(args: argparse.Namespace, settings: TrainSettings) -> str:
-    """What to do after Ctrl-C: resume from the newest complete checkpoint (the command, quoted
-    for the shell, with the flags that were given), or start again when there is none yet."""
-    words = ["seesr", "train", str(args.data), "-o", str(args.output)]
-    words += ["--config", str(args.config)] if args.config is not None else []
-    for f in fields(TrainSettings):
-        value = getattr(args, f.name)
-        if value is None or f.name == "resume":
-            continue
-        if isinstance(value, bool):
-            words.append(_flag(f.name) if value else "--no-" + _flag(f.name)[2:])
-        else:
-            words += [_flag(f.name), str(value)]
-    checkpoints = complete_checkpoints(Path(args.output))
-    if not checkpoints:
-        return (f"interrupted before the first checkpoint (every {settings.checkpoint_every} steps); nothing to "
-                f"resume, start again with: {shlex.join(words)}")  # fmt: skip
-    return f"interrupted; continue from {checkpoints[-1].name} with: {shlex.join([*words, '--resume', 'latest'])}"

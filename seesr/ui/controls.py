@@ -1,8 +1,8 @@
-"""The page's setting controls, generated from the one :class:`~seesr.presets.Settings` declaration.
+"""The page's setting controls, generated from the one :class:`~seesr.settings.declare.Settings` declaration.
 
-Every setting whose scope is ``image`` (:data:`~seesr.presets.Scope`) gets one control named after it,
+Every setting whose scope is ``image`` (:data:`~seesr.settings.fields.Scope`) gets one control named after it,
 of the kind its declaration says: a dropdown of its choices, default/on/off for a switch, a text box
-for a number or a text; its help text (:func:`~seesr.presets.describe`) says the default, what
+for a number or a text; its help text (:func:`~seesr.settings.declare.describe`) says the default, what
 presets and models change, and what is allowed. Every control starts at :data:`UNSET` (a box
 starts empty), which sends nothing, so the preset, the model, the engine, the server's ``SEESR_*``
 environment and ``seesr ui`` flags decide, as for a flag not given on the command line. Values go
@@ -17,7 +17,7 @@ from typing import Any
 
 import gradio as gr
 
-from seesr import presets
+from seesr.settings import declare
 
 UNSET = "default"
 """What a control shows before a person sets it; it sends nothing (an empty box does the same)."""
@@ -27,13 +27,13 @@ SWITCH_CHOICES = (UNSET, "on", "off")
 
 def page_settings() -> tuple[str, ...]:
     """The settings the page has a control for, in declaration order."""
-    return presets.settings_in_scope("image")
+    return declare.settings_in_scope("image")
 
 
 def setting_control(name: str) -> gr.components.Component:
     """The control of one setting, labelled and explained as the declaration says."""
-    info, (kind, _) = presets.setting_info(name), presets.value_kind(name)
-    common: dict[str, Any] = dict(label=name.replace("_", " "), info=presets.describe(name), elem_id=f"setting-{name}")
+    info, (kind, _) = declare.setting_info(name), declare.value_kind(name)
+    common: dict[str, Any] = dict(label=name.replace("_", " "), info=declare.describe(name), elem_id=f"setting-{name}")
     if info.choices:
         return gr.Dropdown(choices=[UNSET, *info.choices], value=UNSET, **common)
     if kind is bool:

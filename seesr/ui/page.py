@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from seesr import presets
+from seesr.settings import declare
 from seesr.api import DryRun, Result
 from seesr.errors import Cancelled, SeesrError
 from seesr.progress import ProgressCallback, ProgressTimes, RunStart
@@ -122,9 +122,9 @@ def _settings_panel() -> tuple[dict[str, gr.components.Component], gr.Checkbox]:
             place(OUTPUT_SETTINGS)
     with gr.Accordion("Advanced", open=False):
         rest = [n for n in names if n not in controls]
-        for engines in dict.fromkeys(presets.setting_info(n).engines for n in rest):
+        for engines in dict.fromkeys(declare.setting_info(n).engines for n in rest):
             gr.Markdown(f"### {' and '.join(engines)}" if len(engines) == 1 else "### every engine")
-            place(tuple(n for n in rest if presets.setting_info(n).engines == engines))
+            place(tuple(n for n in rest if declare.setting_info(n).engines == engines))
     return {name: controls[name] for name in names}, random_seed
 
 
@@ -178,7 +178,7 @@ def _wire_plan(service: PageService, one: dict, settings: _Settings) -> None:
             return warning(message(error))
 
     def changes_plans(name: str) -> bool:  # the prompts (free text) do not
-        return presets.value_kind(name)[0] is not str or bool(presets.setting_info(name).choices)
+        return declare.value_kind(name)[0] is not str or bool(declare.setting_info(name).choices)
 
     triggers = [one["image"].change, *(c.change for name, c in settings.controls.items() if changes_plans(name))]
     gr.on(triggers, plan, inputs=settings.inputs(one["image"]), outputs=one["plan"], show_progress="hidden",

@@ -49,8 +49,8 @@ def serve(
     if queue_size < 1:
         raise ConfigError(f"--queue-size must be 1 or more, got {queue_size}")
     from seesr.api import Upscaler
-    from seesr.devices import resolve_device
-    from seesr.load import input_file_limit
+    from seesr.io.read import input_file_limit
+    from seesr.runtime.devices import resolve_device
     from seesr.ui import build_app
 
     upscaler = Upscaler(weights, download=download, config_file=config_file, **settings)

@@ -27,9 +27,9 @@ from PIL import Image
 
 from seesr.api import DryRun, Result, Upscaler
 from seesr.errors import Cancelled, SeesrError
-from seesr.imaging import resize
-from seesr.load import read_sent_image
-from seesr.outputs import DEFAULT_SINGLE_TAG, output_file
+from seesr.imaging.convert import resize
+from seesr.io.naming import DEFAULT_SINGLE_TAG, output_file
+from seesr.io.read import read_sent_image
 from seesr.progress import Cancellation, ProgressCallback
 
 logger = logging.getLogger(__name__)

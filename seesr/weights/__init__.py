@@ -29,7 +29,8 @@ log; they never print (downloads show tqdm progress bars on stderr unless ``prog
 
 from seesr.weights.checkpoints import check_keys as check_state_dict_keys
 from seesr.weights.fetch import USER_SOURCES_FILE, download, user_sources
-from seesr.weights.listing import RealesrganFile, realesrgan_in_use, weights_table
+from seesr.weights.listing import weights_table
+from seesr.weights.realesrgan import RealesrganFile, realesrgan_in_use
 from seesr.weights.locate import (
     DOWNLOAD_COMMAND, DOWNLOAD_HINT, EXPLICIT, FILES, FOLDERS, HF_CACHE, MISSING, OPTIONAL, OPTIONAL_FOLDERS,
     RAM_CONFIGS, WEIGHTS_DIR, default_weights_dir, hf_cache_dir, offline_mode,

@@ -1,6 +1,6 @@
 """One checkpoint reader and one key reporter, used by every network seesr loads.
 
-Reading: a file is first checked to be a regular file of bounded size (:mod:`seesr.files`), then
+Reading: a file is first checked to be a regular file of bounded size (:mod:`seesr.io.files`), then
 read by its format, told from its first bytes and never from its suffix (``.SAFETENSORS``, a renamed
 file): safetensors (the header is checked before any tensor is read, so a truncated file fails at
 once) or a weights-only pickle (``.pth``/``.bin``; a pickle holding anything but tensors is refused
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from seesr.errors import SeesrError, WeightsError
-from seesr.files import checked_file
+from seesr.io.files import checked_file
 
 if TYPE_CHECKING:
     import torch
@@ -36,9 +36,6 @@ DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_m
 TRANSFORMERS_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 CHECKPOINT_MAX_BYTES = 8 * 2**30
 """Largest weights file read (the largest in the manifest, RAM's Swin-L, is 5.6 GB)."""
-MODEL_FILE_MAX_BYTES = 2 * 2**30
-"""Largest model file given with ``--model`` (Real-ESRGAN x4plus is 64 MB; the largest networks
-spandrel loads are a few hundred MB)."""
 MODEL_FILE = "model file"
 """How a file the user gives with ``--model`` is named in messages (the fixes differ from a weights file's)."""
 SAFETENSORS = "safetensors"
@@ -61,7 +58,7 @@ object or function ("Unsupported global: GLOBAL x", "unsupported GLOBAL posix.sy
 posix is blocked", "reduce for unrecognized function", "classes allowlisted via add_safe_globals")."""
 
 
-def _pickle_reason(error: Exception) -> str:
+def unsafe_pickle_reason(error: Exception) -> str:
     """Why torch refused a file, in our words (torch's own text advises ``weights_only=False``)."""
     text = str(error)
     if isinstance(error, pickle.UnpicklingError) and _REFUSED_OBJECTS.search(text):
@@ -107,7 +104,7 @@ def _load_pickle(path: Path, what: str) -> Mapping[str, Any]:
     except MemoryError:
         raise
     except Exception as error:  # noqa: BLE001 - every unpickling failure means an unusable file
-        raise _unreadable(what, path, _pickle_reason(error)) from None
+        raise _unreadable(what, path, unsafe_pickle_reason(error)) from None
     if not isinstance(obj, Mapping):
         raise _unreadable(what, path, f"it holds a {type(obj).__name__}, not a state dict")
     return obj

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from seesr.weights.locate import LEGACY_NAMES, MISSING, _locate, _size, default_weights_dir
+from seesr.weights._shared import CHUNK_BYTES, file_size, locate_entry
+from seesr.weights.locate import LEGACY_NAMES, MISSING, default_weights_dir
 from seesr.weights.manifest import Manifest, ManifestEntry, load_manifest
 
 logger = logging.getLogger("seesr.weights")
@@ -23,7 +24,6 @@ SIZE_MISMATCH = "size-mismatch"  # size differs from the manifest (sha256 not co
 NOT_CHECKED = "not-checked"  # the manifest has no sha256 (null): nothing to compare with
 NOT_COMPUTED = "not-computed"  # a sha256 is known but was not computed (list_weights without checksums)
 
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def sha256_of(path: str | Path) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
+        for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
@@ -101,9 +101,9 @@ def _remembered_sha256(path: Path) -> str:
     return digest
 
 
-def _checksum_problem(entry: ManifestEntry, path: Path) -> str | None:
+def checksum_problem(entry: ManifestEntry, path: Path) -> str | None:
     """How ``path`` differs from the manifest's size / sha256, or None (also when nothing is known)."""
-    size = _size(path)
+    size = file_size(path)
     if entry.size is not None and size != entry.size:
         return f"has {size} bytes, the manifest says {entry.size}"
     if entry.sha256 is not None:
@@ -113,10 +113,11 @@ def _checksum_problem(entry: ManifestEntry, path: Path) -> str | None:
     return None
 
 
-def _status(entry: ManifestEntry, location: str, path: Path | None, hash_it: bool, cls=Status,
-            checked: bool = False, **extra):
-    """``checked``: the file was just verified against the manifest (a fresh download)."""
-    size = _size(path)
+def file_status(entry: ManifestEntry, location: str, path: Path | None, hash_it: bool, cls: type[Status] = Status,
+                checked: bool = False, **extra: object) -> Status:
+    """The :class:`Status` (or ``cls``) of one manifest file found at ``path``: its size and checksum
+    state (sha256 computed only with ``hash_it``; ``checked``: just verified, a fresh download)."""
+    size = file_size(path)
     actual = None
     if location == MISSING or path is None:
         state = MISSING
@@ -157,8 +158,8 @@ def list_weights(
     man = load_manifest(manifest)
     out = []
     for entry in man.select(names) if names is not None else man.entries:
-        location, path = _locate(entry, weights_dir, explicit)
-        out.append(_status(entry, location, path, hash_it=checksums))
+        location, path = locate_entry(entry, weights_dir, explicit)
+        out.append(file_status(entry, location, path, hash_it=checksums))
     return out
 
 
@@ -176,6 +177,6 @@ def verify(
     entries = man.select(names) if names is not None else list(man.entries)
     results = []
     for entry in entries:
-        location, path = _locate(entry, weights_dir, explicit)
-        results.append(_status(entry, location, path, hash_it=True, cls=VerifyResult))
+        location, path = locate_entry(entry, weights_dir, explicit)
+        results.append(file_status(entry, location, path, hash_it=True, cls=VerifyResult))
     return results

@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from seesr.errors import MissingWeightsError, WeightsError
-from seesr.files import checked_file, read_text
-from seesr.weights.checksums import _CHUNK, Status, _status, sha256_of
-from seesr.weights.locate import (
-    DOWNLOAD_COMMAND, WEIGHTS_DIR, _folder_of, _local_file, _locate, _looked_in, _offline_error, _size, _where_lines,
-    _whole_folder, default_weights_dir, offline_mode,
+from seesr.io.files import checked_file, read_text
+from seesr.weights._shared import (
+    CHUNK_BYTES, file_size, folder_of, local_file, locate_entry, looked_in, offline_error, where_lines, whole_folder,
 )  # fmt: skip
+from seesr.weights.checksums import Status, file_status, sha256_of
+from seesr.weights.locate import DOWNLOAD_COMMAND, WEIGHTS_DIR, default_weights_dir, offline_mode
 from seesr.weights.manifest import Manifest, ManifestEntry, Source, load_manifest, redact, redact_url
 
 logger = logging.getLogger("seesr.weights")
@@ -99,7 +99,7 @@ def size_cap(entry: ManifestEntry) -> int:
 
 def _check_download(entry: ManifestEntry, path: Path) -> None:
     """Size and sha256 of a fresh download against the manifest; removes the file on mismatch."""
-    size = _size(path)
+    size = file_size(path)
     problem = None
     if entry.size is not None and size != entry.size:
         problem = f"{size} bytes, expected {entry.size}"
@@ -155,7 +155,7 @@ def _download_url(entry: ManifestEntry, url: str, dest: Path, progress: bool = T
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".partial")
     for attempt in range(2):
-        offset = _size(partial) or 0
+        offset = file_size(partial) or 0
         if offset > size_cap(entry):
             partial.unlink()
             offset = 0
@@ -211,7 +211,7 @@ def _transfer(entry: ManifestEntry, url: str, partial: Path, offset: int, progre
             if total is None:  # a resume could not be checked: start from nothing next time
                 partial.unlink(missing_ok=True)
             raise
-    received = _size(partial) or 0
+    received = file_size(partial) or 0
     if total is not None and received != total:
         raise _SourceFailed(f"ended early ({received} of {total} bytes); run `{DOWNLOAD_COMMAND}` again to resume")
     if total is None and not response.chunked and entry.size is None and entry.sha256 is None:
@@ -269,7 +269,7 @@ def _receive(
     resume = f"run `{DOWNLOAD_COMMAND}` again to resume" if total is not None else "try again later"
     try:
         with open(partial, "ab" if offset else "wb") as out:
-            while chunk := response.read1(_CHUNK):
+            while chunk := response.read1(CHUNK_BYTES):
                 received += len(chunk)
                 if offset + received > cap:
                     out.close()
@@ -309,7 +309,7 @@ def _reachable(address: tuple[str, int], timeout: float = 5.0) -> bool:
 
 
 @dataclass(frozen=True)
-class _Fetched:
+class Fetched:
     path: Path
     source: Source
     passed_over: tuple[str, ...]  # "source: why it was not used", in the order tried
@@ -324,7 +324,7 @@ def _fetch(
     progress: bool = True,
     force: bool = False,
     trust_unverified: bool = False,
-) -> _Fetched:
+) -> Fetched:
     """Try ``sources`` in order until one delivers a file that passes the manifest's checks."""
     dest = weights_dir / entry.name
     passed_over: list[str] = []
@@ -351,7 +351,7 @@ def _fetch(
                 if entry.sha256 is None:  # only the publisher's copy, or a mirror the user chose to trust
                     logger.log(logging.INFO if source.official else logging.WARNING,
                                "%s: no published sha256; accepted from %s unchecked", entry.name, source.describe())
-                return _Fetched(path, source, tuple(passed_over))
+                return Fetched(path, source, tuple(passed_over))
         passed_over.append(f"{source.describe()}: {why}")
     raise _SourceFailed(
         f"{entry.name}: no source could deliver it:\n    " + "\n    ".join(passed_over)
@@ -360,18 +360,18 @@ def _fetch(
     )
 
 
-def _fetch_all(
+def fetch_entries(
     entries: Sequence[ManifestEntry],
     weights_dir: Path,
     progress: bool,
     force: bool = False,
     trust_unverified: bool = False,
-) -> dict[str, _Fetched]:
+) -> dict[str, Fetched]:
     """Download ``entries`` into ``weights_dir``; one :class:`MissingWeightsError` lists every failure."""
     if not entries:
         return {}
     if offline_mode():
-        raise _offline_error([(e.name, _looked_in(e, weights_dir)) for e in entries], weights_dir)
+        raise offline_error([(e.name, looked_in(e, weights_dir)) for e in entries], weights_dir)
     try:
         extra = user_sources(weights_dir)
     except WeightsError as problem:  # the weights stay missing: the fallback may cover them, naming why
@@ -385,7 +385,7 @@ def _fetch_all(
         hosts = ", ".join(f"{host}:{port}" for host, port in sorted(addresses))
         raise MissingWeightsError(
             f"cannot download weights: {hosts} cannot be reached (no network?). Missing:\n"
-            + _where_lines([(e.name, _looked_in(e, weights_dir)) for e in entries]),
+            + where_lines([(e.name, looked_in(e, weights_dir)) for e in entries]),
             [e.name for e in entries],
         )
     done, failures = {}, []
@@ -427,22 +427,22 @@ def download(
     else:
         todo, whole = [], {}
         for entry in selected:
-            folder = _folder_of(entry.name)
+            folder = folder_of(entry.name)
             if folder is not None:
                 if folder not in whole:
-                    whole[folder] = _whole_folder(folder, man.folder(folder), weights_dir) is not None
-                if not whole[folder] and _local_file(weights_dir / entry.name) is None:
+                    whole[folder] = whole_folder(folder, man.folder(folder), weights_dir) is not None
+                if not whole[folder] and local_file(weights_dir / entry.name) is None:
                     todo.append(entry)
-            elif _locate(entry, weights_dir)[1] is None:
+            elif locate_entry(entry, weights_dir)[1] is None:
                 todo.append(entry)
-    fetched = _fetch_all(todo, weights_dir, progress, force=force, trust_unverified=trust_unverified)
+    fetched = fetch_entries(todo, weights_dir, progress, force=force, trust_unverified=trust_unverified)
     out = []
     for entry in selected:
         if entry.name in fetched:
             got = fetched[entry.name]
-            out.append(_status(entry, WEIGHTS_DIR, got.path, hash_it=False, checked=True, downloaded=True,
+            out.append(file_status(entry, WEIGHTS_DIR, got.path, hash_it=False, checked=True, downloaded=True,
                                source=got.source.describe(), passed_over=got.passed_over))
         else:
-            location, path = _locate(entry, weights_dir)
-            out.append(_status(entry, location, path, hash_it=False))
+            location, path = locate_entry(entry, weights_dir)
+            out.append(file_status(entry, location, path, hash_it=False))
     return out

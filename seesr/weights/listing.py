@@ -8,44 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from seesr.errors import WeightsError
 from seesr.weights.checksums import SIZE_MISMATCH, Status, list_weights
 from seesr.weights.locate import EXPLICIT, HF_CACHE, MISSING, WEIGHTS_DIR, default_weights_dir
+from seesr.weights.realesrgan import RealesrganFile, realesrgan_in_use
 
 HEADER = ("file", "group", "size", "status", "checksum", "where found")
 PLACES = {WEIGHTS_DIR: "weights dir", HF_CACHE: "HF cache", EXPLICIT: "given path"}
 """How each location is named in the table."""
 REALESRGAN_GROUP = "realesrgan"
 UNKNOWN_SIZE = "?"
-
-
-@dataclass(frozen=True)
-class RealesrganFile:
-    """The Real-ESRGAN weights the engine reads: ``path`` (None when it cannot run) and how it got there."""
-
-    path: Path | None
-    how: str
-
-
-def realesrgan_in_use(weights_dir: str | Path | None = None) -> RealesrganFile:
-    """Which file :func:`seesr.realesrgan.load_realesrgan` reads with this weights folder: the official
-    ``RealESRGAN_x4plus.pth`` there, else the cached conversion of the bundled ncnn model (made on
-    first use when absent)."""
-    from seesr import realesrgan
-
-    weights_dir = Path(weights_dir) if weights_dir is not None else default_weights_dir()
-    official = weights_dir / realesrgan.OFFICIAL_FILE
-    if official.is_file():
-        return RealesrganFile(official, "the official file")
-    cache = (weights_dir if weights_dir.is_dir() else realesrgan.user_cache_dir()) / realesrgan.CACHE_FILE
-    package = realesrgan.INSTALL_HINT.split()[-1]
-    if cache.is_file():
-        return RealesrganFile(cache, f"converted from the {package} package")
-    try:
-        realesrgan.bundled_ncnn_files()
-    except WeightsError as error:
-        return RealesrganFile(None, str(error))
-    return RealesrganFile(cache, f"not converted yet: made from the {package} package on first use")
 
 
 def human_size(size: int | None) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from seesr.errors import ConfigError, WeightsError
-from seesr.files import read_text
+from seesr.io.files import read_text
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[1] / "manifest.json"
 """Shipped inside the package, so an installed seesr knows its files too."""

@@ -8,11 +8,14 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from seesr.errors import ConfigError, MissingWeightsError, WeightsError
-from seesr.weights.checksums import _checksum_problem
-from seesr.weights.fetch import _fetch_all
+from seesr.settings.models import MODELS
+from seesr.weights._shared import (
+    local_file, locate_entry, looked_in, missing_error, offline_error, warn_size, whole_folder,
+)  # fmt: skip
+from seesr.weights.checksums import checksum_problem
+from seesr.weights.fetch import fetch_entries
 from seesr.weights.locate import (
-    DOWNLOAD_HINT, FILES, FOLDERS, OPTIONAL, OPTIONAL_FOLDERS, RAM_CONFIGS, _local_file, _locate, _looked_in,
-    _missing_error, _offline_error, _warn_size, _whole_folder, default_weights_dir, offline_mode,
+    DOWNLOAD_HINT, FILES, FOLDERS, OPTIONAL, OPTIONAL_FOLDERS, RAM_CONFIGS, default_weights_dir, offline_mode,
 )  # fmt: skip
 from seesr.weights.manifest import Manifest, ManifestEntry, load_manifest
 
@@ -40,13 +43,13 @@ def resolve(
         if not explicit.is_file():
             raise WeightsError(f"{name}: the given path {explicit} does not exist")
         return explicit
-    path = _locate(entry, weights_dir)[1]
+    path = locate_entry(entry, weights_dir)[1]
     if path is not None:
-        _warn_size(entry, path)
+        warn_size(entry, path)
         return path
     if not download:
-        raise _missing_error([(name, _looked_in(entry, weights_dir))], weights_dir)
-    return _fetch_all([entry], weights_dir, progress, trust_unverified=trust_unverified)[name].path
+        raise missing_error([(name, looked_in(entry, weights_dir))], weights_dir)
+    return fetch_entries([entry], weights_dir, progress, trust_unverified=trust_unverified)[name].path
 
 
 def _resolve_paths(
@@ -76,48 +79,8 @@ def _resolve_paths(
         values: dict[str, Path | None] = {}
         missing: list[tuple[str, str]] = []  # (name, where it was looked for), for the message
         to_fetch: list[ManifestEntry] = []
-        for field, folder in FOLDERS.items():
-            members = man.folder(folder)
-            if field in off:
-                values[field] = None
-                continue
-            if field in explicit:
-                root = explicit[field]
-                values[field] = root
-                missing += [(e.name, str(root / Path(e.name).relative_to(folder)))
-                            for e in members if _local_file(root / Path(e.name).relative_to(folder)) is None]
-                continue
-            found = _whole_folder(folder, members, weights_dir)
-            if found is not None:
-                values[field] = found[1]
-                logger.debug("%s: using %s (%s)", folder, found[1], found[0])
-                continue
-            if field not in needed_folders:  # optional model folder, absent: not used
-                values[field] = None
-                continue
-            values[field] = weights_dir / folder
-            for entry in members:
-                if _local_file(weights_dir / entry.name) is None:
-                    missing.append((entry.name, _looked_in(entry, weights_dir)))
-                    to_fetch.append(entry)
-        for field, name in FILES.items():
-            entry = man[name]
-            if field in off:  # explicitly None: not used
-                values[field] = None
-                continue
-            if field in explicit:
-                values[field] = explicit[field]
-                if not explicit[field].is_file():
-                    missing.append((name, str(explicit[field])))
-                continue
-            _, path = _locate(entry, weights_dir)
-            if path is None:
-                values[field] = weights_dir / name
-                missing.append((name, _looked_in(entry, weights_dir)))
-                to_fetch.append(entry)
-            else:
-                _warn_size(entry, path)
-                values[field] = path
+        _folders(man, weights_dir, off, explicit, needed_folders, values, missing, to_fetch)
+        _files(man, weights_dir, off, explicit, values, missing, to_fetch)
         if "ram_configs" in given:
             values["ram_configs"] = explicit.get("ram_configs")
         elif (weights_dir / RAM_CONFIGS).is_dir():
@@ -129,10 +92,68 @@ def _resolve_paths(
         fetchable = {e.name for e in to_fetch}
         if not download or attempt == 1 or any(name not in fetchable for name, _ in missing):
             if download and offline_mode():
-                raise _offline_error(missing, weights_dir)
-            raise _missing_error(missing, weights_dir)
-        _fetch_all(to_fetch, weights_dir, progress, trust_unverified=trust_unverified)
+                raise offline_error(missing, weights_dir)
+            raise missing_error(missing, weights_dir)
+        fetch_entries(to_fetch, weights_dir, progress, trust_unverified=trust_unverified)
     raise AssertionError("unreachable")
+
+
+def _folders(
+    man: Manifest, weights_dir: Path, off: set[str], explicit: Mapping[str, Path], needed: set[str],
+    values: dict[str, Path | None], missing: list[tuple[str, str]], to_fetch: list[ManifestEntry],
+) -> None:  # fmt: skip
+    """The model folders of :class:`WeightPaths` into ``values``: explicit, else the first place holding
+    the whole folder, else (needed ones) the weights directory, their absent files into ``missing``
+    (and, but for explicit folders, ``to_fetch``)."""
+    for field, folder in FOLDERS.items():
+        members = man.folder(folder)
+        if field in off:
+            values[field] = None
+            continue
+        if field in explicit:
+            root = explicit[field]
+            values[field] = root
+            missing += [(e.name, str(root / Path(e.name).relative_to(folder)))
+                        for e in members if local_file(root / Path(e.name).relative_to(folder)) is None]
+            continue
+        found = whole_folder(folder, members, weights_dir)
+        if found is not None:
+            values[field] = found[1]
+            logger.debug("%s: using %s (%s)", folder, found[1], found[0])
+            continue
+        if field not in needed:  # optional model folder, absent: not used
+            values[field] = None
+            continue
+        values[field] = weights_dir / folder
+        for entry in members:
+            if local_file(weights_dir / entry.name) is None:
+                missing.append((entry.name, looked_in(entry, weights_dir)))
+                to_fetch.append(entry)
+
+
+def _files(
+    man: Manifest, weights_dir: Path, off: set[str], explicit: Mapping[str, Path],
+    values: dict[str, Path | None], missing: list[tuple[str, str]], to_fetch: list[ManifestEntry],
+) -> None:  # fmt: skip
+    """The single files of :class:`WeightPaths` into ``values``, as :func:`_folders` does folders."""
+    for field, name in FILES.items():
+        entry = man[name]
+        if field in off:  # explicitly None: not used
+            values[field] = None
+            continue
+        if field in explicit:
+            values[field] = explicit[field]
+            if not explicit[field].is_file():
+                missing.append((name, str(explicit[field])))
+            continue
+        _, path = locate_entry(entry, weights_dir)
+        if path is None:
+            values[field] = weights_dir / name
+            missing.append((name, looked_in(entry, weights_dir)))
+            to_fetch.append(entry)
+        else:
+            warn_size(entry, path)
+            values[field] = path
 
 
 # ============================================================================ WeightPaths
@@ -201,7 +222,7 @@ class WeightPaths:
 
     def check(self) -> "WeightPaths":
         """Raise one :class:`~seesr.errors.MissingWeightsError` naming every missing file, else return self."""
-        missing = [(name, path) for name, path in self.files().items() if _local_file(path) is None]
+        missing = [(name, path) for name, path in self.files().items() if local_file(path) is None]
         if self.ram_configs is not None and not self.ram_configs.is_dir():
             missing.append(("ram/configs", self.ram_configs))
         if missing:
@@ -212,15 +233,27 @@ class WeightPaths:
             )
         return self
 
+    def base_folder(self, model: str) -> Path:
+        """The folder of ``model``'s base (VAE, text encoder, tokenizer, scheduler: sd-turbo or SD-2-base);
+        a :class:`~seesr.errors.MissingWeightsError` when it is absent. Whether SeeSR can run: the
+        pipeline's loader and the engine's check (the dry run) ask this, so they decide alike."""
+        base = getattr(self, MODELS[model].base)
+        if base is None or not (base / "scheduler" / "scheduler_config.json").is_file():
+            raise MissingWeightsError(
+                f"model {model!r} needs its base model folder (diffusers layout: vae/, text_encoder/, "
+                f"tokenizer/, scheduler/) in {base or 'weights/sd-2-base/'}; {DOWNLOAD_HINT}."
+            )
+        return base
+
     def warn_on_checksum_mismatch(self, manifest: str | Path | Manifest | None = None) -> None:
         """Log one warning per file whose size or sha256 differs from the manifest (sha256 computed
         once per file version and remembered in :func:`checksum_cache_path`)."""
         man = load_manifest(manifest)
         for name, path in self.files(man).items():
-            entry, found = man[name], _local_file(path)
+            entry, found = man[name], local_file(path)
             if found is None or found != path:  # absent, or a .bin stand-in the manifest does not describe
                 continue
-            problem = _checksum_problem(entry, found)
+            problem = checksum_problem(entry, found)
             if problem:
                 logger.warning("%s (%s) %s: it may be damaged or another release; run `seesr weights verify` "
                                "and download it again if it is wrong", name, found, problem)

@@ -1,0 +1,1 @@
+"""The Real-ESRGAN engine: bundled models converted from ncnn, model files spandrel loads, tiles."""

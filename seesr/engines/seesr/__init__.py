@@ -1,0 +1,1 @@
+"""The SeeSR engine: the diffusion pipeline, its planner, sampler, KDS, tiled VAE and networks."""
