@@ -17,6 +17,7 @@ STAMP="$VENV/.seesr-setup"
 say() { echo "seesr: $*"; }
 
 setup() {
+    install_browser
     # Reinstall only when pyproject.toml or constraints.txt changed.
     local want pins quiet=()
     want="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -d' ' -f1)"
@@ -37,8 +38,38 @@ setup() {
     say "torch $(sed -n 's/^torch==//p' "$ROOT/constraints.txt") with its CUDA libraries (the nvidia-* packages, ~3 GB),"
     say "also on a machine without a GPU; a few minutes when pip has to download them (pip names each package below)"
     "$PY" -m pip install "${quiet[@]}" -c "$ROOT/constraints.txt" -e "$ROOT[test]"
+    say "installing Gradio for the web page (seesr ui), with its pinned requirements"
+    install_ui
     echo "$want" > "$STAMP"
     say "environment ready ($VENV)"
+}
+
+install_ui() {
+    # The web page's Gradio declares pillow<13 while seesr is tested with the Pillow of constraints.txt:
+    # Gradio is installed without its dependency list, then each of its other requirements, pinned.
+    "$PY" -m pip install --quiet --no-deps -c "$ROOT/constraints.txt" gradio
+    local requirements
+    requirements="$("$PY" -c '
+from importlib.metadata import requires
+from packaging.requirements import Requirement
+for text in requires("gradio"):
+    requirement = Requirement(text)
+    if requirement.name.lower() != "pillow" and (requirement.marker is None or requirement.marker.evaluate({"extra": ""})):
+        print(requirement.name + str(requirement.specifier))
+')"
+    # shellcheck disable=SC2086 # one requirement a word
+    "$PY" -m pip install --quiet -c "$ROOT/constraints.txt" $requirements
+}
+
+install_browser() {
+    # The browser tests drive Debian's Chromium; as root (CI) it is installed when missing.
+    command -v chromium >/dev/null && return
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+        echo "seesr: installing chromium for the browser tests" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "seesr: the browser tests need Chromium: apt-get install chromium chromium-driver" >&2
+    fi
 }
 
 ensure_setup() { [[ -f "$STAMP" ]] || setup >&2; }

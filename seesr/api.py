@@ -232,8 +232,9 @@ class Upscaler:
         network, downloads nothing, imports no diffusers."""
         settings = self.settings(arguments)
         engines, reason, first = runnable(self.engines_for(settings), settings, self.download, dry=True)
-        plan = engines[0].plan(read_image(image).rgb, settings)
-        return DryRun(plan.start, plan.output_size, plan.estimated_peak_bytes, reason, first)
+        source = read_image(image)
+        plan = engines[0].plan(source.rgb, settings)
+        return DryRun(plan.start, source.size, plan.output_size, plan.estimated_peak_bytes, reason, first)
 
     def upscale(self, image: ImageInput, **arguments: Any) -> Result:
         """Upscale one image (path, bytes, PIL image or numpy array); see :class:`Settings`."""
@@ -296,9 +297,11 @@ def upscale(image: ImageInput, preset: str | None = None, scale: float | None = 
 
 @dataclass(frozen=True)
 class DryRun:
-    """What :meth:`Upscaler.upscale` would do with one image (``seesr upscale --dry-run``)."""
+    """What :meth:`Upscaler.upscale` would do with one image (``seesr upscale --dry-run``): the run's
+    first line, the input's size (after EXIF orientation), the output's, and the memory it needs."""
 
     start: RunStart
+    input_size: tuple[int, int]
     output_size: tuple[int, int]
     estimated_peak_bytes: int
     fallback_reason: str | None = None
