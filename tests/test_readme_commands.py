@@ -85,12 +85,14 @@ CHECKED = {
     # docs/training.md
     "./start_seesr.sh python -c \"import sys, pathlib; sys.path.insert(0, 'tests'); import conftest; "
     "conftest.lay_out_tiny_weights(conftest.TINY, pathlib.Path('tiny_weights'))\"": RUN,
-    "./start_seesr.sh train ../shared/data/realsr/hr -o run --max-steps 20 --weights tiny_weights --validate-every 10 "
-    "--checkpoint-every 10": "tests/test_training.py::test_start_script_train_then_upscale_with_its_output (2 steps)",
+    "./start_seesr.sh train photos/ -o run --validate-every 100":
+        "tests/test_training.py::test_start_script_train_then_upscale_with_its_output (2 steps, tiny weights)",
     "./start_seesr.sh upscale photo.png -o photo_x4.png --weights run":
         "tests/test_training.py::test_start_script_train_then_upscale_with_its_output",
-    "./start_seesr.sh train ../shared/data/realsr/hr -o run --max-steps 20 --weights tiny_weights --resume latest":
-        "tests/test_training.py (resume: bit-identical to an uninterrupted run)",
+    "./start_seesr.sh train photos/ -o run --resume latest": "tests/test_training.py (resume: bit-identical to an "
+    "uninterrupted run)",
+    "./start_seesr.sh train photos/ -o run --max-steps 20 --weights tiny_weights --validate-every 10 --checkpoint-every "
+    "10": "tests/test_training.py::test_start_script_train_then_upscale_with_its_output (2 steps, small crops)",
     "accelerate launch --multi_gpu --num_processes 2 -m seesr.cli train photos/ -o run --mixed-precision bf16":
         "tests/test_training.py (two CPU processes under accelerate launch; --multi_gpu needs GPUs)",
     "./start_seesr.sh train photos/ -o run_seesr --model seesr": "tests/test_training.py (--model seesr, resumed)",
