@@ -20,6 +20,7 @@ Every value is validated by seesr as well (a server started without the schema d
 ``Input`` constraints): a bad value fails the prediction with seesr's ``ConfigError`` message.
 """
 
+import dataclasses
 import inspect
 import logging
 import os
@@ -74,10 +75,13 @@ class Runner(BaseRunner):
         # With paths the pipeline loads from them; without, the Upscaler looks in weights_dir again
         # (without downloading) on each prediction and falls back to Real-ESRGAN, naming the reason.
         self.upscaler = Upscaler(paths if paths is not None else weights_dir)
-        if problem is not None:  # one line when weights are missing (what was tried), all of any other fault
-            seesr = self.upscaler.engines["seesr"]
-            why = seesr.missing_reason(problem) if isinstance(problem, MissingWeightsError) else str(problem)
-            logger.warning("predictions will use the bundled Real-ESRGAN: %s", why)
+        self.fallback_reason: Optional[str] = None
+        """Why SeeSR cannot run (with what setup tried), said by each prediction that falls back."""
+        if isinstance(problem, MissingWeightsError):
+            self.fallback_reason = self.upscaler.engines["seesr"].missing_reason(problem)
+            logger.warning("SeeSR weights are unavailable: predictions will use the bundled Real-ESRGAN and say why")
+        elif problem is not None:
+            logger.warning("SeeSR weights are unavailable, predictions will use the bundled Real-ESRGAN:\n%s", problem)
         defaults = self.upscaler.settings({})
         try:
             if paths is not None:
@@ -224,7 +228,9 @@ class Runner(BaseRunner):
             previous.unlink(missing_ok=True)
         name = f"upscaled-{uuid.uuid4().hex[:12]}"
         target = result.save(output_file(self.outputs, name, result.output_format))
-        print(f"seesr: {result.summary(reason=self.weights_problem is None)}")  # else said in setup's log
+        if result.fallback_reason and self.fallback_reason:  # the reason with what setup tried to get the weights
+            result = dataclasses.replace(result, fallback_reason=self.fallback_reason)
+        print(f"seesr: {result.summary()}")
         print(f"seesr: engine {result.engine}; seed {result.seed}; tags: {result.tags or '-'}")
         self.record_metric("engine", result.engine)
         if result.seed is not None:

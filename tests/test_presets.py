@@ -67,14 +67,14 @@ def test_every_bad_value_is_listed_with_its_range(tmp_path):
         )
     message = str(error.value)
     for expected in ("steps=0 (allowed: 1 to 8)", "scale=100", "color_fix='sepia'", "unknown setting 'bogus'",
-                     "seed='abc'", "latent_overlap=16"):  # fmt: skip
+                     "SEESR_SEED='abc' (environment: must be an integer)", "latent_overlap=16"):  # fmt: skip
         assert expected in message, expected
 
 
 def test_booleans_and_nulls_from_text():
     settings = resolve_settings({}, environ={"SEESR_NO_FALLBACK": "yes", "SEESR_SEED": "none"})
     assert settings.no_fallback is True and settings.seed is None
-    with pytest.raises(ConfigError, match="no_fallback"):
+    with pytest.raises(ConfigError, match="SEESR_NO_FALLBACK='maybe'"):
         resolve_settings({}, environ={"SEESR_NO_FALLBACK": "maybe"})
 
 

@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -398,7 +399,8 @@ def plan_download(entries: Sequence[ManifestEntry], weights_dir: Path, *, checki
         raise MissingWeightsError(f"cannot download weights: {problem}", names, tried=f"no download: {problem}") from None
     sources = {e.name: (*e.sources, *(_user_source(base, e) for base in extra)) for e in entries}
     addresses = {_address(s) for group in sources.values() for s in group} - {None}
-    reachable = {address: _reachable(address) for address in sorted(addresses)}
+    with ThreadPoolExecutor(max_workers=max(1, len(addresses))) as pool:  # together: one timeout at most, not one per host
+        reachable = dict(zip(sorted(addresses), pool.map(_reachable, sorted(addresses))))
     if addresses and not any(reachable.values()) and not any(
         s.folder is not None for group in sources.values() for s in group
     ):
