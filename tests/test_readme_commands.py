@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from seesr.cli.upscale import FALLBACK_NOTICE
+
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
@@ -202,7 +204,7 @@ def test_the_readme_first_commands_offline(desk):
     assert Image.open(desk / "photo_seesr.png").size == (64, 48)
     assert done.stdout.startswith("photo_seesr.png: 64x48, engine realesrgan (realesrgan-x4plus), "
                                   "fallback (why: said above)")  # fmt: skip
-    assert done.stderr.count("seesr: fallback to Real-ESRGAN for this run: SeeSR weights are missing: 20 files") == 1
+    assert done.stderr.count(f"{FALLBACK_NOTICE}SeeSR weights are missing: 20 files") == 1
     assert "no download was tried: HF_HUB_OFFLINE is set" in done.stderr and "Traceback" not in done.stderr
 
     plan = typed("./start_seesr.sh upscale photo.jpg --dry-run", desk, empty)

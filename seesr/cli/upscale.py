@@ -42,6 +42,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     add_setting_flags(up)
 
 
+FALLBACK_NOTICE = "seesr: fallback to Real-ESRGAN for this run: "
+"""How a run says, once, why Real-ESRGAN stands in (the reason follows); result lines then say ``(why: said above)``."""
+
+
 class _Report(BatchReport["Result"]):
     """Result lines (or JSON objects) on stdout, skips and failures on stderr, as the flags say."""
 
@@ -61,7 +65,7 @@ class _Report(BatchReport["Result"]):
             if self.display is not None:
                 self.display.clear()
             if not self.quiet:
-                print(printable(f"seesr: fallback to Real-ESRGAN for this run: {reason}"), file=sys.stderr, flush=True)
+                print(printable(FALLBACK_NOTICE + reason), file=sys.stderr, flush=True)
         return not self.quiet
 
     def expect(self, jobs: list[Job]) -> None:
