@@ -18,6 +18,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -335,13 +336,36 @@ def test_server_upscales(server, lr_image):
     status, body = server.predict({"image": data_uri(lr_image), "scale": 2, "steps": 1, "seed": 1})
     assert status == 200, body
     assert body["status"] == "succeeded", body.get("error") or body
-    mime, payload = decode_data_uri(body["output"])
+    output = body["output"]
+    (image_uri,) = output["images"]
+    mime, payload = decode_data_uri(image_uri)
     assert mime == "image/png"
     with Image.open(io.BytesIO(payload)) as image:
         assert image.format == "PNG"
         assert_upscaled(image, (72, 48))
-    assert body["metrics"]["engine"] == "seesr" and body["metrics"]["seed"] == 1
+    assert output["seeds"] == [1] and output["engine"] == "seesr" and output["model"] == "seesr-turbo"
+    assert output["fallback_reason"] is None and isinstance(output["tags"], str)
+    stages = {"tag", "text", "encode", "denoise", "decode", "colorfix"}
+    assert stages <= set(output["timings"]) and all(output["timings"][s] > 0 for s in stages)
+    assert output["timings"]["total"] >= sum(output["timings"][s] for s in stages)
     assert "engine seesr" in body["logs"] and "72x48" in body["logs"]
+
+
+@pytest.mark.slow
+def test_server_logs_progress_while_it_predicts(server, lr_image):
+    """Cog keeps what a prediction prints as its logs: a line as each stage starts (the words of
+    the terminal's progress line: stage, step x tile, elapsed time)."""
+    status, body = server.predict({"image": data_uri(lr_image), "scale": 2, "steps": 2, "seed": 3})
+    assert status == 200 and body["status"] == "succeeded", body
+    lines = [line for line in body["logs"].splitlines() if line.startswith("seesr: ")]
+    clock = r"\d+:\d\d"
+    expected = [rf"tagging \(RAM\)  {clock}", rf"encoding the prompt  {clock}", rf"VAE encode  {clock}",
+                rf"denoising  step 1/2, tile 0/1  {clock}", rf"VAE decode  {clock}"]  # fmt: skip
+    progress = [line.removeprefix("seesr: ") for line in lines[:-1]]
+    assert len(progress) == len(expected), body["logs"]
+    for line, pattern in zip(progress, expected):
+        assert re.fullmatch(pattern, line), (line, pattern)
+    assert lines[-1].startswith("seesr: 72x48, engine seesr (seesr-turbo)"), lines
 
 
 @pytest.mark.slow
@@ -379,13 +403,27 @@ def test_server_fails_a_corrupt_image(server):
 
 
 # ------------------------------------------------------------------ setup without weights, in this process
-@pytest.fixture(scope="module")
-def runner_without_network(predict_module, tmp_path_factory):
-    """Runner.setup() with an empty weights folder and every download failing (no network)."""
+@contextlib.contextmanager
+def without_network():
+    """Every download fails as without a network (only around setup(): the server tests use sockets)."""
     import huggingface_hub
 
+    def no_network(*args, **kwargs):
+        raise ConnectionError("network is unreachable (test)")
+
+    with pytest.MonkeyPatch.context() as network:
+        network.setattr(huggingface_hub, "hf_hub_download", no_network)
+        network.setattr(urllib.request, "urlopen", no_network)
+        network.setattr(socket.socket, "connect", no_network)
+        yield
+
+
+@pytest.fixture(scope="module")
+def offline_environment(tmp_path_factory):
+    """An empty weights folder and a server environment that reads it (for the module: settings
+    are read from the environment at each call)."""
     root = tmp_path_factory.mktemp("cog-offline")
-    environment = pytest.MonkeyPatch()  # for the module: settings are read from it at each call
+    environment = pytest.MonkeyPatch()
     try:
         for var in [k for k in os.environ if k.startswith("SEESR_") or k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")]:
             environment.delenv(var)
@@ -393,20 +431,37 @@ def runner_without_network(predict_module, tmp_path_factory):
         environment.setenv("SEESR_DEVICE", "cpu")
         environment.setenv("SEESR_PROCESS_SIZE", "0")
         environment.setenv("HF_HUB_CACHE", str(root / "hf-cache"))
-
-        def no_network(*args, **kwargs):
-            raise ConnectionError("network is unreachable (test)")
-
-        with pytest.MonkeyPatch.context() as network:  # only for setup(): the server tests use sockets
-            network.setattr(huggingface_hub, "hf_hub_download", no_network)
-            network.setattr(urllib.request, "urlopen", no_network)
-            network.setattr(socket.socket, "connect", no_network)
-            runner = predict_module.Runner()
-            runner.setup()
-        yield runner
-        shutil.rmtree(runner.outputs, ignore_errors=True)
+        yield environment
     finally:
         environment.undo()
+
+
+@pytest.fixture(scope="module")
+def runner_without_network(predict_module, offline_environment):
+    """Runner.setup() without the SeeSR weights and without a network, started with SEESR_ALLOW_FALLBACK=1."""
+    offline_environment.setenv("SEESR_ALLOW_FALLBACK", "1")
+    with without_network():
+        runner = predict_module.Runner()
+        runner.setup()
+    yield runner
+    shutil.rmtree(runner.outputs, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_setup_without_weights_or_network_fails_naming_files_and_sources(predict_module, offline_environment):
+    """A server that cannot run SeeSR does not start serving another model unless told to: setup
+    fails with the missing files, where they were looked for, the sources tried and what to do."""
+    from seesr.errors import WeightsError
+
+    offline_environment.delenv("SEESR_ALLOW_FALLBACK", raising=False)
+    with without_network(), pytest.raises(WeightsError) as failed:
+        predict_module.Runner().setup()
+    summary, *details = str(failed.value).splitlines()
+    assert summary.startswith("SeeSR weights are missing: 20 files (sd-turbo 11, seesr 5, ram 4) not found in"), summary
+    assert "SEESR_ALLOW_FALLBACK=1" in summary and "SEESR_ENGINE=realesrgan" in summary
+    assert "huggingface.co:443" in details[0] and "cannot be reached" in details[0], details[0]
+    weights = os.environ["SEESR_WEIGHTS"]
+    assert any(line.strip().startswith(f"DAPE.pth: looked in {weights}/DAPE.pth") for line in details), details
 
 
 def call_run(runner, **inputs):
@@ -417,17 +472,20 @@ def call_run(runner, **inputs):
 
 
 @pytest.mark.slow
-def test_setup_without_network_falls_back_to_realesrgan(runner_without_network, lr_image, tmp_path, capsys):
+def test_setup_allowed_to_fall_back_serves_realesrgan_and_says_why(runner_without_network, lr_image, tmp_path, capsys):
     problem = runner_without_network.weights_problem
-    assert problem and ("cannot be reached" in problem or "network is unreachable" in problem)
+    assert problem.startswith("SeeSR weights are missing: 20 files"), problem
     source = tmp_path / "in.png"
     lr_image.crop((0, 0, 8, 6)).save(source)  # Real-ESRGAN on the CPU is slow (seconds): a few pixels suffice
     output = call_run(runner_without_network, image=cog.Path(source), scale=2, output_format="webp")
-    assert isinstance(output, cog.Path) and output.suffix == ".webp"
-    with Image.open(output) as image:
+    (image_path,) = output.images
+    assert isinstance(image_path, cog.Path) and image_path.suffix == ".webp"
+    with Image.open(image_path) as image:
         assert image.format == "WEBP"
         assert_upscaled(image, (16, 12), min_colours=20)
-    assert list(runner_without_network.outputs.iterdir()) == [output]  # only the latest output is kept
+    assert list(runner_without_network.outputs.iterdir()) == [image_path]  # only the latest output is kept
+    assert output.engine == "realesrgan" and output.model == "realesrgan-x4plus" and output.seeds == []
+    assert output.fallback_reason == problem
     printed = capsys.readouterr().out
     assert "engine realesrgan" in printed and "SeeSR weights are missing" in printed, printed
 
@@ -453,7 +511,8 @@ def test_model_input_chooses_a_realesrgan_model(runner_without_network, lr_image
     source = tmp_path / "in.png"
     lr_image.crop((0, 0, 8, 6)).save(source)
     output = call_run(runner_without_network, image=cog.Path(source), model="realesr-animevideov3-x2", scale=2)
-    with Image.open(output) as image:
+    assert output.fallback_reason is None  # asked for: not a fallback
+    with Image.open(output.images[0]) as image:
         assert image.size == (16, 12)
     assert "engine realesrgan (realesr-animevideov3-x2)" in capsys.readouterr().out
     weights = tmp_path / "RealESRGAN_x4plus.pth"
@@ -474,8 +533,10 @@ def test_run_passes_every_setting_input_by_name(predict_module, lr_image, tmp_pa
 
     source = tmp_path / "in.png"
     lr_image.save(source)
+    from seesr.progress import LogProgress
+
     runner = predict_module.Runner()
-    runner.upscaler = RecordingUpscaler()
+    runner.upscaler, runner.progress = RecordingUpscaler(), LogProgress(lambda line: None)
     with pytest.raises(Captured) as captured:
         call_run(runner, image=cog.Path(source), sampler="ddpm", offload=True, process_size=0)
     _, arguments = captured.value.args
