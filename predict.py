@@ -46,6 +46,7 @@ from seesr.io.read import input_file_limit
 from seesr.io.naming import DEFAULT_SINGLE_TAG, SUFFIX_FORMATS, concrete_format, output_file
 from seesr.progress import LogProgress
 from seesr.settings.declare import Settings, env_name, setting_info
+from seesr.settings.fields import problem
 from seesr.settings.resolve import resolve_settings
 from seesr.weights import default_weights_dir
 
@@ -298,11 +299,16 @@ def _settings(inputs: dict) -> dict:
 
 
 def check_settings(settings: dict) -> None:
-    """Refuse what seesr refuses (ConfigError), and any model but a named one: never a file on the server."""
+    """Refuse what seesr refuses (ConfigError), a value outside a setting's narrower Cog range
+    (``cog_range``), and any model but a named one: never a file on the server."""
     model = settings.get("model")
     if model is not None and model not in setting_info("model").choices:
         raise InputError(f"model must be one of: {', '.join(setting_info('model').choices)}")
     resolve_settings(settings)
+    narrower = [problem(name, value, setting_info(name), setting_info(name).cog_range)
+                for name, value in settings.items() if setting_info(name).cog_range and value is not None]  # fmt: skip
+    if any(narrower):
+        raise ConfigError("invalid settings: " + "; ".join(line for line in narrower if line))
 
 
 NOT_SENT = (

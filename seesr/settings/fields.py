@@ -40,6 +40,8 @@ class Setting:
     """Other accepted names of choices (alias -> choice)."""
     file_suffixes: tuple[str, ...] | None = None
     """A value ending in one of these is a file path, accepted in place of a choice."""
+    cog_range: tuple[float, float] | None = None
+    """The Cog input's range where a server allows less than the setting (what one request may cost)."""
 
 
 def setting(
@@ -54,10 +56,11 @@ def setting(
     extra_flags: tuple[str, ...] = (),
     aliases: Mapping[str, str] | None = None,
     file_suffixes: tuple[str, ...] | None = None,
+    cog_range: tuple[float, float] | None = None,
 ) -> Any:
     """A settings field with its :class:`Setting` description as metadata (the one helper both
     declarations use)."""
-    described = Setting(help, range, choices, engines, cog, feeds, extra_flags, aliases, file_suffixes)
+    described = Setting(help, range, choices, engines, cog, feeds, extra_flags, aliases, file_suffixes, cog_range)
     return dataclasses.field(default=default, metadata={"setting": described})
 
 
