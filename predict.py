@@ -4,7 +4,7 @@ Cog 0.23 conventions (``cog`` SDK docs): a ``BaseRunner`` subclass named ``Runne
 and ``run()``, referenced from cog.yaml as ``run: "predict.py:Runner"`` (``BasePredictor``,
 ``Predictor`` and ``predict()`` are the deprecated names).
 
-Weights are not baked into the image unless you copy them into the build (README, "Cog"):
+Weights are not baked into the image unless you copy them into the build (README, "Serving and scaling"):
 ``setup()`` looks for the server's model (``SEESR_MODEL``, default seesr-turbo) in ``$SEESR_WEIGHTS``
 (else the repository's ``weights/``) and the Hugging Face cache, and downloads what is missing. If
 they cannot be had, setup fails (Cog's SETUP_FAILED, the reason in its logs: which files, where

@@ -4,12 +4,14 @@ the Kubernetes Indexed Job and the Slurm array in deploy/."""
 from __future__ import annotations
 
 import hashlib
-from pathlib import PurePosixPath, PureWindowsPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pytest
+import yaml
 
 from seesr.errors import ConfigError
 from seesr.io.shards import parse_shard, shard_of
+from seesr.settings.declare import DECLARED, env_name
 
 
 # ------------------------------------------------------------------ the split
@@ -74,3 +76,32 @@ def test_a_bad_shard_is_one_line(text, environ, message):
     with pytest.raises(ConfigError) as refused:
         parse_shard(text, environ)
     assert str(refused.value).startswith(message) and "\n" not in str(refused.value), str(refused.value)
+
+
+# ------------------------------------------------------------------ deploy/
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MANIFEST = REPO_ROOT / "deploy" / "kubernetes" / "indexed-job.yaml"
+SLURM_SCRIPT = REPO_ROOT / "deploy" / "slurm" / "array.sh"
+
+
+def test_the_kubernetes_manifest_is_an_indexed_job_of_n_shards():
+    (job,) = list(yaml.safe_load_all(MANIFEST.read_text()))
+    assert (job["apiVersion"], job["kind"]) == ("batch/v1", "Job") and job["metadata"]["name"] == "seesr-upscale"
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed"
+    assert spec["backoffLimitPerIndex"] >= 1 and spec["template"]["spec"]["restartPolicy"] == "Never"
+    (container,) = spec["template"]["spec"]["containers"]
+    command = container["command"]
+    assert command[:4] == ["python", "-m", "seesr.cli", "upscale"]
+    shard = command[command.index("--shard") + 1]
+    assert shard == f"auto/{spec['completions']}" and spec["parallelism"] <= spec["completions"]
+    (mount,) = container["volumeMounts"]
+    (volume,) = spec["template"]["spec"]["volumes"]
+    assert volume["name"] == mount["name"] and volume["persistentVolumeClaim"]["claimName"] == "seesr-data"
+    inputs, output = command[4], command[command.index("-o") + 1]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    for path in (inputs, output, env["SEESR_WEIGHTS"]):  # everything a pod reads or writes is on the shared volume
+        assert PurePosixPath(path).is_relative_to(mount["mountPath"]), path
+    assert env["HF_HUB_OFFLINE"] == "1"  # N pods never download the weights at once
+    assert set(env) - {"HF_HUB_OFFLINE"} <= {env_name(name) for name in DECLARED} | {"SEESR_WEIGHTS"}
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
