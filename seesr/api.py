@@ -216,8 +216,9 @@ class Upscaler:
         engines, reason = self.engines_for(settings), None
         if not self.download:  # weights that would be downloaded first are taken as there
             engines, reason = runnable(engines, settings, download=False)
-        plan = engines[0].plan(read_image(image).rgb, settings)
-        return DryRun(plan.start, plan.output_size, plan.estimated_peak_bytes, reason)
+        source = read_image(image)
+        plan = engines[0].plan(source.rgb, settings)
+        return DryRun(plan.start, source.size, plan.output_size, plan.estimated_peak_bytes, reason)
 
     def upscale(self, image: ImageInput, **arguments: Any) -> Result:
         """Upscale one image (path, bytes, PIL image or numpy array); see :class:`Settings`."""
@@ -271,9 +272,11 @@ def upscale(image: ImageInput, preset: str = Settings.preset, scale: float = Set
 
 @dataclass(frozen=True)
 class DryRun:
-    """What :meth:`Upscaler.upscale` would do with one image (``seesr upscale --dry-run``)."""
+    """What :meth:`Upscaler.upscale` would do with one image (``seesr upscale --dry-run``): the run's
+    first line, the input's size (after EXIF orientation), the output's, and the memory it needs."""
 
     start: RunStart
+    input_size: tuple[int, int]
     output_size: tuple[int, int]
     estimated_peak_bytes: int
     fallback_reason: str | None = None

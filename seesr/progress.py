@@ -11,11 +11,14 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TextIO, TypeVar
+
+from seesr.errors import Cancelled
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +98,35 @@ class StageTracker:
             self.stage = event.stage
         else:
             logger.info("%s%s", f"{event.retry}; retrying: " if event.retry else "", event.describe())
+        if self.callback is not None:
+            self.callback(event)
+
+
+class Cancellation:
+    """Stops a run from another thread at its next progress event: between stages, denoising steps
+    and tiles, and Real-ESRGAN tiles. It is a progress callback (passing each event on to
+    ``callback``): give it to the run, and after :meth:`cancel` the next event raises
+    :class:`~seesr.errors.Cancelled`, which no fallback catches, so the run ends there."""
+
+    def __init__(self, callback: ProgressCallback | None = None) -> None:
+        self.callback = callback
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Ask the run to stop at its next event (from any thread)."""
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def check(self) -> None:
+        """Raise :class:`~seesr.errors.Cancelled` if :meth:`cancel` was called."""
+        if self._cancelled.is_set():
+            raise Cancelled("cancelled; nothing was produced")
+
+    def __call__(self, event: ProgressEvent) -> None:
+        self.check()
         if self.callback is not None:
             self.callback(event)
 
