@@ -475,42 +475,6 @@ def test_server_fails_a_corrupt_image(server):
     assert body.get("output") is None
 
 
-@pytest.mark.slow
-def test_server_without_seesr_weights_reports_setup_failed_and_why(tiny, tmp_path, lr_image):
-    """No SeeSR weights and no network: the health check says SETUP_FAILED, its setup logs name the
-    missing files, where they were looked for, the source tried and what to do; nothing is served."""
-    empty = tmp_path / "no-weights"
-    empty.mkdir()
-    with running_cog_server(tiny, tmp_path, setup_may_fail=True, SEESR_WEIGHTS=str(empty)) as cog_server:
-        health = cog_server.health
-        assert health["status"] == "SETUP_FAILED" and health["setup"]["status"] == "failed", health
-        logs = health["setup"]["logs"]
-        assert "SeeSR weights are missing: 20 files (sd-turbo 11, seesr 5, ram 4) not found in" in logs, logs
-        assert "SEESR_ALLOW_FALLBACK=1" in logs and "SEESR_ENGINE=realesrgan" in logs, logs
-        assert f"DAPE.pth: looked in {empty}/DAPE.pth" in logs and "HF_HUB_OFFLINE" in logs, logs
-        status, body = cog_server.predict({"image": data_uri(lr_image)})
-        assert (status, body["status"]) == (503, "failed") and "output" not in body, body  # refused, no image
-        assert not list(empty.iterdir())  # nothing was downloaded or made up
-
-
-@pytest.mark.slow
-def test_server_allowed_to_fall_back_is_ready_and_each_output_says_so(tiny, tmp_path, lr_image):
-    empty = tmp_path / "no-weights"
-    empty.mkdir()
-    with running_cog_server(tiny, tmp_path, SEESR_WEIGHTS=str(empty), SEESR_ALLOW_FALLBACK="1") as cog_server:
-        assert cog_server.health["status"] == "READY"
-        assert "predictions run the bundled Real-ESRGAN" in cog_server.health["setup"]["logs"]
-        for seed in (1, 2):
-            status, body = cog_server.predict({"image": data_uri(lr_image.crop((0, 0, 8, 6))), "scale": 2, "seed": seed})
-            assert status == 200 and body["status"] == "succeeded", body
-            output = body["output"]
-            assert (output["engine"], output["model"], output["seeds"]) == ("realesrgan", "realesrgan-x4plus", [])
-            assert output["fallback_reason"].startswith("SeeSR weights are missing: 20 files"), output
-            with Image.open(io.BytesIO(decode_data_uri(output["images"][0])[1])) as image:
-                assert_upscaled(image, (16, 12), min_colours=20)
-            assert "engine realesrgan" in body["logs"] and "SeeSR weights are missing" in body["logs"], body["logs"]
-
-
 # ------------------------------------------------------------------ setup without weights, in this process
 @contextlib.contextmanager
 def without_network():

@@ -107,7 +107,8 @@ def test_a_server_without_seesr_weights_is_never_ready(tiny, tmp_path):
         assert "SEESR_ALLOW_FALLBACK=1" in logs and "HF_HUB_OFFLINE is set (offline mode), so seesr did not download anything" in logs
         assert f"DAPE.pth: looked in {empty}/DAPE.pth and the Hugging Face cache" in logs, logs
         status, body = cog_server.request("POST", "/predictions", {"input": {"image": "data:,x"}})
-        assert body.get("status") != "succeeded", body
+        assert (status, body["status"]) == (503, "failed") and "output" not in body, body  # refused, no image
+        assert not empty.exists()  # nothing downloaded, nothing made up
 
 
 def test_a_server_allowed_to_fall_back_says_so_in_every_output(tiny, tmp_path, lr_image):  # noqa: F811
