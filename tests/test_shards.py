@@ -162,6 +162,28 @@ def test_three_workers_write_every_output_exactly_once(photos, tmp_path):
         assert {Path(line.split(":")[0]).name for line in printed[index].splitlines()} == expected[index]
 
 
+@pytest.mark.slow
+def test_accelerate_splits_a_shard_between_its_processes(photos, tmp_path):
+    """``accelerate launch --num_processes 2 ... --shard K/3`` (a node of a multi-node job): the shard
+    first, then the processes split the shard's inputs; each process its own run log."""
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SEESR_", "SLURM_", "JOB_COMPLETION"))}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    shards = shards_of(photos, 3)
+    index = max(range(3), key=lambda k: len(shards[k]))
+    mine = shards[index]
+    accelerate = Path(sys.executable).parent / "accelerate"
+    command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "-m", "seesr.cli", "upscale",
+               str(photos), "-o", str(out), "--shard", f"{index}/3", *FAST]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=WORKER_TIMEOUT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(mine) >= 2 and outputs(out) == mine
+    logs = run_log(out)
+    assert sorted(logs) == [f"shard{index}of3-rank0.jsonl", f"shard{index}of3-rank1.jsonl"]
+    by_rank = [{Path(r["target"]).name for r in records if r["status"] == "done"} for records in logs.values()]
+    assert all(by_rank) and not by_rank[0] & by_rank[1] and by_rank[0] | by_rank[1] == mine
+
+
 @pytest.mark.parametrize("index", [0, 1, 2])
 def test_the_schedulers_variables_select_the_same_shard_as_k_of_n(photos, tmp_path, monkeypatch, capsys, index):
     """``--shard auto/3`` in pod K of a Kubernetes Indexed Job, ``--shard auto`` in task K+1 of a Slurm
