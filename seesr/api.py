@@ -315,10 +315,13 @@ def finish(
     return resize(fix_colours(pixels.to(reference.device), reference, color_fix), size)
 
 
-def upscale(image: ImageInput, preset: str = Settings.preset, scale: float = Settings.scale, **arguments: Any) -> Result:
-    """Upscale one image with a fresh :class:`Upscaler` (use an Upscaler to serve many images)."""
+def upscale(image: ImageInput, preset: str = Settings.preset, scale: float | None = None, **arguments: Any) -> Result:
+    """Upscale one image with a fresh :class:`Upscaler` (use an Upscaler to serve many images);
+    ``scale`` None: ``Settings.scale`` unless a ``width`` or ``height`` is given."""
     weights = arguments.pop("weights", None)
-    return Upscaler(weights).upscale(image, preset=preset, scale=scale, **arguments)
+    if scale is not None:
+        arguments["scale"] = scale
+    return Upscaler(weights).upscale(image, preset=preset, **arguments)
 
 
 @dataclass(frozen=True)
