@@ -105,11 +105,23 @@ class Runner(BaseRunner):
             default=None,
             choices=["seesr-turbo", "seesr", "realesrgan-x4plus", "realesrgan-x4plus-anime", "realesr-animevideov3-x2", "realesr-animevideov3-x3", "realesr-animevideov3-x4"],
         ),
-        scale: float = Input(
-            description="Upscaling factor.",
-            default=4.0,
+        scale: Optional[float] = Input(
+            description="Upscaling factor (excludes width and height).",
+            default=None,
             ge=1.0,
             le=8.0,
+        ),
+        width: Optional[int] = Input(
+            description="Output width in pixels, instead of a scale: the height keeps the aspect (with height: the largest size that fits inside both).",
+            default=None,
+            ge=1,
+            le=32768,
+        ),
+        height: Optional[int] = Input(
+            description="Output height in pixels, instead of a scale: the width keeps the aspect (with width: the largest size that fits inside both).",
+            default=None,
+            ge=1,
+            le=32768,
         ),
         steps: Optional[int] = Input(
             description="Denoising steps; empty: the model's (seesr: 50), else the preset's.",
@@ -159,15 +171,19 @@ class Runner(BaseRunner):
             le=4096,
         ),
         output_format: str = Input(
-            description="Format of the output file (auto: the input's own when it is PNG, JPEG or WebP, else PNG).",
+            description="Format of the output file (auto: the input's own when it is PNG, JPEG, WebP or TIFF, else PNG).",
             default="png",
-            choices=["png", "jpg", "webp", "auto"],
+            choices=["png", "jpg", "webp", "tiff", "auto"],
         ),
         quality: int = Input(
-            description="JPEG and WebP quality (PNG is lossless).",
+            description="JPEG and WebP quality (PNG and TIFF are lossless).",
             default=95,
             ge=1,
             le=100,
+        ),
+        strip_metadata: bool = Input(
+            description="Write no metadata: no EXIF, XMP, ICC profile, DPI or PNG text (else each output keeps what its format can hold of the input's).",
+            default=False,
         ),
         sampler: Optional[str] = Input(
             description="Sampler (ddim: deterministic, ours; ddpm: the official scripts' stochastic step); empty: the model's (seesr-turbo: ddim, seesr: ddpm).",
