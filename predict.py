@@ -31,6 +31,7 @@ Every value is validated by seesr as well (a server started without the schema d
 import inspect
 import logging
 import os
+import random
 import tempfile
 import typing
 import uuid
@@ -42,7 +43,7 @@ from seesr.api import Result, Upscaler
 from seesr.runtime.devices import resolve_device
 from seesr.errors import ConfigError, InputError, MissingWeightsError, SeesrError, WeightsError
 from seesr.io.files import checked_file, write_atomically
-from seesr.io.naming import DEFAULT_SINGLE_TAG, SUFFIX_FORMATS, concrete_format, output_file
+from seesr.io.naming import DEFAULT_SINGLE_TAG, SUFFIX_FORMATS, concrete_format, output_file, sample_file
 from seesr.io.read import input_file_limit, read_sent_image
 from seesr.progress import LogProgress
 from seesr.settings.declare import Settings, env_name, setting_info
@@ -75,7 +76,7 @@ class Output(BaseModel):
     fallback_reason: Optional[str]
     """Why Real-ESRGAN stood in for SeeSR (weights missing with SEESR_ALLOW_FALLBACK, or out of memory); else null."""
     timings: dict[str, float]
-    """Seconds per stage (summed over the samples) and in ``total``."""
+    """Seconds per stage and in ``total``, for the samples together (they share the tags, the prompt and the encoding)."""
 
 
 class Runner(BaseRunner):
@@ -147,11 +148,23 @@ class Runner(BaseRunner):
             default=None,
             choices=["seesr-turbo", "seesr", "realesrgan-x4plus", "realesrgan-x4plus-anime", "realesr-animevideov3-x2", "realesr-animevideov3-x3", "realesr-animevideov3-x4"],
         ),
-        scale: float = Input(
-            description="Upscaling factor.",
-            default=4.0,
+        scale: Optional[float] = Input(
+            description="Upscaling factor (excludes width and height).",
+            default=None,
             ge=1.0,
             le=8.0,
+        ),
+        width: Optional[int] = Input(
+            description="Output width in pixels, instead of a scale: the height keeps the aspect (with height: the largest size that fits inside both).",
+            default=None,
+            ge=1,
+            le=32768,
+        ),
+        height: Optional[int] = Input(
+            description="Output height in pixels, instead of a scale: the width keeps the aspect (with width: the largest size that fits inside both).",
+            default=None,
+            ge=1,
+            le=32768,
         ),
         steps: Optional[int] = Input(
             description="Denoising steps; empty: the model's (seesr: 50), else the preset's.",
@@ -164,6 +177,12 @@ class Runner(BaseRunner):
             default=None,
             ge=0,
             le=9223372036854775807,
+        ),
+        num_samples: int = Input(
+            description="SeeSR results per input, with the seeds seed, seed+1, ... (written as NAME_s<seed>.EXT when several; Real-ESRGAN is deterministic: 1 only).",
+            default=1,
+            ge=1,
+            le=4,
         ),
         prompt: str = Input(
             description="Extra text added to the prompt after the image's tags.",
@@ -201,15 +220,19 @@ class Runner(BaseRunner):
             le=4096,
         ),
         output_format: str = Input(
-            description="Format of the output file (auto: the input's own when it is PNG, JPEG or WebP, else PNG).",
+            description="Format of the output file (auto: the input's own when it is PNG, JPEG, WebP or TIFF, else PNG).",
             default="png",
-            choices=["png", "jpg", "webp", "auto"],
+            choices=["png", "jpg", "webp", "tiff", "auto"],
         ),
         quality: int = Input(
-            description="JPEG and WebP quality (PNG is lossless).",
+            description="JPEG and WebP quality (PNG and TIFF are lossless).",
             default=95,
             ge=1,
             le=100,
+        ),
+        strip_metadata: bool = Input(
+            description="Write no metadata: no EXIF, XMP, ICC profile, DPI or PNG text (else each output keeps what its format can hold of the input's).",
+            default=False,
         ),
         sampler: Optional[str] = Input(
             description="Sampler (ddim: deterministic, ours; ddpm: the official scripts' stochastic step); empty: the model's (seesr-turbo: ddim, seesr: ddpm).",
@@ -261,7 +284,7 @@ class Runner(BaseRunner):
         check_settings(settings)
         data = request_image_bytes(image)
         self.progress.image()
-        results = [self.upscaler.upscale(data, **settings)]
+        results = self.upscaler.upscale_samples(data, **settings)
         for previous in self.outputs.iterdir():
             previous.unlink(missing_ok=True)
         for result in results:
@@ -272,10 +295,6 @@ class Runner(BaseRunner):
 def output_of(results: list[Result], folder: Path) -> Output:
     """The samples saved into ``folder`` (each under a new name) and what they share, as an :class:`Output`."""
     images = [result.save(output_file(folder, f"upscaled-{uuid.uuid4().hex[:12]}", result.output_format)) for result in results]
-    timings: dict[str, float] = {}
-    for result in results:
-        for stage, seconds in result.timings.items():
-            timings[stage] = timings.get(stage, 0.0) + seconds
     first = results[0]
     return Output(
         images=[Path(image) for image in images],
@@ -284,7 +303,7 @@ def output_of(results: list[Result], folder: Path) -> Output:
         model=first.model,
         tags=first.tags,
         fallback_reason=first.fallback_reason,
-        timings=timings,
+        timings=first.timings,
     )
 
 
@@ -353,20 +372,26 @@ def _command_line_inputs(arguments: list) -> dict:
 OVERWRITE_FLAG = "--overwrite"
 
 
-def _target(source: Path, fmt: str) -> Path:
-    """Where the command line writes its result: ``IMAGE_seesr.<format>`` beside the input."""
-    return output_file(source.parent, source.stem + DEFAULT_SINGLE_TAG, fmt)
+def _targets(source: Path, fmt: str, values: dict) -> list[Path]:
+    """Where the command line writes its results: ``IMAGE_seesr.<format>`` beside the input, or
+    ``IMAGE_seesr_s<seed>.<format>`` for each of several samples."""
+    target = output_file(source.parent, source.stem + DEFAULT_SINGLE_TAG, fmt)
+    if values["num_samples"] == 1:
+        return [target]
+    return [sample_file(target, values["seed"] + sample) for sample in range(values["num_samples"])]
 
 
-def _refuse_existing(target: Path, overwrite: bool) -> None:
-    if not overwrite and (target.exists() or target.is_symlink()):
-        raise ConfigError(f"{target} exists; pass {OVERWRITE_FLAG} to replace it, or move it away")
+def _refuse_existing(targets: list[Path], overwrite: bool) -> None:
+    for target in targets:
+        if not overwrite and (target.exists() or target.is_symlink()):
+            raise ConfigError(f"{target} exists; pass {OVERWRITE_FLAG} to replace it, or move it away")
 
 
-def command_line(arguments: list) -> Path:
+def command_line(arguments: list) -> list[Path]:
     """``predict.py IMAGE [name=value ...] [--overwrite]``: check the image, the values and the
-    output before any model loads, run the prediction, write ``IMAGE_seesr.<format>`` beside the
-    image (never over an existing file without ``--overwrite``); returns the file written."""
+    outputs before any model loads, run the prediction, write ``IMAGE_seesr.<format>`` (one per
+    sample: ``IMAGE_seesr_s<seed>.<format>``) beside the image (never over an existing file
+    without ``--overwrite``); returns the files written."""
     overwrite = OVERWRITE_FLAG in arguments
     arguments = [a for a in arguments if a != OVERWRITE_FLAG]
     if not arguments or arguments[0].startswith("-"):
@@ -375,17 +400,20 @@ def command_line(arguments: list) -> Path:
     source = Path(arguments[0])
     values = _command_line_inputs(arguments[1:])
     check_settings(values)
+    if values["num_samples"] > 1 and values["seed"] is None:  # the seeds name the outputs: known first
+        values["seed"] = random.randrange(2**32)
     checked_file(source, "input", input_file_limit(), InputError)
     # `auto` follows the decoded input's format: the one its suffix names is a guess, checked again below
     guess = concrete_format(values["output_format"], SUFFIX_FORMATS.get(source.suffix.lower()))
-    _refuse_existing(_target(source, guess), overwrite)
+    _refuse_existing(_targets(source, guess, values), overwrite)
     runner = Runner()
     runner.setup()
-    (produced,) = runner.run(image=source, **values).images
-    target = _target(source, SUFFIX_FORMATS[produced.suffix])
-    _refuse_existing(target, overwrite)
-    write_atomically(target, produced.read_bytes(), overwrite=overwrite)
-    return target
+    produced = runner.run(image=source, **values).images
+    targets = _targets(source, SUFFIX_FORMATS[produced[0].suffix], values)
+    _refuse_existing(targets, overwrite)
+    for image, target in zip(produced, targets, strict=True):
+        write_atomically(target, image.read_bytes(), overwrite=overwrite)
+    return targets
 
 
 if __name__ == "__main__":
@@ -393,6 +421,6 @@ if __name__ == "__main__":
     import sys
 
     try:
-        print(command_line(sys.argv[1:]))
+        print(*command_line(sys.argv[1:]), sep="\n")
     except SeesrError as error:
         sys.exit(f"seesr: {_first_line(error)}")

@@ -63,7 +63,7 @@ def test_explicit_engine_prints_result_lines_only_and_no_fallback(images, tmp_pa
     assert [line.split(":")[0] for line in lines] == [str(out / "a.png"), str(out / "b.png")]
     assert all("engine realesrgan" in line and "fallback" not in line for line in lines)
     assert done.stderr.splitlines() == [
-        f"{images / 'broken.png'}: failed: " + done.stderr.split(": failed: ")[1].strip()
+        "broken.png: failed: " + done.stderr.split(": failed: ")[1].strip()  # named by its path in the folder
     ]
     assert not any(escape in done.stdout + done.stderr for escape in ESCAPES)  # not a terminal: no progress
     assert Image.open(out / "a.png").size == (72, 48)

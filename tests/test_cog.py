@@ -442,10 +442,32 @@ def test_server_logs_progress_while_it_predicts(server, lr_image):
 
 
 @pytest.mark.slow
+def test_server_returns_several_samples_with_their_seeds(server, lr_image):
+    """num_samples=2 with seed 5: two different images, seeds 5 and 6; the second is the image a
+    single prediction with seed 6 makes (the official sample_times: sample k has seed + k)."""
+    inputs = {"image": data_uri(lr_image), "scale": 2, "steps": 1}
+    status, body = server.predict({**inputs, "num_samples": 2, "seed": 5})
+    assert status == 200 and body["status"] == "succeeded", body
+    output = body["output"]
+    assert output["seeds"] == [5, 6] and len(output["images"]) == 2, output
+    samples = []
+    for uri in output["images"]:
+        with Image.open(io.BytesIO(decode_data_uri(uri)[1])) as image:
+            assert_upscaled(image, (72, 48))
+            samples.append(np.asarray(image.convert("RGB"), dtype=np.int16))
+    assert np.abs(samples[0] - samples[1]).mean() > 1.0, "the two samples are the same image"
+    status, single = server.predict({**inputs, "seed": 6})
+    assert status == 200 and single["status"] == "succeeded" and single["output"]["seeds"] == [6], single
+    with Image.open(io.BytesIO(decode_data_uri(single["output"]["images"][0])[1])) as image:
+        assert np.abs(np.asarray(image.convert("RGB"), dtype=np.int16) - samples[1]).max() <= 1
+    assert body["logs"].count("seesr: 72x48, engine seesr") == 2, body["logs"]  # a result line per sample
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "value"),
     [("scale", 100), ("color_fix", "sepia"), ("steps", 0), ("output_format", "gif"), ("preset", "turbo"),
-     ("sampler", "euler"), ("model", "sdxl"), ("start_steps", 1000), ("process_size", -1)],
+     ("sampler", "euler"), ("model", "sdxl"), ("start_steps", 1000), ("process_size", -1), ("num_samples", 5)],
 )
 def test_server_rejects_bad_inputs(server, lr_image, name, value):
     """The schema turns out-of-range values away before the runner sees them."""
@@ -586,6 +608,8 @@ def test_bad_values_fail_with_the_library_message(runner_without_network, lr_ima
     lr_image.save(source)
     with pytest.raises(ConfigError, match=r"scale=100\.0 \(allowed: 1\.0 to 8\.0\).*color_fix='sepia'"):
         call_run(runner_without_network, image=cog.Path(source), scale=100, color_fix="sepia")
+    with pytest.raises(ConfigError, match=r"num_samples=5 \(allowed: 1 to 4\)"):  # the CLI's 8 is too many for a request
+        call_run(runner_without_network, image=cog.Path(source), num_samples=5)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     with pytest.raises(InputError, match="not an image file"):
@@ -616,7 +640,7 @@ def test_run_passes_every_setting_input_by_name(predict_module, lr_image, tmp_pa
         pass
 
     class RecordingUpscaler:
-        def upscale(self, image, **arguments):
+        def upscale_samples(self, image, **arguments):
             raise Captured(image, arguments)
 
     source = tmp_path / "in.png"

@@ -69,6 +69,20 @@ def test_predict_with_options(photo):
         assert image.format == "WEBP" and image.size == (24, 16)
 
 
+@pytest.mark.slow
+def test_predict_writes_each_sample_named_by_its_seed(photo):
+    (photo.parent / "photo_seesr_s8.png").write_bytes(b"an earlier result")
+    done = predict(photo, "num_samples=2", "seed=7", "scale=2")
+    assert done.returncode == 1 and "photo_seesr_s8.png exists; pass --overwrite" in done.stderr, done.stderr[-3000:]
+    assert not photo.with_name("photo_seesr_s7.png").exists()  # refused before anything ran
+    done = predict(photo, "num_samples=2", "seed=7", "scale=2", "--overwrite")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-2:] == ["photo_seesr_s7.png", "photo_seesr_s8.png"]
+    for name in ("photo_seesr_s7.png", "photo_seesr_s8.png"):
+        with Image.open(photo.with_name(name)) as image:
+            assert image.format == "PNG" and image.size == (24, 16)
+
+
 @pytest.mark.parametrize(
     ("option", "message"),
     [("tile=64", "is not NAME=VALUE with NAME one of: preset, engine"), ("scale=big", "scale='big' is not a float")],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from seesr.cli.console import LOG_HANDLER, failure_text, printable
 from seesr.cli.flags import SETTINGS_EPILOG, add_report_flags, add_setting_flags, setting_arguments
 from seesr.errors import SeesrError
-from seesr.io.batch import BatchReport, Job
+from seesr.io.batch import BatchReport, Job, input_groups
 from seesr.io.inputs import IMAGE_SUFFIXES, find_inputs
 from seesr.io.shards import Shard, parse_shard
 from seesr.progress import StageProgress, TerminalProgress
@@ -31,6 +32,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "upscale", help="upscale images (files, folders, globs)", epilog=SETTINGS_EPILOG, allow_abbrev=False
     )
     up.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    up.add_argument(
+        "-r", "--recursive", action="store_true",
+        help="also upscale the images in the folders' sub-folders; the output folder mirrors the tree",
+    )  # fmt: skip
     up.add_argument(
         "-o", "--output", type=Path, help="output file (one input) or folder (default: NAME_seesr.png beside the input, or upscaled/)"
     )
@@ -54,17 +59,18 @@ class _Report(BatchReport["Result"]):
 
     def __init__(self, args: argparse.Namespace, display: TerminalProgress | None) -> None:
         self.quiet, self.json, self.display = args.quiet, args.json, display
-        self.unreported: dict[str, str | None] = {pattern: None for pattern in args.inputs}
-        """Input -> output of each input without its line yet: the arguments until the jobs are planned."""
+        self.unreported: dict[str, tuple[str, str | None]] = {pattern: (pattern, None) for pattern in args.inputs}
+        """(input, output) of each output without its line yet, by output: the arguments until the
+        jobs are planned."""
 
     def expect(self, jobs: list[Job]) -> None:
-        """From now on the inputs are these jobs'."""
-        self.unreported = {str(job.source): str(job.target) for job in jobs}
+        """From now on the outputs are these jobs'."""
+        self.unreported = {str(job.target): (str(job.source), str(job.target)) for job in jobs}
 
     def abandon(self, error: BaseException) -> None:
-        """Under ``--json``, a failed line for each input the run stopped before (whatever stopped it)."""
+        """Under ``--json``, a failed line for each output the run stopped before (whatever stopped it)."""
         if self.json:
-            for source, target in self.unreported.items():
+            for source, target in self.unreported.values():
                 print(json.dumps({"input": source, "output": target, "status": "failed", "error": failure_text(error)}),
                       flush=True)  # fmt: skip
         self.unreported = {}
@@ -72,7 +78,7 @@ class _Report(BatchReport["Result"]):
     def _say(self, job: Job, status: str, line: str, fields: dict[str, Any]) -> None:
         if self.display is not None:
             self.display.clear()
-        self.unreported.pop(str(job.source), None)
+        self.unreported.pop(str(job.target), None)
         if self.json:
             print(json.dumps({"input": str(job.source), "output": str(job.target), "status": status, **fields}), flush=True)
         result_line = status in ("done", "planned")  # stdout; the JSON object stands for it
@@ -90,10 +96,10 @@ class _Report(BatchReport["Result"]):
         self._say(job, "planned", f"{job.source} -> {job.target} ({width}x{height}): {plan.describe()}", fields)
 
     def skipped(self, job: Job, reason: str) -> None:
-        self._say(job, "skipped", f"{job.source}: skipped, {reason}", {"reason": reason})
+        self._say(job, "skipped", f"{job.relative}: skipped, {reason}", {"reason": reason})
 
     def failed(self, job: Job, error: str) -> None:
-        self._say(job, "failed", f"{job.source}: failed: {error}", {"error": error})
+        self._say(job, "failed", f"{job.relative}: failed: {error}", {"error": error})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,7 +122,7 @@ def _upscale(args: argparse.Namespace, report: _Report, display: TerminalProgres
         display(StageProgress("start", 0, 0))
     from seesr.api import Upscaler
     from seesr.runtime.devices import resolve_device
-    from seesr.io.naming import plan_outputs, prepare_folder
+    from seesr.io.naming import DEFAULT_FOLDER, plan_outputs, prepare_folder
     from seesr.settings.config_file import config_file_settings
     from seesr.settings.resolve import environment_settings
 
@@ -125,7 +131,17 @@ def _upscale(args: argparse.Namespace, report: _Report, display: TerminalProgres
     settings = upscaler.settings(arguments)
     if settings.device is not None:
         resolve_device(settings.device)
-    inputs, skipped = find_inputs(args.inputs)
+    seeds = None
+    if settings.num_samples > 1:  # the seeds name the outputs, so they are known before any work
+        if settings.seed is None:
+            arguments["seed"] = random.randrange(2**32)
+            settings = upscaler.settings(arguments)
+            if not args.quiet:
+                print(f"seesr: {settings.num_samples} samples per input with the seeds {settings.seed} to "
+                      f"{settings.seed + settings.num_samples - 1} (random; --seed {settings.seed} repeats them)",
+                      file=sys.stderr)  # fmt: skip
+        seeds = range(settings.seed, settings.seed + settings.num_samples)
+    inputs, skipped = find_inputs(args.inputs, recursive=args.recursive, exclude=[args.output or DEFAULT_FOLDER])
     if skipped and not args.quiet:
         names = ", ".join(p.name for p in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
         print(printable(f"seesr: skipped {len(skipped)} file(s) that are not images seesr reads "
@@ -142,6 +158,7 @@ def _upscale(args: argparse.Namespace, report: _Report, display: TerminalProgres
         suffix=settings.suffix,
         compare=args.compare,
         overwrite=args.overwrite,
+        seeds=seeds,
     )
     if shard is not None:  # every input was planned (names are decided over all of them): keep this shard's
         everything, jobs = jobs, shard.select(jobs)
@@ -150,17 +167,26 @@ def _upscale(args: argparse.Namespace, report: _Report, display: TerminalProgres
     report.expect(jobs)
     if args.dry_run:
         failed = 0
-        for job in jobs:
+        for group in input_groups(jobs):
             try:
-                report.planned(job, upscaler.dry_run(job.source, **arguments))
+                plan = upscaler.dry_run(group[0].source, **arguments)
             except SeesrError as error:
-                failed += 1
-                report.failed(job, str(error).splitlines()[0])
+                failed += len(group)
+                for job in group:
+                    report.failed(job, str(error).splitlines()[0])
+                continue
+            for job in group:
+                report.planned(job, plan)
         return 1 if failed else 0
-    # A shard clears only its own files' leftovers: another machine's writer may be alive
-    names = {path.name for job in jobs for path in (job.target, job.compare) if path is not None} if shard else None
-    for parent in dict.fromkeys(job.target.parent for job in jobs):
-        prepare_folder(parent, names)
+    # Each output folder and its files: a shard clears the leftovers of those only (another
+    # machine's writer of a neighbouring file may be alive); other runs, those of any dead writer
+    folders: dict[Path, set[str]] = {}
+    for job in jobs:
+        for path in (job.target, job.compare):
+            if path is not None:
+                folders.setdefault(path.parent, set()).add(path.name)
+    for parent, names in folders.items():
+        prepare_folder(parent, names if shard else None)
     return _run_jobs(upscaler, jobs, folder, settings, arguments, args, report, display, shard)
 
 
@@ -181,17 +207,26 @@ def _run_jobs(
     if distributed.num_processes > 1 and settings.device is None:
         arguments["device"] = str(distributed.device)
 
-    def process(job: Job) -> Result:
+    groups = input_groups(jobs)
+    sources = [group[0].source for group in groups]
+
+    def process(todo: list[Job]) -> list[Result]:
+        """One input's outputs to do: its samples made together, each written (with its comparison)."""
         if display is not None:
-            display.image(jobs.index(job) + 1, len(jobs), job.source.name)
-        result = upscaler.upscale(job.source, **arguments)
-        result.save(job.target, format=format_of(job.target), overwrite=args.overwrite)
-        if job.compare is not None:
-            save_image(result.comparison(), job.compare, overwrite=args.overwrite)
-        return result
+            display.image(sources.index(todo[0].source) + 1, len(sources), todo[0].relative.name)
+        results = upscaler.upscale_samples(todo[0].source, **arguments)
+        written = []
+        for job in todo:
+            result = results[0 if job.seed is None else job.seed - settings.seed]
+            result.save(job.target, format=format_of(job.target), overwrite=args.overwrite)
+            if job.compare is not None:
+                save_image(result.comparison(), job.compare, overwrite=args.overwrite)
+            written.append(result)
+        return written
 
     state = BatchState(folder, distributed.process_index, shard.name if shard else None) if folder is not None else None
-    with distributed.split_between_processes(jobs) as my_jobs:
+    with distributed.split_between_processes(groups) as my_groups:
+        my_jobs = [job for group in my_groups for job in group]
         report.expect(my_jobs)
         _, _, failed = run_jobs(
             my_jobs, process, settings=settings_hash(settings), state=state, overwrite=args.overwrite, report=report
