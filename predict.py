@@ -279,7 +279,7 @@ class Runner(BaseRunner):
             default=None,
         ),
     ) -> Output:
-        """Upscale one image; a bad value fails the prediction with seesr's message."""
+        """Upscale one image (``num_samples`` results); a bad value fails the prediction with seesr's message."""
         settings = _settings(locals())
         check_settings(settings)
         data = request_image_bytes(image)
