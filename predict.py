@@ -33,9 +33,9 @@ from cog import BaseRunner, Input, Path
 from seesr.api import Upscaler
 from seesr.runtime.devices import resolve_device
 from seesr.errors import ConfigError, InputError, SeesrError
-from seesr.io.files import checked_file, read_bytes, write_atomically
-from seesr.io.read import input_file_limit
+from seesr.io.files import checked_file, write_atomically
 from seesr.io.naming import DEFAULT_SINGLE_TAG, SUFFIX_FORMATS, concrete_format, output_file
+from seesr.io.read import input_file_limit, read_sent_image
 from seesr.settings.declare import setting_info
 from seesr.settings.resolve import resolve_settings
 from seesr.weights import WeightPaths, default_weights_dir
@@ -279,10 +279,7 @@ def request_image_bytes(image: object) -> bytes:
     message whether it exists or not. Errors about the data never name the server's temp file."""
     if not isinstance(image, Path):
         raise InputError(NOT_SENT)
-    data = read_bytes(image, "the image file", input_file_limit(), InputError, shown="")
-    if not data:
-        raise InputError("the image data is empty (0 bytes)")
-    return data
+    return read_sent_image(image)
 
 
 def _first_line(error: BaseException) -> str:

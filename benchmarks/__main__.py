@@ -16,6 +16,7 @@ BENCHMARKS = {
     "memory": "working memory of each stage at full size; the planner's estimates against measured peaks",
     "training": "training throughput and peak memory of `seesr train` (fp32/bf16, gradient checkpointing)",
     "realesrgan": "Real-ESRGAN models, our PyTorch engine against the ncnn runtime (quality, colour fix, tiles, strips)",
+    "ui": "what the web page adds to an upscale: click to result in Chromium against Upscaler.upscale",
 }
 
 

@@ -235,13 +235,13 @@ class Upscaler:
         """What :meth:`upscale` would run on ``image``: the engine (Real-ESRGAN when asked for, or
         when SeeSR's weights are missing and the fallback is allowed), model, device, dtype, tile
         plan and estimated peak memory. Loads no network, downloads nothing, imports no diffusers."""
-        rgb = read_image(image).rgb
-        settings = self.sized(self.settings(arguments), rgb.size)
+        source = read_image(image)
+        settings = self.sized(self.settings(arguments), source.size)
         engines, reason = self.engines_for(settings), None
         if not self.download:  # weights that would be downloaded first are taken as there
             engines, reason = runnable(engines, settings, download=False)
-        plan = engines[0].plan(rgb, settings)
-        return DryRun(plan.start, plan.output_size, plan.estimated_peak_bytes, reason)
+        plan = engines[0].plan(source.rgb, settings)
+        return DryRun(plan.start, source.size, plan.output_size, plan.estimated_peak_bytes, reason)
 
     def upscale(self, image: ImageInput, **arguments: Any) -> Result:
         """Upscale one image (path, bytes, PIL image or numpy array) once; see :class:`Settings`
@@ -328,9 +328,11 @@ def upscale(image: ImageInput, preset: str = Settings.preset, scale: float | Non
 
 @dataclass(frozen=True)
 class DryRun:
-    """What :meth:`Upscaler.upscale` would do with one image (``seesr upscale --dry-run``)."""
+    """What :meth:`Upscaler.upscale` would do with one image (``seesr upscale --dry-run``): the run's
+    first line, the input's size (after EXIF orientation), the output's, and the memory it needs."""
 
     start: RunStart
+    input_size: tuple[int, int]
     output_size: tuple[int, int]
     estimated_peak_bytes: int
     fallback_reason: str | None = None

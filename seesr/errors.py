@@ -35,3 +35,8 @@ class InputError(SeesrError, ValueError):
 
 class OutOfMemoryError(SeesrError, MemoryError):
     """A stage ran out of device or host memory and no fallback was allowed."""
+
+
+class Cancelled(SeesrError):
+    """The caller stopped a run (:class:`seesr.progress.Cancellation`); nothing was produced, and
+    the Upscaler serves the next image as if this one had not started."""

@@ -11,11 +11,14 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TextIO, TypeVar
+
+from seesr.errors import Cancelled
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +102,35 @@ class StageTracker:
             self.callback(event)
 
 
+class Cancellation:
+    """Stops a run from another thread at its next progress event: between stages, denoising steps
+    and tiles, and Real-ESRGAN tiles. It is a progress callback (passing each event on to
+    ``callback``): give it to the run, and after :meth:`cancel` the next event raises
+    :class:`~seesr.errors.Cancelled`, which no fallback catches, so the run ends there."""
+
+    def __init__(self, callback: ProgressCallback | None = None) -> None:
+        self.callback = callback
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Ask the run to stop at its next event (from any thread)."""
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def check(self) -> None:
+        """Raise :class:`~seesr.errors.Cancelled` if :meth:`cancel` was called."""
+        if self._cancelled.is_set():
+            raise Cancelled("cancelled; nothing was produced")
+
+    def __call__(self, event: ProgressEvent) -> None:
+        self.check()
+        if self.callback is not None:
+            self.callback(event)
+
+
 STAGE_NAMES = {
     "start": "starting",
     "load": "loading the networks",
@@ -118,6 +150,58 @@ def _clock(seconds: float) -> str:
     return f"{minutes}:{seconds:02d}"
 
 
+def progress_text(event: StageProgress, steps: int | None, elapsed: float, stage_elapsed: float) -> str:
+    """What a display says about one event: the stage, the denoising step and tile (or done/total),
+    the image's elapsed time and the stage's ETA (``denoising  step 1/2, tile 3/4  0:05  ETA 0:03``).
+    ``steps``: the run's denoising steps (from its :class:`RunStart`); ``elapsed``: seconds since the
+    image started; ``stage_elapsed``: since this stage started. The terminal line and the web page
+    both say it this way."""
+    parts = [STAGE_NAMES.get(event.stage, event.stage)]
+    if event.total:
+        per_step = event.total // steps if event.stage == "denoise" and steps else 0
+        if per_step and per_step * steps == event.total:
+            step = max(event.done - 1, 0) // per_step + 1
+            tile = event.done - (step - 1) * per_step
+            parts.append(f"step {step}/{steps}, tile {tile}/{per_step}")
+        else:
+            parts.append(f"{event.done}/{event.total}")
+    parts.append(_clock(elapsed))
+    if event.total and event.done:
+        parts.append(f"ETA {_clock(stage_elapsed / event.done * (event.total - event.done))}")
+    return "  ".join(parts)
+
+
+class ProgressTimes:
+    """What a progress display remembers between events: the run's denoising steps, the stage
+    running, and when it and the image started. The terminal line and the web page keep one each."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.steps: int | None = None
+        self.stage: str | None = None
+        self.stage_started = 0.0
+        self.image_started = 0.0
+
+    def start_image(self) -> None:
+        """A new image starts: its clock from now, no stage yet."""
+        self.image_started, self.stage = self.clock(), None
+
+    def observe(self, event: ProgressEvent) -> bool:
+        """Take in an event; True when it starts a new stage."""
+        if isinstance(event, RunStart):
+            self.steps = event.steps
+            return False
+        if event.stage == self.stage:
+            return False
+        self.stage, self.stage_started = event.stage, self.clock()
+        return True
+
+    def text(self, event: StageProgress) -> str:
+        """The words for ``event`` (:func:`progress_text`) at this moment."""
+        now = self.clock()
+        return progress_text(event, self.steps, now - self.image_started, now - self.stage_started)
+
+
 class TerminalProgress:
     """One updating line on a terminal per image: ``[i/n] name: stage  count  elapsed  ETA``,
     preceded by the engine line (:meth:`RunStart.describe`) whenever that changes. The line is
@@ -130,51 +214,29 @@ class TerminalProgress:
         self.stream = stream if stream is not None else sys.stderr
         self.clock = clock
         self.prefix = ""
-        self.steps: int | None = None
+        self.times = ProgressTimes(clock)
         self._last_start: str | None = None
-        self._stage: str | None = None
-        self._stage_started = 0.0
-        self._image_started = 0.0
         self._drawn = 0.0
         self._shown = False
 
     def image(self, index: int, count: int, name: str) -> None:
         """A new image starts (``index`` from 1)."""
         self.prefix = f"[{index}/{count}] {name}" if count > 1 else name
-        self._image_started = self.clock()
-        self._stage = None
+        self.times.start_image()
 
     def __call__(self, event: ProgressEvent) -> None:
-        now = self.clock()
+        new_stage = self.times.observe(event)
         if isinstance(event, RunStart):
-            self.steps = event.steps
             line = event.describe() if event.retry is None else f"{event.retry}; retrying: {event.describe()}"
             if line != self._last_start:
                 self._last_start = line
                 self.say(line)
             return
-        if event.stage != self._stage:
-            self._stage, self._stage_started = event.stage, now
-        elif not event.total or (now - self._drawn < self.MIN_INTERVAL and event.done < event.total):
+        now = self.clock()
+        if not new_stage and (not event.total or (now - self._drawn < self.MIN_INTERVAL and event.done < event.total)):
             return  # nothing new: the stage's start again, or too soon after the last redraw
-        self._draw(event, now)
-
-    def _draw(self, event: StageProgress, now: float) -> None:
-        parts = [f"{self.prefix}: {STAGE_NAMES.get(event.stage, event.stage)}"]
-        if event.total:
-            per_step = event.total // self.steps if event.stage == "denoise" and self.steps else 0
-            if per_step and per_step * self.steps == event.total:
-                step = max(event.done - 1, 0) // per_step + 1
-                tile = event.done - (step - 1) * per_step
-                parts.append(f"step {step}/{self.steps}, tile {tile}/{per_step}")
-            else:
-                parts.append(f"{event.done}/{event.total}")
-        parts.append(_clock(now - self._image_started))
-        if event.total and event.done:
-            remaining = (now - self._stage_started) / event.done * (event.total - event.done)
-            parts.append(f"ETA {_clock(remaining)}")
         width = shutil.get_terminal_size((80, 24)).columns - 1
-        self.stream.write("\r\x1b[K" + "  ".join(parts)[:width])
+        self.stream.write("\r\x1b[K" + f"{self.prefix}: {self.times.text(event)}"[:width])
         self.stream.flush()
         self._drawn, self._shown = now, True
 

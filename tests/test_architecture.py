@@ -21,6 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("seesr.engines",),
     ("seesr.api", "seesr.training"),
     ("seesr.evaluate",),
+    ("seesr.ui",),
     ("seesr.cli", "seesr", "predict"),
 )
 """Lowest first. A module may import its own group and the groups of lower layers, nothing else."""

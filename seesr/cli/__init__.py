@@ -1,5 +1,5 @@
-"""Command line: ``seesr upscale INPUT... -o OUT``, ``seesr weights download|verify|list``, ``seesr train``
-and ``seesr evaluate``: one module per command (``add_parser`` and ``run``), each a thin adapter over
+"""Command line: ``seesr upscale INPUT... -o OUT``, ``seesr weights download|verify|list``, ``seesr train``,
+``seesr evaluate`` and ``seesr ui``: one module per command (``add_parser`` and ``run``), each a thin adapter over
 the library; this module builds the parser and turns every failure into one line and an exit code.
 Light: ``seesr --help`` and ``--version`` import no torch.
 """
@@ -10,11 +10,11 @@ import argparse
 import logging
 
 import seesr
-from seesr.cli import evaluate, train, upscale, weights
+from seesr.cli import evaluate, train, ui, upscale, weights
 from seesr.cli.console import configure_logging, error_line, failure_text
 from seesr.errors import SeesrError
 
-COMMANDS = {"upscale": upscale, "weights": weights, "train": train, "evaluate": evaluate}
+COMMANDS = {"upscale": upscale, "weights": weights, "train": train, "evaluate": evaluate, "ui": ui}
 """Each command's module: ``add_parser(commands)`` adds its flags, ``run(args)`` returns the exit code."""
 
 

@@ -144,6 +144,16 @@ METADATA_ALLOWANCE = 16 * 2**20
 """Bytes an image file may hold beyond its pixels (EXIF, ICC profile, thumbnails, XMP)."""
 
 
+def read_sent_image(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of an image a request sent, which a server (Cog, the web page) keeps in a temporary
+    file: checked and bounded as every input file (:func:`input_file_limit`), and named in no
+    message, since the path is the server's and not the sender's."""
+    data = read_bytes(path, "the image file", input_file_limit(), InputError, shown="")
+    if not data:
+        raise InputError("the image data is empty (0 bytes)")
+    return data
+
+
 def _read_file(path: Path, max_pixels: int) -> bytes:
     """The bytes of an input file, checked first (a regular file of bounded size: a FIFO, a device
     or a symlink loop is one line, never a hang)."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Callable
 
 from seesr.errors import ConfigError
-from seesr.settings.fields import Setting, field_kind, setting, setting_of
+from seesr.settings.fields import Scope, Setting, field_kind, setting, setting_of
 from seesr.settings.models import (
     DEFAULT_TILE_PAD, ENGINES, MODEL_ALIASES, MODEL_FILE_SUFFIXES, REALESRGAN_MODELS, SAMPLERS,
 )  # fmt: skip
@@ -127,7 +127,7 @@ class Settings:
     )  # fmt: skip
     suffix: str | None = setting(
         None, "Text added to the stem of each output named after its input; empty: _seesr for one input "
-        "written beside it, nothing in an output folder.",
+        "written beside it, nothing in an output folder.", scope="naming",
     )  # fmt: skip
     sampler: str = setting(
         TURBO.sampler, "Sampler (ddim: deterministic, ours; ddpm: the official scripts' stochastic step); empty: the "
@@ -163,10 +163,10 @@ class Settings:
         None, "Keep the networks on the CPU between stages (less GPU memory, slower); empty: the planner decides.",
         engines=SEESR_ONLY, cog="empty", feeds="plan",
     )  # fmt: skip
-    device: str | None = setting(None, "Device: cuda, cuda:1, cpu, ...; empty: cuda when available.")
+    device: str | None = setting(None, "Device: cuda, cuda:1, cpu, ...; empty: cuda when available.", scope="process")
     dtype: str = setting(
         "auto", "Precision; auto: float16 on CUDA, bfloat16 on a CPU with native bf16, else float32.",
-        choices=DTYPES, engines=SEESR_ONLY,
+        choices=DTYPES, engines=SEESR_ONLY, scope="process",
     )  # fmt: skip
     latent_tile: int | None = setting(
         None, "Denoiser tile in latent pixels (8 image pixels each); empty: the planner's.",
@@ -195,12 +195,12 @@ class Settings:
     )  # fmt: skip
     compile: bool = setting(
         False, "torch.compile ControlNet and UNet (minutes on the first image; measured slower on the CPU).",
-        engines=SEESR_ONLY,
+        engines=SEESR_ONLY, scope="process",
     )  # fmt: skip
     attention: str = setting(
         "auto", "Attention kernel: auto (seesr's AVX512-BF16 kernel for bfloat16 on CPUs with AVX512-BF16 and no AMX, "
         "measured faster there; elsewhere torch's) or sdpa (torch's scaled_dot_product_attention everywhere).",
-        choices=ATTENTIONS, engines=SEESR_ONLY,
+        choices=ATTENTIONS, engines=SEESR_ONLY, scope="process",
     )  # fmt: skip
     tile: int = setting(
         0, "Real-ESRGAN tile size in input pixels (0: untiled when the image fits the free memory, else 256, 128, 64).",
@@ -212,7 +212,7 @@ class Settings:
     )  # fmt: skip
     fp32: bool = setting(
         False, "Real-ESRGAN in float32 (else float16 on CUDA, bfloat16 on a CPU with native bf16).",
-        engines=("realesrgan",),
+        engines=("realesrgan",), scope="process",
     )  # fmt: skip
     denoise: float = setting(0.0, "Non-local-means denoising strength before upscaling (0: off).", range=(0.0, 30.0))
     no_fallback: bool = setting(
@@ -265,6 +265,11 @@ FEEDS: tuple[tuple[str, str, str], ...] = tuple(
 def setting_info(name: str) -> Setting:
     """The declaration of one setting."""
     return setting_of(DECLARED[name])
+
+
+def settings_in_scope(scope: Scope) -> tuple[str, ...]:
+    """The settings of one :data:`~seesr.settings.fields.Scope`, in declaration order."""
+    return tuple(name for name in DECLARED if setting_info(name).scope == scope)
 
 
 def env_name(name: str) -> str:

@@ -11,6 +11,11 @@ from typing import Any, Literal, Mapping
 
 from seesr.settings.models import ENGINES
 
+Scope = Literal["image", "process", "naming"]
+"""What a setting is about: ``image``, how one image is upscaled (chosen per request on every
+surface: the web page's controls, its API); ``process``, the machine and how the networks are
+held (device, precision, compilation, attention kernel: chosen by whoever starts a server, as
+``seesr ui`` flags and ``SEESR_*``, never per request); ``naming``, the files a folder run writes."""
 CogInput = Literal["default", "empty"]
 """How a setting is a Cog input: ``default`` (the input's default is the setting's) or ``empty``
 (an Optional input whose default, empty, leaves the value to the preset, the model or the
@@ -40,6 +45,8 @@ class Setting:
     """Other accepted names of choices (alias -> choice)."""
     file_suffixes: tuple[str, ...] | None = None
     """A value ending in one of these is a file path, accepted in place of a choice."""
+    scope: Scope = "image"
+    """What the setting is about (:data:`Scope`)."""
 
 
 def setting(
@@ -54,10 +61,11 @@ def setting(
     extra_flags: tuple[str, ...] = (),
     aliases: Mapping[str, str] | None = None,
     file_suffixes: tuple[str, ...] | None = None,
+    scope: Scope = "image",
 ) -> Any:
     """A settings field with its :class:`Setting` description as metadata (the one helper both
     declarations use)."""
-    described = Setting(help, range, choices, engines, cog, feeds, extra_flags, aliases, file_suffixes)
+    described = Setting(help, range, choices, engines, cog, feeds, extra_flags, aliases, file_suffixes, scope)
     return dataclasses.field(default=default, metadata={"setting": described})
 
 
