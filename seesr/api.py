@@ -1,16 +1,18 @@
 """The Python API: ``seesr.upscale(image, ...)`` and the ``Upscaler`` that serves many images.
 
 An ``Upscaler`` holds one of each engine (:data:`ENGINES`), which load their networks lazily, once,
-and keep them until :meth:`Upscaler.unload`. A call (:meth:`Upscaler.upscale`):
+and keep them until :meth:`Upscaler.unload`. A call (:meth:`Upscaler.upscale` for one image,
+:meth:`Upscaler.upscale_samples` for ``num_samples`` of them):
 
 1. resolves its settings (arguments > ``SEESR_*`` environment > config file > model > engine >
    preset > defaults) and reads the input (:func:`seesr.io.read.read_image`: any format, alpha,
-   grayscale, 16-bit), pre-filtered when ``denoise`` asks;
+   grayscale, 16-bit), pre-filtered when ``denoise`` asks; a ``width`` / ``height`` becomes the
+   scale of this input (:func:`seesr.imaging.convert.scale_for_size`);
 2. steps through the engines (:meth:`Upscaler.engines_for`: the one asked for, then those that
    stand in for it) with the out-of-memory ladder (:func:`seesr.engines.ladder.run_ladder`: from
    the first whose weights are there, each engine's plan, then its rungs);
-3. finishes any engine's output alike: the colour fix, the output size, the fidelity report, and
-   the input's alpha, grayness and bit depth given back (:func:`seesr.io.write.recombine`).
+3. finishes any engine's output (each sample) alike: the colour fix, the output size, the fidelity
+   report, and the input's alpha, grayness and bit depth given back (:func:`seesr.io.write.recombine`).
 
 A dry run (:meth:`Upscaler.dry_run`) is step 2's choice (:func:`~seesr.engines.ladder.runnable`) and
 the first engine's plan, run no further.
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from seesr.engines.base import Engine, EngineOutput
+from seesr.engines.base import Engine
 from seesr.engines.ladder import Attempt, run_ladder, runnable
 from seesr.engines.realesrgan.engine import RealesrganEngine
 from seesr.engines.seesr.engine import SeesrEngine
@@ -36,7 +38,7 @@ from seesr.engines.seesr.planner import RunPlan
 from seesr.errors import ConfigError
 from seesr.imaging.colorfix import fix_colours
 from seesr.imaging.compare import compare_image
-from seesr.imaging.convert import pil_to_tensor, resize
+from seesr.imaging.convert import pil_to_tensor, resize, scale_for_size
 from seesr.imaging.fidelity import FidelityReport, fidelity_report
 from seesr.imaging.prefilter import nl_means
 from seesr.io.naming import PILLOW_FORMATS, SUFFIX_FORMATS, concrete_format, format_of
@@ -45,11 +47,13 @@ from seesr.io.write import recombine, save_image
 from seesr.progress import JOB_FIELDS, RECORD_FIELDS, ProgressCallback, RunStart, StageHook, StageTracker, TerminalProgress
 from seesr.runtime.devices import resolve_device
 from seesr.runtime.memory import PeakMemory, release_memory
-from seesr.settings.declare import Settings
+from seesr.settings.declare import Settings, setting_info
 from seesr.settings.resolve import resolve_settings
 from seesr.weights import WeightPaths
 
 if TYPE_CHECKING:
+    import torch
+
     from seesr.engines.realesrgan.upscaler import RealEsrganUpscaler
     from seesr.engines.seesr.pipeline import SeesrPipeline
 
@@ -94,14 +98,16 @@ class Result:
     def save(self, path: str | Path, *, format: str | None = None, overwrite: bool = False) -> Path:  # noqa: A002
         """Write the image atomically in the format its suffix names (else ``format`` or
         :attr:`output_format`; a contradiction is a ConfigError) at the settings' ``quality``; a
-        16-bit input written as PNG stays 16-bit."""
+        16-bit input written as PNG or TIFF stays 16-bit; the input's metadata is kept where the
+        format holds it, unless the settings' ``strip_metadata``."""
         path = Path(path)
         known = path.suffix.lower() in SUFFIX_FORMATS
         fmt = format_of(path, format) if known else self._concrete_format(format or self.settings.output_format)
-        sixteen = self.source is not None and self.source.bit_depth == 16 and fmt == "png"
+        sixteen = self.source is not None and self.source.bit_depth == 16 and fmt in ("png", "tiff")
         written = save_image(
             self.image, path, format=fmt, quality=self.settings.quality, overwrite=overwrite, sixteen_bit=sixteen,
-            high_bit_source=self.source if sixteen else None,
+            high_bit_source=self.source if sixteen else None, strip_metadata=self.settings.strip_metadata,
+            metadata=self.source.metadata if self.source is not None else None,
         )  # fmt: skip
         self.output = str(written)
         return written
@@ -209,6 +215,22 @@ class Upscaler:
     def settings(self, arguments: dict[str, Any]) -> Settings:
         return resolve_settings({**self.defaults, **arguments}, config_file=self.config_file)
 
+    @staticmethod
+    def sized(settings: Settings, size: tuple[int, int]) -> Settings:
+        """The settings for an input of ``size``: a ``width`` / ``height`` becomes the scale that gives
+        it (ConfigError when that scale is outside the ``scale`` setting's range); else unchanged."""
+        if settings.width is None and settings.height is None:
+            return settings
+        scale = scale_for_size(size, settings.width, settings.height)
+        low, high = setting_info("scale").range
+        if not low <= scale <= high:
+            asked = " and ".join(f"{name}={value}" for name, value in (("width", settings.width), ("height", settings.height)) if value)
+            raise ConfigError(
+                f"{asked} on a {size[0]}x{size[1]} input is a scale of {scale:.3g}; seesr upscales by {low:g} to "
+                f"{high:g}: ask for {round(size[0] * low)}x{round(size[1] * low)} to {round(size[0] * high)}x{round(size[1] * high)} or within"
+            )
+        return dataclasses.replace(settings, scale=scale)
+
     def engines_for(self, settings: Settings) -> list[Engine]:
         """The engines a call may step through, in turn: the one the settings ask for, then the
         ones standing in for it (its ``fallback``, and so on), unless ``no_fallback``."""
@@ -220,8 +242,9 @@ class Upscaler:
     def plan(self, image: ImageInput, **arguments: Any) -> tuple[Settings, RunPlan, tuple[int, int]]:
         """What a SeeSR call would do, without running it: settings, plan (with estimated peak
         memory) and output size. Does not load the networks."""
-        settings = self.settings(arguments)
-        plan = self.engines["seesr"].plan(read_image(image).rgb, settings)
+        rgb = read_image(image).rgb
+        settings = self.sized(self.settings(arguments), rgb.size)
+        plan = self.engines["seesr"].plan(rgb, settings)
         return settings, plan.detail, plan.output_size
 
     def dry_run(self, image: ImageInput, **arguments: Any) -> DryRun:
@@ -230,16 +253,35 @@ class Upscaler:
         plan and estimated peak memory. Decided as the run decides (missing weights with
         ``download``: whether the download could start now, and what it would fetch). Loads no
         network, downloads nothing, imports no diffusers."""
-        settings = self.settings(arguments)
-        engines, reason, first = runnable(self.engines_for(settings), settings, self.download, dry=True)
         source = read_image(image)
+        settings = self.sized(self.settings(arguments), source.size)
+        engines, reason, first = runnable(self.engines_for(settings), settings, self.download, dry=True)
         plan = engines[0].plan(source.rgb, settings)
         return DryRun(plan.start, source.size, plan.output_size, plan.estimated_peak_bytes, reason, first)
 
     def upscale(self, image: ImageInput, **arguments: Any) -> Result:
-        """Upscale one image (path, bytes, PIL image or numpy array); see :class:`Settings`."""
+        """Upscale one image (path, bytes, PIL image or numpy array) once; see :class:`Settings`
+        (``num_samples`` above 1 is a ConfigError: :meth:`upscale_samples` makes several)."""
         settings = self.settings(arguments)
+        if settings.num_samples > 1:
+            raise ConfigError(
+                f"num_samples={settings.num_samples}: Upscaler.upscale() makes one image; call "
+                "Upscaler.upscale_samples() for several"
+            )
+        return self._run(image, settings)[0]
+
+    def upscale_samples(self, image: ImageInput, **arguments: Any) -> list[Result]:
+        """Upscale one image ``num_samples`` times with SeeSR, with the seeds ``seed``, ``seed + 1``, ...
+        (a random ``seed`` when none is given): sample k is what :meth:`upscale` gives with
+        ``seed + k``. The tags, prompt embeddings and the input's encoding are computed once, each
+        sample draws its own noise; the results share the call's timings and peak memory. When
+        Real-ESRGAN stands in for SeeSR (its weights missing, out of memory), its one deterministic
+        image is every sample's result, each with the fallback reason and no seed."""
+        return self._run(image, self.settings(arguments))
+
+    def _run(self, image: ImageInput, settings: Settings) -> list[Result]:
         source = read_image(image)
+        settings = self.sized(settings, source.rgb.size)
         rgb = nl_means(source.rgb, settings.denoise) if settings.denoise else source.rgb
         seed = settings.seed if settings.seed is not None else random.randrange(2**32)
         start = time.perf_counter()
@@ -254,45 +296,58 @@ class Upscaler:
         finally:
             if display is not None:
                 display.end()
-        finishing = time.perf_counter()
-        image_out = finish(ladder.output, source, settings.color_fix, ladder.plan.output_size)
-        timings = {**ladder.output.timings, "colorfix": time.perf_counter() - finishing}
         by_seesr = ladder.engine.name == "seesr"
-        result = Result(
-            image=recombine(image_out, source),
-            engine=ladder.engine.name,
-            settings=settings,
-            seed=seed if by_seesr else None,
-            model=ladder.plan.start.model,
-            tags=ladder.output.tags,
-            prompt=ladder.output.prompt,
-            plan=ladder.output.plan,
-            timings={**timings, "total": time.perf_counter() - start},
-            peak_memory_bytes=peak.total,
-            attempts=ladder.attempts,
-            fallback_reason=ladder.reason,
-            fidelity=fidelity_report(resize(source.rgb, image_out.size), image_out),
-            source=source,
-            input=str(image) if isinstance(image, (str, Path)) else None,
-        )
-        del ladder
+        output = ladder.output
+        images: list[Image.Image] = []
+        finishing = time.perf_counter()
+        for pixels in output.pixels.split(1):
+            images.append(finish(pixels, output.reference, source, settings.color_fix, ladder.plan.output_size))
+        timings = {**output.timings, "colorfix": time.perf_counter() - finishing, "total": time.perf_counter() - start}
+        bicubic = resize(source.rgb, ladder.plan.output_size)
+        fidelity = [fidelity_report(bicubic, each) for each in images]
+        results = [
+            Result(
+                image=recombine(images[min(sample, len(images) - 1)], source),
+                engine=ladder.engine.name,
+                settings=settings,
+                seed=seed + sample if by_seesr else None,
+                model=ladder.plan.start.model,
+                tags=output.tags,
+                prompt=output.prompt,
+                plan=output.plan,
+                timings=timings,
+                peak_memory_bytes=peak.total,
+                attempts=ladder.attempts,
+                fallback_reason=ladder.reason,
+                fidelity=fidelity[min(sample, len(images) - 1)],
+                source=source,
+                input=str(image) if isinstance(image, (str, Path)) else None,
+            )
+            for sample in range(settings.num_samples)
+        ]  # fmt: skip
+        del ladder, output
         release_memory()
-        return result
+        return results
 
 
-def finish(output: EngineOutput, source: InputImage, color_fix: str, size: tuple[int, int]) -> Image.Image:
-    """The one step after any engine: the output's colours from its reference (else from the input,
-    bicubic-upscaled to it) by ``color_fix``, quantised to 8 bits, at the output ``size``."""
-    height, width = output.pixels.shape[-2:]
-    reference = output.reference if output.reference is not None else pil_to_tensor(resize(source.rgb, (width, height)))
-    return resize(fix_colours(output.pixels, reference, color_fix), size)
+def finish(
+    pixels: torch.Tensor, reference: torch.Tensor | None, source: InputImage, color_fix: str, size: tuple[int, int]
+) -> Image.Image:
+    """The one step after any engine, for one image (1, 3, H, W): its colours from ``reference``
+    (None: the input, bicubic-upscaled to it) by ``color_fix``, quantised to 8 bits, at the output
+    ``size``."""
+    height, width = pixels.shape[-2:]
+    reference = reference if reference is not None else pil_to_tensor(resize(source.rgb, (width, height)))
+    return resize(fix_colours(pixels.to(reference.device), reference, color_fix), size)
 
 
 def upscale(image: ImageInput, preset: str | None = None, scale: float | None = None, **arguments: Any) -> Result:
     """Upscale one image with a fresh :class:`Upscaler` (use an Upscaler to serve many images); ``preset``
-    and ``scale`` (like every setting) left out: the model's, else the declared default."""
+    and ``scale`` (like every setting) left out: the model's, else the declared default (``scale``
+    also gives way to a ``width`` or ``height``)."""
     weights = arguments.pop("weights", None)
-    return Upscaler(weights).upscale(image, preset=preset, scale=scale, **arguments)
+    given = {name: value for name, value in (("preset", preset), ("scale", scale)) if value is not None}
+    return Upscaler(weights).upscale(image, **given, **arguments)
 
 
 @dataclass(frozen=True)

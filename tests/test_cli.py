@@ -96,10 +96,10 @@ def test_find_inputs_files_folders_globs(inputs):
     (inputs / "logo.svg").write_text("<svg/>")
     (inputs / ".DS_Store").write_bytes(b"\0")
     found, skipped = find_inputs([str(inputs)])
-    assert [p.name for p in found] == ["a.png", "b.jpg", "broken.png"]
+    assert [f.path.name for f in found] == ["a.png", "b.jpg", "broken.png"]
     assert [p.name for p in skipped] == ["logo.svg"]
     found, skipped = find_inputs([str(inputs / "*.jpg"), str(inputs / "b.jpg")])
-    assert [p.name for p in found] == ["b.jpg"] and skipped == []
+    assert [f.path.name for f in found] == ["b.jpg"] and skipped == []
 
 
 def test_weights_list(tiny_weights_dir, capsys):

@@ -330,7 +330,7 @@ def test_ctrl_c_is_one_line_and_exit_130(photos, tmp_path, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(seesr.api.Upscaler, "upscale", interrupted)
+    monkeypatch.setattr(seesr.api.Upscaler, "upscale_samples", interrupted)
     assert main(["upscale", str(photos / "a.png"), "-o", str(tmp_path / "x.png"), *FAST]) == 130
     assert_one_line(capsys.readouterr().err, "interrupted")
     assert not (tmp_path / "x.png").exists()

@@ -209,7 +209,7 @@ def test_an_unexpected_error_is_one_line_and_a_json_line_for_every_input(photo, 
 
     second = tmp_path / "second.png"
     second.write_bytes(photo.read_bytes())
-    real, calls = seesr.api.Upscaler.upscale, []
+    real, calls = seesr.api.Upscaler.upscale_samples, []
 
     def breaks_on_the_second(self, image, **arguments):
         calls.append(image)
@@ -217,7 +217,7 @@ def test_an_unexpected_error_is_one_line_and_a_json_line_for_every_input(photo, 
             raise RuntimeError("something nobody foresaw\non two lines")
         return real(self, image, **arguments)
 
-    monkeypatch.setattr(seesr.api.Upscaler, "upscale", breaks_on_the_second)
+    monkeypatch.setattr(seesr.api.Upscaler, "upscale_samples", breaks_on_the_second)
     third = tmp_path / "third.png"
     third.write_bytes(photo.read_bytes())
     out = tmp_path / "out"

@@ -123,15 +123,18 @@ def a_valid_non_default(name: str):
 def test_every_setting_has_an_environment_name_and_a_yaml_key(tmp_path):
     import yaml
 
-    values = {name: a_valid_non_default(name) for name in DECLARED}
+    # a width or height excludes a scale, and several samples need SeeSR: those three on their own
+    exclusive = {"width": 640, "height": 480, "num_samples": 3}
+    values = {name: a_valid_non_default(name) for name in DECLARED if name not in exclusive}
     values["latent_tile"], values["latent_overlap"] = 64, 16
-    from_environment = resolve_settings({}, environ={env_name(name): str(v) for name, v in values.items()})
-    config = tmp_path / "all.yaml"
-    config.write_text(yaml.safe_dump(values))
-    from_file = resolve_settings({}, environ={}, config_file=config)
-    for name, value in values.items():
-        assert getattr(from_environment, name) == value, name
-        assert getattr(from_file, name) == value, name
+    for chosen in (values, exclusive):
+        from_environment = resolve_settings({}, environ={env_name(name): str(v) for name, v in chosen.items()})
+        config = tmp_path / "all.yaml"
+        config.write_text(yaml.safe_dump(chosen))
+        from_file = resolve_settings({}, environ={}, config_file=config)
+        for name, value in chosen.items():
+            assert getattr(from_environment, name) == value, name
+            assert getattr(from_file, name) == value, name
     assert env_name("kds_particles") == "SEESR_KDS_PARTICLES"
 
 
@@ -242,7 +245,7 @@ def test_which_settings_feed_which_keywords():
         "scale": 4.0, "num_inference_steps": 2, "prompt": "", "positive_prompt": settings.positive_prompt,
         "negative_prompt": settings.negative_prompt, "guidance_scale": 1.0, "conditioning_scale": 1.0,
         "color_fix": "wavelet", "process_size": settings.process_size, "sampler": "ddim", "start_point": "lr",
-        "start_steps": 999,
+        "start_steps": 999, "num_samples": 1,
     }  # fmt: skip
     assert settings.arguments_for("load") == {"model": "seesr-turbo"}
     assert settings.arguments_for("planner") == {"max_latent_tile": 96}

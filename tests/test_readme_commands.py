@@ -23,9 +23,10 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 RUN = "run here as typed"
 DRY = "run here as typed, with --dry-run added"
 FORMS = ("./start_seesr.sh ", "seesr ", "source .venv/bin/activate", "python -m benchmarks", "accelerate launch ",
-         "nice -n 10 ./start_seesr.sh ", "cog predict ")  # fmt: skip
+         "nice -n 10 ./start_seesr.sh ", "GRADIO_ROOT_PATH=/seesr ./start_seesr.sh ", "cog ", "kubectl ", "sbatch ")  # fmt: skip
 """The two ways to run (the script; ``seesr``, ``python -m`` and ``accelerate`` in the activated
-venv), ``nice`` in front of the first, and Cog's own command."""
+venv), with a variable or ``nice`` in front of the first; and the serving tools' own commands
+(Cog, Kubernetes, Slurm)."""
 
 CHECKED = {
     # README.md
@@ -50,19 +51,36 @@ CHECKED = {
     "seesr upscale photo.png --model 4x_MyFavourite.safetensors": DRY,
     "seesr upscale photos/ -o out/ --ext webp --quality 90 --suffix _x4": DRY,
     "seesr upscale photos/ -o out/ --json > results.jsonl": DRY,
+    "seesr upscale photos/ -r -o out/": DRY,
+    "seesr upscale photo.jpg -o photo_wide.jpg --width 2000": DRY,
+    "seesr upscale scan.tif -o out/ --ext auto": DRY,
+    "seesr upscale photo.jpg -o out/ --num-samples 4 --seed 7": DRY,
+    "seesr upscale photo.jpg -o clean.png --strip-metadata": DRY,
     "seesr weights download | verify | list [GROUP|FILE ...]": "not a command: the three sub-commands in one line "
     "(tests/test_output_commands.py::test_weights_list_table, tests/test_weights.py)",
     "seesr --version": RUN,
     "accelerate launch --multi_gpu --num_processes 2 -m seesr.cli upscale photos/ -o out/":
         "tests/test_cli.py::test_two_processes_split_the_work (two CPU processes; --multi_gpu needs GPUs)",
-    # docs/cog.md
-    "cog predict -i image=@photo.jpg -i preset=quality -i scale=4": "not run: needs Docker and cog; the same "
-    "runner: tests/test_cog.py",
+    # docs/serving.md
+    "cog run -i image=@photo.jpg": "not run: needs Docker and cog; the server Cog runs in the image: tests/test_cog.py",
+    "cog run -i image=@photo.jpg -i preset=quality -i num_samples=2 -i seed=7 --setup-timeout 3600":
+        "not run: needs Docker and cog; the same inputs: tests/test_cog.py",
+    "cog serve -p 5000": "not run: needs Docker and cog; its HTTP server (python -m cog.server.http): tests/test_cog.py",
+    "cog push r8.im/YOUR-NAME/seesr --separate-weights": "not run: needs Docker, cog and a Replicate account",
     "./start_seesr.sh predict photo.jpg": "tests/test_predict_command.py::test_predict_as_typed_writes_a_png",
     "./start_seesr.sh predict photo.jpg scale=2 model=seesr output_format=webp":
         "tests/test_predict_command.py::test_predict_with_options",
     "./start_seesr.sh predict photo.jpg --overwrite":
         "tests/test_predict_command.py::test_predict_overwrite_replaces_an_earlier_result",
+    "GRADIO_ROOT_PATH=/seesr ./start_seesr.sh ui --port 7860":
+        "tests/test_serving.py::test_the_page_behind_a_proxy_serves_itself_under_its_path",
+    "seesr upscale photos/ -o out/ --shard 0/3": DRY,
+    "kubectl apply -f deploy/kubernetes/indexed-job.yaml":
+        "tests/test_shards.py::test_the_kubernetes_manifest_is_an_indexed_job_of_n_shards (no cluster here)",
+    "sbatch --array=0-7 deploy/slurm/array.sh photos/ out/ --preset quality":
+        "tests/test_shards.py::test_the_slurm_script_runs_one_array_task (no Slurm here)",
+    "accelerate launch --multi_gpu --num_processes 4 -m seesr.cli upscale photos/ -o out/ --shard auto/8":
+        "tests/test_shards.py::test_accelerate_splits_a_shard_between_its_processes (CPU processes)",
     # docs/evaluation.md
     "./start_seesr.sh evaluate out/ hr/ --lr lr/ --crop-border 4 --csv scores.csv":
         "tests/test_evaluate.py::test_start_script_evaluate_as_the_readme_types_it",
@@ -161,8 +179,9 @@ def test_every_readme_start_seesr_command_is_run():
 
 @pytest.fixture
 def desk(tiny, tmp_path) -> Path:
-    """A folder as a new user has it: photo.jpg, photo.png, big.png, anime.png, photos/ (two
-    images), more/ (one JPEG) and a model file, all tiny; a link to the checkout's ``.venv``."""
+    """A folder as a new user has it: photo.jpg, photo.png, big.png, anime.png, scan.tif, photos/
+    (two images and a sub-folder with one), more/ (one JPEG) and a model file, all tiny; a link to
+    the checkout's ``.venv``."""
     with Image.open(tiny / "inputs" / "pipeline_lr_crop.png") as image:
         small = image.convert("RGB").crop((0, 0, 16, 12))
     small.save(tmp_path / "photo.jpg", quality=95)
@@ -173,6 +192,9 @@ def desk(tiny, tmp_path) -> Path:
     small.save(tmp_path / "photos" / "a.png")
     small.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(tmp_path / "photos" / "b.png")
     small.save(tmp_path / "more" / "c.jpg", quality=95)
+    (tmp_path / "photos" / "sub").mkdir()
+    small.save(tmp_path / "photos" / "sub" / "d.png")
+    small.save(tmp_path / "scan.tif")
     from safetensors.torch import save_file
     from spandrel.architectures.Compact import Compact
 
@@ -252,7 +274,7 @@ def test_the_docs_upscale_examples_plan_as_typed(desk, tiny_weights_dir):
     """Every ``seesr upscale`` example of docs/cli.md, as typed plus --dry-run: exit 0, one planned
     line per input, what it names (engine, model, scale) as the flags say."""
     examples = [c for c, how in CHECKED.items() if how == DRY]
-    assert len(examples) == 8
+    assert len(examples) == 14
     for command in examples:
         shell = command.replace(" > ", " --dry-run > ", 1) if " > " in command else f"{command} --dry-run"
         done = typed(shell, desk, tiny_weights_dir)

@@ -1,5 +1,5 @@
-"""PIL <-> tensor conversions, the bicubic resize and the output size of a scale: what every engine
-and the API use to move images between Pillow and torch."""
+"""PIL <-> tensor conversions, the bicubic resize and the output size (of a scale, or of a width and
+height asked for): what every engine and the API use to move images between Pillow and torch."""
 
 from __future__ import annotations
 
@@ -34,6 +34,17 @@ def scaled_size(size: int, scale: float) -> int:
 def output_size(width: int, height: int, scale: float) -> tuple[int, int]:
     """The size of the output for an input of ``width x height`` at ``scale`` (every engine's)."""
     return scaled_size(width, scale), scaled_size(height, scale)
+
+
+def scale_for_size(size: tuple[int, int], width: int | None, height: int | None) -> float:
+    """The scale that takes an input of ``size`` to ``width`` and/or ``height`` pixels: one keeps the
+    aspect, both give the largest size that fits inside them. At that scale :func:`output_size` is
+    the width (or height) asked for exactly and the other side rounded to the nearest pixel (a
+    40x30 input at width 100: scale 2.5, 100x75)."""
+    ratios = [wanted / side for wanted, side in zip((width, height), size) if wanted is not None]
+    if not ratios:
+        raise ConfigError("scale_for_size needs a width or a height")
+    return min(ratios)
 
 
 def resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:

@@ -7,11 +7,14 @@ follow these rules, and all of them are checked before any model is loaded.
   when it is one seesr writes (by the input's suffix), else PNG.
 - Names: an output named after its input is ``<stem><suffix>.<format>``; the suffix defaults to
   ``_seesr`` for one input written beside it and to nothing in an output folder. An output file
-  named with ``-o`` is written as named (an explicit suffix with it is a ConfigError).
+  named with ``-o`` is written as named (an explicit suffix with it is a ConfigError). An output
+  folder mirrors the inputs' relative paths (``in/a/x.png`` found in ``in/`` -> ``OUT/a/x.png``).
+  Several samples of an input are ``<name>_s<seed>.<format>`` (``photo_s42.png``, ``photo_s43.png``).
 - Every input gets its own output. Inputs whose names would give the same output
   (``pic.jpg`` and ``pic.png`` -> ``pic.png``) are named after their suffix as well
-  (``pic_jpg.png``, ``pic_png.png``); inputs that still collide (``a/pic.png`` and ``b/pic.png``)
-  are a ConfigError listing them. Nothing is resolved by skipping.
+  (``pic_jpg.png``, ``pic_png.png``); inputs that still collide (``a/pic.png`` and ``b/pic.png``
+  named as files, or found in two folders) are a ConfigError listing them. Nothing is resolved by
+  skipping.
 - An output (or side file) that is one of the inputs is refused, even with ``overwrite``.
 - Side files (``NAME_compare.png``) are never overwritten without ``overwrite`` either.
 - The output folder is created and checked writable first (leftover temporary files of killed
@@ -23,23 +26,26 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
-from seesr.io.batch import Job
 from seesr.errors import ConfigError
+from seesr.io.batch import Job
 from seesr.io.files import remove_stale_temp_files
+from seesr.io.inputs import InputFile
 
-SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp"}
+SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp", ".tif": "tiff", ".tiff": "tiff"}
 """Output file suffixes and the format each one means."""
-FORMAT_SUFFIXES = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
+FORMAT_SUFFIXES = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff"}
 """The suffix a folder output gets for each format."""
 AUTO = "auto"
 """The output format that follows the input's: its own when seesr writes it, else :data:`AUTO_FALLBACK`."""
 AUTO_FALLBACK = "png"
-PILLOW_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
+PILLOW_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "TIFF": "tiff"}
 """Pillow's names of the formats seesr writes (for ``auto`` from a decoded input)."""
 COMPARE_TAG = "_compare"
 """``--compare`` writes ``<output stem>_compare.png`` beside each output."""
+SAMPLE_TAG = "_s"
+"""Several samples of one input (``num_samples``) are written as ``<name>_s<seed>.<format>``."""
 DEFAULT_SINGLE_TAG = "_seesr"
 """Without ``-o`` one input ``photo.jpg`` is written as ``photo_seesr.png`` beside it."""
 DEFAULT_FOLDER = Path("upscaled")
@@ -71,7 +77,7 @@ def output_file(folder: Path, stem: str, fmt: str) -> Path:
 
 
 def concrete_format(fmt: str, input_format: str | None) -> str:
-    """``fmt``, or for ``auto`` the input's format (``png``, ``jpg``, ``webp``; None: another) or PNG."""
+    """``fmt``, or for ``auto`` the input's format (``png``, ``jpg``, ``webp``, ``tiff``; None: another) or PNG."""
     return (input_format or AUTO_FALLBACK) if fmt == AUTO else fmt
 
 
@@ -86,7 +92,7 @@ def compare_file(target: Path) -> Path:
 
 
 def plan_outputs(
-    inputs: Sequence[Path],
+    inputs: Sequence[Path | InputFile],
     output: Path | None,
     *,
     folder_input: bool = False,
@@ -95,25 +101,32 @@ def plan_outputs(
     suffix: str | None = None,
     compare: bool = False,
     overwrite: bool = False,
+    seeds: Sequence[int] | None = None,
 ) -> tuple[list[Job], Path | None]:
-    """One :class:`Job` per input with its distinct output (and side file), and the output folder of
-    a folder run (None for a single file). Raises ConfigError for every rule above, before any work.
+    """One :class:`Job` per input (per sample with ``seeds``) with its distinct output (and side
+    file), and the output folder of a folder run (None for a single file). Raises ConfigError for
+    every rule above, before any work.
 
-    ``folder_input``: an input argument was a folder (the output is then a folder too);
-    ``requested_format``: the format asked for explicitly (flag, environment, config), or None;
-    ``suffix``: added to the stem of outputs named after their input (None: the defaults above)."""
+    ``inputs``: files found (:func:`~seesr.io.inputs.find_inputs`; a plain path is a file named
+    directly); an output folder mirrors their relative paths. ``folder_input``: an input argument
+    was a folder (the output is then a folder too); ``requested_format``: the format asked for
+    explicitly (flag, environment, config), or None; ``suffix``: added to the stem of outputs named
+    after their input (None: the defaults above); ``seeds``: the seeds of several samples per input,
+    each written as ``<name>_s<seed>.<format>`` (None: one output per input, named as above)."""
     if not inputs:
         raise ConfigError("no input images found")
     if suffix is not None:
         _check_suffix(suffix)
+    found = [each if isinstance(each, InputFile) else InputFile.named(each) for each in inputs]
 
     def format_for(source: Path) -> str:
         return concrete_format(requested_format or default_format, SUFFIX_FORMATS.get(source.suffix.lower()))
 
-    single = len(inputs) == 1 and not folder_input
+    single = len(found) == 1 and not folder_input
+    first = found[0].path
     if output is None and single:
         tag = DEFAULT_SINGLE_TAG if suffix is None else suffix
-        output = output_file(inputs[0].parent, inputs[0].stem + tag, format_for(inputs[0]))
+        output = output_file(first.parent, first.stem + tag, format_for(first))
     elif output is None:
         output = DEFAULT_FOLDER
     elif single and output.suffix and not output.is_dir() and suffix is not None:
@@ -124,35 +137,53 @@ def plan_outputs(
     to_folder = output.is_dir() or not output.suffix or not single
     if to_folder and output.suffix.lower() in SUFFIX_FORMATS and not output.is_dir():
         raise ConfigError(
-            f"-o {output} names an image file, but there are {len(inputs)} inputs"
+            f"-o {output} names an image file, but there are {len(found)} inputs"
             f"{' from a folder' if folder_input else ''}; give a folder"
         )
     if to_folder:
-        targets = _distinct_names(inputs, output, [format_for(source) for source in inputs], suffix or "")
+        targets = _distinct_names(found, output, [format_for(each.path) for each in found], suffix or "")
     else:
         targets = [output]
         format_of(output, requested_format)
-    jobs = [Job(source, target, compare_file(target) if compare else None) for source, target in zip(inputs, targets)]
-    _refuse_clobbering(jobs, inputs, overwrite)
+    jobs = [
+        Job(each.path, target, each.relative, compare_file(target) if compare else None, seed)
+        for each, plain in zip(found, targets)
+        for target, seed in _samples(plain, seeds)
+    ]  # fmt: skip
+    _refuse_clobbering(jobs, [each.path for each in found], overwrite)
     return jobs, (output if to_folder else None)
 
 
-def _distinct_names(inputs: Sequence[Path], folder: Path, formats: Sequence[str], suffix: str) -> list[Path]:
-    def key(path: Path) -> str:  # case-insensitive file systems make Pic.png and pic.png one file
-        return path.name.casefold()
+def sample_file(target: Path, seed: int) -> Path:
+    """The output of one of several samples: ``<stem>_s<seed><suffix>`` beside ``target``."""
+    return target.with_name(f"{target.stem}{SAMPLE_TAG}{seed}{target.suffix}")
 
-    plain = [output_file(folder, source.stem + suffix, fmt) for source, fmt in zip(inputs, formats)]
+
+def _samples(target: Path, seeds: Sequence[int] | None) -> list[tuple[Path, int | None]]:
+    if seeds is None:
+        return [(target, None)]
+    return [(sample_file(target, seed), seed) for seed in seeds]
+
+
+def _distinct_names(inputs: Sequence[InputFile], folder: Path, formats: Sequence[str], suffix: str) -> list[Path]:
+    def key(path: Path) -> str:  # case-insensitive file systems make Pic.png and pic.png one file
+        return path.relative_to(folder).as_posix().casefold()
+
+    def named(each: InputFile, stem: str, fmt: str) -> Path:
+        return output_file(folder.joinpath(*each.relative.parent.parts), stem, fmt)
+
+    plain = [named(each, each.path.stem + suffix, fmt) for each, fmt in zip(inputs, formats)]
     counts: dict[str, int] = {}
     for target in plain:
         counts[key(target)] = counts.get(key(target), 0) + 1
     targets = [
         target if counts[key(target)] == 1
-        else output_file(folder, f"{source.stem}_{source.suffix[1:].lower()}{suffix}", fmt)
-        for source, target, fmt in zip(inputs, plain, formats)
+        else named(each, f"{each.path.stem}_{each.path.suffix[1:].lower()}{suffix}", fmt)
+        for each, target, fmt in zip(inputs, plain, formats)
     ]  # fmt: skip
     by_name: dict[str, list[Path]] = {}
-    for source, target in zip(inputs, targets):
-        by_name.setdefault(key(target), []).append(source)
+    for each, target in zip(inputs, targets):
+        by_name.setdefault(key(target), []).append(each.path)
     clashes = [", ".join(map(str, sources)) for sources in by_name.values() if len(sources) > 1]
     if clashes:
         raise ConfigError(
@@ -187,9 +218,10 @@ def _identity(path: Path) -> tuple:
         return ("path", os.path.realpath(path))  # never raises, even on a symlink loop
 
 
-def prepare_folder(folder: Path) -> None:
+def prepare_folder(folder: Path, names: Collection[str] | None = None) -> None:
     """Create ``folder`` if needed, check that files can be created in it (ConfigError naming the
-    reason), and remove temporary files that killed runs left there."""
+    reason), and remove temporary files that killed runs left there (with ``names``: of those
+    files only, see :func:`~seesr.io.files.remove_stale_temp_files`)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".seesr-write-check.{os.getpid()}-{secrets.token_hex(4)}"
@@ -197,4 +229,4 @@ def prepare_folder(folder: Path) -> None:
         probe.unlink()
     except OSError as error:
         raise ConfigError(f"cannot write to the output folder {folder}: {error.strerror or error}") from None
-    remove_stale_temp_files(folder)
+    remove_stale_temp_files(folder, names)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # light module: the command line reads the declaration before
 
 SEESR_ONLY = ("seesr",)
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-OUTPUT_FORMATS = ("png", "jpg", "webp", "auto")
+OUTPUT_FORMATS = ("png", "jpg", "webp", "tiff", "auto")
 START_POINTS = ("lr", "noise")
 ATTENTIONS = ("auto", "sdpa")
 """Attention of the SeeSR networks: ``auto`` (the rule of :func:`seesr.engines.seesr.models.attention.attention_kernel`)
@@ -65,8 +65,17 @@ class Settings:
         aliases=MODEL_ALIASES, file_suffixes=MODEL_FILE_SUFFIXES,
     )  # fmt: skip
     scale: float = setting(
-        DEFAULT_SCALE, f"Upscaling factor; empty: the model's ({_per_model('scale')}), else {DEFAULT_SCALE:g}.",
+        DEFAULT_SCALE,
+        f"Upscaling factor (excludes width and height); empty: the model's ({_per_model('scale')}), else {DEFAULT_SCALE:g}.",
         range=(1.0, 8.0), cog="empty", feeds="pipeline", extra_flags=("-s",),
+    )  # fmt: skip
+    width: int | None = setting(
+        None, "Output width in pixels, instead of a scale: the height keeps the aspect (with height: the largest "
+        "size that fits inside both).", range=(1, 32768), cog="empty",
+    )  # fmt: skip
+    height: int | None = setting(
+        None, "Output height in pixels, instead of a scale: the width keeps the aspect (with width: the largest "
+        "size that fits inside both).", range=(1, 32768), cog="empty",
     )  # fmt: skip
     steps: int = setting(
         TURBO.steps, f"Denoising steps; empty: the model's ({_per_model('steps')}), else the preset's.",
@@ -75,6 +84,11 @@ class Settings:
     seed: int | None = setting(
         None, "Random seed; empty: a random one (the seed used is reported).",
         range=(0, 2**63 - 1), engines=SEESR_ONLY, cog="empty",
+    )  # fmt: skip
+    num_samples: int = setting(
+        1, "SeeSR results per input, with the seeds seed, seed+1, ... (written as NAME_s<seed>.EXT when several; "
+        "Real-ESRGAN is deterministic: 1 only).",
+        range=(1, 8), engines=SEESR_ONLY, cog="default", feeds="pipeline", cog_range=(1, 4),
     )  # fmt: skip
     prompt: str = setting(
         "", "Extra text added to the prompt after the image's tags.", engines=SEESR_ONLY, cog="default", feeds="pipeline"
@@ -105,10 +119,14 @@ class Settings:
         range=(0, 4096), engines=SEESR_ONLY, cog="empty", feeds="pipeline",
     )  # fmt: skip
     output_format: str = setting(
-        "png", "Format of the output file (auto: the input's own when it is PNG, JPEG or WebP, else PNG).",
+        "png", "Format of the output file (auto: the input's own when it is PNG, JPEG, WebP or TIFF, else PNG).",
         choices=OUTPUT_FORMATS, cog="default", extra_flags=("--ext",),
     )  # fmt: skip
-    quality: int = setting(95, "JPEG and WebP quality (PNG is lossless).", range=(1, 100), cog="default")
+    quality: int = setting(95, "JPEG and WebP quality (PNG and TIFF are lossless).", range=(1, 100), cog="default")
+    strip_metadata: bool = setting(
+        False, "Write no metadata: no EXIF, XMP, ICC profile, DPI or PNG text (else each output keeps what its "
+        "format can hold of the input's).", cog="default",
+    )  # fmt: skip
     suffix: str | None = setting(
         None, "Text added to the stem of each output named after its input; empty: _seesr for one input "
         "written beside it, nothing in an output folder.", scope="naming",

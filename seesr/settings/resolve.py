@@ -45,7 +45,20 @@ def _validate(values: Mapping[str, Any], labels: Mapping[str, str]) -> list[str]
     tile, overlap = values.get("latent_tile"), values.get("latent_overlap")
     if tile is not None and overlap is not None and overlap >= tile:
         problems.append(f"latent_overlap={overlap} (must be smaller than latent_tile={tile})")
+    samples = values.get("num_samples", Settings.num_samples)
+    if values.get("engine", Settings.engine) == "realesrgan" and isinstance(samples, int) and samples > 1:
+        problems.append(f"num_samples={samples} (Real-ESRGAN is deterministic: every sample would be the same image; "
+                        "use engine seesr for several, or 1)")  # fmt: skip
     return [line for line in problems if line is not None]
+
+
+def _scale_or_size(given: Mapping[str, Any], where: Mapping[str, str]) -> list[str]:
+    """A scale and a width or height exclude each other, wherever each was given."""
+    sizes = [f"{name}={given[name]} ({where[name]})" for name in ("width", "height") if given.get(name) is not None]
+    if "scale" not in given or not sizes:
+        return []
+    return [f"scale={given['scale']!r} ({where['scale']}) and {' and '.join(sizes)} exclude each other: give a scale, "
+            "or a width and/or height"]  # fmt: skip
 
 
 def environment_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -109,6 +122,7 @@ def resolve_settings(
         except (TypeError, ValueError) as error:
             problems.append(f"{labels.get(name, name)}={value!r} ({where}: {error})")
     problems += _engine_and_model(given)
+    problems += _scale_or_size(given, {name: where for name, (where, _) in winners.items()})
     preset, model = given.get("preset", Settings.preset), given.get("model", Settings.model)
     engine = given.get("engine", Settings.engine)
     merged = {**PRESETS.get(preset, {}), **ENGINE_DEFAULTS.get(engine, {}), **MODEL_DEFAULTS.get(model, {}), **given}

@@ -57,12 +57,12 @@ class DataFolder:
         hr_dir = next((folder / n for n in HR_FOLDERS if (folder / n).is_dir()), None)
         lr_dir = next((folder / n for n in LR_FOLDERS if (folder / n).is_dir()), None)
         if hr_dir is not None and lr_dir is not None:
-            lr_by_stem = {p.stem: p for p in find_inputs([str(lr_dir)])[0]}
-            hr = [p for p in find_inputs([str(hr_dir)])[0] if p.stem in lr_by_stem]
+            lr_by_stem = {found.path.stem: found.path for found in find_inputs([str(lr_dir)])[0]}
+            hr = [found.path for found in find_inputs([str(hr_dir)])[0] if found.path.stem in lr_by_stem]
             if not hr:
                 raise InputError(f"no HR image in {hr_dir} has an LR image of the same name in {lr_dir}")
             return cls(hr=hr, lr=[lr_by_stem[p.stem] for p in hr])
-        hr = find_inputs([str(folder)])[0]
+        hr = [found.path for found in find_inputs([str(folder)])[0]]
         if not hr:
             raise InputError(f"no images in {folder}: put HR images there, or pairs in hr/ and lr/")
         return cls(hr=hr)

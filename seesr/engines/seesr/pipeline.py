@@ -314,6 +314,7 @@ class SeesrPipeline:
         plan: RunPlan | None = None,
         kds: KdsConfig | None = None,
         seed: int | None = None,
+        num_samples: int = Settings.num_samples,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         tags: str | None = None,
@@ -330,7 +331,10 @@ class SeesrPipeline:
         timesteps at or below ``start_steps`` run (all of them at the default 999).
 
         ``latents``: the initial noise (1, 4, h/8, w/8), else drawn from ``generator``/``seed`` on the
-        CPU (same numbers on every device). ``tags``/``ram_embeds`` skip the tagger. ``lr_latent="mean"``
+        CPU (same numbers on every device). ``num_samples``: that many results, sample k drawn as a
+        call with ``seed + k`` would draw it (the tags, prompt embeddings, condition image and the LR
+        image's VAE encoding are computed once; each sample draws its own noise); then ``images``
+        holds them all (a list, or an (N, 3, H, W) tensor, held on the CPU when N > 1). ``tags``/``ram_embeds`` skip the tagger. ``lr_latent="mean"``
         encodes the LR image with the VAE mean. ``callback(i, t, latents)`` runs after each step.
         ``plan``: tiles, tile batch, offload and the working size it was made for (default:
         :meth:`plan_for` this size and the free memory); a latent larger than the tile is denoised in
@@ -347,8 +351,11 @@ class SeesrPipeline:
         self.check_inputs(
             image, num_inference_steps, guidance_scale, color_fix, lr_latent, output_type, sampler, start_point, start_steps
         )
+        if num_samples > 1 and (generator is not None or latents is not None):
+            raise ConfigError("several samples draw their own noise from seed, seed+1, ...: give seed, not generator or latents")
         timesteps = self.schedule.timesteps(num_inference_steps, start_steps)  # the official loop skips the others
-        generator = generator or torch.Generator("cpu").manual_seed(seed if seed is not None else torch.seed())
+        if generator is None and seed is None:
+            seed = torch.seed()
         do_cfg = guidance_scale > 1.0
         plan = self.plan_call(image, scale, process_size, plan, (2 if do_cfg else 1) * (kds.particles if kds else 1))
         self.set_offload(plan.offload)
@@ -362,23 +369,40 @@ class SeesrPipeline:
         # 3. Upscale the LR image (bicubic) to the working size: the ControlNet's condition
         condition = self.condition_image(lr_image, plan.sizes)
 
-        # 4-5. Initial noise, and the start point: the VAE-encoded LR image noised to start_steps
-        # (SeeSR's LR embedding strategy), or pure noise
-        latents = self.start_latents(condition, latents, generator, start_point, start_steps, lr_latent, plan, kds)
+        # 4. The LR image's VAE latent distribution (SeeSR's LR embedding), once for every sample
+        lr_distribution = None
+        if start_point == "lr":
+            with self.stage("encode", self.vae):
+                lr_distribution = self.encode_distribution(condition, tile=plan.vae_encoder_tile)
 
-        # 6. Denoise: ControlNet + UNet on the plan's latent tiles, KDS steering the particles, the
-        # sampler's update in float32; the last step returns x0
         model = self.conditioned_denoiser(prompt_embeds, ram_embeds, conditioning_scale, guidance_scale)
-        latents = self.denoise(
-            latents, model, condition, plan, timesteps, num_inference_steps, sampler, generator, kds, callback
-        )
+        images, final_latents = [], []
+        for sample in range(num_samples):
+            sample_generator = generator or torch.Generator("cpu").manual_seed(seed + sample)
+            # 5. Initial noise, and the start point: the LR latent noised to start_steps, or pure noise
+            start = self.start_latents(
+                condition, latents, sample_generator, start_point, start_steps, lr_latent, lr_distribution, kds
+            )
 
-        # 7. Decode, then take the colours from the upscaled input
-        fixed = self.decode_and_fix(latents, condition, plan.vae_decoder_tile, color_fix)
+            # 6. Denoise: ControlNet + UNet on the plan's latent tiles, KDS steering the particles, the
+            # sampler's update in float32; the last step returns x0
+            denoised = self.denoise(
+                start, model, condition, plan, timesteps, num_inference_steps, sampler, sample_generator, kds, callback
+            )
+
+            # 7. Decode, then take the colours from the upscaled input
+            fixed = self.decode_and_fix(denoised, condition, plan.vae_decoder_tile, color_fix)
+            images.append(fixed if num_samples == 1 else fixed.cpu())
+            final_latents.append(denoised)
 
         # 8. Resize to exactly the requested size
-        result = fixed if output_type == "pt" else [resize(tensor_to_pil(fixed), plan.sizes.output_size)]
-        return SeesrPipelineOutput(result, tags, full_prompt, timesteps, plan, dict(self._timings), latents, condition)
+        if output_type == "pt":
+            result = torch.cat(images)
+        else:
+            result = [resize(tensor_to_pil(fixed), plan.sizes.output_size) for fixed in images]
+        return SeesrPipelineOutput(
+            result, tags, full_prompt, timesteps, plan, dict(self._timings), torch.cat(final_latents), condition
+        )
 
     # ------------------------------------------------------------------ the steps
     def plan_call(
@@ -442,10 +466,11 @@ class SeesrPipeline:
 
     def start_latents(
         self, condition: torch.Tensor, noise: torch.Tensor | None, generator: torch.Generator, start_point: str,
-        start_steps: int, lr_latent: str, plan: RunPlan, kds: KdsConfig | None,
+        start_steps: int, lr_latent: str, lr_distribution: Any, kds: KdsConfig | None,
     ) -> torch.Tensor:  # fmt: skip
-        """4-5. The initial noise (``noise`` or drawn from ``generator``; one per KDS particle) and the
-        start latents: the encoded LR image noised to ``start_steps``, or the noise itself."""
+        """5. The initial noise (``noise`` or drawn from ``generator``; one per KDS particle) and the
+        start latents: the LR image's latent (drawn from ``lr_distribution`` with the same generator,
+        after the noise) noised to ``start_steps``, or the noise itself."""
         height, width = condition.shape[-2:]
         latent_shape = (1, self.unet.config.in_channels, height // VAE_SCALE, width // VAE_SCALE)
         if noise is None:
@@ -454,8 +479,7 @@ class SeesrPipeline:
             raise ConfigError(f"latents must have shape {latent_shape}, got {tuple(noise.shape)}")
         noise = noise.to(self.device, torch.float32)
         if start_point == "lr":
-            with self.stage("encode", self.vae):
-                lr_latents = self.encode_image(condition, generator, lr_latent, tile=plan.vae_encoder_tile)
+            lr_latents = self.latent_from(lr_distribution, generator, lr_latent)
         if kds is not None:
             noise = particle_noise(noise, kds.particles, generator)
         return add_noise(lr_latents, noise, self.schedule, start_steps) if start_point == "lr" else noise
@@ -566,18 +590,26 @@ class SeesrPipeline:
     def encode_image(
         self, image: torch.Tensor, generator: torch.Generator, mode: str, *, tile: int | None = None
     ) -> torch.Tensor:
-        """VAE latent of an image in [0, 1], scaled by the VAE's scaling factor; tiled (with
+        """VAE latent of an image in [0, 1], scaled by the VAE's scaling factor (:meth:`encode_distribution`
+        then :meth:`latent_from`)."""
+        return self.latent_from(self.encode_distribution(image, tile=tile), generator, mode)
+
+    def encode_distribution(self, image: torch.Tensor, *, tile: int | None = None) -> Any:
+        """The VAE's latent distribution (``mean``, ``std``) of an image in [0, 1]; tiled (with
         whole-image GroupNorm statistics) when the image is larger than ``tile`` pixels."""
         pixels = (image * 2 - 1).to(self.vae.dtype)
         if tile is not None and max(image.shape[-2:]) > tile:
-            dist = tiled_encode(self.vae, pixels, tile)
-        else:
-            dist = self.vae.encode(pixels).latent_dist
+            return tiled_encode(self.vae, pixels, tile)
+        return self.vae.encode(pixels).latent_dist
+
+    def latent_from(self, distribution: Any, generator: torch.Generator, mode: str) -> torch.Tensor:
+        """A latent of a VAE distribution, scaled by the VAE's scaling factor: its mean, or a sample
+        (the noise drawn from ``generator`` on the CPU)."""
         if mode == "mean":
-            latent = dist.mean
+            latent = distribution.mean
         else:
-            eps = torch.randn(dist.mean.shape, generator=generator, dtype=torch.float32).to(dist.mean.device)
-            latent = dist.mean.float() + dist.std.float() * eps
+            eps = torch.randn(distribution.mean.shape, generator=generator, dtype=torch.float32)
+            latent = distribution.mean.float() + distribution.std.float() * eps.to(distribution.mean.device)
         return latent.float() * self.vae.config.scaling_factor
 
     def predict_noise(
