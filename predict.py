@@ -28,6 +28,7 @@ Every value is validated by seesr as well (a server started without the schema d
 ``Input`` constraints): a bad value fails the prediction with seesr's ``ConfigError`` message.
 """
 
+import dataclasses
 import inspect
 import logging
 import os
@@ -289,6 +290,9 @@ class Runner(BaseRunner):
         data = request_image_bytes(image)
         self.progress.image()
         results = self.upscaler.upscale_samples(data, **settings)
+        if self.weights_problem is not None:  # SeeSR cannot run here: its reason is setup's, with what was tried
+            results = [dataclasses.replace(r, fallback_reason=self.weights_problem) if r.fallback_reason else r
+                       for r in results]  # fmt: skip
         for previous in self.outputs.iterdir():
             previous.unlink(missing_ok=True)
         for result in results:

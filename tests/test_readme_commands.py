@@ -275,6 +275,8 @@ def test_the_docs_upscale_examples_plan_as_typed(desk, tiny_weights_dir):
     line per input, what it names (engine, model, scale) as the flags say."""
     examples = [c for c, how in CHECKED.items() if how == DRY]
     assert len(examples) == 14
+    with Image.open(desk / "photo.jpg") as small:  # --width 2000 needs a photo of 250 px or more (scale 8 at most)
+        small.resize((320, 240)).save(desk / "photo.jpg", quality=95)
     for command in examples:
         shell = command.replace(" > ", " --dry-run > ", 1) if " > " in command else f"{command} --dry-run"
         done = typed(shell, desk, tiny_weights_dir)
