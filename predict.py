@@ -28,6 +28,7 @@ Every value is validated by seesr as well (a server started without the schema d
 ``Input`` constraints): a bad value fails the prediction with seesr's ``ConfigError`` message.
 """
 
+import dataclasses
 import inspect
 import logging
 import os
@@ -49,7 +50,7 @@ from seesr.progress import LogProgress
 from seesr.settings.declare import Settings, env_name, setting_info
 from seesr.settings.fields import problem
 from seesr.settings.resolve import resolve_settings
-from seesr.weights import default_weights_dir
+from seesr.weights import default_weights_dir, missing_summary, offline_mode
 
 logger = logging.getLogger("seesr.cog")
 
@@ -112,7 +113,8 @@ class Runner(BaseRunner):
             logger.info("SeeSR weights found (%s)", where)
             return None
         except MissingWeightsError as missing:
-            logger.info("%s; downloading them into %s", seesr.missing_reason(missing), where)
+            then = "HF_HUB_OFFLINE is set, so no download" if offline_mode() else f"downloading them into {where}"
+            logger.info("SeeSR weights are not all in %s (missing: %s); %s", where, missing_summary(missing.missing), then)
         try:
             seesr.check(settings, download=True)
             logger.info("SeeSR weights downloaded into %s", where)
@@ -120,12 +122,15 @@ class Runner(BaseRunner):
         except (SeesrError, OSError) as error:  # offline, unreachable, disk full, a checksum that does not match
             details = str(error)
             reason = seesr.missing_reason(error) if isinstance(error, MissingWeightsError) else _first_line(error)
+            # missing weights: one line (what was tried; each output names the files); any other fault: all of it
+            tried = error.tried if isinstance(error, MissingWeightsError) else None
         if not fallback_allowed():
             raise WeightsError(
                 f"{reason}. This server does not serve Real-ESRGAN in SeeSR's place unless it is started with "
                 f"{ALLOW_FALLBACK}=1 (each output then says so), or with {env_name('engine')}=realesrgan.\n{details}"
             )
-        logger.warning("%s=1: predictions run the bundled Real-ESRGAN, and each output says why:\n%s", ALLOW_FALLBACK, details)
+        said = f" ({tried})" if tried else f":\n{details}"
+        logger.warning("%s=1: predictions run the bundled Real-ESRGAN, and each output says why%s", ALLOW_FALLBACK, said)
         return reason
 
     def run(
@@ -149,7 +154,7 @@ class Runner(BaseRunner):
             choices=["seesr-turbo", "seesr", "realesrgan-x4plus", "realesrgan-x4plus-anime", "realesr-animevideov3-x2", "realesr-animevideov3-x3", "realesr-animevideov3-x4"],
         ),
         scale: Optional[float] = Input(
-            description="Upscaling factor (excludes width and height).",
+            description="Upscaling factor (excludes width and height); empty: the model's (realesr-animevideov3-x2: 2, realesr-animevideov3-x3: 3), else 4.",
             default=None,
             ge=1.0,
             le=8.0,
@@ -285,6 +290,9 @@ class Runner(BaseRunner):
         data = request_image_bytes(image)
         self.progress.image()
         results = self.upscaler.upscale_samples(data, **settings)
+        if self.weights_problem is not None:  # SeeSR cannot run here: its reason is setup's, with what was tried
+            results = [dataclasses.replace(r, fallback_reason=self.weights_problem) if r.fallback_reason else r
+                       for r in results]  # fmt: skip
         for previous in self.outputs.iterdir():
             previous.unlink(missing_ok=True)
         for result in results:

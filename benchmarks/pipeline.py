@@ -245,8 +245,9 @@ def plan_for(variant: Variant, pipe, work_w: int, work_h: int, settings: Harness
 
 class StageClock:
     """A stage hook (``SeesrPipeline.stage_hook``) with the step callback: the start of the
-    ``denoise`` stage and the end of every step, hence each step's time; on the CPU also each
-    stage's peak RSS (which stage sets the call's peak)."""
+    ``denoise`` stage and the end of every step, hence each step's time (step 1 from the stage
+    hook's entry, so it also counts the stage's setup: the steps may sum a little above the
+    stage's own time); on the CPU also each stage's peak RSS (which stage sets the call's peak)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device

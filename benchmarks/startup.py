@@ -2,8 +2,7 @@
 does anything with the image.
 
     python -m benchmarks.startup --weights tiny_weights --image photo.png
-    python -m benchmarks.startup --weights tiny_weights --image photo.png \
-        --source before=/tmp/seesr-before --source after=. --repeat 5 --json startup.json
+    python -m benchmarks.startup --image photo.png --source before=/tmp/seesr-before --source after=.
 
 Each row runs the command line in a fresh process (``python -c`` calling ``seesr.cli.main``)
 and measures, from just before the process starts:
@@ -51,10 +50,10 @@ MARK = "SEESR_FIRST_WORK "
 
 
 def rows(image: Path, weights: Path | None, folder: Path) -> dict[str, tuple[list[str], str]]:
-    """Row name -> (seesr arguments, what ends the measurement: forward, line or exit)."""
+    """Row name -> (seesr arguments, what ends the measurement: forward, line or exit); the
+    ``fallback`` row's weights are ``folder/no-weights`` (an empty folder the caller makes)."""
     base = ["upscale", str(image), "-o", str(folder / "out.png"), "--overwrite", "--device", "cpu"]
     empty = folder / "no-weights"
-    empty.mkdir(exist_ok=True)
     seesr_weights = ["--weights", str(weights)] if weights is not None else []
     return {
         "realesrgan": ([*base, "--engine", "realesrgan", *seesr_weights], "forward"),
@@ -121,13 +120,16 @@ def _first_shown(source: Path, arguments: list[str], timeout: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.startup", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--image", type=Path, required=True, help="the input image")
     parser.add_argument("--weights", type=Path, help="SeeSR weights folder (the tiny fixtures suffice)")
     parser.add_argument("--source", action="append", default=[], metavar="NAME=DIR",
                         help="a seesr checkout to time (repeatable; default: this one)")  # fmt: skip
     parser.add_argument("--repeat", type=int, default=3, help="runs per row and source (the median is reported)")
-    parser.add_argument("--only", action="append", default=[], help="run only these rows (repeatable)")
+    names = list(rows(Path("photo.png"), None, Path(".")))
+    parser.add_argument("--only", action="append", default=[], choices=names, metavar="ROW",
+                        help=f"run only this row (repeatable): {', '.join(names)}")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds one run may take")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args(argv)
@@ -138,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as folder:
         table = rows(image, weights, Path(folder))
+        (Path(folder) / "no-weights").mkdir()
         names = [n for n in table if not args.only or n in args.only]
         for name in names:
             arguments, until = table[name]

@@ -49,15 +49,18 @@ def build_models(weights: str | None):
 
 
 def measure(device: str, dtype_name: str, checkpointing: bool, crop: int, steps: int, weights: str | None = None) -> dict:
-    """Images per second over ``steps`` timed steps (after one warm-up step) and the peak memory."""
+    """Images per second over ``steps`` timed steps (after one warm-up step) and the peak memory;
+    progress on stderr (networks built, each step's time)."""
     from seesr.runtime.memory import PeakMemory
     from seesr.training.data import ram_input
     from seesr.training.loop import training_loss
 
     dtype = getattr(torch, dtype_name)
     target = torch.device(device)
+    started = time.perf_counter()
     with PeakMemory(target) as peak:
         models = build_models(weights)
+        say(f"  networks built ({time.perf_counter() - started:.0f} s)")
         params = models.set_trainable()
         if checkpointing:
             models.unet.enable_gradient_checkpointing()
@@ -82,6 +85,7 @@ def measure(device: str, dtype_name: str, checkpointing: bool, crop: int, steps:
             if target.type == "cuda":
                 torch.cuda.synchronize(target)
             times.append(time.perf_counter() - start)
+            say(f"  {'warm-up step' if step == 0 else f'step {step}/{steps}'}: {times[-1]:.2f} s")
     timed = times[1:]
     return {
         "device": device,
@@ -96,6 +100,11 @@ def measure(device: str, dtype_name: str, checkpointing: bool, crop: int, steps:
         "trainable_params": sum(p.numel() for p in params),
         "loss": loss.item(),
     }
+
+
+def say(line: str) -> None:
+    """A progress line on stderr (the results go to stdout)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def table(rows: list[dict]) -> str:
@@ -122,17 +131,19 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.device, dtype_name, checkpointing == "1", args.crop, args.steps)))
         return 0
     rows = []
-    for dtype_name, checkpointing in VARIANTS:
+    for number, (dtype_name, checkpointing) in enumerate(VARIANTS, start=1):
+        say(f"[{number}/{len(VARIANTS)}] {dtype_name}, gradient checkpointing {'on' if checkpointing else 'off'}")
         if args.weights:
             rows.append(measure(args.device, dtype_name, checkpointing, args.crop, args.steps, args.weights))
-            continue
-        command = [sys.executable, "-m", "benchmarks.training", "--device", args.device, "--crop", str(args.crop),
-                   "--steps", str(args.steps), "--variant", f"{dtype_name}:{int(checkpointing)}"]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            print(f"{dtype_name} checkpointing={checkpointing}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
-            return 1
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        else:  # the variant's progress lines pass through on stderr
+            command = [sys.executable, "-m", "benchmarks.training", "--device", args.device, "--crop", str(args.crop),
+                       "--steps", str(args.steps), "--variant", f"{dtype_name}:{int(checkpointing)}"]
+            done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+            if done.returncode != 0:
+                say(f"{dtype_name} checkpointing={checkpointing}: failed (exit code {done.returncode}; its error is above)")
+                return 1
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        say(f"  {rows[-1]['seconds_per_step']:.2f} s/step, peak {rows[-1]['peak_memory_gib']:.2f} GiB")
     machine = machine_info(args.device)
     print(machine_line(machine))
     print(table(rows))

@@ -1,7 +1,8 @@
 """seesr: semantics-aware diffusion super-resolution (SeeSR-Turbo).
 
 ``seesr.upscale(image, preset=..., scale=...)`` for one image, ``seesr.Upscaler`` to serve many,
-``seesr.SeesrPipeline`` for every step of the flow.
+``seesr.SeesrPipeline`` for every step of the flow, ``seesr.train`` to fine-tune, ``seesr.evaluate``
+(the module) to score outputs.
 """
 
 from seesr.errors import ConfigError, InputError, OutOfMemoryError, SeesrError, WeightsError
@@ -9,6 +10,7 @@ from seesr.errors import ConfigError, InputError, OutOfMemoryError, SeesrError, 
 __all__ = [
     "upscale",
     "train",
+    "evaluate",
     "Upscaler",
     "Result",
     "SeesrPipeline",
@@ -37,6 +39,10 @@ def __getattr__(name: str):
         from seesr.training.loop import train
 
         return train
+    if name == "evaluate":
+        import seesr.evaluate
+
+        return seesr.evaluate
     if name == "SeesrPipeline":
         from seesr.engines.seesr.pipeline import SeesrPipeline
 
@@ -50,3 +56,8 @@ def __getattr__(name: str):
 
         return PRESETS
     raise AttributeError(f"module 'seesr' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public surface too (its names are imported on first use), for ``dir(seesr)`` and completion."""
+    return sorted({*globals(), *__all__, "__version__"})

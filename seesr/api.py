@@ -44,7 +44,7 @@ from seesr.imaging.prefilter import nl_means
 from seesr.io.naming import PILLOW_FORMATS, SUFFIX_FORMATS, concrete_format, format_of
 from seesr.io.read import InputImage, read_image
 from seesr.io.write import recombine, save_image
-from seesr.progress import RECORD_FIELDS, ProgressCallback, RunStart, StageHook, StageTracker
+from seesr.progress import JOB_FIELDS, RECORD_FIELDS, ProgressCallback, RunStart, StageHook, StageTracker, TerminalProgress
 from seesr.runtime.devices import resolve_device
 from seesr.runtime.memory import PeakMemory, release_memory
 from seesr.settings.declare import Settings, setting_info
@@ -81,6 +81,10 @@ class Result:
     fallback_reason: str | None = None
     fidelity: FidelityReport | None = None
     source: InputImage | None = field(default=None, repr=False)
+    input: str | None = None
+    """The input file (None: an image given as bytes, PIL or numpy)."""
+    output: str | None = None
+    """Where :meth:`save` last wrote the image (None before)."""
 
     @property
     def output_format(self) -> str:
@@ -100,18 +104,25 @@ class Result:
         known = path.suffix.lower() in SUFFIX_FORMATS
         fmt = format_of(path, format) if known else self._concrete_format(format or self.settings.output_format)
         sixteen = self.source is not None and self.source.bit_depth == 16 and fmt in ("png", "tiff")
-        return save_image(
+        written = save_image(
             self.image, path, format=fmt, quality=self.settings.quality, overwrite=overwrite, sixteen_bit=sixteen,
             high_bit_source=self.source if sixteen else None, strip_metadata=self.settings.strip_metadata,
             metadata=self.source.metadata if self.source is not None else None,
         )  # fmt: skip
+        self.output = str(written)
+        return written
 
     def comparison(self) -> Image.Image:
         """The input (bicubic) | output picture of ``--compare``, labelled with the engine and model."""
         if self.source is None:
             raise ConfigError("this result does not keep its input; a comparison needs it")
         model = self.model or self.settings.model
-        return compare_image(self.source.rgb, self.image.convert("RGB"), f"output: {self.engine}/{model}")
+        source = self.source.rgb
+        if self.source.alpha is not None:  # shown composited, as the output is
+            source = source.copy()
+            source.putalpha(self.source.alpha)
+        output = self.image.convert("RGBA" if "A" in self.image.getbands() else "RGB")
+        return compare_image(source, output, f"output: {self.engine}/{model}")
 
     @property
     def seconds(self) -> float:
@@ -119,8 +130,12 @@ class Result:
         return self.timings.get("total", sum(self.timings.values()))
 
     def record(self) -> dict[str, Any]:
-        """What a machine reads about the result (:data:`RECORD_FIELDS`), JSON-ready."""
+        """What a machine reads about the result (:data:`JOB_FIELDS`, :data:`RECORD_FIELDS`), JSON-ready:
+        the keys of ``seesr upscale --json``, in its order."""
         values = {
+            "input": self.input,
+            "output": self.output,
+            "status": "done",
             "size": list(self.image.size),
             "engine": self.engine,
             "model": self.model,
@@ -130,13 +145,14 @@ class Result:
             "fallback_reason": self.fallback_reason,
             "fidelity": asdict(self.fidelity) if self.fidelity is not None else None,
         }
-        return {key: values[key] for key in RECORD_FIELDS}
+        return {key: values[key] for key in (*JOB_FIELDS, *RECORD_FIELDS)}
 
-    def summary(self) -> str:
-        """One line for a log or a terminal."""
+    def summary(self, reason: bool = True) -> str:
+        """One line for a log or a terminal (``reason=False``: the fallback's reason said once
+        elsewhere, as a folder run does, not repeated)."""
         parts = [f"{self.image.width}x{self.image.height}", f"engine {self.engine}" + (f" ({self.model})" if self.model else "")]
         if self.fallback_reason:
-            parts.append(f"fallback: {self.fallback_reason}")
+            parts.append(f"fallback: {self.fallback_reason}" if reason else "fallback (why: said above)")
         if self.tags:
             parts.append(f"tags: {self.tags}")
         if self.fidelity is not None:
@@ -234,14 +250,14 @@ class Upscaler:
     def dry_run(self, image: ImageInput, **arguments: Any) -> DryRun:
         """What :meth:`upscale` would run on ``image``: the engine (Real-ESRGAN when asked for, or
         when SeeSR's weights are missing and the fallback is allowed), model, device, dtype, tile
-        plan and estimated peak memory. Loads no network, downloads nothing, imports no diffusers."""
+        plan and estimated peak memory. Decided as the run decides (missing weights with
+        ``download``: whether the download could start now, and what it would fetch). Loads no
+        network, downloads nothing, imports no diffusers."""
         source = read_image(image)
         settings = self.sized(self.settings(arguments), source.size)
-        engines, reason = self.engines_for(settings), None
-        if not self.download:  # weights that would be downloaded first are taken as there
-            engines, reason = runnable(engines, settings, download=False)
+        engines, reason, first = runnable(self.engines_for(settings), settings, self.download, dry=True)
         plan = engines[0].plan(source.rgb, settings)
-        return DryRun(plan.start, source.size, plan.output_size, plan.estimated_peak_bytes, reason)
+        return DryRun(plan.start, source.size, plan.output_size, plan.estimated_peak_bytes, reason, first)
 
     def upscale(self, image: ImageInput, **arguments: Any) -> Result:
         """Upscale one image (path, bytes, PIL image or numpy array) once; see :class:`Settings`
@@ -269,10 +285,17 @@ class Upscaler:
         rgb = nl_means(source.rgb, settings.denoise) if settings.denoise else source.rgb
         seed = settings.seed if settings.seed is not None else random.randrange(2**32)
         start = time.perf_counter()
-        with PeakMemory(resolve_device(settings.device)) as peak:
-            tracker = StageTracker(self.progress, self.stage_hook)
-            run_settings = dataclasses.replace(settings, seed=seed)
-            ladder = run_ladder(rgb, run_settings, self.engines_for(settings), tracker, download=self.download)
+        display = self.progress if isinstance(self.progress, TerminalProgress) else None
+        if display is not None:
+            display.begin(Path(image).name if isinstance(image, (str, Path)) else "image")
+        try:
+            with PeakMemory(resolve_device(settings.device)) as peak:
+                tracker = StageTracker(self.progress, self.stage_hook)
+                run_settings = dataclasses.replace(settings, seed=seed)
+                ladder = run_ladder(rgb, run_settings, self.engines_for(settings), tracker, download=self.download)
+        finally:
+            if display is not None:
+                display.end()
         by_seesr = ladder.engine.name == "seesr"
         output = ladder.output
         images: list[Image.Image] = []
@@ -298,6 +321,7 @@ class Upscaler:
                 fallback_reason=ladder.reason,
                 fidelity=fidelity[min(sample, len(images) - 1)],
                 source=source,
+                input=str(image) if isinstance(image, (str, Path)) else None,
             )
             for sample in range(settings.num_samples)
         ]  # fmt: skip
@@ -317,13 +341,13 @@ def finish(
     return resize(fix_colours(pixels.to(reference.device), reference, color_fix), size)
 
 
-def upscale(image: ImageInput, preset: str = Settings.preset, scale: float | None = None, **arguments: Any) -> Result:
-    """Upscale one image with a fresh :class:`Upscaler` (use an Upscaler to serve many images);
-    ``scale`` None: ``Settings.scale`` unless a ``width`` or ``height`` is given."""
+def upscale(image: ImageInput, preset: str | None = None, scale: float | None = None, **arguments: Any) -> Result:
+    """Upscale one image with a fresh :class:`Upscaler` (use an Upscaler to serve many images); ``preset``
+    and ``scale`` (like every setting) left out: the model's, else the declared default (``scale``
+    also gives way to a ``width`` or ``height``)."""
     weights = arguments.pop("weights", None)
-    if scale is not None:
-        arguments["scale"] = scale
-    return Upscaler(weights).upscale(image, preset=preset, **arguments)
+    given = {name: value for name, value in (("preset", preset), ("scale", scale)) if value is not None}
+    return Upscaler(weights).upscale(image, **given, **arguments)
 
 
 @dataclass(frozen=True)
@@ -336,8 +360,12 @@ class DryRun:
     output_size: tuple[int, int]
     estimated_peak_bytes: int
     fallback_reason: str | None = None
+    first: str | None = None
+    """What the run does before it starts (a download of missing weights), and that it depends on the network."""
 
-    def describe(self) -> str:
+    def describe(self, reason: bool = True) -> str:
+        """The plan in one line (``reason=False``: as :meth:`Result.summary`)."""
         peak = "" if "est. peak" in self.start.tiles else f", est. peak {self.estimated_peak_bytes / 2**30:.1f} GiB"
-        why = f" (fallback: {self.fallback_reason})" if self.fallback_reason else ""
-        return f"{self.start.describe()}{peak}{why}"
+        why = f" (fallback: {self.fallback_reason if reason else 'why: said above'})" if self.fallback_reason else ""
+        first = f" (after {self.first})" if self.first else ""
+        return f"{self.start.describe()}{peak}{why}{first}"

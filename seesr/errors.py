@@ -22,11 +22,14 @@ class MissingWeightsError(WeightsError):
     """Weights are absent (not placed, not downloadable now): the only weights fault the Real-ESRGAN
     fallback may cover. Files present but unusable raise a plain :class:`WeightsError`.
 
-    ``missing``: the manifest names (or paths) of the absent files."""
+    ``missing``: the manifest names (or paths) of the absent files; ``tried``: what was done to get
+    them, in a few words (``a download was tried from 4 sources (...): none could be reached``), or
+    None when no download was asked for."""
 
-    def __init__(self, message: str, missing: "list[str] | tuple[str, ...]" = ()) -> None:
+    def __init__(self, message: str, missing: "list[str] | tuple[str, ...]" = (), tried: str | None = None) -> None:
         super().__init__(message)
         self.missing = tuple(missing)
+        self.tried = tried
 
 
 class InputError(SeesrError, ValueError):

@@ -22,9 +22,12 @@ from seesr.errors import Cancelled
 
 logger = logging.getLogger(__name__)
 
+JOB_FIELDS = ("input", "output", "status")
+"""What a record says first, as ``seesr upscale --json`` does: the input and output files (None for an
+image given in memory, or not saved yet) and the status (``done`` for a result)."""
 RECORD_FIELDS = ("size", "engine", "model", "seed", "seconds", "tags", "fallback_reason", "fidelity")
-"""What a result reports to a machine (:meth:`seesr.api.Result.record`; ``seesr upscale --json``
-adds ``input``, ``output`` and ``status``)."""
+"""What a result reports to a machine after :data:`JOB_FIELDS` (:meth:`seesr.api.Result.record`, the
+objects of ``seesr upscale --json``)."""
 
 
 @dataclass(frozen=True)
@@ -205,7 +208,9 @@ class ProgressTimes:
 class TerminalProgress:
     """One updating line on a terminal per image: ``[i/n] name: stage  count  elapsed  ETA``,
     preceded by the engine line (:meth:`RunStart.describe`) whenever that changes. The line is
-    cleared before anything else is printed (:meth:`clear`)."""
+    cleared before anything else is printed (:meth:`clear`). A caller naming each image in a batch
+    calls :meth:`image`; else :meth:`seesr.api.Upscaler.upscale` names it (:meth:`begin`), so the
+    API's line looks like the command line's, elapsed time counted from the image's start."""
 
     MIN_INTERVAL = 0.1
     """Seconds between redraws of the same stage."""
@@ -218,11 +223,23 @@ class TerminalProgress:
         self._last_start: str | None = None
         self._drawn = 0.0
         self._shown = False
+        self._named = False
 
     def image(self, index: int, count: int, name: str) -> None:
         """A new image starts (``index`` from 1)."""
         self.prefix = f"[{index}/{count}] {name}" if count > 1 else name
         self.times.start_image()
+        self._named = True
+
+    def begin(self, name: str) -> None:
+        """An upscale of ``name`` starts: the image, unless the caller named it already (:meth:`image`)."""
+        if not self._named:
+            self.image(1, 1, name)
+
+    def end(self) -> None:
+        """The upscale ended: the line is cleared and the next one is named afresh."""
+        self.clear()
+        self._named = False
 
     def __call__(self, event: ProgressEvent) -> None:
         new_stage = self.times.observe(event)
@@ -251,6 +268,37 @@ class TerminalProgress:
         """A line of its own above the progress line."""
         self.clear()
         print(line, file=self.stream, flush=True)
+
+
+class TrainingLines:
+    """Training progress where no bar is drawn (stderr not a terminal): every ``every`` optimizer
+    steps, and at the last, one line ``train: step 40/1000, loss 0.1234, lr 1.00e-05, 0.52 steps/s,
+    ETA 30:46`` (rate and ETA from the first step reported, so loading and tagging do not count).
+    Called by :func:`seesr.training.loop.train` as ``progress``."""
+
+    def __init__(self, stream: TextIO | None = None, every: int = 10, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.every = max(1, every)
+        self.clock = clock
+        self._first: tuple[int, float] | None = None
+
+    def __call__(self, step: int, total: int, loss: float, lr: float) -> None:
+        now = self.clock()
+        if self._first is None:
+            self._first = (step, now)
+        if step % self.every and step != total:
+            return
+        parts = [f"train: step {step}/{total}", f"loss {loss:.4f}", f"lr {lr:.2e}"]
+        done, seconds = step - self._first[0], now - self._first[1]
+        if done > 0 and seconds > 0:
+            rate = done / seconds
+            parts += [f"{rate:.2f} steps/s", f"ETA {_clock((total - step) / rate)}"]
+        print(", ".join(parts), file=self.stream, flush=True)
+
+
+def training_every(max_steps: int) -> int:
+    """How many steps apart :class:`TrainingLines` reports: about 20 lines a run, at most every 50 steps."""
+    return max(1, min(50, max_steps // 20))
 
 
 class LogProgress:

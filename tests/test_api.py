@@ -193,6 +193,22 @@ def test_an_engine_asked_for_is_no_fallback(upscaler, lr_image):
     assert result.record()["model"] == "realesrgan-x4plus" and result.record()["size"] == [72, 48]
 
 
+def test_a_record_has_the_keys_of_the_json_lines(upscaler, lr_image, tmp_path):
+    """``Result.record()`` is what ``seesr upscale --json`` prints for a file done: input, output and
+    status first (input None for an image in memory, output None until saved)."""
+    from seesr.progress import JOB_FIELDS, RECORD_FIELDS
+
+    source = tmp_path / "in.png"
+    lr_image.save(source)
+    result = upscaler.upscale(str(source), engine="realesrgan", scale=2)
+    record = result.record()
+    assert list(record) == [*JOB_FIELDS, *RECORD_FIELDS]
+    assert (record["input"], record["output"], record["status"]) == (str(source), None, "done")
+    result.save(tmp_path / "out.png")
+    assert result.record()["output"] == str(tmp_path / "out.png")
+    assert upscaler.upscale(lr_image, engine="realesrgan", scale=2).record()["input"] is None
+
+
 def test_start_steps_counts_only_the_steps_that_run(upscaler, tiny_weights, lr_image):
     """4 trailing steps with start_steps 500: t=999 and 749 are skipped, so the run start, the
     denoise progress and the dry run (loaded or not) all say 2 steps; a start below every timestep
@@ -213,3 +229,53 @@ def test_start_steps_counts_only_the_steps_that_run(upscaler, tiny_weights, lr_i
     for run in (upscaler.upscale, upscaler.dry_run):
         with pytest.raises(ConfigError, match="start_steps=500 is below every timestep of 1 step"):
             run(lr_image, **{**fast, "steps": 1})
+
+
+def test_a_dry_run_decides_a_download_as_the_run_would(tmp_path, lr_image, monkeypatch):
+    """Missing weights with download=True: offline or no source reachable, the dry run plans the
+    fallback the run would take, saying what would be tried; a source reachable, it plans SeeSR
+    after the download, saying that depends on the network. Nothing is downloaded."""
+    import seesr.weights.fetch as fetch
+
+    empty = tmp_path / "empty"
+    planner = Upscaler(empty, download=True, device="cpu")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline = planner.dry_run(lr_image, **FAST)
+    assert offline.start.engine == "realesrgan" and offline.first is None
+    assert offline.fallback_reason.endswith("; no download was tried: HF_HUB_OFFLINE is set")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    asked = []
+    monkeypatch.setattr(fetch, "_reachable", lambda address, timeout=5.0: asked.append(address) or False)
+    unreachable = planner.dry_run(lr_image, **FAST)
+    assert unreachable.start.engine == "realesrgan" and ("huggingface.co", 443) in asked
+    assert "; a download would be tried from 4 sources (" in unreachable.fallback_reason
+    assert unreachable.fallback_reason.endswith("): none can be reached now")
+    monkeypatch.setattr(fetch, "_reachable", lambda address, timeout=5.0: address[0] == "huggingface.co")
+    online = planner.dry_run(lr_image, **FAST)
+    assert online.start.engine == "seesr" and online.fallback_reason is None
+    assert online.first.startswith("a download of 20 files (at least 5.63 GB) from huggingface.co")
+    assert online.first.endswith(", which depends on the network") and "(after a download of 20" in online.describe()
+    assert not empty.exists()  # nothing downloaded, no folder made
+    without = Upscaler(empty, device="cpu").dry_run(lr_image, **FAST)  # no download asked: the fallback, and how to fix it
+    assert without.start.engine == "realesrgan" and without.fallback_reason.endswith("run `seesr weights download`")
+
+
+def test_the_terminal_line_from_the_api_names_the_file_and_counts_from_its_start(tmp_path, lr_image):
+    import io
+
+    from seesr.progress import TerminalProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    lr_image.save(tmp_path / "photo.png")
+    stream, now = Terminal(), [1_000_000.0]  # a clock far from zero, as time.monotonic is after a long uptime
+    display = TerminalProgress(stream, clock=lambda: now[0])
+    Upscaler(tmp_path / "empty", progress=display, device="cpu").upscale(tmp_path / "photo.png", engine="realesrgan",
+                                                                          **FAST)  # fmt: skip
+    lines = [part for part in stream.getvalue().split("\r\x1b[K") if part.strip()]
+    drawn = [line for line in lines if not line.startswith("engine ")]
+    assert drawn and all(line.startswith("photo.png: ") for line in drawn), lines
+    assert all("  0:00" in line for line in drawn)  # elapsed since the image started, not the clock's zero
+    assert stream.getvalue().endswith("\r\x1b[K")  # the line is cleared when the call ends

@@ -1,6 +1,6 @@
 """The package's shape, checked like a linter: the import graph (from the source, with ast) has no
 circle and no lower layer importing a higher one, an engine never imports another, the light
-modules import no torch, and the README's architecture section names the tree as it is."""
+modules import no torch, and the architecture page (docs/architecture.md) names the tree as it is."""
 
 from __future__ import annotations
 
@@ -169,16 +169,17 @@ def _parents(name: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
-# ----------------------------------------------------------------------------- the README
+# ----------------------------------------------------------------------------- the architecture page
+ARCHITECTURE_PAGE = REPO_ROOT / "docs" / "architecture.md"
+
+
 def architecture_tree() -> list[str]:
-    """The paths of the tree in the README's architecture section (its code block that starts with
-    ``seesr/``; two spaces of indent per folder level)."""
-    text = (REPO_ROOT / "README.md").read_text()
-    match = re.search(r"^## Architecture\n(.*?)(?=^## |\Z)", text, re.S | re.M)
-    assert match, "the README has no '## Architecture' section"
-    blocks = re.findall(r"^```\n(.*?)^```", match.group(1), re.S | re.M)
+    """The paths of the tree on the architecture page (its code block that starts with ``seesr/``;
+    two spaces of indent per folder level)."""
+    text = ARCHITECTURE_PAGE.read_text()
+    blocks = re.findall(r"^```\n(.*?)^```", text, re.S | re.M)
     tree = next((block for block in blocks if block.startswith("seesr/\n")), None)
-    assert tree, "the architecture section has no tree starting with seesr/"
+    assert tree, "docs/architecture.md has no tree starting with seesr/"
     paths, folders = [], []
     for line in tree.splitlines():
         indent = len(line) - len(line.lstrip(" "))
@@ -192,15 +193,15 @@ def architecture_tree() -> list[str]:
 
 def test_the_readme_tree_names_what_exists():
     missing = [path for path in architecture_tree() if not (REPO_ROOT / path).exists()]
-    assert not missing, f"the README's tree names what does not exist: {missing}"
+    assert not missing, f"the architecture page's tree names what does not exist: {missing}"
 
 
 def test_the_readme_tree_names_every_package_folder_and_module():
     named = set(architecture_tree())
     folders = {f"{p.parent.relative_to(REPO_ROOT)}/" for p in PACKAGE.rglob("__init__.py")}
     modules = {str(p.relative_to(REPO_ROOT)) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
-    assert not folders - named, f"package folders the README's tree leaves out: {sorted(folders - named)}"
-    assert not modules - named, f"modules the README's tree leaves out: {sorted(modules - named)}"
+    assert not folders - named, f"package folders the architecture page's tree leaves out: {sorted(folders - named)}"
+    assert not modules - named, f"modules the architecture page's tree leaves out: {sorted(modules - named)}"
 
 
 def test_every_engine_the_settings_name_is_built_and_has_the_shape():

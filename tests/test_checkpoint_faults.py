@@ -61,11 +61,26 @@ def load(root: Path) -> SeesrPipeline:
 
 
 def assert_clean_error(error: BaseException, path: Path) -> str:
+    """One line naming the file, with what to do: these folders are the user's own (not the weights
+    folder seesr downloads into), so download advice would not fix them."""
     message = str(error)
     assert str(path) in message, message
-    assert "seesr weights verify" in message and "\n" not in message, message
+    assert "is a file of your own" in message and "replace it with an intact copy" in message, message
+    assert "weights download" not in message, message
+    assert "\n" not in message, message
     assert "weights_only" not in message, message
     return message
+
+
+def test_a_damaged_file_where_seesr_downloads_gets_download_advice(tiny_weights_dir, tmp_path, monkeypatch):
+    root = weights_copy(tiny_weights_dir, tmp_path / "w")
+    monkeypatch.setenv("SEESR_WEIGHTS", str(root))  # the folder `seesr weights download` fills
+    bad = replace(root, FILES["vae"], b"\x00" * 64)
+    with pytest.raises(WeightsError) as err:
+        load(root)
+    message = str(err.value)
+    assert str(bad) in message and "run `seesr weights verify`, then download it again (`seesr weights download " \
+        "--force`)" in message and "of your own" not in message  # fmt: skip
 
 
 class Payload:

@@ -206,7 +206,7 @@ def test_a_flag_beats_a_bad_environment_value(inputs, tmp_path, monkeypatch, cap
     assert main(["upscale", image, "-o", str(tmp_path / "x.png"), "--dry-run", "--steps", "2", "--device", "cpu"]) == 0
     assert "a.png" in capsys.readouterr().out
     assert main(["upscale", image, "-o", str(tmp_path / "x.png"), "--dry-run", "--device", "cpu"]) == 2
-    assert "steps=99 (allowed: 1 to 8)" in capsys.readouterr().err
+    assert "invalid settings: SEESR_STEPS=99 (allowed: 1 to 8)" in capsys.readouterr().err  # names the variable
 
 
 def test_bad_flag_values_are_listed_together(inputs, tmp_path, capsys):

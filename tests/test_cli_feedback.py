@@ -125,6 +125,8 @@ def test_dry_run_plans_the_engine_that_would_run(images, tmp_path, tiny_weights_
     assert "est. peak 0.0 GiB" in esrgan.stdout
     tiled = seesr(tmp_path, "upscale", image, "-o", out, "-n", "realesr-animevideov3-x2", "-t", "32", "--dry-run", *FAST)
     assert "model realesr-animevideov3-x2" in tiled.stdout and "x4 network, resized to x2; tiles of 32 px" in tiled.stdout
+    x3 = seesr(tmp_path, "upscale", image, "-o", out, "-n", "realesr-animevideov3-x3", "--dry-run", "--device", "cpu")
+    assert f"{image} -> {out} (108x72): engine realesrgan, model realesr-animevideov3-x3" in x3.stdout  # its own x3
     turbo = seesr(
         tmp_path, "upscale", image, "-o", out, "--weights", str(tiny_weights_dir), "--dry-run", "--json", *FAST
     )
@@ -133,7 +135,12 @@ def test_dry_run_plans_the_engine_that_would_run(images, tmp_path, tiny_weights_
     assert plan["steps"] == 2 and plan["device"] == "cpu" and plan["estimated_peak_bytes"] > 0
     assert plan["dtype"] in ("bfloat16", "float32") and "latent 9x6" in plan["tiles"]
     missing = seesr(tmp_path, "upscale", image, "-o", out, "--weights", str(tmp_path / "none"), "--dry-run", *FAST)
-    assert "engine realesrgan" in missing.stdout and "(fallback: SeeSR weights are missing: 20 files" in missing.stdout
+    assert "engine realesrgan" in missing.stdout and missing.stdout.endswith("(fallback: why: said above)\n")
+    assert missing.stderr == (  # said once, on stderr
+        "seesr: fallback to Real-ESRGAN for this run: SeeSR weights are missing: 20 files (sd-turbo 11, seesr 5, ram 4) "
+        f"not found in {tmp_path / 'none'} or the Hugging Face cache (`seesr weights list` names them); "
+        "run `seesr weights download`\n"
+    )
     assert not Path(out).exists()
 
 

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from seesr.cli import main
+from seesr.cli.upscale import FALLBACK_NOTICE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--scale", "2", "--steps", "1", "--seed", "1", "--device", "cpu"]
@@ -71,9 +72,11 @@ def file_size_limit(limit: int):
 
 
 def assert_one_line(stderr: str, *expected: str) -> str:
-    """No traceback, and the seesr line says ``expected``."""
+    """No traceback, and the seesr line says ``expected`` (besides the fallback notice of a run
+    without weights, said once)."""
     assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.startswith("seesr: ")]
+    assert stderr.count(FALLBACK_NOTICE) <= 1, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("seesr: ") and not line.startswith(FALLBACK_NOTICE)]
     assert len(lines) == 1, stderr
     for text in expected:
         assert text in lines[0], stderr

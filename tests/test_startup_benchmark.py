@@ -27,3 +27,19 @@ def test_rows_are_timed_and_recorded(tiny_weights_dir, lr_image, tmp_path, capsy
         assert min(runs) <= row["median_seconds"]["this"] <= max(runs)
     printed = capsys.readouterr().out
     assert "dry-run seesr" in printed and "version" in printed
+
+
+@pytest.mark.parametrize("name", ["candidates", "gpu", "pipeline", "realesrgan", "report", "roofline", "startup",
+                                  "training"])  # fmt: skip
+def test_each_benchmark_help_has_its_whole_first_paragraph(name, capsys, monkeypatch):
+    """``python -m benchmarks.NAME --help`` says what it measures in whole sentences: its module
+    docstring's first paragraph, not a line cut mid-sentence."""
+    import importlib
+
+    module = importlib.import_module(f"benchmarks.{name}")
+    monkeypatch.setenv("COLUMNS", "400")
+    with pytest.raises(SystemExit) as done:
+        module.main(["--help"])
+    assert done.value.code == 0
+    first = " ".join(module.__doc__.split("\n\n")[0].split())
+    assert first.endswith(".") and first in " ".join(capsys.readouterr().out.split())

@@ -3,8 +3,10 @@ accumulation, mixed precision, over-fitting, resume, the exported weights and th
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +20,7 @@ from safetensors.torch import load_file
 
 from tiny_layout import lay_out_tiny_sd2_base, lay_out_tiny_weights
 
+from seesr.progress import TrainingLines, training_every
 from seesr.training.data import DataFolder, TrainingSamples
 from seesr.training.loop import StepNoise, TrainingModels, train, training_loss
 from seesr.training.settings import TrainSettings
@@ -220,6 +223,9 @@ def test_start_script_train_then_upscale_with_its_output(hr_dir, tiny_weights_di
                           env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().startswith("trained 2 steps, final loss ")
+    lines = [line for line in done.stderr.splitlines() if line.startswith("train: ")]  # stderr is no terminal
+    assert [line.split(",")[0] for line in lines] == ["train: step 1/2", "train: step 2/2"], done.stderr[-3000:]
+    assert re.fullmatch(r"train: step 2/2, loss \d+\.\d{4}, lr \d\.\d\de-\d\d, \d+\.\d\d steps/s, ETA 0:00", lines[1])
     for part in ("unet", "controlnet"):
         assert (out / "seesr" / part / "diffusion_pytorch_model.safetensors").is_file()
         assert json.loads((out / "seesr" / part / "config.json").read_text())["use_image_cross_attention"] is True
@@ -244,12 +250,31 @@ def test_settings_from_flags_env_and_yaml(tmp_path):
         TrainSettings.from_sources({"learning_rate": 1}, environ={})
     with pytest.raises(ConfigError, match=r"seed='x' \(SEESR_TRAIN_SEED: must be an integer\)"):
         TrainSettings.from_sources(environ={"SEESR_TRAIN_SEED": "x"})
+    with pytest.raises(ConfigError, match=r"SEESR_TRAIN_BATCH_SIZE=0 \(allowed: 1 to 256\)"):  # names the variable
+        TrainSettings.from_sources(environ={"SEESR_TRAIN_BATCH_SIZE": "0"})
 
 
 def test_api_export():
     import seesr
 
     assert seesr.train is train and "train" in seesr.__all__
+    assert {"upscale", "Upscaler", "train", "evaluate"} <= set(dir(seesr))
+
+
+def test_train_help_says_each_default_once(capsys, monkeypatch):
+    """Each flag's help says its default and range once (none where the text names it already, or
+    there is none), the environment and YAML names once, in the epilog."""
+    from seesr.cli import main
+
+    monkeypatch.setenv("COLUMNS", "400")  # no line breaks inside words
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert text.count("default") == text.count("(default: ") + 2  # --weights' and --degradation's own words
+    assert "default: None" not in text and "env SEESR_TRAIN" not in text and text.count("SEESR_TRAIN_NAME") == 1
+    assert "--model MODEL model to fine-tune: seesr-turbo (on sd-turbo) or seesr (on SD-2-base: weights/sd-2-base/) " \
+           "(default: seesr-turbo)" in text  # fmt: skip
+    assert "(default: 1000; 1 to 10000000)" in text and "(default: off)" in text
 
 
 def test_cli_user_mistake_is_one_line(tmp_path, capsys):
@@ -401,3 +426,16 @@ def test_from_base_starts_as_train_seesr_py(tiny, tiny_weights, tmp_path):
     without_unet = shutil.copytree(tiny / "sd_turbo", tmp_path / "sd-2-base", ignore=shutil.ignore_patterns("unet"))
     with pytest.raises(MissingWeightsError, match=r"needs the base model's UNet in .*sd-2-base/unet"):
         TrainingModels.load(dataclasses.replace(tiny_weights, sd2_base=without_unet), "seesr", from_base=True)
+
+
+def test_training_lines_every_n_steps_with_rate_and_eta():
+    """Without a terminal: a line every N steps and at the last, rate and ETA from the first step."""
+    stream, now = io.StringIO(), [100.0]
+    lines = TrainingLines(stream, every=training_every(100), clock=lambda: now[0])
+    assert lines.every == 5 and training_every(10) == 1 and training_every(100_000) == 50
+    for step in range(1, 101):
+        lines(step, 100, 0.5, 1e-5)
+        now[0] += 2.0  # 0.5 steps/s
+    out = stream.getvalue().splitlines()
+    assert len(out) == 20 and out[0] == "train: step 5/100, loss 0.5000, lr 1.00e-05, 0.50 steps/s, ETA 3:10"
+    assert out[-1] == "train: step 100/100, loss 0.5000, lr 1.00e-05, 0.50 steps/s, ETA 0:00"

@@ -29,6 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_lines() -> str:
+    """One line per command and its help, in the order of :data:`COMMANDS` (``./start_seesr.sh help``)."""
+    choices = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))._choices_actions
+    width = max(len(choice.dest) for choice in choices) + 2
+    return "\n".join(f"  {choice.dest:<{width}}{choice.help}" for choice in choices)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))

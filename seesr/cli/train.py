@@ -4,6 +4,7 @@ then :func:`seesr.training.loop.train`; Ctrl-C prints the command that continues
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 from dataclasses import fields
@@ -20,16 +21,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="fine-tune SeeSR on a folder of HR images (or ready LR/HR pairs)",
         description="Fine-tune SeeSR's ControlNet and image attention. Several processes: "
         "`accelerate launch -m seesr.cli train ...`.",
+        epilog=f"Every flag --NAME is also the environment variable {ENV_PREFIX}NAME (upper case, underscores) and "
+        "the key NAME of a --config YAML file. Precedence: flags > environment > YAML > defaults.",
         allow_abbrev=False,
     )
     parser.add_argument("data", type=Path, help="folder of HR images, or of pairs (hr/ or gt/ + lr/ or sr_bicubic/)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="run folder (weights in OUT/seesr/)")
     parser.add_argument("--config", type=Path, help="YAML file of training settings")
     for f in fields(TrainSettings):
-        info = setting_of(f)
-        allowed = (f"; one of {', '.join(info.choices)}" if info.choices else
-                   f"; {info.range[0]:g} to {info.range[1]:g}" if info.range else "")  # fmt: skip
-        text = f"{info.help} (default: {f.default}{allowed}; env {ENV_PREFIX}{f.name.upper()})"
+        text = flag_help(f)
         if field_kind(f)[0] is bool:
             switch = argparse.BooleanOptionalAction
             parser.add_argument(flag_name(f.name), dest=f.name, action=switch, default=None, help=text)
@@ -37,15 +37,33 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             parser.add_argument(flag_name(f.name), dest=f.name, default=None, help=text)
 
 
+def flag_help(declared: dataclasses.Field) -> str:
+    """A training flag's help: the declared text, then its default and what is allowed, each left out
+    where the text already says it (a default it names, choices it lists) or there is none."""
+    info, (kind, _) = setting_of(declared), field_kind(declared)
+    notes = []
+    if declared.default is not None and "default" not in info.help:
+        notes.append(f"default: {('on' if declared.default else 'off') if kind is bool else declared.default}")
+    if info.choices and not all(choice in info.help for choice in info.choices):
+        notes.append(f"one of {', '.join(info.choices)}")
+    elif info.range:
+        notes.append(" to ".join(f"{int(end)}" if kind is int and abs(end) < 1e12 else f"{end:g}" for end in info.range))
+    return f"{info.help} ({'; '.join(notes)})" if notes else info.help
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``seesr train`` from parsed flags; prints one summary line. On Ctrl-C: the command that
     continues the run from its newest complete checkpoint (exit code 130)."""
     from seesr.training.loop import train
 
+    from seesr.progress import TrainingLines, training_every
+
     flags = {f.name: getattr(args, f.name) for f in fields(TrainSettings)}
     settings = TrainSettings.from_sources(flags, args.config)
+    # a bar on a terminal; else a line every few steps (a log file, CI)
+    progress = True if sys.stderr.isatty() else TrainingLines(sys.stderr, training_every(settings.max_steps))
     try:
-        result = train(args.data, args.output, settings=settings, progress=sys.stderr.isatty())
+        result = train(args.data, args.output, settings=settings, progress=progress)
     except KeyboardInterrupt:
         print(f"seesr: {interrupted_line(args, settings)}", file=sys.stderr)
         return 130

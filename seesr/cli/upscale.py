@@ -54,6 +54,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     add_setting_flags(up)
 
 
+FALLBACK_NOTICE = "seesr: fallback to Real-ESRGAN for this run: "
+"""How a run says, once, why Real-ESRGAN stands in (the reason follows); result lines then say ``(why: said above)``."""
+
+
 class _Report(BatchReport["Result"]):
     """Result lines (or JSON objects) on stdout, skips and failures on stderr, as the flags say."""
 
@@ -62,6 +66,20 @@ class _Report(BatchReport["Result"]):
         self.unreported: dict[str, tuple[str, str | None]] = {pattern: (pattern, None) for pattern in args.inputs}
         """(input, output) of each output without its line yet, by output: the arguments until the
         jobs are planned."""
+        self.reasons_said: set[str] = set()
+        """The fallback reasons said so far: each once per run, on stderr, not on every file's line."""
+
+    def _reason_said(self, reason: str | None) -> bool:
+        """Whether the lines may leave ``reason`` out: said now (once per run), or nothing to say."""
+        if reason is None or self.json:
+            return reason is None
+        if reason not in self.reasons_said:
+            self.reasons_said.add(reason)
+            if self.display is not None:
+                self.display.clear()
+            if not self.quiet:
+                print(printable(FALLBACK_NOTICE + reason), file=sys.stderr, flush=True)
+        return not self.quiet
 
     def expect(self, jobs: list[Job]) -> None:
         """From now on the outputs are these jobs'."""
@@ -80,20 +98,24 @@ class _Report(BatchReport["Result"]):
             self.display.clear()
         self.unreported.pop(str(job.target), None)
         if self.json:
-            print(json.dumps({"input": str(job.source), "output": str(job.target), "status": status, **fields}), flush=True)
+            record = {"input": str(job.source), "output": str(job.target), "status": status}
+            record.update((key, value) for key, value in fields.items() if key not in record)
+            print(json.dumps(record), flush=True)
         result_line = status in ("done", "planned")  # stdout; the JSON object stands for it
         if status == "failed" or not (self.quiet or self.json and result_line):
             print(printable(line), file=sys.stdout if result_line else sys.stderr, flush=True)
 
     def done(self, job: Job, outcome: Result) -> None:
-        self._say(job, "done", f"{job.target}: {outcome.summary()}", outcome.record())
+        said = self._reason_said(outcome.fallback_reason)
+        self._say(job, "done", f"{job.target}: {outcome.summary(reason=not said)}", outcome.record())
 
     def planned(self, job: Job, plan: DryRun) -> None:
         start, (width, height) = plan.start, plan.output_size
         fields = {"size": [width, height], "engine": start.engine, "model": start.model, "device": start.device,
                   "dtype": start.dtype, "steps": start.steps, "tiles": start.tiles,
-                  "estimated_peak_bytes": plan.estimated_peak_bytes, "fallback_reason": plan.fallback_reason}  # fmt: skip
-        self._say(job, "planned", f"{job.source} -> {job.target} ({width}x{height}): {plan.describe()}", fields)
+                  "estimated_peak_bytes": plan.estimated_peak_bytes, "fallback_reason": plan.fallback_reason, "first": plan.first}  # fmt: skip
+        said = self._reason_said(plan.fallback_reason)
+        self._say(job, "planned", f"{job.source} -> {job.target} ({width}x{height}): {plan.describe(reason=not said)}", fields)
 
     def skipped(self, job: Job, reason: str) -> None:
         self._say(job, "skipped", f"{job.relative}: skipped, {reason}", {"reason": reason})

@@ -31,13 +31,7 @@ def run(args: argparse.Namespace) -> int:
         statuses = weights.download(names, args.weights, force=args.force, trust_unverified=args.trust_unverified)
     else:
         statuses = weights.verify(args.weights, names=names)
-    for status in statuses:
-        size = f"{status.size / 2**20:9.1f} MiB" if status.size is not None else " " * 13
-        where = status.path if status.path is not None else "-"
-        trust = "unverified" if status.unverified else "sha256"
-        print(f"{status.name:50s} {status.location:12s} {status.checksum:13s} {trust:10s} {size}  {where}")
-        for note in status.passed_over:
-            print(f"    not from {note}")
+    print(weights.status_table(statuses))
     if any(s.unverified for s in statuses):
         print("unverified: no published sha256; mirrors are used for these only with --trust-unverified")
     return 1 if any(s.failed for s in statuses) else 0

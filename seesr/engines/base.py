@@ -3,9 +3,10 @@
 An engine upscales one RGB image. The API builds each engine once (it keeps its networks between
 calls) and steps through them with the out-of-memory ladder (:mod:`seesr.engines.ladder`):
 
-- ``check(settings, download)``: raise :class:`~seesr.errors.MissingWeightsError` when its weights
-  are absent (the API then runs the engine's ``fallback`` instead, saying ``missing_reason``); a
-  dry run and a run decide with this one call;
+- ``check(settings, download, dry)``: raise :class:`~seesr.errors.MissingWeightsError` when its
+  weights are absent (the API then runs the engine's ``fallback`` instead, saying
+  ``missing_reason``); a dry run and a run decide with this one call (a ``dry`` one downloads
+  nothing: it returns what the run would download first, or raises when that could not start);
 - ``load(settings, tracker)``: its networks for these settings (once; a ``load`` stage event when
   it loads);
 - ``plan(image, settings)``: what it would do with ``image``, without running: the :class:`Plan`
@@ -89,7 +90,7 @@ class Engine(Protocol):
     fallback: str | None
     """The engine that stands in when this one cannot run, or None."""
 
-    def check(self, settings: Settings, download: bool) -> None: ...
+    def check(self, settings: Settings, download: bool, dry: bool = False) -> str | None: ...
 
     def missing_reason(self, error: MissingWeightsError) -> str: ...
 

@@ -54,19 +54,22 @@ class LadderResult:
     reason: str | None = None
 
 
-def runnable(engines: Sequence[Engine], settings: Settings, download: bool) -> tuple[list[Engine], str | None]:
-    """The engines a run steps through, and why the first is left out: all of them when the first
-    one's weights are there (:meth:`~seesr.engines.base.Engine.check`, which downloads them when
-    ``download``), else the rest, with its ``missing_reason``; alone, its MissingWeightsError. A run
-    and a dry run decide here, alike. Only absent weights are stepped over: unusable ones are the
-    user's error to see."""
+def runnable(
+    engines: Sequence[Engine], settings: Settings, download: bool, dry: bool = False
+) -> tuple[list[Engine], str | None, str | None]:
+    """The engines a run steps through, why the first is left out, and what must happen first: all
+    of them when the first one's weights are there (:meth:`~seesr.engines.base.Engine.check`, which
+    downloads them when ``download``), else the rest, with its ``missing_reason``; alone, its
+    MissingWeightsError. A run and a dry run decide here, alike: a ``dry`` one downloads nothing but
+    checks that the download could start (the third value says what it would fetch). Only absent
+    weights are stepped over: unusable ones are the user's error to see."""
     try:
-        engines[0].check(settings, download)
+        first = engines[0].check(settings, download, dry)
     except MissingWeightsError as error:
         if len(engines) == 1:
             raise
-        return list(engines[1:]), engines[0].missing_reason(error)
-    return list(engines), None
+        return list(engines[1:]), engines[0].missing_reason(error), None
+    return list(engines), None, first
 
 
 def run_ladder(
@@ -76,7 +79,7 @@ def run_ladder(
     its rungs; an engine whose every rung ran out of memory hands over to the next one (the reason
     says on which stage of which rung). The last engine's
     :meth:`~seesr.engines.base.Engine.out_of_memory` error when nothing is left."""
-    engines, reason = runnable(engines, settings, download)
+    engines, reason, _ = runnable(engines, settings, download)
     attempts: list[Attempt] = []
     for position, engine in enumerate(engines):
         engine.load(settings, tracker)
@@ -102,7 +105,7 @@ def run_ladder(
                 continue
             attempts.append(Attempt(engine.name, rung.settings, "ok", _since(started)))
             if reason is not None:
-                logger.info("upscaled with %s (%s): %s", engine.title, engine.describe(), reason)
+                logger.debug("upscaled with %s (%s): %s", engine.title, engine.describe(), reason)  # the result says why
             return LadderResult(output, engine, plan, attempts, reason)
         if position == len(engines) - 1:
             raise engine.out_of_memory(plan, failed[-1][1] if failed else "setup")

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, Callable
 from seesr.errors import ConfigError
 from seesr.settings.fields import Scope, Setting, field_kind, setting, setting_of
 from seesr.settings.models import (
-    DEFAULT_TILE_PAD, ENGINES, MODEL_ALIASES, MODEL_FILE_SUFFIXES, REALESRGAN_MODELS, SAMPLERS,
+    DEFAULT_TILE_PAD, ENGINES, MODEL_ALIASES, MODEL_FILE_SUFFIXES, MODELS, REALESRGAN_MODELS, SAMPLERS,
 )  # fmt: skip
-from seesr.settings.presets import ENGINE_DEFAULTS, MODEL_DEFAULTS, MODEL_RANGES, PRESETS, TURBO
+from seesr.settings.presets import DEFAULT_SCALE, ENGINE_DEFAULTS, MODEL_DEFAULTS, MODEL_RANGES, PRESETS, TURBO
 
 if TYPE_CHECKING:  # light module: the command line reads the declaration before torch is needed
     import torch
@@ -40,7 +40,8 @@ COLOR_FIX_METHODS: tuple[str, ...] = ("wavelet", "adain", "none")
 
 def _per_model(name: str) -> str:
     """What the models other than the default one set ``name`` to, for help texts (``seesr: 50``)."""
-    return ", ".join(f"{model}: {values[name]}" for model, values in MODEL_DEFAULTS.items() if name in values)
+    return ", ".join(f"{model}: {values[name]:g}" if isinstance(values[name], float) else f"{model}: {values[name]}"
+                     for model, values in MODEL_DEFAULTS.items() if name in values)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -60,12 +61,13 @@ class Settings:
         "seesr-turbo", "Model: SeeSR weights (seesr: the original on SD-2-base, with "
         + ", ".join(f"{key} {value}" for key, value in MODEL_DEFAULTS["seesr"].items())
         + ") or a Real-ESRGAN model (implies engine realesrgan; engine realesrgan alone: realesrgan-x4plus).",
-        choices=(*MODEL_DEFAULTS, *REALESRGAN_MODELS), cog="empty", feeds="load", extra_flags=("-n",),
+        choices=(*MODELS, *REALESRGAN_MODELS), cog="empty", feeds="load", extra_flags=("-n",),
         aliases=MODEL_ALIASES, file_suffixes=MODEL_FILE_SUFFIXES,
     )  # fmt: skip
     scale: float = setting(
-        4.0, "Upscaling factor (excludes width and height).", range=(1.0, 8.0), cog="empty", feeds="pipeline",
-        extra_flags=("-s",),
+        DEFAULT_SCALE,
+        f"Upscaling factor (excludes width and height); empty: the model's ({_per_model('scale')}), else {DEFAULT_SCALE:g}.",
+        range=(1.0, 8.0), cog="empty", feeds="pipeline", extra_flags=("-s",),
     )  # fmt: skip
     width: int | None = setting(
         None, "Output width in pixels, instead of a scale: the height keeps the aspect (with height: the largest "

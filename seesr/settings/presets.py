@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from seesr.settings.models import MODELS
+from seesr.settings.models import MODELS, REALESRGAN_MODELS
 
 PRESETS: dict[str, dict[str, Any]] = {
     "speed": {"steps": 1},
@@ -26,16 +26,23 @@ PRESETS: dict[str, dict[str, Any]] = {
 decoder) and image pixels (VAE encoder); the official latent tiles are 96 with overlap 32 (turbo
 script) or 4 (``test_seesr.py``)."""
 
+DEFAULT_SCALE = 4.0
+"""The declared scale (``Settings.scale``): SeeSR's x4, and the scale of every model not named for another."""
 TURBO = MODELS["seesr-turbo"]
 """The default model, whose official defaults are the declared defaults of its settings."""
 MODEL_SETTINGS = ("steps", "guidance_scale", "sampler", "max_latent_tile", "latent_overlap")
 """The settings a model brings (:class:`~seesr.settings.models.ModelSpec` fields of the same names)."""
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    name: {key: getattr(spec, key) for key in MODEL_SETTINGS if getattr(spec, key) != getattr(TURBO, key)}
-    for name, spec in MODELS.items()
+    **{
+        name: {key: getattr(spec, key) for key in MODEL_SETTINGS if getattr(spec, key) != getattr(TURBO, key)}
+        for name, spec in MODELS.items()
+    },
+    **{name: {"scale": float(spec.scale)} for name, spec in REALESRGAN_MODELS.items() if spec.scale != DEFAULT_SCALE},
 }
-"""What each model changes from the defaults (SeeSR-Turbo's), over the preset: a preset's latent
-tiles keep the model's overlap (``--model seesr --preset quality``: tiles 64 with overlap 4)."""
+"""What each model changes from the defaults, over the preset: a SeeSR model its official script's
+settings (SeeSR-Turbo's are the defaults; a preset's latent tiles keep the model's overlap: ``--model
+seesr --preset quality``, tiles 64 with overlap 4); a bundled Real-ESRGAN model named for a scale
+(``realesr-animevideov3-x2``) that scale. An explicit setting (``-s``) wins over both."""
 MODEL_RANGES: dict[str, dict[str, tuple[float, float]]] = {
     name: {"steps": (1, spec.max_steps)} for name, spec in MODELS.items() if spec.max_steps != TURBO.max_steps
 }

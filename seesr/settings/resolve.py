@@ -21,7 +21,7 @@ from seesr.settings.declare import DECLARED, env_name, setting_info, Settings, v
 from seesr.settings.presets import MODEL_RANGES
 from seesr.settings.fields import parse_value, problem
 from seesr.settings.models import (
-    DEFAULT_MODEL as REALESRGAN_DEFAULT_MODEL, MODEL_FILE_MAX_BYTES, REALESRGAN_MODELS, canonical_model,
+    DEFAULT_MODEL as REALESRGAN_DEFAULT_MODEL, MODEL_FILE_MAX_BYTES, MODELS, REALESRGAN_MODELS, canonical_model,
     is_model_file, is_realesrgan_model,
 )  # fmt: skip
 from seesr.settings.presets import ENGINE_DEFAULTS, MODEL_DEFAULTS, PRESETS
@@ -36,9 +36,12 @@ def _convert(name: str, value: Any) -> Any:
     return parse_value(value, *value_kind(name))
 
 
-def _validate(values: Mapping[str, Any]) -> list[str]:
+def _validate(values: Mapping[str, Any], labels: Mapping[str, str]) -> list[str]:
+    """Problems of the merged values, each named as the user gave it (``labels``: ``SEESR_STEPS`` for
+    a value from the environment, else the setting's name)."""
     model = values.get("model", Settings.model)
-    problems = [problem(name, value, setting_info(name), _range(name, model)) for name, value in values.items()]
+    problems = [problem(labels.get(name, name), value, setting_info(name), _range(name, model))
+                for name, value in values.items()]  # fmt: skip
     tile, overlap = values.get("latent_tile"), values.get("latent_overlap")
     if tile is not None and overlap is not None and overlap >= tile:
         problems.append(f"latent_overlap={overlap} (must be smaller than latent_tile={tile})")
@@ -74,7 +77,7 @@ def _engine_and_model(given: dict[str, Any]) -> list[str]:
             given["model"] = REALESRGAN_DEFAULT_MODEL
         return []
     model = given["model"] = canonical_model(model)
-    seesr_models = ", ".join(MODEL_DEFAULTS)
+    seesr_models = ", ".join(MODELS)
     if is_realesrgan_model(model):
         if engine == "seesr":
             return [f"model={model!r} is a Real-ESRGAN model but engine='seesr' (drop engine, or choose a SeeSR "
@@ -85,7 +88,7 @@ def _engine_and_model(given: dict[str, Any]) -> list[str]:
             except ConfigError as problem:
                 return [f"model={model!r} ({problem}; give a model file)"]
         given["engine"] = "realesrgan"
-    elif engine == "realesrgan" and model in MODEL_DEFAULTS:
+    elif engine == "realesrgan" and model in MODELS:
         return [f"model={model!r} is a SeeSR model but engine='realesrgan' (drop engine, or choose a Real-ESRGAN "
                 f"model: {', '.join(REALESRGAN_MODELS)}, or a model file)"]  # fmt: skip
     return []
@@ -111,18 +114,19 @@ def resolve_settings(
     winners: dict[str, tuple[str, Any]] = {}
     for where, layer in reversed(layers):
         winners.update((name, (where, value)) for name, value in layer.items() if name in DECLARED)
+    labels = {name: env_name(name) for name, (where, _) in winners.items() if where == "environment"}
     given: dict[str, Any] = {}
     for name, (where, value) in winners.items():
         try:
             given[name] = _convert(name, value)
         except (TypeError, ValueError) as error:
-            problems.append(f"{name}={value!r} ({where}: {error})")
+            problems.append(f"{labels.get(name, name)}={value!r} ({where}: {error})")
     problems += _engine_and_model(given)
     problems += _scale_or_size(given, {name: where for name, (where, _) in winners.items()})
     preset, model = given.get("preset", Settings.preset), given.get("model", Settings.model)
     engine = given.get("engine", Settings.engine)
     merged = {**PRESETS.get(preset, {}), **ENGINE_DEFAULTS.get(engine, {}), **MODEL_DEFAULTS.get(model, {}), **given}
-    problems += _validate(merged)
+    problems += _validate(merged, labels)
     if problems:
         raise ConfigError("invalid settings: " + "; ".join(problems))
     return dataclasses.replace(Settings(), **merged)

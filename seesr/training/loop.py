@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -54,6 +54,8 @@ if TYPE_CHECKING:
     from seesr.weights import WeightPaths
 
 logger = logging.getLogger(__name__)
+StepReport = Callable[[int, int, float, float], None]
+"""A training progress callback: ``(step, max_steps, loss, lr)`` after each optimizer step."""
 
 TRAINABLE_UNET_MODULES = ("image_attentions",)
 """Official ``--trainable_modules`` default: the UNet's SeeSR image cross-attention."""
@@ -239,11 +241,14 @@ def train(
     output: str | Path,
     *,
     settings: TrainSettings | None = None,
-    progress: bool = False,
+    progress: bool | StepReport = False,
     **overrides: Any,
 ) -> TrainResult:
     """Fine-tune SeeSR on ``data`` (HR images, or pairs) into ``output``; ``overrides`` are
-    :class:`TrainSettings` fields. Run under ``accelerate launch`` for several processes."""
+    :class:`TrainSettings` fields. ``progress``: True draws a bar (step, loss, lr, steps/s, ETA) on
+    stderr; a callable gets ``(step, max_steps, loss, lr)`` after each optimizer step (e.g.
+    :class:`seesr.progress.TrainingLines`); both on the main process only. Run under
+    ``accelerate launch`` for several processes."""
     if settings is None:
         settings = TrainSettings.from_sources(overrides)
     elif overrides:
@@ -324,7 +329,7 @@ class _Run:
         loader = _loader(dataset, settings, start_step, accelerator, cuda)
         return cls(settings, output, paths, accelerator, weight_dtype, start_step, models, dataset, *parts, loader)
 
-    def loop(self, progress: bool) -> TrainResult:
+    def loop(self, progress: bool | StepReport) -> TrainResult:
         """4. The loop: accumulate, clip, step; history, checkpoints, exported weights, validation."""
         from tqdm.auto import tqdm
 
@@ -335,8 +340,10 @@ class _Run:
         validation: dict[str, dict[str, float]] = {}
         checkpoint: Path | None = None
         accumulated = torch.zeros((), device=accelerator.device)
+        main = accelerator.is_local_main_process
+        report = progress if callable(progress) and main else None
         bar = tqdm(total=settings.max_steps, initial=step, unit="step", desc="train",
-                   disable=not (progress and accelerator.is_local_main_process))
+                   disable=not (progress is True and main))
         for batch in self.loader:
             with accelerator.accumulate(controlnet, unet):
                 with accelerator.autocast():
@@ -364,6 +371,8 @@ class _Run:
             losses.append(step_loss)
             bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
             bar.update()
+            if report is not None:
+                report(step, settings.max_steps, step_loss, lr)
             checkpoint = self.after_step(step, step_loss, lr, validation) or checkpoint
         bar.close()
         accelerator.end_training()

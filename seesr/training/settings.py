@@ -115,7 +115,7 @@ def _checked(given: Mapping[str, tuple[str | None, Any]]) -> tuple[dict[str, Any
         except (TypeError, ValueError) as error:
             problems.append(f"{name}={raw!r} ({where + ': ' if where else ''}{error})")
             continue
-        line = problem(name, value, setting_of(declared))
+        line = problem(where if where and where.startswith(ENV_PREFIX) else name, value, setting_of(declared))
         if line is not None:
             problems.append(line)
         else:

@@ -28,8 +28,9 @@ log; they never print (downloads show tqdm progress bars on stderr unless ``prog
 """
 
 from seesr.weights.checkpoints import check_keys as check_state_dict_keys
-from seesr.weights.fetch import USER_SOURCES_FILE, download, user_sources
-from seesr.weights.listing import weights_table
+from seesr.weights.fetch import USER_SOURCES_FILE, DownloadPlan, download, download_plan, user_sources
+from seesr.weights.listing import status_table, weights_table
+from seesr.weights._shared import MISSING_NAMED, missing_summary
 from seesr.weights.realesrgan import RealesrganFile, realesrgan_in_use
 from seesr.weights.locate import (
     DOWNLOAD_COMMAND, DOWNLOAD_HINT, EXPLICIT, FILES, FOLDERS, HF_CACHE, MISSING, OPTIONAL, OPTIONAL_FOLDERS,
@@ -44,9 +45,9 @@ from seesr.weights.checksums import (
 
 __all__ = [
     "DEFAULT_MANIFEST", "DOWNLOAD_COMMAND", "DOWNLOAD_HINT", "EXPLICIT", "FILES", "FOLDERS", "HF_CACHE", "MISMATCH",
-    "MISSING", "NOT_CHECKED", "NOT_COMPUTED", "OK", "OPTIONAL", "OPTIONAL_FOLDERS", "RAM_CONFIGS", "SIZE_MISMATCH",
-    "USER_SOURCES_FILE", "WEIGHTS_DIR", "Manifest", "ManifestEntry", "RealesrganFile", "Source", "Status",
+    "MISSING", "MISSING_NAMED", "NOT_CHECKED", "NOT_COMPUTED", "OK", "OPTIONAL", "OPTIONAL_FOLDERS", "RAM_CONFIGS", "SIZE_MISMATCH",
+    "USER_SOURCES_FILE", "WEIGHTS_DIR", "DownloadPlan", "Manifest", "ManifestEntry", "RealesrganFile", "Source", "Status",
     "VerifyResult", "WeightPaths", "check_state_dict_keys", "checksum_cache_path", "default_manifest_path",
-    "default_weights_dir", "download", "hf_cache_dir", "list_weights", "load_manifest", "offline_mode",
-    "realesrgan_in_use", "resolve", "sha256_of", "user_sources", "verify", "weights_table",
+    "default_weights_dir", "download", "download_plan", "hf_cache_dir", "list_weights", "load_manifest", "missing_summary", "offline_mode",
+    "realesrgan_in_use", "resolve", "sha256_of", "status_table", "user_sources", "verify", "weights_table",
 ]

@@ -13,7 +13,7 @@ from seesr.errors import MissingWeightsError
 from seesr.weights.locate import (
     DOWNLOAD_COMMAND, EXPLICIT, FOLDERS, HF_CACHE, LEGACY_NAMES, MISSING, WEIGHTS_DIR, hf_cache_dir, offline_mode,
 )  # fmt: skip
-from seesr.weights.manifest import ManifestEntry
+from seesr.weights.manifest import ManifestEntry, load_manifest
 
 logger = logging.getLogger("seesr.weights")
 
@@ -119,6 +119,10 @@ def where_lines(missing: Sequence[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
+OFFLINE_TRIED = "no download was tried: HF_HUB_OFFLINE is set"
+"""What an offline run did to get missing weights (:attr:`MissingWeightsError.tried`)."""
+
+
 def offline_error(missing: Sequence[tuple[str, str]], weights_dir: Path) -> MissingWeightsError:
     return MissingWeightsError(
         "HF_HUB_OFFLINE is set (offline mode), so seesr did not download anything, and these weights are missing:\n"
@@ -126,7 +130,25 @@ def offline_error(missing: Sequence[tuple[str, str]], weights_dir: Path) -> Miss
         + f"\nUnset HF_HUB_OFFLINE and run `{DOWNLOAD_COMMAND}` (it downloads into {weights_dir}), "
         "or copy the files to the places listed.",
         [name for name, _ in missing],
+        tried=OFFLINE_TRIED,
     )
+
+
+MISSING_NAMED = 3
+"""Up to this many missing files are named one by one (:func:`missing_summary`); more are counted by group."""
+
+
+def missing_summary(names: Sequence[str]) -> str:
+    """Missing files in a few words: named when few (``DAPE.pth, ram/ram_tag_list.txt``), else counted
+    per manifest group (``20 files (sd-turbo 11, seesr 5, ram 4)``)."""
+    if len(names) <= MISSING_NAMED:
+        return ", ".join(names)
+    known = {entry.name: entry.group for entry in load_manifest().entries}
+    groups: dict[str, int] = {}
+    for name in names:
+        group = known.get(name, name.split("/")[0])
+        groups[group] = groups.get(group, 0) + 1
+    return f"{len(names)} files ({', '.join(f'{group} {count}' for group, count in groups.items())})"
 
 
 def missing_error(missing: Sequence[tuple[str, str]], weights_dir: Path) -> MissingWeightsError:

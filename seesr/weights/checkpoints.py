@@ -18,6 +18,7 @@ import logging
 import os
 import pickle
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from seesr.errors import SeesrError, WeightsError
 from seesr.io.files import checked_file
+from seesr.weights.locate import default_weights_dir, hf_cache_dir
 
 if TYPE_CHECKING:
     import torch
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FIX_HINT = "run `seesr weights verify`, then download it again (`seesr weights download --force`) or replace it"
+"""What to do about a damaged file in a place `seesr weights download` fills (:func:`fix_hint`)."""
 DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 TRANSFORMERS_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 CHECKPOINT_MAX_BYTES = 8 * 2**30
@@ -47,8 +50,21 @@ Shape = tuple[int, ...]
 
 
 # --------------------------------------------------------------------------- reading
+def fix_hint(path: str | Path | None) -> str:
+    """What to do about a damaged weights file: download it again when it lies where
+    `seesr weights download` puts files (the default weights folder, the Hugging Face cache); a file
+    of the user's own (another folder, a fine-tuned run) seesr cannot fetch again."""
+    if path is None:
+        return FIX_HINT
+    found = Path(path).resolve()
+    if any(found.is_relative_to(place.resolve()) for place in (default_weights_dir(), hf_cache_dir())):
+        return FIX_HINT
+    return (f"{path} is a file of your own (seesr downloads only into {default_weights_dir()}): replace it with an "
+            "intact copy, or give --weights a folder that has one")  # fmt: skip
+
+
 def _unreadable(what: str, path: Path, reason: str) -> WeightsError:
-    fix = "give a model file spandrel can load" if what == MODEL_FILE else FIX_HINT
+    fix = "give a model file spandrel can load" if what == MODEL_FILE else fix_hint(path)
     return WeightsError(f"{what} {path} cannot be read: {reason}; {fix}")
 
 
@@ -190,10 +206,12 @@ def check_keys(
     *,
     mismatched: Iterable[str] = (),
     hint: str | Callable[[list[str]], str] = "",
+    path: str | Path | None = None,
 ) -> None:
     """Report how a checkpoint's keys fit a model: missing or mis-shaped keys (other than
     ``allowed_missing``) raise :class:`WeightsError`; unexpected keys are one warning line.
-    ``hint``: appended to the error (a callable gets the missing keys)."""
+    ``hint``: appended to the error (a callable gets the missing keys); ``path``: the file, for
+    what to do (:func:`fix_hint`)."""
     missing = sorted(set(missing) - set(allowed_missing))
     unexpected = sorted(set(unexpected))
     mismatched = list(mismatched)
@@ -206,7 +224,7 @@ def check_keys(
         hint = hint(missing) if callable(hint) else hint
         raise WeightsError(
             f"{source} does not fit the model: {'; '.join(problems)}{hint}. The file is incomplete or for "
-            f"another model: {FIX_HINT}"
+            f"another model: {fix_hint(path)}"
         )
 
 
@@ -239,16 +257,23 @@ def _expected_shapes(cls: type, folder: Path) -> dict[str, Shape]:
 
 @contextmanager
 def _quiet_library_loggers() -> Iterator[None]:
-    """diffusers/transformers log their own multi-line key reports; ours is the one the user sees."""
+    """diffusers/transformers log their own multi-line key reports and draw their own "Loading
+    weights" bars; ours are what the user sees (the key report, the command's progress line)."""
     loggers = [logging.getLogger(name) for name in ("diffusers", "transformers")]
     levels = [lg.level for lg in loggers]
+    bars = [module for module in map(sys.modules.get, ("diffusers.utils.logging", "transformers.utils.logging"))
+            if module is not None and module.is_progress_bar_enabled()]  # fmt: skip
     for lg in loggers:
         lg.setLevel(logging.ERROR)
+    for module in bars:
+        module.disable_progress_bar()
     try:
         yield
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+        for module in bars:
+            module.enable_progress_bar()
 
 
 def load_pretrained(
@@ -278,9 +303,9 @@ def load_pretrained(
         raise
     except Exception as error:  # noqa: BLE001 - explain in our words, from our own reading of the file
         missing, unexpected, mismatched = compare_shapes(_expected_shapes(cls, folder), read_shapes(path, what))
-        check_keys(source, missing, unexpected, mismatched=mismatched, hint=hint)
+        check_keys(source, missing, unexpected, mismatched=mismatched, hint=hint, path=path)
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise WeightsError(f"{source} cannot be loaded ({reason}); {FIX_HINT}") from None
+        raise WeightsError(f"{source} cannot be loaded ({reason}); {fix_hint(path)}") from None
     mismatched = [f"{k} (file {tuple(a)}, model {tuple(b)})" for k, a, b in info.get("mismatched_keys", [])]
-    check_keys(source, info["missing_keys"], info["unexpected_keys"], mismatched=mismatched, hint=hint)
+    check_keys(source, info["missing_keys"], info["unexpected_keys"], mismatched=mismatched, hint=hint, path=path)
     return model, info

@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -33,6 +34,7 @@ from seesr.weights._shared import (
 )  # fmt: skip
 from seesr.weights.checksums import Status, file_status, sha256_of
 from seesr.weights.locate import DOWNLOAD_COMMAND, WEIGHTS_DIR, default_weights_dir, offline_mode
+from seesr.weights.realesrgan import NCNN_PACKAGE, bundled_instead
 from seesr.weights.manifest import Manifest, ManifestEntry, Source, load_manifest, redact, redact_url
 
 logger = logging.getLogger("seesr.weights")
@@ -360,6 +362,75 @@ def _fetch(
     )
 
 
+@dataclass(frozen=True)
+class DownloadPlan:
+    """What a download would fetch, and from where, known before any byte moves (:func:`plan_download`)."""
+
+    entries: tuple[ManifestEntry, ...]
+    sources: Mapping[str, tuple[Source, ...]]
+    """Each file's sources in the order tried (the manifest's, then the user's)."""
+    reachable: Mapping[tuple[str, int], bool]
+    """Each source host: whether it accepted a connection just now."""
+
+    def describe(self) -> str:
+        """``a download of 20 files (at least 5.63 GB) from huggingface.co``, for a dry run."""
+        sizes = [entry.size for entry in self.entries]
+        known = sum(size for size in sizes if size is not None)
+        size = f"{known / 1e9:.2f} GB" if known else ""
+        if None in sizes:
+            size = f"at least {size}" if known else "size unknown"
+        hosts = [host for (host, _), up in self.reachable.items() if up]
+        first = f" from {hosts[0]}" if hosts else ""
+        count = len(self.entries)
+        return f"a download of {count} file{'s' if count != 1 else ''} ({size}){first}"
+
+
+def plan_download(entries: Sequence[ManifestEntry], weights_dir: Path, *, checking: bool = False) -> DownloadPlan:
+    """The checks :func:`fetch_entries` makes before downloading, and what it would fetch: a
+    :class:`MissingWeightsError` (with what was tried; ``checking``: what would be) when it could
+    not start: offline mode, an unreadable sources list, or no source host reachable (a TCP
+    connection, seconds at most)."""
+    names = [entry.name for entry in entries]
+    if offline_mode():
+        raise offline_error([(e.name, looked_in(e, weights_dir)) for e in entries], weights_dir)
+    try:
+        extra = user_sources(weights_dir)
+    except WeightsError as problem:  # the weights stay missing: the fallback may cover them, naming why
+        raise MissingWeightsError(f"cannot download weights: {problem}", names, tried=f"no download: {problem}") from None
+    sources = {e.name: (*e.sources, *(_user_source(base, e) for base in extra)) for e in entries}
+    addresses = {_address(s) for group in sources.values() for s in group} - {None}
+    with ThreadPoolExecutor(max_workers=max(1, len(addresses))) as pool:  # together: one timeout at most, not one per host
+        reachable = dict(zip(sorted(addresses), pool.map(_reachable, sorted(addresses))))
+    if addresses and not any(reachable.values()) and not any(
+        s.folder is not None for group in sources.values() for s in group
+    ):
+        hosts = ", ".join(f"{host}:{port}" for host, port in sorted(addresses))
+        raise MissingWeightsError(
+            f"cannot download weights: {hosts} cannot be reached (no network?). Missing:\n"
+            + where_lines([(e.name, looked_in(e, weights_dir)) for e in entries]),
+            names,
+            tried=f"a download {'would be' if checking else 'was'} tried from {len(addresses)} "
+            f"source{'s' if len(addresses) != 1 else ''} ({hosts}): none {'can be reached now' if checking else 'could be reached'}",
+        )
+    return DownloadPlan(tuple(entries), sources, reachable)
+
+
+def download_plan(
+    names: Iterable[str], weights_dir: str | Path | None = None, manifest: str | Path | Manifest | None = None
+) -> DownloadPlan:
+    """What a download of these missing manifest files would fetch (:func:`plan_download`), without
+    downloading: what ``seesr upscale --download --dry-run`` decides with. A name the manifest does
+    not list cannot be downloaded (:class:`MissingWeightsError`)."""
+    names = list(names)
+    weights_dir = Path(weights_dir) if weights_dir is not None else default_weights_dir()
+    man = load_manifest(manifest)
+    unknown = [name for name in names if name not in man.names()]
+    if unknown:
+        raise MissingWeightsError(f"{', '.join(unknown)}: not in the weights manifest, so not downloadable", names,
+                                  tried=f"no download: {', '.join(unknown)} cannot be downloaded")  # fmt: skip
+    return plan_download([man[name] for name in names], weights_dir, checking=True)
+
+
 def fetch_entries(
     entries: Sequence[ManifestEntry],
     weights_dir: Path,
@@ -370,34 +441,21 @@ def fetch_entries(
     """Download ``entries`` into ``weights_dir``; one :class:`MissingWeightsError` lists every failure."""
     if not entries:
         return {}
-    if offline_mode():
-        raise offline_error([(e.name, looked_in(e, weights_dir)) for e in entries], weights_dir)
-    try:
-        extra = user_sources(weights_dir)
-    except WeightsError as problem:  # the weights stay missing: the fallback may cover them, naming why
-        raise MissingWeightsError(f"cannot download weights: {problem}") from None
-    sources = {e.name: (*e.sources, *(_user_source(base, e) for base in extra)) for e in entries}
-    addresses = {_address(s) for group in sources.values() for s in group} - {None}
-    reachable = {address: _reachable(address) for address in sorted(addresses)}
-    if addresses and not any(reachable.values()) and not any(
-        s.folder is not None for group in sources.values() for s in group
-    ):
-        hosts = ", ".join(f"{host}:{port}" for host, port in sorted(addresses))
-        raise MissingWeightsError(
-            f"cannot download weights: {hosts} cannot be reached (no network?). Missing:\n"
-            + where_lines([(e.name, looked_in(e, weights_dir)) for e in entries]),
-            [e.name for e in entries],
-        )
+    plan = plan_download(entries, weights_dir)
     done, failures = {}, []
     for entry in entries:
         try:
-            done[entry.name] = _fetch(entry, weights_dir, sources[entry.name], reachable, progress=progress,
+            done[entry.name] = _fetch(entry, weights_dir, plan.sources[entry.name], plan.reachable, progress=progress,
                                       force=force, trust_unverified=trust_unverified)
         except _SourceFailed as error:
             failures.append(str(error))
     if failures:
-        raise MissingWeightsError("some weights could not be downloaded:\n  " + "\n  ".join(failures),
-                                  [line.split(":", 1)[0] for line in failures])
+        first = " ".join(line.strip() for line in failures[0].splitlines()[:2])  # the file and its first source
+        raise MissingWeightsError(
+            "some weights could not be downloaded:\n  " + "\n  ".join(failures),
+            [line.split(":", 1)[0] for line in failures],
+            tried=f"a download was tried: {len(failures)} of {len(entries)} files could not be downloaded ({first})",
+        )
     return done
 
 
@@ -435,7 +493,16 @@ def download(
                     todo.append(entry)
             elif locate_entry(entry, weights_dir)[1] is None:
                 todo.append(entry)
-    fetched = fetch_entries(todo, weights_dir, progress, force=force, trust_unverified=trust_unverified)
+    covered = {e.name: model for e in todo if not e.required and (model := bundled_instead(e.name)) is not None}
+    fetched = fetch_entries([e for e in todo if e.name not in covered], weights_dir, progress, force=force,
+                            trust_unverified=trust_unverified)  # fmt: skip
+    try:
+        fetched.update(fetch_entries([e for e in todo if e.name in covered], weights_dir, progress, force=force,
+                                     trust_unverified=trust_unverified))  # fmt: skip
+    except MissingWeightsError as error:  # optional: the bundled model runs without it
+        for name in error.missing:
+            logger.warning("%s not downloaded (%s); not needed: %s runs on the model bundled with the %s package",
+                           name, error.tried, covered.get(name, "Real-ESRGAN"), NCNN_PACKAGE)  # fmt: skip
     out = []
     for entry in selected:
         if entry.name in fetched:

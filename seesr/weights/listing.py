@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 
 from seesr.weights.checksums import SIZE_MISMATCH, Status, list_weights
 from seesr.weights.locate import EXPLICIT, HF_CACHE, MISSING, WEIGHTS_DIR, default_weights_dir
-from seesr.weights.realesrgan import RealesrganFile, realesrgan_in_use
+from seesr.weights.realesrgan import RealesrganFile, bundled_networks, realesrgan_in_use
 
 HEADER = ("file", "group", "size", "status", "checksum", "where found")
 PLACES = {WEIGHTS_DIR: "weights dir", HF_CACHE: "HF cache", EXPLICIT: "given path"}
@@ -63,7 +63,7 @@ def _row(status: Status) -> Row:
 
 
 def _realesrgan_rows(rows: list[Row], used: RealesrganFile, weights_dir: Path) -> list[Row]:
-    """``rows`` with the Real-ESRGAN file in use marked (the official file) or added (the conversion)."""
+    """``rows`` with a bundled model's file in use marked (an official file) or added (the conversion)."""
     if used.path is None:
         return rows
     for i, row in enumerate(rows):
@@ -75,6 +75,41 @@ def _realesrgan_rows(rows: list[Row], used: RealesrganFile, weights_dir: Path) -
     size = used.path.stat().st_size if on_disk else None
     status = "in use" if on_disk else "made on first use"
     return [*rows, Row(used.path.name, REALESRGAN_GROUP, size, status, "-", where, on_disk)]
+
+
+def _models_text(models: tuple[str, ...]) -> str:
+    """``realesrgan-x4plus``, or one network's models together: ``realesr-animevideov3-x2/-x3/-x4``."""
+    if len(models) == 1:
+        return models[0]
+    stem = models[0].rsplit("-", 1)[0]
+    return f"{stem}-" + "/-".join(model.rsplit("-", 1)[1] for model in models)
+
+
+def format_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """Columns two spaces apart, each as wide as its widest cell; the last column is not padded."""
+    table = [tuple(header), *(tuple(row) for row in rows)]
+    widths = [max(len(cells[i]) for cells in table) for i in range(len(header) - 1)]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(cells, widths)) + "  " + cells[-1] for cells in table]
+
+
+STATUS_HEADER = ("file", "group", "size", "check", "checksum", "where found")
+"""The table of ``seesr weights verify`` and ``download``: the columns of ``list``, with the check done
+(``ok``, ``mismatch``, ``size-mismatch``, ``not-checked``, ``missing``) for the status."""
+
+
+def status_table(statuses: Sequence[Status]) -> str:
+    """``seesr weights verify`` / ``download``: a header and one row per file, sizes as ``list`` gives
+    them (on disk, decimal units), each downloaded file followed by the sources passed over."""
+    rows = []
+    for status in statuses:
+        size = human_size(status.size) if status.size is not None else "-"
+        where = f"downloaded from {status.source} into {status.path}" if status.downloaded else _row(status).where
+        rows.append((status.name, status.group, size, status.checksum, _row(status).checksum, where))
+    header, *lines = format_table(STATUS_HEADER, rows)
+    out = [header]
+    for status, line in zip(statuses, lines):
+        out += [line, *(f"    not from {note}" for note in status.passed_over)]
+    return "\n".join(out)
 
 
 def _total(label: str, rows: Sequence[Row]) -> str:
@@ -94,17 +129,17 @@ def weights_table(
     weights_dir: str | Path | None = None, names: Iterable[str] | None = None, *, manifest: str | Path | None = None
 ) -> str:
     """The ``seesr weights list`` text: a header and one row per file (``names``: files or groups,
-    default every file), unless filtered out the Real-ESRGAN file in use, and the totals."""
+    default every file), unless filtered out the file each bundled Real-ESRGAN network is read from,
+    and the totals."""
     weights_dir = Path(weights_dir) if weights_dir is not None else default_weights_dir()
     statuses = list_weights(weights_dir, names=names, manifest=manifest)
     rows = [_row(status) for status in statuses]
-    used = None
+    used: dict[str, RealesrganFile] = {}
     if names is None or any(s.group == REALESRGAN_GROUP for s in statuses):
-        used = realesrgan_in_use(weights_dir)
-        rows = _realesrgan_rows(rows, used, weights_dir)
-    table = [HEADER, *(row.cells() for row in rows)]
-    widths = [max(len(cells[i]) for cells in table) for i in range(len(HEADER) - 1)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(cells, widths)) + "  " + cells[-1] for cells in table]
+        for first, models in bundled_networks().items():
+            used[_models_text(models)] = realesrgan_in_use(weights_dir, first)
+            rows = _realesrgan_rows(rows, used[_models_text(models)], weights_dir)
+    lines = format_table(HEADER, [row.cells() for row in rows])
     lines += [
         "",
         _total("total", rows),
@@ -113,6 +148,6 @@ def weights_table(
     ]
     if any(s.unverified for s in statuses):
         lines.append("unverified: no published sha256; mirrors are used for these only with --trust-unverified")
-    if used is not None:
-        lines.append(f"Real-ESRGAN in use: {used.path or 'none'} ({used.how})")
+    for models, file in used.items():
+        lines.append(f"Real-ESRGAN {models}: {file.path or 'none'} ({file.how})")
     return "\n".join(lines)

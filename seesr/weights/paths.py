@@ -151,8 +151,7 @@ def _files(
             values[field] = weights_dir / name
             missing.append((name, looked_in(entry, weights_dir)))
             to_fetch.append(entry)
-        else:
-            warn_size(entry, path)
+        else:  # a wrong size is said once, when the pipeline loads it (warn_on_checksum_mismatch)
             values[field] = path
 
 

@@ -62,11 +62,12 @@ class RealesrganFile:
     how: str
 
 
-def realesrgan_in_use(weights_dir: str | Path | None = None) -> RealesrganFile:
-    """Which file :func:`seesr.engines.realesrgan.sources.load_realesrgan` reads with this weights
-    folder (x4plus, the fallback's model): the official ``RealESRGAN_x4plus.pth`` there, else the
-    cached conversion of the bundled ncnn model (made on first use when absent)."""
-    files = bundled_files(DEFAULT_MODEL, weights_dir)
+def realesrgan_in_use(weights_dir: str | Path | None = None, model: str = DEFAULT_MODEL) -> RealesrganFile:
+    """Which file :func:`seesr.engines.realesrgan.sources.load_realesrgan` reads for a bundled
+    ``model`` (default x4plus, the fallback's) with this weights folder: its official file there
+    (``RealESRGAN_x4plus.pth``, ...), else the cached conversion of the package's ncnn model (made on
+    first use when absent)."""
+    files = bundled_files(model, weights_dir)
     if files.official.is_file():
         return RealesrganFile(files.official, "the official file")
     cache = files.cache
@@ -74,7 +75,31 @@ def realesrgan_in_use(weights_dir: str | Path | None = None) -> RealesrganFile:
     if cache.is_file():
         return RealesrganFile(cache, f"converted from the {package} package")
     try:
-        bundled_ncnn_files()
+        bundled_ncnn_files(model)
     except WeightsError as error:
         return RealesrganFile(None, str(error))
     return RealesrganFile(cache, f"not converted yet: made from the {package} package on first use")
+
+
+def bundled_networks() -> dict[str, tuple[str, ...]]:
+    """Each network of the bundled models (by its first model's name) -> the models that run it
+    (the anime-video models of every scale are one network)."""
+    networks: dict[str, list[str]] = {}
+    by_file: dict[str, str] = {}
+    for name, spec in REALESRGAN_MODELS.items():
+        first = by_file.setdefault(spec.cache_file, name)
+        networks.setdefault(first, []).append(name)
+    return {first: tuple(models) for first, models in networks.items()}
+
+
+def bundled_instead(official_file: str) -> str | None:
+    """The bundled model that runs without ``official_file`` (an optional official Real-ESRGAN file,
+    e.g. ``RealESRGAN_x4plus.pth``), when its package is installed; else None."""
+    for name, spec in REALESRGAN_MODELS.items():
+        if spec.official_file == Path(official_file).name:
+            try:
+                bundled_ncnn_files(name)
+            except WeightsError:
+                return None
+            return name
+    return None

@@ -71,7 +71,7 @@ class RealesrganEngine(HeldNetworks):
     def _key_for(self, settings: Settings) -> tuple:
         return self.model_for(settings), settings.device, settings.fp32
 
-    def check(self, settings: Settings, download: bool) -> None:
+    def check(self, settings: Settings, download: bool, dry: bool = False) -> None:
         """Nothing to check: the bundled models come with the install (a model file is read on load)."""
 
     def missing_reason(self, error: MissingWeightsError) -> str:

@@ -27,15 +27,13 @@ from seesr.progress import RunStart, StageProgress, StageTracker
 from seesr.runtime.devices import dtype_name, resolve_device
 from seesr.settings.declare import Settings
 from seesr.settings.models import MODELS
-from seesr.weights import WeightPaths, default_weights_dir, load_manifest
+from seesr.weights import DOWNLOAD_COMMAND, MISSING_NAMED, WeightPaths, default_weights_dir, download_plan, missing_summary
 
 if TYPE_CHECKING:
     from seesr.engines.seesr.pipeline import SeesrPipeline
 
 SEESR_RUNGS = ("planned tiles", "smaller tiles", "smaller tiles with CPU offload")
 """The rungs of :meth:`SeesrEngine.rungs`, in words."""
-MISSING_NAMED = 3
-"""Up to this many missing weight files are named one by one; more are counted by group."""
 FULL_SIZE_PARAMETERS = int(2.25e9)
 """Parameters of the full-size networks, for plans made before the networks are loaded."""
 
@@ -75,28 +73,33 @@ class SeesrEngine(HeldNetworks):
     def loaded_for(self, settings: Settings) -> bool:
         return self.pipeline is not None and self.pipeline.model == settings.model
 
-    def check(self, settings: Settings, download: bool) -> None:
+    def check(self, settings: Settings, download: bool, dry: bool = False) -> str | None:
         """MissingWeightsError when a file of the model, or its base folder, is absent (found
-        before diffusers is imported); nothing to check once the model is loaded."""
-        if not self.loaded_for(settings):
-            self.weight_paths(settings, download=download).check().base_folder(settings.model)
+        before diffusers is imported; with ``download``, after a download was tried); nothing to
+        check once the model is loaded. ``dry`` downloads nothing: with ``download``, missing files
+        that could be downloaded now (not offline, a source host reachable) give what the run would
+        download first (:class:`~seesr.weights.DownloadPlan`), else the error saying what was tried."""
+        if self.loaded_for(settings):
+            return None
+        try:
+            self.weight_paths(settings, download=download and not dry).check().base_folder(settings.model)
+        except MissingWeightsError as error:
+            if not (dry and download) or isinstance(self.weights, WeightPaths):
+                raise
+            plan = download_plan(error.missing, self.weights)
+            return f"{plan.describe()}, which depends on the network"
+        return None
 
     def missing_reason(self, error: MissingWeightsError) -> str:
-        """Why SeeSR cannot run, in one line: the missing files (by group when many) and where."""
+        """Why SeeSR cannot run, in one line: the missing files (by group when many), where, and
+        what was tried to get them."""
         if not error.missing:
             return "SeeSR weights are missing: " + " ".join(str(error).split())
-        known = {entry.name: entry.group for entry in load_manifest().entries}
-        missing = list(error.missing)
-        if len(missing) <= MISSING_NAMED:
-            what = ", ".join(missing)
-        else:
-            groups: dict[str, int] = {}
-            for name in missing:
-                group = known.get(name, name.split("/")[0])
-                groups[group] = groups.get(group, 0) + 1
-            what = f"{len(missing)} files ({', '.join(f'{group} {count}' for group, count in groups.items())})"
-        listed = "" if len(missing) <= MISSING_NAMED else " (`seesr weights list` names them)"
-        return f"SeeSR weights are missing: {what} not found in {self._where()}{listed}; run `seesr weights download`"
+        listed = "" if len(error.missing) <= MISSING_NAMED else " (`seesr weights list` names them)"
+        found = f"SeeSR weights are missing: {missing_summary(error.missing)} not found in {self._where()}{listed}"
+        if error.tried is None:
+            return f"{found}; run `{DOWNLOAD_COMMAND}`"
+        return f"{found}; {error.tried}"
 
     def _where(self) -> str:
         if isinstance(self.weights, WeightPaths):

@@ -262,7 +262,7 @@ class SeesrUNet2DConditionModel(CheckedPretrainedMixin, UNet2DConditionModel):
                 {k: v for k, v in expected.items() if (_IMAGE_KEY in k) == (part is image_state)},
                 {k: tuple(v.shape) for k, v in part.items()},
             )
-            check_keys(f"{file} ({what})", missing, unexpected, mismatched=mismatched)
+            check_keys(f"{file} ({what})", missing, unexpected, mismatched=mismatched, path=file)
         state = {k: v for k, v in state.items() if k in expected}
         if image is not None:
             model.load_state_dict(state, strict=True, assign=True)
