@@ -261,7 +261,7 @@ def test_a_batch_zips_every_sample_of_every_image(service, photo, tmp_path):
     done = service.batch([photo, other], {**FAST, "num_samples": "2"}, "s")
     assert [(name, upscaled.seeds) for name, upscaled, _ in done.done] == [("photo.png", [3, 4]), ("other.png", [3, 4])]
     with zipfile.ZipFile(done.archive) as bundle:
-        assert bundle.namelist() == ["photo_seesr_s3.png", "photo_seesr_s4.png", "other_seesr_s3.png", "other_seesr_s4.png"]
+        assert bundle.namelist() == [f"{stem}_seesr_s{seed}.png" for stem in ("photo", "other") for seed in (3, 4)]
         sizes = [Image.open(io.BytesIO(bundle.read(n))).size for n in bundle.namelist()]
     assert sizes == [(72, 48)] * 2 + [(48, 72)] * 2
 

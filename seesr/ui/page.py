@@ -209,12 +209,12 @@ def _wire_one_image(service: PageService, one: dict, settings: _Settings) -> Non
         if failure is not None:
             return None, _no_samples(), failure, "", seed_shown, None, None
         used = str(done.result.seed) if done.result.seed is not None else seed_shown
-        gallery = gr.update(value=[(str(after), f"seed {seed}") for after, seed in zip(done.afters, done.seeds)],
+        gallery = gr.update(value=[(str(after), f"seed {used_by}") for after, used_by in zip(done.afters, done.seeds)],
                             visible=len(done.samples) > 1)  # fmt: skip
         pair = (str(done.before), str(done.after))
         return pair, gallery, done_text(done), report_text(done.result), used, done, (pair[0], *map(str, done.afters))
 
-    def compare_sample(files: tuple | None, selected: gr.SelectData) -> Any:
+    def compare_sample(files: tuple[str, ...] | None, selected: gr.SelectData) -> Any:
         return gr.skip() if files is None else (files[0], files[1 + selected.index])
 
     def offer_download(done: Upscaled | None) -> tuple:
