@@ -94,14 +94,16 @@ class Result:
     def save(self, path: str | Path, *, format: str | None = None, overwrite: bool = False) -> Path:  # noqa: A002
         """Write the image atomically in the format its suffix names (else ``format`` or
         :attr:`output_format`; a contradiction is a ConfigError) at the settings' ``quality``; a
-        16-bit input written as PNG stays 16-bit."""
+        16-bit input written as PNG or TIFF stays 16-bit; the input's metadata is kept where the
+        format holds it, unless the settings' ``strip_metadata``."""
         path = Path(path)
         known = path.suffix.lower() in SUFFIX_FORMATS
         fmt = format_of(path, format) if known else self._concrete_format(format or self.settings.output_format)
-        sixteen = self.source is not None and self.source.bit_depth == 16 and fmt == "png"
+        sixteen = self.source is not None and self.source.bit_depth == 16 and fmt in ("png", "tiff")
         return save_image(
             self.image, path, format=fmt, quality=self.settings.quality, overwrite=overwrite, sixteen_bit=sixteen,
-            high_bit_source=self.source if sixteen else None,
+            high_bit_source=self.source if sixteen else None, strip_metadata=self.settings.strip_metadata,
+            metadata=self.source.metadata if self.source is not None else None,
         )  # fmt: skip
 
     def comparison(self) -> Image.Image:
@@ -234,7 +236,7 @@ class Upscaler:
         when SeeSR's weights are missing and the fallback is allowed), model, device, dtype, tile
         plan and estimated peak memory. Loads no network, downloads nothing, imports no diffusers."""
         source = read_image(image)
-        settings = self.sized(self.settings(arguments), source.rgb.size)
+        settings = self.sized(self.settings(arguments), source.size)
         engines, reason = self.engines_for(settings), None
         if not self.download:  # weights that would be downloaded first are taken as there
             engines, reason = runnable(engines, settings, download=False)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 # torch's OpenMP threads spin-wait by default, which starves the other core of a 2-core machine
@@ -19,6 +21,13 @@ SHARED = Path(os.environ.get("SEESR_SHARED", REPO_ROOT.parent / "shared"))
 TINY = SHARED / "fixtures" / "seesr_tiny"
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def run_seesr(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """The ``seesr`` command as a user types it, in a subprocess that imports this checkout."""
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_WAIT_POLICY": "PASSIVE", **env}
+    command = [str(Path(sys.executable).parent / "seesr"), *args]
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
 
 
 def shared_input(name: str) -> Path:

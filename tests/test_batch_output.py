@@ -5,30 +5,21 @@ library calls under them."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT, shared_input
+from conftest import run_seesr as seesr, shared_input
 from seesr.api import Upscaler
 from seesr.errors import ConfigError
 from seesr.imaging.convert import output_size, scale_for_size
 from seesr.io.inputs import find_inputs
 from seesr.io.naming import plan_outputs
 
-SEESR = Path(sys.executable).parent / "seesr"
 REALESRGAN = ["--engine", "realesrgan", "--device", "cpu"]
 TINY_SEESR = ["--scale", "2", "--steps", "1", "--process-size", "0", "--device", "cpu"]
-
-
-def seesr(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_WAIT_POLICY": "PASSIVE"}
-    return subprocess.run([str(SEESR), *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
 
 
 def photo(size: tuple[int, int] = (16, 12), left: int = 60) -> Image.Image:

@@ -3,29 +3,17 @@ types them (the `seesr` command of the environment running the tests)."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT, shared_input
+from conftest import run_seesr as seesr, shared_input
 from seesr.imaging.compare import COMPARE_DIVIDER, DIVIDER_COLOUR
 from seesr.weights import load_manifest
 from seesr.weights.listing import HEADER, human_size
-
-SEESR = Path(sys.executable).parent / "seesr"
-
-
-def seesr(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_WAIT_POLICY": "PASSIVE", **env}
-    return subprocess.run(
-        [str(SEESR), *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=600
-    )
 
 
 @pytest.fixture()

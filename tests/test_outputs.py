@@ -35,7 +35,8 @@ def test_unknown_or_contradicting_suffixes_are_refused(tmp_path):
     source = tmp_path / "in.png"
     touch(source)
     with pytest.raises(ConfigError, match="not an output format"):
-        plan_outputs([source], tmp_path / "out.tif")
+        plan_outputs([source], tmp_path / "out.bmp")
+    assert format_of(Path("a.tif")) == format_of(Path("a.TIFF")) == "tiff"
     with pytest.raises(ConfigError, match="output_format='webp'"):
         plan_outputs([source], tmp_path / "out.jpg", requested_format="webp")
 
@@ -79,7 +80,7 @@ def test_auto_format_follows_each_input(tmp_path):
     inputs = [tmp_path / "a.jpeg", tmp_path / "b.webp", tmp_path / "c.png", tmp_path / "d.tif", tmp_path / "e.bmp"]
     touch(*inputs)
     jobs, _ = plan_outputs(inputs, tmp_path / "out", default_format="auto")
-    assert [job.target.name for job in jobs] == ["a.jpg", "b.webp", "c.png", "d.png", "e.png"]
+    assert [job.target.name for job in jobs] == ["a.jpg", "b.webp", "c.png", "d.tiff", "e.png"]
     (job,), _ = plan_outputs(inputs[:1], None, requested_format="auto")
     assert job.target == tmp_path / "a_seesr.jpg"
     (job,), _ = plan_outputs(inputs[:1], tmp_path / "x.webp", requested_format="auto")  # a named file wins

@@ -153,7 +153,8 @@ def run_jobs(
         todo = []
         for job in group:
             if job.target.exists() and not overwrite:
-                earlier = "finished by an earlier run" if state is not None and finished.get(state.key(job)) == settings else "exists"
+                recorded = state is not None and finished.get(state.key(job)) == settings
+                earlier = "finished by an earlier run" if recorded else "exists"
                 report.skipped(job, f"{job.target} {earlier} (use --overwrite to redo)")
                 skipped += 1
             else:

@@ -33,14 +33,14 @@ from seesr.io.batch import Job
 from seesr.io.files import remove_stale_temp_files
 from seesr.io.inputs import InputFile
 
-SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp"}
+SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp", ".tif": "tiff", ".tiff": "tiff"}
 """Output file suffixes and the format each one means."""
-FORMAT_SUFFIXES = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
+FORMAT_SUFFIXES = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff"}
 """The suffix a folder output gets for each format."""
 AUTO = "auto"
 """The output format that follows the input's: its own when seesr writes it, else :data:`AUTO_FALLBACK`."""
 AUTO_FALLBACK = "png"
-PILLOW_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
+PILLOW_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "TIFF": "tiff"}
 """Pillow's names of the formats seesr writes (for ``auto`` from a decoded input)."""
 COMPARE_TAG = "_compare"
 """``--compare`` writes ``<output stem>_compare.png`` beside each output."""
@@ -77,7 +77,7 @@ def output_file(folder: Path, stem: str, fmt: str) -> Path:
 
 
 def concrete_format(fmt: str, input_format: str | None) -> str:
-    """``fmt``, or for ``auto`` the input's format (``png``, ``jpg``, ``webp``; None: another) or PNG."""
+    """``fmt``, or for ``auto`` the input's format (``png``, ``jpg``, ``webp``, ``tiff``; None: another) or PNG."""
     return (input_format or AUTO_FALLBACK) if fmt == AUTO else fmt
 
 

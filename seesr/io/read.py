@@ -36,6 +36,7 @@ from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from seesr.errors import ConfigError, InputError
 from seesr.io.files import read_bytes
+from seesr.io.metadata import Metadata, read_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ class InputImage:
     ``source_format``: Pillow's format name ("PNG", "JPEG", ...), "ndarray" for arrays, or None
     for an in-memory PIL image without one. ``source_mode``: the source's mode / dtype, for logs.
     ``icc_profile``: the source's ICC profile bytes when it describes the RGB / gray data we keep
-    (CMYK profiles are dropped with the CMYK data).
+    (CMYK profiles are dropped with the CMYK data). ``metadata``: the file's EXIF, XMP, DPI and PNG
+    text, for the upright picture (:mod:`seesr.io.metadata`); None for arrays.
     """
 
     rgb: Image.Image
@@ -76,6 +78,7 @@ class InputImage:
     source_format: str | None = None
     source_mode: str | None = None
     icc_profile: bytes | None = None
+    metadata: Metadata | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -264,6 +267,7 @@ def _load_high_bit_with_cv2(image: Image.Image, data: bytes, name: str) -> Input
         source_format=image.format,
         source_mode=f"{image.mode};16",
         icc_profile=image.info.get("icc_profile"),
+        metadata=read_metadata(image, (colour.shape[1], colour.shape[0]), name),
     )
 
 
@@ -333,8 +337,9 @@ def _from_pil(image: Image.Image, *, name: str, data: bytes | None, source_forma
         raise InputError(f"cannot convert {name} (mode {mode}) to RGB: {err}") from err
     icc = info.get("icc_profile")
     return _from_arrays(
-        colour, alpha, gray_source=gray, source_format=source_format, source_mode=source_mode, icc_profile=icc
-    )
+        colour, alpha, gray_source=gray, source_format=source_format, source_mode=source_mode, icc_profile=icc,
+        metadata=read_metadata(image, oriented.size, name),
+    )  # fmt: skip
 
 
 def _high_bit_gray(image: Image.Image, name: str) -> np.ndarray:
@@ -407,6 +412,7 @@ def _from_arrays(
     source_format: str | None,
     source_mode: str | None,
     icc_profile: bytes | None,
+    metadata: Metadata | None = None,
 ) -> InputImage:
     """colour: HxW or HxWx3 (uint8 / uint16 / float in [0, 1]); alpha: HxW or None."""
     if colour.dtype.kind == "f":
@@ -446,6 +452,7 @@ def _from_arrays(
         source_format=source_format,
         source_mode=source_mode,
         icc_profile=icc_profile,
+        metadata=metadata,
     )
 
 
