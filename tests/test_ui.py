@@ -13,7 +13,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import ExifTags, Image
 
 from seesr.settings import declare, fields
 from seesr.api import Upscaler
@@ -155,6 +155,22 @@ def test_when_realesrgan_stands_in_its_one_image_is_shown_once(photo, tmp_path):
     assert done.result.engine == "realesrgan" and done.seeds == [None] and len(done.afters) == 1
     assert done.download().name == "photo_seesr.png" and done_text(done).startswith("Done: 72x48 in ")
     assert "Real-ESRGAN stood in for SeeSR" in report_text(done.result)
+
+
+def test_downloads_keep_the_inputs_metadata_unless_strip_metadata_is_on(service, photo, tmp_path):
+    camera = tmp_path / "camera.jpg"
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "Canon"
+    Image.open(photo).save(camera, quality=95, exif=exif, dpi=(300, 300))
+    with zipfile.ZipFile(service.upscale(camera, {**FAST, "num_samples": "2"}, "s").download()) as bundle:
+        assert bundle.namelist() == ["camera_seesr_s3.png", "camera_seesr_s4.png"]
+        for name in bundle.namelist():
+            with Image.open(io.BytesIO(bundle.read(name))) as sample:
+                assert sample.getexif()[ExifTags.Base.Make] == "Canon"
+                assert sample.info["dpi"] == pytest.approx((600, 600), abs=0.01)  # 300 dpi, upscaled x2
+    stripped = service.batch([camera], {**FAST, "model": "realesrgan-x4plus", "strip_metadata": "on"}, "s")
+    with zipfile.ZipFile(stripped.archive) as bundle, Image.open(io.BytesIO(bundle.read("camera_seesr.png"))) as out:
+        assert out.size == (72, 48) and not out.getexif() and "dpi" not in out.info
 
 
 def test_a_width_sets_the_plan_and_the_output_size(service, photo):
