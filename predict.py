@@ -4,10 +4,18 @@ Cog 0.23 conventions (``cog`` SDK docs): a ``BaseRunner`` subclass named ``Runne
 and ``run()``, referenced from cog.yaml as ``run: "predict.py:Runner"`` (``BasePredictor``,
 ``Predictor`` and ``predict()`` are the deprecated names).
 
-Weights are not baked into the image: ``setup()`` resolves them in ``$SEESR_WEIGHTS`` (else the
-repository's ``weights/``) and the Hugging Face cache, and downloads what is missing. If that fails
-(no network, ``HF_HUB_OFFLINE``), setup logs why and carries on: every prediction then runs the
-bundled Real-ESRGAN and says so in its logs (``Result.fallback_reason``).
+Weights are not baked into the image unless you copy them into the build (README, "Serving and scaling"):
+``setup()`` looks for the server's model (``SEESR_MODEL``, default seesr-turbo) in ``$SEESR_WEIGHTS``
+(else the repository's ``weights/``) and the Hugging Face cache, and downloads what is missing. If
+they cannot be had, setup fails (Cog's SETUP_FAILED, the reason in its logs: which files, where
+they were looked for, which sources were tried), so the server never reports READY for a model it
+cannot run, unless it was started to serve Real-ESRGAN in their place (``SEESR_ALLOW_FALLBACK=1``:
+each output then says so) or asked for Real-ESRGAN (``SEESR_ENGINE=realesrgan``). Running out of
+memory during a prediction still falls back, and the output says so (``fallback_reason``).
+
+A prediction writes progress lines (stage, step x tile, elapsed time, ETA:
+:class:`seesr.progress.LogProgress`) to stdout, which Cog keeps as the prediction's ``logs``, and
+returns an :class:`Output`: the image of each sample and how they were made.
 
 The inputs after ``image`` are the settings that ``seesr.settings.declare.Settings`` declares for Cog, with
 the same names, in the same order. They are plain literals (one string literal per description:
@@ -23,67 +31,102 @@ Every value is validated by seesr as well (a server started without the schema d
 import inspect
 import logging
 import os
+import random
 import tempfile
 import typing
 import uuid
 from typing import Optional
 
-from cog import BaseRunner, Input, Path
+from cog import BaseModel, BaseRunner, Input, Path
 
-from seesr.api import Upscaler
+from seesr.api import Result, Upscaler
 from seesr.runtime.devices import resolve_device
-from seesr.errors import ConfigError, InputError, SeesrError
+from seesr.errors import ConfigError, InputError, MissingWeightsError, SeesrError, WeightsError
 from seesr.io.files import checked_file, write_atomically
-from seesr.io.naming import DEFAULT_SINGLE_TAG, SUFFIX_FORMATS, concrete_format, output_file
+from seesr.io.naming import DEFAULT_SINGLE_TAG, SUFFIX_FORMATS, concrete_format, output_file, sample_file
 from seesr.io.read import input_file_limit, read_sent_image
-from seesr.settings.declare import setting_info
+from seesr.progress import LogProgress
+from seesr.settings.declare import Settings, env_name, setting_info
+from seesr.settings.fields import problem
 from seesr.settings.resolve import resolve_settings
-from seesr.weights import WeightPaths, default_weights_dir
+from seesr.weights import default_weights_dir
 
 logger = logging.getLogger("seesr.cog")
 
 
+ALLOW_FALLBACK = "SEESR_ALLOW_FALLBACK"
+"""Set to 1 (true, yes, on) to let a server without the SeeSR weights start and serve the bundled
+Real-ESRGAN in their place; each output then names the reason (``fallback_reason``)."""
+
+
+def fallback_allowed() -> bool:
+    """Whether this server was started with :data:`ALLOW_FALLBACK`."""
+    return os.environ.get(ALLOW_FALLBACK, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class Output(BaseModel):
+    """What a prediction returns: one image per sample, and how they were made."""
+
+    images: list[Path]
+    seeds: list[int]
+    """The seed of each image (SeeSR); empty when Real-ESRGAN made them (it draws no noise)."""
+    engine: str
+    model: str
+    tags: Optional[str]
+    fallback_reason: Optional[str]
+    """Why Real-ESRGAN stood in for SeeSR (weights missing with SEESR_ALLOW_FALLBACK, or out of memory); else null."""
+    timings: dict[str, float]
+    """Seconds per stage and in ``total``, for the samples together (they share the tags, the prompt and the encoding)."""
+
+
 class Runner(BaseRunner):
     def setup(self) -> None:
-        """Find (or download) the weights and load SeeSR; fall back to Real-ESRGAN if that fails."""
+        """Check the device, find (or download) the server's SeeSR weights and load the networks;
+        fail when the weights cannot be had, unless :data:`ALLOW_FALLBACK` is set."""
         logging.basicConfig(
             level=os.environ.get("SEESR_LOG_LEVEL", "INFO").upper(),
             format="%(levelname)s %(name)s: %(message)s",
         )
+        settings = resolve_settings()  # the server's SEESR_* environment
         # A device this machine does not have fails setup, so the server never reports READY
         # for predictions it cannot run.
-        resolve_device(resolve_settings().device)
-        weights_dir = default_weights_dir()
-        self.weights_problem: Optional[str] = None
-        paths = None
-        try:
-            paths = WeightPaths.resolve(weights_dir, download=False, progress=False)
-            logger.info("SeeSR weights found (%s)", weights_dir)
-        except Exception as missing:  # noqa: BLE001 - any failure here must leave setup running
-            logger.info("SeeSR weights are not all in %s; downloading the missing files (%s)",
-                        weights_dir, _first_line(missing))
-            try:
-                paths = WeightPaths.resolve(weights_dir, download=True, progress=False)
-                logger.info("SeeSR weights downloaded into %s", weights_dir)
-            except Exception as error:  # noqa: BLE001 - no network, disk full, checksum: fall back
-                self.weights_problem = str(error)
-                logger.warning(
-                    "SeeSR weights are unavailable, predictions will use the bundled Real-ESRGAN:\n%s", error
-                )
-        # Outputs go here; each run removes the previous run's file (already sent: with a sync run()
+        resolve_device(settings.device)
+        # Outputs go here; each run removes the previous run's files (already sent: with a sync run()
         # the next prediction starts only after the last one's output was encoded or uploaded).
         self.outputs = Path(tempfile.mkdtemp(prefix="seesr-cog-"))
-        # With paths the pipeline loads from them; without, the Upscaler looks in weights_dir again
-        # (without downloading) on each prediction and falls back to Real-ESRGAN, naming the reason.
-        self.upscaler = Upscaler(paths if paths is not None else weights_dir)
-        defaults = self.upscaler.settings({})
+        self.progress = LogProgress(lambda line: print(f"seesr: {line}", flush=True))
+        self.upscaler = Upscaler(default_weights_dir(), progress=self.progress)
+        self.weights_problem = self._find_seesr_weights(settings) if settings.engine == "seesr" else None
+        if self.weights_problem is None and settings.engine == "seesr":
+            self.upscaler.pipeline(settings)  # load the networks now, not in the first prediction
+        else:
+            self.upscaler.realesrgan(settings)
+
+    def _find_seesr_weights(self, settings: Settings) -> Optional[str]:
+        """None when the weights of the server's model are there (downloading what is missing);
+        else, with :data:`ALLOW_FALLBACK`, why not; else a WeightsError naming the files and sources."""
+        seesr = self.upscaler.engines["seesr"]
+        where = default_weights_dir()
         try:
-            if paths is not None:
-                self.upscaler.pipeline(defaults)  # load the networks now, not in the first prediction
-            else:
-                self.upscaler.realesrgan(defaults)
-        except Exception as error:  # noqa: BLE001 - e.g. a checkpoint that does not match
-            logger.warning("could not load the networks in setup (predictions will retry or fall back): %s", error)
+            seesr.check(settings, download=False)
+            logger.info("SeeSR weights found (%s)", where)
+            return None
+        except MissingWeightsError as missing:
+            logger.info("%s; downloading them into %s", seesr.missing_reason(missing), where)
+        try:
+            seesr.check(settings, download=True)
+            logger.info("SeeSR weights downloaded into %s", where)
+            return None
+        except (SeesrError, OSError) as error:  # offline, unreachable, disk full, a checksum that does not match
+            details = str(error)
+            reason = seesr.missing_reason(error) if isinstance(error, MissingWeightsError) else _first_line(error)
+        if not fallback_allowed():
+            raise WeightsError(
+                f"{reason}. This server does not serve Real-ESRGAN in SeeSR's place unless it is started with "
+                f"{ALLOW_FALLBACK}=1 (each output then says so), or with {env_name('engine')}=realesrgan.\n{details}"
+            )
+        logger.warning("%s=1: predictions run the bundled Real-ESRGAN, and each output says why:\n%s", ALLOW_FALLBACK, details)
+        return reason
 
     def run(
         self,
@@ -134,6 +177,12 @@ class Runner(BaseRunner):
             default=None,
             ge=0,
             le=9223372036854775807,
+        ),
+        num_samples: int = Input(
+            description="SeeSR results per input, with the seeds seed, seed+1, ... (written as NAME_s<seed>.EXT when several; Real-ESRGAN is deterministic: 1 only).",
+            default=1,
+            ge=1,
+            le=4,
         ),
         prompt: str = Input(
             description="Extra text added to the prompt after the image's tags.",
@@ -229,23 +278,33 @@ class Runner(BaseRunner):
             description="Keep the networks on the CPU between stages (less GPU memory, slower); empty: the planner decides.",
             default=None,
         ),
-    ) -> Path:
-        """Upscale one image; a bad value fails the prediction with seesr's message."""
+    ) -> Output:
+        """Upscale one image (``num_samples`` results); a bad value fails the prediction with seesr's message."""
         settings = _settings(locals())
         check_settings(settings)
-        result = self.upscaler.upscale(request_image_bytes(image), **settings)
+        data = request_image_bytes(image)
+        self.progress.image()
+        results = self.upscaler.upscale_samples(data, **settings)
         for previous in self.outputs.iterdir():
             previous.unlink(missing_ok=True)
-        name = f"upscaled-{uuid.uuid4().hex[:12]}"
-        target = result.save(output_file(self.outputs, name, result.output_format))
-        print(f"seesr: {result.summary()}")
-        print(f"seesr: engine {result.engine}; seed {result.seed}; tags: {result.tags or '-'}")
-        if result.fallback_reason:
-            print(f"seesr: fell back to {result.engine}: {result.fallback_reason}")
-        self.record_metric("engine", result.engine)
-        if result.seed is not None:
-            self.record_metric("seed", result.seed)
-        return Path(target)
+        for result in results:
+            print(f"seesr: {result.summary()}")
+        return output_of(results, self.outputs)
+
+
+def output_of(results: list[Result], folder: Path) -> Output:
+    """The samples saved into ``folder`` (each under a new name) and what they share, as an :class:`Output`."""
+    images = [result.save(output_file(folder, f"upscaled-{uuid.uuid4().hex[:12]}", result.output_format)) for result in results]
+    first = results[0]
+    return Output(
+        images=[Path(image) for image in images],
+        seeds=[result.seed for result in results if result.seed is not None],
+        engine=first.engine,
+        model=first.model,
+        tags=first.tags,
+        fallback_reason=first.fallback_reason,
+        timings=first.timings,
+    )
 
 
 def _setting_inputs() -> list:
@@ -259,11 +318,16 @@ def _settings(inputs: dict) -> dict:
 
 
 def check_settings(settings: dict) -> None:
-    """Refuse what seesr refuses (ConfigError), and any model but a named one: never a file on the server."""
+    """Refuse what seesr refuses (ConfigError), a value outside a setting's narrower Cog range
+    (``cog_range``), and any model but a named one: never a file on the server."""
     model = settings.get("model")
     if model is not None and model not in setting_info("model").choices:
         raise InputError(f"model must be one of: {', '.join(setting_info('model').choices)}")
     resolve_settings(settings)
+    narrower = [problem(name, value, setting_info(name), setting_info(name).cog_range)
+                for name, value in settings.items() if setting_info(name).cog_range and value is not None]  # fmt: skip
+    if any(narrower):
+        raise ConfigError("invalid settings: " + "; ".join(line for line in narrower if line))
 
 
 NOT_SENT = (
@@ -308,20 +372,26 @@ def _command_line_inputs(arguments: list) -> dict:
 OVERWRITE_FLAG = "--overwrite"
 
 
-def _target(source: Path, fmt: str) -> Path:
-    """Where the command line writes its result: ``IMAGE_seesr.<format>`` beside the input."""
-    return output_file(source.parent, source.stem + DEFAULT_SINGLE_TAG, fmt)
+def _targets(source: Path, fmt: str, values: dict) -> list[Path]:
+    """Where the command line writes its results: ``IMAGE_seesr.<format>`` beside the input, or
+    ``IMAGE_seesr_s<seed>.<format>`` for each of several samples."""
+    target = output_file(source.parent, source.stem + DEFAULT_SINGLE_TAG, fmt)
+    if values["num_samples"] == 1:
+        return [target]
+    return [sample_file(target, values["seed"] + sample) for sample in range(values["num_samples"])]
 
 
-def _refuse_existing(target: Path, overwrite: bool) -> None:
-    if not overwrite and (target.exists() or target.is_symlink()):
-        raise ConfigError(f"{target} exists; pass {OVERWRITE_FLAG} to replace it, or move it away")
+def _refuse_existing(targets: list[Path], overwrite: bool) -> None:
+    for target in targets:
+        if not overwrite and (target.exists() or target.is_symlink()):
+            raise ConfigError(f"{target} exists; pass {OVERWRITE_FLAG} to replace it, or move it away")
 
 
-def command_line(arguments: list) -> Path:
+def command_line(arguments: list) -> list[Path]:
     """``predict.py IMAGE [name=value ...] [--overwrite]``: check the image, the values and the
-    output before any model loads, run the prediction, write ``IMAGE_seesr.<format>`` beside the
-    image (never over an existing file without ``--overwrite``); returns the file written."""
+    outputs before any model loads, run the prediction, write ``IMAGE_seesr.<format>`` (one per
+    sample: ``IMAGE_seesr_s<seed>.<format>``) beside the image (never over an existing file
+    without ``--overwrite``); returns the files written."""
     overwrite = OVERWRITE_FLAG in arguments
     arguments = [a for a in arguments if a != OVERWRITE_FLAG]
     if not arguments or arguments[0].startswith("-"):
@@ -330,17 +400,20 @@ def command_line(arguments: list) -> Path:
     source = Path(arguments[0])
     values = _command_line_inputs(arguments[1:])
     check_settings(values)
+    if values["num_samples"] > 1 and values["seed"] is None:  # the seeds name the outputs: known first
+        values["seed"] = random.randrange(2**32)
     checked_file(source, "input", input_file_limit(), InputError)
     # `auto` follows the decoded input's format: the one its suffix names is a guess, checked again below
     guess = concrete_format(values["output_format"], SUFFIX_FORMATS.get(source.suffix.lower()))
-    _refuse_existing(_target(source, guess), overwrite)
+    _refuse_existing(_targets(source, guess, values), overwrite)
     runner = Runner()
     runner.setup()
-    produced = runner.run(image=source, **values)
-    target = _target(source, SUFFIX_FORMATS[produced.suffix])
-    _refuse_existing(target, overwrite)
-    write_atomically(target, produced.read_bytes(), overwrite=overwrite)
-    return target
+    produced = runner.run(image=source, **values).images
+    targets = _targets(source, SUFFIX_FORMATS[produced[0].suffix], values)
+    _refuse_existing(targets, overwrite)
+    for image, target in zip(produced, targets, strict=True):
+        write_atomically(target, image.read_bytes(), overwrite=overwrite)
+    return targets
 
 
 if __name__ == "__main__":
@@ -348,6 +421,6 @@ if __name__ == "__main__":
     import sys
 
     try:
-        print(command_line(sys.argv[1:]))
+        print(*command_line(sys.argv[1:]), sep="\n")
     except SeesrError as error:
-        sys.exit(f"seesr: {error}")
+        sys.exit(f"seesr: {_first_line(error)}")

@@ -251,3 +251,34 @@ class TerminalProgress:
         """A line of its own above the progress line."""
         self.clear()
         print(line, file=self.stream, flush=True)
+
+
+class LogProgress:
+    """Progress as whole lines for a log that is read later, not redrawn (a Cog prediction's
+    ``logs``, a batch job's output): the words of :func:`progress_text` when a stage starts, and
+    within a stage at most one line every :attr:`INTERVAL` seconds. The engine line is not
+    written here: :class:`StageTracker` logs it."""
+
+    INTERVAL = 5.0
+    """Seconds between two lines of the same stage."""
+
+    def __init__(self, write: Callable[[str], None], clock: Callable[[], float] = time.monotonic) -> None:
+        self.write = write
+        self.times = ProgressTimes(clock)
+        self.prefix = ""
+        self._written: float | None = None
+
+    def image(self, label: str = "") -> None:
+        """A new image starts; its lines begin with ``label: `` (none: no prefix)."""
+        self.prefix = f"{label}: " if label else ""
+        self.times.start_image()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        new_stage = self.times.observe(event)
+        if isinstance(event, RunStart):
+            return
+        now = self.times.clock()
+        if not new_stage and self._written is not None and now - self._written < self.INTERVAL:
+            return
+        self.write(self.prefix + self.times.text(event))
+        self._written = now

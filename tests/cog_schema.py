@@ -51,6 +51,29 @@ def _title(name: str) -> str:
     return " ".join(part[:1].upper() + part[1:] for part in name.split("_"))
 
 
+def _output_schema(tp) -> dict:
+    """The JSON schema cog 0.23's static generator writes for an output type (pkg/schema/schema_type.go):
+    a primitive; list[X] -> array; dict[str, V] -> object with additionalProperties; a BaseModel
+    -> object whose fields are titled, an Optional field nullable and not required."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is list:
+        return {"items": _output_schema(args[0]), "type": "array"}
+    if origin is dict:
+        return {"additionalProperties": _output_schema(args[1]), "type": "object"}
+    if isinstance(tp, type) and issubclass(tp, cog.BaseModel):
+        properties, required = {}, []
+        for name, hint in typing.get_type_hints(tp).items():
+            inner, nullable = _unwrap_optional(hint)
+            prop = {**_output_schema(inner), "title": _title(name)}
+            if nullable:
+                prop["nullable"] = True
+            else:
+                required.append(name)
+            properties[name] = dict(sorted(prop.items()))
+        return {"properties": properties, "required": required, "type": "object"}
+    return _primitive(tp)
+
+
 def build_openapi_schema(runner_cls) -> dict:
     """The OpenAPI document cog 0.23's static generator writes for this runner
     (pkg/schema/openapi_spec.go: Input with x-order, choices as enum components, Optional ->
@@ -91,7 +114,7 @@ def build_openapi_schema(runner_cls) -> dict:
     if required:
         input_schema["required"] = required
     returns = typing.get_type_hints(runner_cls.run)["return"]
-    output_schema = dict(sorted({**_primitive(returns), "title": "Output"}.items()))
+    output_schema = dict(sorted({**_output_schema(returns), "title": "Output"}.items()))
     error_422 = {
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
         "description": "Validation Error",

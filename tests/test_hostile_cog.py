@@ -79,9 +79,11 @@ def test_concurrent_requests_each_get_their_own_image(server, lr_image):  # noqa
         thread.join()
     for scale, (status, body) in results.items():
         assert status == 200 and body["status"] == "succeeded", body
-        _, payload = decode_data_uri(body["output"])
+        (image_uri,) = body["output"]["images"]
+        _, payload = decode_data_uri(image_uri)
         with Image.open(io.BytesIO(payload)) as image:
             assert_upscaled(image, (36 * scale, 24 * scale))
+        assert body["output"]["seeds"] == [scale]
 
 
 def test_a_server_without_the_requested_device_is_never_ready(tiny, tmp_path):
@@ -91,3 +93,37 @@ def test_a_server_without_the_requested_device_is_never_ready(tiny, tmp_path):
         assert "ConfigError" in logs and "cuda:99" in logs, logs
         status, body = cog_server.request("POST", "/predictions", {"input": {"image": "data:,x"}})
         assert body.get("status") != "succeeded", body
+
+
+def test_a_server_without_seesr_weights_is_never_ready(tiny, tmp_path):
+    """No SeeSR weights and no network (downloads off): setup fails, and the health check's setup
+    logs say which files are missing, where they were looked for, and how to allow Real-ESRGAN."""
+    empty = tmp_path / "no-weights"
+    with running_cog_server(tiny, tmp_path / "cog", setup_may_fail=True, SEESR_WEIGHTS=str(empty)) as cog_server:
+        assert cog_server.health["status"] == "SETUP_FAILED", cog_server.health
+        assert cog_server.health["setup"]["status"] == "failed"
+        logs = cog_server.health["setup"]["logs"]
+        assert "WeightsError: SeeSR weights are missing: 20 files (sd-turbo 11, seesr 5, ram 4)" in logs, logs
+        assert "SEESR_ALLOW_FALLBACK=1" in logs and "HF_HUB_OFFLINE is set (offline mode), so seesr did not download anything" in logs
+        assert f"DAPE.pth: looked in {empty}/DAPE.pth and the Hugging Face cache" in logs, logs
+        status, body = cog_server.request("POST", "/predictions", {"input": {"image": "data:,x"}})
+        assert (status, body["status"]) == (503, "failed") and "output" not in body, body  # refused, no image
+        assert not empty.exists()  # nothing downloaded, nothing made up
+
+
+def test_a_server_allowed_to_fall_back_says_so_in_every_output(tiny, tmp_path, lr_image):  # noqa: F811
+    environment = {"SEESR_WEIGHTS": str(tmp_path / "no-weights"), "SEESR_ALLOW_FALLBACK": "1"}
+    with running_cog_server(tiny, tmp_path / "cog", **environment) as cog_server:
+        assert cog_server.health["status"] == "READY"
+        assert "SEESR_ALLOW_FALLBACK=1: predictions run the bundled Real-ESRGAN" in cog_server.health["setup"]["logs"]
+        small = data_uri(lr_image.crop((0, 0, 8, 6)))  # Real-ESRGAN on the CPU: a few pixels suffice
+        for scale in (2, 3):
+            status, body = cog_server.predict({"image": small, "scale": scale, "seed": 5})
+            assert status == 200 and body["status"] == "succeeded", body
+            output = body["output"]
+            assert output["engine"] == "realesrgan" and output["model"] == "realesrgan-x4plus", output
+            assert output["fallback_reason"].startswith("SeeSR weights are missing: 20 files"), output
+            assert output["seeds"] == []
+            (image_uri,) = output["images"]
+            with Image.open(io.BytesIO(decode_data_uri(image_uri)[1])) as image:
+                assert_upscaled(image, (8 * scale, 6 * scale), min_colours=20)

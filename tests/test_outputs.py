@@ -152,6 +152,17 @@ def test_only_leftovers_of_dead_writers_are_removed(tmp_path):
     assert not stale.exists() and live.exists() and other.exists()
 
 
+def test_a_shard_removes_only_the_leftovers_of_its_own_outputs(tmp_path):
+    """On a shared volume another machine's writer has a process id that means nothing here: a
+    shard leaves the temporary files of outputs that are not its own alone."""
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(finished.stdout)
+    mine, theirs = tmp_path / f".a.png.{dead}-0123abcd.tmp", tmp_path / f".b.png.{dead}-4567abcd.tmp"
+    touch(mine, theirs)
+    assert remove_stale_temp_files(tmp_path, names={"a.png", "c.png"}) == [mine]
+    assert theirs.exists()
+
+
 def test_result_save_writes_the_format_its_suffix_names(tmp_path):
     from PIL import Image
 

@@ -1,8 +1,9 @@
 """`./start_seesr.sh predict IMAGE [name=value ...]` run as the README types it.
 
-Offline and without SeeSR weights (an empty weights folder, ``HF_HUB_OFFLINE=1``) the predictor
-runs the bundled Real-ESRGAN, which is enough to check the command itself: the exit code, the
-line it prints and the file it writes."""
+Offline and without SeeSR weights (an empty weights folder, ``HF_HUB_OFFLINE=1``) the predictor,
+started as a server allowed to fall back (``SEESR_ALLOW_FALLBACK=1``), runs the bundled
+Real-ESRGAN, which is enough to check the command itself: the exit code, the line it prints and
+the file it writes."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def photo(tiny, tmp_path) -> Path:
     return tmp_path / "photo.jpg"
 
 
-def predict(photo: Path, *options: str) -> subprocess.CompletedProcess:
+def predict(photo: Path, *options: str, allow_fallback: bool = True) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SEESR_", "HF_", "COG_"))}
     env.update(
         SEESR_WEIGHTS=str(photo.parent / "no-weights"),
@@ -33,6 +34,8 @@ def predict(photo: Path, *options: str) -> subprocess.CompletedProcess:
         HF_HUB_CACHE=str(photo.parent / "hf-cache"),
         OMP_NUM_THREADS="2",
     )
+    if allow_fallback:
+        env["SEESR_ALLOW_FALLBACK"] = "1"
     command = [str(REPO_ROOT / "start_seesr.sh"), "predict", photo.name, *options]
     return subprocess.run(command, cwd=photo.parent, env=env, capture_output=True, text=True, timeout=600)
 
@@ -48,12 +51,36 @@ def test_predict_as_typed_writes_a_png(photo):
     assert "engine realesrgan" in done.stdout and "SeeSR weights are missing" in done.stdout
 
 
+def test_predict_without_seesr_weights_stops_in_one_line(photo):
+    """As a Cog server would: no stand-in model unless SEESR_ALLOW_FALLBACK is set."""
+    done = predict(photo, allow_fallback=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("seesr: SeeSR weights are missing: 20 files (sd-turbo 11, seesr 5, ram 4)"), line
+    assert "SEESR_ALLOW_FALLBACK=1" in line
+    assert not photo.with_name("photo_seesr.png").exists()
+
+
 @pytest.mark.slow
 def test_predict_with_options(photo):
     done = predict(photo, "scale=2", "output_format=webp", "offload=no", "seed=")
     assert done.returncode == 0, done.stderr[-3000:]
     with Image.open(photo.with_name("photo_seesr.webp")) as image:
         assert image.format == "WEBP" and image.size == (24, 16)
+
+
+@pytest.mark.slow
+def test_predict_writes_each_sample_named_by_its_seed(photo):
+    (photo.parent / "photo_seesr_s8.png").write_bytes(b"an earlier result")
+    done = predict(photo, "num_samples=2", "seed=7", "scale=2")
+    assert done.returncode == 1 and "photo_seesr_s8.png exists; pass --overwrite" in done.stderr, done.stderr[-3000:]
+    assert not photo.with_name("photo_seesr_s7.png").exists()  # refused before anything ran
+    done = predict(photo, "num_samples=2", "seed=7", "scale=2", "--overwrite")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-2:] == ["photo_seesr_s7.png", "photo_seesr_s8.png"]
+    for name in ("photo_seesr_s7.png", "photo_seesr_s8.png"):
+        with Image.open(photo.with_name(name)) as image:
+            assert image.format == "PNG" and image.size == (24, 16)
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """``seesr upscale INPUT... -o OUT``: check everything (settings, device, inputs, outputs, output
 folders), then upscale each file through :class:`seesr.api.Upscaler` and report one line (or one
-JSON object) per file. Under ``accelerate launch -m seesr.cli upscale ...`` each process takes its
-share of the inputs."""
+JSON object) per file. With ``--shard K/N`` this worker takes shard K of the inputs
+(:mod:`seesr.io.shards`); under ``accelerate launch -m seesr.cli upscale ...`` each process takes its
+share of those."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from seesr.cli.flags import SETTINGS_EPILOG, add_report_flags, add_setting_flags
 from seesr.errors import SeesrError
 from seesr.io.batch import BatchReport, Job, input_groups
 from seesr.io.inputs import IMAGE_SUFFIXES, find_inputs
+from seesr.io.shards import Shard, parse_shard
 from seesr.progress import StageProgress, TerminalProgress
 
 if TYPE_CHECKING:
@@ -43,6 +45,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     up.add_argument("--dry-run", action="store_true", help="print the plan and estimated memory, run nothing")
     up.add_argument("--compare", action="store_true", help="also write NAME_compare.png (input | output)")
+    up.add_argument(
+        "--shard", metavar="K/N",
+        help="do only shard K (0 to N-1) of N: the inputs whose relative path hashes to K, the same split on every "
+        "machine; auto/N or auto: K (and N) from JOB_COMPLETION_INDEX (Kubernetes) or SLURM_ARRAY_TASK_ID (Slurm)",
+    )  # fmt: skip
     add_report_flags(up)
     add_setting_flags(up)
 
@@ -102,13 +109,14 @@ def run(args: argparse.Namespace) -> int:
     LOG_HANDLER.display = display
     report = _Report(args, display)
     try:
-        return _upscale(args, report, display)
+        shard = parse_shard(args.shard) if args.shard is not None else None
+        return _upscale(args, report, display, shard)
     except BaseException as error:
         report.abandon(error)
         raise
 
 
-def _upscale(args: argparse.Namespace, report: _Report, display: TerminalProgress | None) -> int:
+def _upscale(args: argparse.Namespace, report: _Report, display: TerminalProgress | None, shard: Shard | None) -> int:
     if display is not None:  # something to see while torch is imported
         display.image(1, 1, "seesr")
         display(StageProgress("start", 0, 0))
@@ -152,6 +160,10 @@ def _upscale(args: argparse.Namespace, report: _Report, display: TerminalProgres
         overwrite=args.overwrite,
         seeds=seeds,
     )
+    if shard is not None:  # every input was planned (names are decided over all of them): keep this shard's
+        everything, jobs = jobs, shard.select(jobs)
+        if not args.quiet:
+            print(f"seesr: {shard.describe()}: {len(jobs)} of {len(everything)} outputs", file=sys.stderr)
     report.expect(jobs)
     if args.dry_run:
         failed = 0
@@ -166,16 +178,24 @@ def _upscale(args: argparse.Namespace, report: _Report, display: TerminalProgres
             for job in group:
                 report.planned(job, plan)
         return 1 if failed else 0
-    for parent in dict.fromkeys(job.target.parent for job in jobs):
-        prepare_folder(parent)
-    return _run_jobs(upscaler, jobs, folder, settings, arguments, args, report, display)
+    # Each output folder and its files: a shard clears the leftovers of those only (another
+    # machine's writer of a neighbouring file may be alive); other runs, those of any dead writer
+    folders: dict[Path, set[str]] = {}
+    for job in jobs:
+        for path in (job.target, job.compare):
+            if path is not None:
+                folders.setdefault(path.parent, set()).add(path.name)
+    for parent, names in folders.items():
+        prepare_folder(parent, names if shard else None)
+    return _run_jobs(upscaler, jobs, folder, settings, arguments, args, report, display, shard)
 
 
 def _run_jobs(
     upscaler: Upscaler, jobs: list[Job], folder: Path | None, settings: Settings, arguments: dict[str, Any],
-    args: argparse.Namespace, report: _Report, display: TerminalProgress | None,
+    args: argparse.Namespace, report: _Report, display: TerminalProgress | None, shard: Shard | None,
 ) -> int:
-    """Run the planned jobs (split between processes under ``accelerate launch``)."""
+    """Run the planned jobs (split between processes under ``accelerate launch``), recording them in
+    this shard's and process's own run log."""
     import torch
     from accelerate import PartialState
 
@@ -204,7 +224,7 @@ def _run_jobs(
             written.append(result)
         return written
 
-    state = BatchState(folder, distributed.process_index) if folder is not None else None
+    state = BatchState(folder, distributed.process_index, shard.name if shard else None) if folder is not None else None
     with distributed.split_between_processes(groups) as my_groups:
         my_jobs = [job for group in my_groups for job in group]
         report.expect(my_jobs)

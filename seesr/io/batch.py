@@ -5,7 +5,8 @@
 
 Without GPUs the same command runs N CPU processes (gloo). The command line splits the jobs
 between processes; this module only runs a share of them. Each process records what it does in
-``OUT/.seesr-batch/rank<N>.jsonl`` (JSON lines, no pickle):
+``OUT/.seesr-batch/rank<N>.jsonl`` (``shard<K>of<N>-rank<N>.jsonl`` for a worker of a sharded run,
+:mod:`seesr.io.shards`: no two workers write the same log) (JSON lines, no pickle):
 ``started`` then ``done`` or ``failed`` per output (each sample of an input is one), with the
 input's and the output's paths relative to the input and output folders (so a moved folder still
 resumes), the sample's seed and a hash of the settings. A re-run skips outputs that exist (never
@@ -68,10 +69,10 @@ def settings_hash(settings: Any) -> str:
 class BatchState:
     """Per-process JSON-lines log of a folder run; reads every process's log to decide what is done."""
 
-    def __init__(self, output_dir: Path, rank: int = 0) -> None:
+    def __init__(self, output_dir: Path, rank: int = 0, shard: str | None = None) -> None:
         self.output_dir = output_dir
         self.folder = output_dir / STATE_DIR
-        self.log = self.folder / f"rank{rank}.jsonl"
+        self.log = self.folder / (f"{shard}-rank{rank}.jsonl" if shard else f"rank{rank}.jsonl")
         self.rank = rank
 
     def key(self, job: Job) -> str:
@@ -86,7 +87,7 @@ class BatchState:
         done: dict[str, str] = {}
         if not self.folder.is_dir():
             return done
-        for log in sorted(self.folder.glob("rank*.jsonl")):
+        for log in sorted(self.folder.glob("*rank*.jsonl")):
             text = read_bytes(log, "run log", RUN_LOG_MAX_BYTES, ConfigError).decode(errors="replace")
             for line in text.splitlines():
                 try:

@@ -24,6 +24,7 @@ import re
 import secrets
 import stat
 from pathlib import Path
+from typing import Collection
 
 from seesr.errors import InputError, SeesrError
 
@@ -122,7 +123,7 @@ def user_cache_dir() -> Path:
 
 
 # ------------------------------------------------------------------------------------ writing
-_TEMP_FILE = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.tmp$")
+_TEMP_FILE = re.compile(r"^\.(.+)\.(\d+)-[0-9a-f]{8}\.tmp$")
 """``.<name>.<pid>-<random>.tmp``: the hidden temporary file :func:`write_atomically` renames into place."""
 
 
@@ -173,9 +174,11 @@ def write_atomically(
             pass
 
 
-def remove_stale_temp_files(folder: Path) -> list[Path]:
+def remove_stale_temp_files(folder: Path, names: Collection[str] | None = None) -> list[Path]:
     """Remove the temporary files that writers killed mid-write (or mid-rename) left in ``folder``:
-    ours by name, and only those whose process is gone (a live writer's file is kept)."""
+    ours by name, and only those whose process is gone (a live writer's file is kept); with
+    ``names``, only those of files so named (on a volume other machines write to, a process id
+    from another machine says nothing: each writer cleans up after its own files only)."""
     removed = []
     try:
         candidates = [entry for entry in os.scandir(folder) if entry.name.startswith(".") and entry.is_file()]
@@ -183,7 +186,7 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
         return removed
     for entry in candidates:
         match = _TEMP_FILE.match(entry.name)
-        if match is None or _process_alive(int(match.group(1))):
+        if match is None or (names is not None and match.group(1) not in names) or _process_alive(int(match.group(2))):
             continue
         try:
             os.unlink(entry.path)

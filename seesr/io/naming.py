@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 from seesr.errors import ConfigError
 from seesr.io.batch import Job
@@ -218,9 +218,10 @@ def _identity(path: Path) -> tuple:
         return ("path", os.path.realpath(path))  # never raises, even on a symlink loop
 
 
-def prepare_folder(folder: Path) -> None:
+def prepare_folder(folder: Path, names: Collection[str] | None = None) -> None:
     """Create ``folder`` if needed, check that files can be created in it (ConfigError naming the
-    reason), and remove temporary files that killed runs left there."""
+    reason), and remove temporary files that killed runs left there (with ``names``: of those
+    files only, see :func:`~seesr.io.files.remove_stale_temp_files`)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".seesr-write-check.{os.getpid()}-{secrets.token_hex(4)}"
@@ -228,4 +229,4 @@ def prepare_folder(folder: Path) -> None:
         probe.unlink()
     except OSError as error:
         raise ConfigError(f"cannot write to the output folder {folder}: {error.strerror or error}") from None
-    remove_stale_temp_files(folder)
+    remove_stale_temp_files(folder, names)

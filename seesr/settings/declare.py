@@ -86,7 +86,7 @@ class Settings:
     num_samples: int = setting(
         1, "SeeSR results per input, with the seeds seed, seed+1, ... (written as NAME_s<seed>.EXT when several; "
         "Real-ESRGAN is deterministic: 1 only).",
-        range=(1, 8), engines=SEESR_ONLY, feeds="pipeline",
+        range=(1, 8), engines=SEESR_ONLY, cog="default", feeds="pipeline", cog_range=(1, 4),
     )  # fmt: skip
     prompt: str = setting(
         "", "Extra text added to the prompt after the image's tags.", engines=SEESR_ONLY, cog="default", feeds="pipeline"

@@ -47,6 +47,8 @@ class Setting:
     """A value ending in one of these is a file path, accepted in place of a choice."""
     scope: Scope = "image"
     """What the setting is about (:data:`Scope`)."""
+    cog_range: tuple[float, float] | None = None
+    """The Cog input's range where a server allows less than the setting (what one request may cost)."""
 
 
 def setting(
@@ -62,10 +64,11 @@ def setting(
     aliases: Mapping[str, str] | None = None,
     file_suffixes: tuple[str, ...] | None = None,
     scope: Scope = "image",
+    cog_range: tuple[float, float] | None = None,
 ) -> Any:
     """A settings field with its :class:`Setting` description as metadata (the one helper both
     declarations use)."""
-    described = Setting(help, range, choices, engines, cog, feeds, extra_flags, aliases, file_suffixes, scope)
+    described = Setting(help, range, choices, engines, cog, feeds, extra_flags, aliases, file_suffixes, scope, cog_range)
     return dataclasses.field(default=default, metadata={"setting": described})
 
 
