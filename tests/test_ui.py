@@ -13,7 +13,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import ExifTags, Image
 
 from seesr.settings import declare, fields
 from seesr.api import Upscaler
@@ -21,7 +21,7 @@ from seesr.errors import Cancelled, ConfigError, InputError
 from seesr.progress import StageProgress
 from seesr.ui import build_app
 from seesr.ui.controls import SWITCH_CHOICES, UNSET, page_settings, setting_arguments
-from seesr.ui.page import escape, plan_text, report_text
+from seesr.ui.page import api_endpoint, done_text, escape, plan_text, report_text
 from seesr.ui.service import PageService
 
 FAST = dict(scale="2", steps="1", process_size="0", seed="3")  # as the page sends them: text
@@ -124,6 +124,72 @@ def test_a_run_gives_the_slider_pair_and_the_download_in_the_chosen_format(servi
     assert "seed: 3" in report_text(done.result) and "timings: " in report_text(done.result)
 
 
+def test_several_samples_give_different_images_with_their_seeds_and_a_zip_of_named_files(service, photo):
+    done = service.upscale(photo, {**FAST, "num_samples": "2"}, "session")
+    assert done.seeds == [3, 4] and len(done.afters) == 2 and done.result is done.samples[0]
+    shown = [np.asarray(Image.open(after)) for after in done.afters]
+    assert shown[0].shape == shown[1].shape == (48, 72, 3) and not np.array_equal(shown[0], shown[1])
+    assert np.array_equal(shown[1], np.asarray(done.samples[1].image))
+    assert done_text(done).startswith("Done: 2 samples of 72x48 (seeds 3, 4) in ")
+    download = done.download()
+    assert download.name == "photo_seesr.zip" and service.workdir in download.parents
+    with zipfile.ZipFile(download) as bundle:
+        assert bundle.namelist() == ["photo_seesr_s3.png", "photo_seesr_s4.png"]
+        for name, sample in zip(bundle.namelist(), done.samples):
+            assert np.array_equal(np.asarray(Image.open(io.BytesIO(bundle.read(name)))), np.asarray(sample.image))
+    names = ["scale", "steps", "process_size", "seed", "num_samples"]
+    first = Path(api_endpoint(service, names)(str(photo), "2", "1", "0", "3", "2"))  # /upscale: the first sample
+    assert first.name == "photo_seesr_s3.png" and np.array_equal(np.asarray(Image.open(first)), shown[0])
+
+
+def test_one_sample_is_one_file_and_a_random_seed_is_the_one_shown(service, photo):
+    done = service.upscale(photo, {**FAST, "seed": ""}, "session")
+    assert len(done.samples) == 1 and isinstance(done.result.seed, int)
+    assert done.download().name == "photo_seesr.png" and done_text(done).startswith("Done: 72x48 in ")
+    assert f"seed: {done.result.seed}" in report_text(done.result)
+
+
+def test_when_realesrgan_stands_in_its_one_image_is_shown_once(photo, tmp_path):
+    service = PageService(Upscaler(tmp_path / "no-weights", device="cpu"), tmp_path / "work")
+    done = service.upscale(photo, {**FAST, "num_samples": "3"}, "s")  # SeeSR's weights are missing
+    assert done.result.engine == "realesrgan" and done.seeds == [None] and len(done.afters) == 1
+    assert done.download().name == "photo_seesr.png" and done_text(done).startswith("Done: 72x48 in ")
+    assert "Real-ESRGAN stood in for SeeSR" in report_text(done.result)
+
+
+def test_downloads_keep_the_inputs_metadata_unless_strip_metadata_is_on(service, photo, tmp_path):
+    camera = tmp_path / "camera.jpg"
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "Canon"
+    Image.open(photo).save(camera, quality=95, exif=exif, dpi=(300, 300))
+    with zipfile.ZipFile(service.upscale(camera, {**FAST, "num_samples": "2"}, "s").download()) as bundle:
+        assert bundle.namelist() == ["camera_seesr_s3.png", "camera_seesr_s4.png"]
+        for name in bundle.namelist():
+            with Image.open(io.BytesIO(bundle.read(name))) as sample:
+                assert sample.getexif()[ExifTags.Base.Make] == "Canon"
+                assert sample.info["dpi"] == pytest.approx((600, 600), abs=0.01)  # 300 dpi, upscaled x2
+    stripped = service.batch([camera], {**FAST, "model": "realesrgan-x4plus", "strip_metadata": "on"}, "s")
+    with zipfile.ZipFile(stripped.archive) as bundle, Image.open(io.BytesIO(bundle.read("camera_seesr.png"))) as out:
+        assert out.size == (72, 48) and not out.getexif() and "dpi" not in out.info
+
+
+def test_a_width_sets_the_plan_and_the_output_size(service, photo):
+    plan = service.plan(photo, {"width": "100", "process_size": "0"})
+    assert plan.output_size == (100, 67) and plan_text(plan).startswith("**36x24 -> 100x67**")
+    done = service.upscale(photo, {"width": "100", "steps": "1", "process_size": "0", "seed": "3"}, "s")
+    with Image.open(done.after) as after, Image.open(done.download()) as written:
+        assert after.size == written.size == (100, 67)
+    with pytest.raises(ConfigError, match="exclude each other"):
+        service.plan(photo, {"width": "100", "scale": "2"})
+
+
+def test_the_only_downloads_are_the_results_own_files(upscaler):
+    """The slider and the samples gallery show lossless copies: only the Download buttons (written by
+    Result.save, in the chosen format, with or without metadata) offer a file."""
+    shown = {block.elem_id: block for block in build_app(upscaler).blocks.values() if block.elem_id}
+    assert shown["result-slider"].buttons == shown["samples-gallery"].buttons == ["fullscreen"]
+
+
 @pytest.mark.parametrize(
     "data, says",
     [
@@ -197,11 +263,23 @@ def test_a_batch_does_every_good_image_names_each_bad_one_and_zips_the_outputs(s
                          lambda index, name: names.append(f"{index}:{name}"))  # fmt: skip
     assert names == ["0:photo.png", "1:broken.jpg", "2:photo.png"]
     assert [name for name, _, _ in done.done] == ["photo.png", "photo.png"]
+    assert [upscaled.seeds for _, upscaled, _ in done.done] == [[None], [None]]
     assert done.failed[0][0] == "broken.jpg" and "broken" not in done.failed[0][1].split(":")[0]
     with zipfile.ZipFile(done.archive) as bundle:
         assert bundle.namelist() == ["photo_seesr.png", "photo_seesr_2.png"]
         sizes = [Image.open(io.BytesIO(bundle.read(n))).size for n in bundle.namelist()]
     assert sizes == [(72, 48), (48, 72)]
+
+
+def test_a_batch_zips_every_sample_of_every_image(service, photo, tmp_path):
+    other = tmp_path / "other.png"
+    Image.open(photo).rotate(90, expand=True).save(other)
+    done = service.batch([photo, other], {**FAST, "num_samples": "2"}, "s")
+    assert [(name, upscaled.seeds) for name, upscaled, _ in done.done] == [("photo.png", [3, 4]), ("other.png", [3, 4])]
+    with zipfile.ZipFile(done.archive) as bundle:
+        assert bundle.namelist() == [f"{stem}_seesr_s{seed}.png" for stem in ("photo", "other") for seed in (3, 4)]
+        sizes = [Image.open(io.BytesIO(bundle.read(n))).size for n in bundle.namelist()]
+    assert sizes == [(72, 48)] * 2 + [(48, 72)] * 2
 
 
 def test_words_on_the_page_are_shown_as_written():

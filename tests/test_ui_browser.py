@@ -13,6 +13,7 @@ import io
 import os
 import shutil
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -83,10 +84,11 @@ def drop_file(page, target: str, name: str, data: bytes) -> None:
 
 
 def run_and_download(page, expect, engine: str) -> Image.Image:
-    """Press Upscale, wait for the slider and the report, download the result."""
+    """Press Upscale, wait for the report (the click empties it; the last run's status may still say
+    Done for a moment), the slider, and download the result."""
     page.click("#upscale-button")
-    expect(page.locator("#status")).to_contain_text("Done", timeout=RUN_TIMEOUT_MS)
-    expect(page.locator("#report")).to_contain_text(f"engine: {engine}")
+    expect(page.locator("#report")).to_contain_text(f"engine: {engine}", timeout=RUN_TIMEOUT_MS)
+    expect(page.locator("#status")).to_contain_text("Done")
     expect(page.locator("#result-slider img")).to_have_count(2)
     with page.expect_download() as download:
         page.click("#download-button")
@@ -117,6 +119,24 @@ def test_a_person_upscales_with_seesr_then_realesrgan_and_downloads(server, brow
     assert_upscaled(seesr_output, (256, 256))
     used_seed = page.locator("#setting-seed").locator("input, textarea").first.input_value()
     expect(page.locator("#report")).to_contain_text(f"seed: {used_seed}")
+
+    set_setting(page, "num_samples", "2")  # two samples: a gallery, a click compares one, a zip of both
+    page.click("#upscale-button")
+    expect(page.locator("#status")).to_contain_text("Done: 2 samples of 256x256 (seeds ", timeout=RUN_TIMEOUT_MS)
+    seed = int(page.locator("#setting-seed").locator("input, textarea").first.input_value())
+    expect(page.locator("#status")).to_contain_text(f"(seeds {seed}, {seed + 1})")
+    expect(page.locator("#samples-gallery img")).to_have_count(2)
+    after = page.locator("#result-slider img").nth(1)
+    first_sample = after.get_attribute("src")
+    page.locator("#samples-gallery img").nth(1).click()
+    expect(after).not_to_have_attribute("src", first_sample)
+    with page.expect_download() as download:
+        page.click("#download-button")
+    with zipfile.ZipFile(download.value.path()) as bundle:
+        assert bundle.namelist() == [f"179_seesr_s{seed}.png", f"179_seesr_s{seed + 1}.png"]
+        samples = [np.asarray(Image.open(io.BytesIO(bundle.read(name)))) for name in bundle.namelist()]
+    assert samples[0].shape == samples[1].shape == (256, 256, 3) and not np.array_equal(*samples)
+    set_setting(page, "num_samples", "")
 
     set_setting(page, "model", "realesrgan-x4plus")
     expect(page.locator("#plan")).to_contain_text("engine: realesrgan (realesrgan-x4plus)")
@@ -174,8 +194,6 @@ def test_a_queued_request_shows_its_place_and_cancel_stops_waiting_and_running_r
 
 
 def test_several_images_give_a_gallery_a_reason_for_each_bad_one_and_one_zip(server, browser, tmp_path):
-    import zipfile
-
     from playwright.sync_api import expect
 
     page = browser.new_page()

@@ -1,10 +1,13 @@
 """The web page (Gradio Blocks): what a person sees and clicks, wired to :class:`~seesr.ui.service.PageService`.
 
 One image: upload (click, drop or paste), the dry-run plan as soon as it is there, Upscale and
-Cancel, a before/after slider, the result's report and a download in the chosen format. Several
-images: many uploads, a gallery, one zip. The settings below them are generated from the
-declaration (:mod:`seesr.ui.controls`). ``/upscale`` is the same run as a named API endpoint:
-``image`` plus the settings by their declared names, returning the output image.
+Cancel, a before/after slider, the result's report and a download in the chosen format; with
+``num_samples`` above 1, a gallery of the samples (a click puts one in the slider) and a zip of
+them all. Several images: many uploads, a gallery, one zip. The settings below them are generated
+from the declaration (:mod:`seesr.ui.controls`). ``/upscale`` is the same run as a named API
+endpoint: ``image`` plus the settings by their declared names, returning the (first) output image.
+Every file offered for download is a :meth:`~seesr.api.Result.save` output; the slider and the
+samples gallery show lossless copies, so they offer no download of their own.
 """
 
 from __future__ import annotations
@@ -73,7 +76,10 @@ def _one_image_tab() -> dict[str, Any]:
             image = sent_image(label="image", sources=["upload", "clipboard"], elem_id="input-image")
             plan = gr.Markdown("Drop an image to see what will run.", elem_id="plan")
         with gr.Column():
-            slider = gr.ImageSlider(label="before (bicubic) / after", type="filepath", elem_id="result-slider")
+            slider = gr.ImageSlider(label="before (bicubic) / after", type="filepath", buttons=["fullscreen"],
+                                    elem_id="result-slider")  # fmt: skip
+            samples = gr.Gallery(label="samples (click one to compare it)", columns=4, buttons=["fullscreen"],
+                                 visible=False, elem_id="samples-gallery")  # fmt: skip
             with gr.Row():
                 run = gr.Button("Upscale", variant="primary", elem_id="upscale-button")
                 cancel = gr.Button("Cancel", variant="stop", elem_id="cancel-button")
@@ -82,8 +88,8 @@ def _one_image_tab() -> dict[str, Any]:
             report = gr.Markdown(elem_id="report")
     api_trigger = gr.Button(visible=False)
     api_output = gr.Image(visible=False, type="filepath", label="output")
-    return dict(image=image, plan=plan, slider=slider, run=run, cancel=cancel, status=status, download=download,
-                report=report, api_trigger=api_trigger, api_output=api_output)  # fmt: skip
+    return dict(image=image, plan=plan, slider=slider, samples=samples, run=run, cancel=cancel, status=status,
+                download=download, report=report, api_trigger=api_trigger, api_output=api_output)  # fmt: skip
 
 
 def _several_images_tab() -> dict[str, Any]:
@@ -186,21 +192,30 @@ def _wire_plan(service: PageService, one: dict, settings: _Settings) -> None:
 
 
 def _wire_one_image(service: PageService, one: dict, settings: _Settings) -> None:
-    """Upscale: the slider, the status line, the report and the seed used; then the download is
-    written (in the chosen format) and offered, after the result is on the page."""
+    """Upscale: the slider (first sample), the samples gallery when there are several, the status
+    line, the report and the (first) seed used; then the download is written (in the chosen
+    format; a zip of every sample when there are several) and offered, after the result is on the
+    page. A click on a sample puts it in the slider."""
     seed = settings.controls.get("seed")
     made = gr.State(None, time_to_live=RESULT_MAX_AGE)  # the result until its download is written
+    shown = gr.State(None, time_to_live=RESULT_MAX_AGE)  # the slider's before and every sample's after
 
     def upscale_on_page(values: dict, request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple:
         seed_shown = values[seed] if seed is not None else None
         if values[one["image"]] is None:
-            return None, warning("Drop an image first."), "", seed_shown, None
+            return None, _no_samples(), warning("Drop an image first."), "", seed_shown, None, None
         done, failure = _attempt(lambda: service.upscale(values[one["image"]], settings.arguments(values),
                                                          _session(request), page_progress(progress)))  # fmt: skip
         if failure is not None:
-            return None, failure, "", seed_shown, None
+            return None, _no_samples(), failure, "", seed_shown, None, None
         used = str(done.result.seed) if done.result.seed is not None else seed_shown
-        return (str(done.before), str(done.after)), done_text(done), report_text(done.result), used, done
+        gallery = gr.update(value=[(str(after), f"seed {used_by}") for after, used_by in zip(done.afters, done.seeds)],
+                            visible=len(done.samples) > 1)  # fmt: skip
+        pair = (str(done.before), str(done.after))
+        return pair, gallery, done_text(done), report_text(done.result), used, done, (pair[0], *map(str, done.afters))
+
+    def compare_sample(files: tuple[str, ...] | None, selected: gr.SelectData) -> Any:
+        return gr.skip() if files is None else (files[0], files[1 + selected.index])
 
     def offer_download(done: Upscaled | None) -> tuple:
         if done is None:
@@ -212,16 +227,23 @@ def _wire_one_image(service: PageService, one: dict, settings: _Settings) -> Non
 
     def asked(request: gr.Request) -> tuple:  # at once: Cancel applies, the last result's words go
         service.ask(_session(request))
-        return "", "", gr.update(visible=False)
+        return "", "", gr.update(visible=False), _no_samples(), None
 
-    one["run"].click(asked, outputs=[one["status"], one["report"], one["download"]], queue=False,
-                     api_visibility="private")  # fmt: skip
-    outputs = [one["slider"], one["status"], one["report"], seed if seed is not None else one["report"], made]
+    one["run"].click(asked, outputs=[one["status"], one["report"], one["download"], one["samples"], shown],
+                     queue=False, api_visibility="private")  # fmt: skip
+    outputs = [one["slider"], one["samples"], one["status"], one["report"], seed if seed is not None else one["report"],
+               made, shown]  # fmt: skip
     run = one["run"].click(upscale_on_page, inputs=settings.inputs(one["image"]), outputs=outputs,
                            show_progress_on=one["slider"],  # one progress bar: each one costs the browser CPU
                            concurrency_id=RUN_GROUP, concurrency_limit=1, api_visibility="private")  # fmt: skip
     run.then(offer_download, inputs=made, outputs=[one["download"], made], concurrency_id="download",
              concurrency_limit=2, api_visibility="private")  # fmt: skip
+    one["samples"].select(compare_sample, inputs=shown, outputs=one["slider"], queue=False, show_progress="hidden",
+                          api_visibility="private")  # fmt: skip
+
+
+def _no_samples() -> Any:
+    return gr.update(value=None, visible=False)
 
 
 def _wire_several_images(service: PageService, several: dict, settings: _Settings) -> None:
@@ -240,7 +262,9 @@ def _wire_several_images(service: PageService, several: dict, settings: _Setting
         if failure is not None:
             return [], failure, gr.update(visible=False)
         archive = gr.update(value=str(done.archive), visible=True) if done.archive else gr.update(visible=False)
-        return [(str(download), name) for name, _, download in done.done], batch_text(done), archive
+        gallery = [(str(path), _caption(name, upscaled.seeds, index)) for name, upscaled, written in done.done
+                   for index, path in enumerate(written)]  # fmt: skip
+        return gallery, batch_text(done), archive
 
     def asked(request: gr.Request) -> tuple:  # at once: Cancel applies, the last result's words go
         service.ask(_session(request))
@@ -268,14 +292,16 @@ def _attempt(run: Callable[[], Any]) -> tuple[Any, str | None]:
 
 def api_endpoint(service: PageService, names: list[str]) -> Callable[..., str]:
     """``/upscale(image, <setting>=..., ...)``: the output image in the chosen format. Its signature
-    names the settings as declared (what ``gradio_client`` calls them), each optional."""
+    names the settings as declared (what ``gradio_client`` calls them), each optional. It returns
+    one image whatever ``num_samples`` is: the first sample (seed ``seed``, named
+    ``NAME_s<seed>.EXT``); a client that wants sample k calls it again with ``seed + k``."""
 
     def upscale(image: str | None, *values: Any) -> str:
         if image is None:
             raise gr.Error("send an image (gradio_client.handle_file(path))")
         try:
             done = service.upscale(image, setting_arguments(dict(zip(names, values))), f"api-{uuid.uuid4().hex}")
-            return str(done.download())
+            return str(done.file())
         except Exception as error:  # noqa: BLE001 - the client gets the one line
             _log_unexpected(error)
             raise gr.Error(message(error)) from None
@@ -336,9 +362,18 @@ def plan_text(plan: DryRun) -> str:
 
 
 def done_text(done: Upscaled) -> str:
-    """The status line of a finished run: the output's size and the upscale's wall time."""
+    """The status line of a finished run: the output's size, the upscale's wall time, and with
+    several samples their number and seeds."""
     width, height = done.result.image.size
-    return f"Done: {width}x{height} in {done.seconds:.2f} s."
+    if len(done.samples) == 1:
+        return f"Done: {width}x{height} in {done.seconds:.2f} s."
+    seeds = ", ".join(str(seed) for seed in done.seeds)
+    return f"Done: {len(done.samples)} samples of {width}x{height} (seeds {seeds}) in {done.seconds:.2f} s."
+
+
+def _caption(name: str, seeds: list[int | None], index: int) -> str:
+    """A gallery caption: the input's file name, with the sample's seed when it has several."""
+    return name if len(seeds) == 1 else f"{name}, seed {seeds[index]}"
 
 
 def report_text(result: Result) -> str:

@@ -1,6 +1,11 @@
 """What the web page does, without the page: one :class:`~seesr.api.Upscaler` serving every request in
 turn, plans, cancellation, and the files a person downloads.
 
+Every run is :meth:`~seesr.api.Upscaler.upscale_samples`: one image with ``num_samples`` 1 (the
+default) and several, seeds ``seed``, ``seed + 1``, ..., otherwise; every file a person downloads
+is written by :meth:`~seesr.api.Result.save` (format, quality, metadata) and named as the command
+line names it (:mod:`seesr.io.naming`).
+
 Gradio runs each request in a thread of its own; the Upscaler holds one model's networks and is not
 made for two calls at once, so runs take :attr:`PageService.lock` one at a time (Gradio's queue
 keeps the order; a run that Gradio gave up on still finishes or stops before the next starts).
@@ -28,7 +33,7 @@ from PIL import Image
 from seesr.api import DryRun, Result, Upscaler
 from seesr.errors import Cancelled, SeesrError
 from seesr.imaging.convert import resize
-from seesr.io.naming import DEFAULT_SINGLE_TAG, output_file
+from seesr.io.naming import DEFAULT_SINGLE_TAG, output_file, sample_file
 from seesr.io.read import read_sent_image
 from seesr.progress import Cancellation, ProgressCallback
 
@@ -43,30 +48,58 @@ written in a fiftieth of a second for a megapixel (the default level takes ten t
 
 @dataclass(frozen=True)
 class Upscaled:
-    """One image done for the page: the result, and the slider's two PNG files in ``folder`` (the
-    input resized to the output's size with bicubic; the output). The file to download is written
-    by :meth:`download`, after the slider is shown."""
+    """One image done for the page: its samples, and the PNG files shown in ``folder`` (the input
+    resized to the output's size with bicubic; each sample's output). The files to download are
+    written by :meth:`files` and :meth:`download`, after the result is shown."""
 
-    result: Result
+    samples: list[Result]
+    """The results, with the seeds ``seed``, ``seed + 1``, ...: one when Real-ESRGAN stood in, whose
+    every sample would be the same image."""
     name: str
-    """The download's stem: the input's, with the single-file tag (``photo`` -> ``photo_seesr``)."""
+    """The downloads' stem: the input's, with the single-file tag (``photo`` -> ``photo_seesr``)."""
     folder: Path
     before: Path
-    after: Path
+    afters: list[Path]
+    """Each sample's output as a lossless PNG, in the order of :attr:`samples`."""
     seconds: float
-    """Wall time of the :meth:`~seesr.api.Upscaler.upscale` call."""
+    """Wall time of the :meth:`~seesr.api.Upscaler.upscale_samples` call."""
+
+    @property
+    def result(self) -> Result:
+        """The first sample (the one the slider shows first and ``/upscale`` returns)."""
+        return self.samples[0]
+
+    @property
+    def after(self) -> Path:
+        return self.afters[0]
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return [sample.seed for sample in self.samples]
+
+    def file(self, index: int = 0) -> Path:
+        """Write sample ``index`` in the settings' format and quality (``auto``: the input's) and
+        return it: ``NAME.EXT``, or ``NAME_s<seed>.EXT`` when there are several samples."""
+        result = self.samples[index]
+        target = output_file(self.folder, self.name, result.output_format)
+        return result.save(target if len(self.samples) == 1 else sample_file(target, result.seed))
+
+    def files(self) -> list[Path]:
+        """Every sample's file (:meth:`file`)."""
+        return [self.file(index) for index in range(len(self.samples))]
 
     def download(self) -> Path:
-        """Write the output in the settings' format and quality (``auto``: the input's) and return it."""
-        return self.result.save(output_file(self.folder, self.name, self.result.output_format))
+        """What the Download button gives: the one output file, or a zip (``NAME.zip``) of all samples."""
+        files = self.files()
+        return files[0] if len(files) == 1 else zip_files(files, self.folder / f"{self.name}.zip")
 
 
 @dataclass
 class BatchDone:
     """Several images done: what each one gave (in upload order), and one zip of the outputs."""
 
-    done: list[tuple[str, Upscaled, Path]] = field(default_factory=list)
-    """(file name, what it gave, its output file) of each image upscaled."""
+    done: list[tuple[str, Upscaled, list[Path]]] = field(default_factory=list)
+    """(file name, what it gave, its output files: one per sample) of each image upscaled."""
     failed: list[tuple[str, str]] = field(default_factory=list)
     """(file name, the one-line reason) of each image that could not be upscaled."""
     archive: Path | None = None
@@ -121,8 +154,9 @@ class PageService:
         progress: Callable[[int, str], ProgressCallback] | None = None,
     ) -> BatchDone:
         """Upscale every image in turn; one that is refused is named with its reason and the rest
-        are still done. ``progress(index, name)`` gives the callback of each image. The outputs go
-        into one zip, each named after its input (``photo.png`` -> ``photo_seesr.png``)."""
+        are still done. ``progress(index, name)`` gives the callback of each image. Every sample of
+        every image goes into one zip, named after its input as :meth:`Upscaled.file` says
+        (``photo.png`` -> ``photo_seesr.png``, or ``photo_seesr_s42.png``, ``photo_seesr_s43.png``)."""
         self.upscaler.settings(arguments)
         outcome = BatchDone()
         with self._run(session, None) as cancellation:
@@ -136,9 +170,10 @@ class PageService:
                 except SeesrError as error:
                     outcome.failed.append((name, message(error)))
                 else:
-                    outcome.done.append((name, upscaled, upscaled.download()))
+                    outcome.done.append((name, upscaled, upscaled.files()))
         if outcome.done:
-            outcome.archive = self._archive([download for _, _, download in outcome.done])
+            files = [path for _, _, written in outcome.done for path in written]
+            outcome.archive = zip_files(files, self._result_folder() / "seesr-results.zip")
         return outcome
 
     def ask(self, session: str) -> None:
@@ -176,16 +211,20 @@ class PageService:
         self.upscaler.progress = cancellation
         started = time.perf_counter()
         try:
-            result = self.upscaler.upscale(data, **arguments)
+            results = self.upscaler.upscale_samples(data, **arguments)
         finally:
             self.upscaler.progress = None
         seconds = time.perf_counter() - started
+        if results[0].seed is None:  # Real-ESRGAN stood in: every sample is its one image
+            results = results[:1]
         folder = self._result_folder()
-        after = _displayable(result.image)
-        before = resize(result.source.rgb, after.size) if result.source is not None else after
-        for image, path in ((before, folder / "before.png"), (after, folder / "after.png")):
+        shown = [_displayable(result.image) for result in results]
+        source = results[0].source
+        before = resize(source.rgb, shown[0].size) if source is not None else shown[0]
+        paths = [folder / "before.png", *(folder / f"after-{index}.png" for index in range(len(shown)))]
+        for image, path in zip((before, *shown), paths):
             image.save(path, compress_level=SLIDER_PNG_LEVEL)
-        return Upscaled(result, stem + DEFAULT_SINGLE_TAG, folder, folder / "before.png", folder / "after.png", seconds)
+        return Upscaled(results, stem + DEFAULT_SINGLE_TAG, folder, paths[0], paths[1:], seconds)
 
     # ------------------------------------------------------------------ files
     def _result_folder(self) -> Path:
@@ -200,19 +239,18 @@ class PageService:
         folder.mkdir()
         return folder
 
-    def _archive(self, files: list[Path]) -> Path:
-        """One zip of ``files``, each under its own name (a repeated name gets ``_2``, ``_3``, ...)."""
-        archive = self._result_folder() / "seesr-results.zip"
-        taken: set[str] = set()
-        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as bundle:
-            for path in files:
-                name, number = path.name, 1
-                while name in taken:
-                    number += 1
-                    name = f"{path.stem}_{number}{path.suffix}"
-                taken.add(name)
-                bundle.write(path, name)
-        return archive
+def zip_files(files: list[Path], archive: Path) -> Path:
+    """One zip ``archive`` of ``files``, each under its own name (a repeated name gets ``_2``, ``_3``, ...)."""
+    taken: set[str] = set()
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as bundle:
+        for path in files:
+            name, number = path.name, 1
+            while name in taken:
+                number += 1
+                name = f"{path.stem}_{number}{path.suffix}"
+            taken.add(name)
+            bundle.write(path, name)
+    return archive
 
 
 def _displayable(image: Image.Image) -> Image.Image:
