@@ -59,6 +59,7 @@ for text in requires("gradio"):
 ')"
     # shellcheck disable=SC2086 # one requirement a word
     "$PY" -m pip install --quiet -c "$ROOT/constraints.txt" $requirements
+    say "pip's note that gradio requires pillow<13 is expected: seesr is tested with the Pillow of constraints.txt (docs/web-page.md)"
 }
 
 install_browser() {
