@@ -290,8 +290,9 @@ def test_random_bytes_pth_is_reported_without_unsafe_advice(tmp_path: Path) -> N
     with pytest.raises(WeightsError) as err:
         sources.load_realesrgan(tmp_path, device="cpu")
     message = str(err.value)
-    assert str(bad) in message and "seesr weights verify" in message
-    assert "weights_only" not in message and "\n" not in message
+    # a folder seesr does not download into: the advice is to replace the file, not to download it
+    assert str(bad) in message and "replace it with an intact copy" in message
+    assert "weights_only" not in message and "--force" not in message and "\n" not in message
 
 
 def test_failed_conversion_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
