@@ -139,7 +139,7 @@ class Runner(BaseRunner):
             description="Low-resolution input image (PNG, JPEG, WebP, TIFF, BMP, ...).", accept="image/*"
         ),
         preset: str = Input(
-            description="Named set of settings (the table in the README); explicit settings override it.",
+            description="Named set of settings (the table in docs/cli.md); explicit settings override it.",
             default="balanced",
             choices=["speed", "balanced", "quality", "memory"],
         ),

@@ -50,7 +50,7 @@ class Settings:
     Declaration order is the order of ``--help`` and of the Cog inputs."""
 
     preset: str = setting(
-        "balanced", "Named set of settings (the table in the README); explicit settings override it.",
+        "balanced", "Named set of settings (the table in docs/cli.md); explicit settings override it.",
         choices=tuple(PRESETS), engines=SEESR_ONLY, cog="default",
     )  # fmt: skip
     engine: str = setting(

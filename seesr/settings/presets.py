@@ -49,4 +49,4 @@ MODEL_RANGES: dict[str, dict[str, tuple[float, float]]] = {
 """Ranges that differ per model (everything else: the declared range)."""
 ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {"realesrgan": {"color_fix": "adain"}}
 """What each engine changes from the defaults, under the model's defaults (Real-ESRGAN: AdaIN,
-which raised Y-PSNR and SSIM on RealSR; the README has the numbers)."""
+which raised Y-PSNR and SSIM on RealSR; docs/evaluation.md has the numbers)."""
