@@ -239,7 +239,7 @@ def _load_dists(metric: Metric, device: str) -> Scorer:
     _fetch(metric)
     with _quiet():
         net = DISTS_pytorch.DISTS(load_weights=False)
-    learned = torch.load(Path(DISTS_pytorch.__file__).parent / "weights.pt", map_location="cpu")
+    learned = torch.load(Path(DISTS_pytorch.__file__).parent / "weights.pt", map_location="cpu", weights_only=True)
     net.alpha.data, net.beta.data = learned["alpha"], learned["beta"]
     net = net.to(device).eval()
 
